@@ -1,0 +1,25 @@
+"""One exception tree for nerbatch.
+
+Every error a user can cause derives from ``NerbatchError`` so the CLI can turn
+it into a one-line message and exit code 2 instead of a traceback.
+"""
+
+
+class NerbatchError(Exception):
+    """Base of every error nerbatch raises on purpose."""
+
+
+class CorpusError(NerbatchError, ValueError):
+    """The annotated training corpus is malformed (names the row)."""
+
+
+class BundleError(NerbatchError):
+    """A model bundle is missing, tampered with, truncated or from the future."""
+
+
+class InputError(NerbatchError):
+    """An input path or document source cannot be read."""
+
+
+class OutputError(NerbatchError):
+    """An output path cannot be written."""
