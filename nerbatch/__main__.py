@@ -1,0 +1,3 @@
+from nerbatch.cli import main
+
+main()

@@ -1,0 +1,206 @@
+"""The model bundle: one directory that every job loads.
+
+Layout::
+
+    model.keras     Keras 3 native model (stock layers only; loads with safe_mode=True)
+    vocab.json      word and character vocabularies (ids 0/1 = padding/unknown)
+    tags.json       IOB2 tag list, index = model output id
+    config.json     name, version, arch, max_len, features, decoder, training settings
+    metrics.json    protocol test-split scores, data sha256, library versions
+    history.json    per-epoch training curves (optional)
+    training.png    plot of the curves (optional)
+    manifest.json   format version and the sha256 of every other file
+
+Loading checks the manifest first and refuses a tampered, truncated or
+newer-format bundle with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nerbatch.errors import BundleError
+from nerbatch.vocab import FeatureEncoder, Vocabulary
+
+FORMAT = "nerbatch-bundle"
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("model.keras", "vocab.json", "tags.json", "config.json")
+MANIFEST = "manifest.json"
+
+
+def default_model_path() -> Path:
+    """The bundle shipped inside the package."""
+    return Path(str(resources.files("nerbatch") / "models" / "default"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_manifest(directory: Path) -> dict:
+    files = {
+        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
+    write_json(directory / MANIFEST, manifest)
+    return manifest
+
+
+def verify_bundle(directory: str | Path) -> dict:
+    """Check the manifest and every file's checksum; return the manifest."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory}: model bundle not found (expected a directory)")
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{directory}: not a nerbatch model bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: not a nerbatch bundle manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"{manifest_path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{directory}: bundle format {version} is newer than this nerbatch reads ({FORMAT_VERSION}); upgrade nerbatch"
+        )
+    files = manifest.get("files") or {}
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"{directory}: manifest does not list required file {name}")
+    for name, entry in files.items():
+        path = directory / name
+        if Path(name).name != name or not path.is_file():
+            raise BundleError(f"{directory}: bundle file {name} is missing")
+        if path.stat().st_size != entry.get("bytes"):
+            raise BundleError(f"{directory}: bundle file {name} is truncated or altered (size mismatch)")
+        if _sha256(path) != entry.get("sha256"):
+            raise BundleError(f"{directory}: bundle file {name} fails its checksum (tampered or corrupt)")
+    return manifest
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded model bundle."""
+
+    path: Path
+    config: dict
+    model: Any
+    encoder: FeatureEncoder
+    tags: list[str]
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.config['name']}@{self.config['version']}"
+
+    @property
+    def max_len(self) -> int:
+        return int(self.config["max_len"])
+
+    def tagger(self, batch_size: int = 256):
+        from nerbatch.predictor import Tagger
+
+        return Tagger(
+            self.model,
+            self.encoder,
+            self.tags,
+            max_len=self.max_len,
+            decoder=self.config["decoder"],
+            batch_size=batch_size,
+        )
+
+
+def read_bundle_json(directory: Path, name: str) -> Any:
+    try:
+        return json.loads((directory / name).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{directory / name}: unreadable ({exc})") from None
+
+
+def load_bundle(directory: str | Path | None = None) -> Bundle:
+    """Verify and load a bundle; ``None`` means the shipped default model."""
+    from nerbatch.backend import keras
+
+    directory = Path(directory) if directory is not None else default_model_path()
+    verify_bundle(directory)
+    config = read_bundle_json(directory, "config.json")
+    if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise BundleError(f"{directory}: config format is newer than this nerbatch reads")
+    vocab = read_bundle_json(directory, "vocab.json")
+    tags = read_bundle_json(directory, "tags.json")
+    metrics = read_bundle_json(directory, "metrics.json") if (directory / "metrics.json").is_file() else {}
+    try:
+        model = keras().saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad archive
+        raise BundleError(f"{directory / 'model.keras'}: cannot load model ({type(exc).__name__}: {exc})") from None
+    chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
+    encoder = FeatureEncoder(
+        Vocabulary(vocab["words"]), chars, lowercase=bool(config["lowercase"]), max_word_len=int(config["max_word_len"])
+    )
+    return Bundle(directory, config, model, encoder, list(tags), metrics)
+
+
+def save_bundle(
+    directory: str | Path,
+    *,
+    model,
+    encoder: FeatureEncoder,
+    tags: list[str],
+    config: dict,
+    metrics: dict | None = None,
+    history: dict | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> Path:
+    """Write a complete bundle atomically: a temp sibling renamed into place."""
+    import shutil
+    import tempfile
+
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        model.save(staging / "model.keras")
+        write_json(
+            staging / "vocab.json",
+            {"words": encoder.words.items, "chars": encoder.chars.items if encoder.chars else None},
+        )
+        write_json(staging / "tags.json", list(tags))
+        write_json(staging / "config.json", {"format_version": FORMAT_VERSION, **config})
+        if metrics is not None:
+            write_json(staging / "metrics.json", metrics)
+        if history is not None:
+            write_json(staging / "history.json", history)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, staging / name)
+        write_manifest(staging)
+        if directory.exists():
+            backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, backup)
+            os.replace(staging, directory)
+            shutil.rmtree(backup)
+        else:
+            os.replace(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory

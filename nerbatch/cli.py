@@ -1,0 +1,140 @@
+"""The ``nerbatch`` command line: a thin layer over the library.
+
+Each command parses options and calls one library function. Errors a user can
+cause (``NerbatchError``) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nerbatch.errors import NerbatchError
+
+app = typer.Typer(
+    name="nerbatch",
+    help="Named-entity recognition for document corpora: train, evaluate, run, consume.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[
+    Optional[Path],
+    typer.Option("--model", "-m", help="Model bundle directory (default: the model shipped with nerbatch)."),
+]
+DataOpt = Annotated[Path, typer.Option("--data", help="Annotated corpus: ner_dataset.csv or its .zip.")]
+
+
+def _user_errors(command):
+    """Turn NerbatchError into a one-line message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NerbatchError as exc:
+            typer.echo(f"nerbatch: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_user_errors
+def train(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the model bundle to.")],
+    arch: Annotated[str, typer.Option(help="Network: 'seed' (the tutorial BiLSTM) or 'default'.")] = "default",
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    max_len: Annotated[int, typer.Option(help="Window length in tokens.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling, validation split).")] = 1,
+    patience: Annotated[Optional[int], typer.Option(help="Epochs without validation F1 gain before stopping.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
+    max_train_sentences: Annotated[
+        Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Train a model bundle on the protocol's training part and score its test part."""
+    from nerbatch.metrics import format_table
+    from nerbatch.model import ARCHITECTURES
+    from nerbatch.train import TrainSettings, train as train_bundle
+
+    if arch not in ARCHITECTURES:
+        raise typer.BadParameter(f"choose one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
+    settings = TrainSettings.for_arch(
+        arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
+        name=name, max_train_sentences=max_train_sentences,
+    )
+    metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
+    typer.echo(format_table(metrics["test"]))
+    typer.echo(f"bundle written to {out}")
+
+
+@app.command()
+@_user_errors
+def evaluate(
+    data: DataOpt,
+    model: ModelOpt = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the scores as JSON here.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 256,
+) -> None:
+    """Score a bundle on the fixed protocol's test split (entity-level F1, per type)."""
+    from nerbatch.bundle import load_bundle
+    from nerbatch.evaluate import evaluate_bundle
+    from nerbatch.metrics import format_table
+
+    bundle = load_bundle(model)
+    result = evaluate_bundle(bundle, data, batch_size=batch_size)
+    test = result["test"]
+    typer.echo(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens")
+    typer.echo(format_table(test))
+    typer.echo(f"{test['tokens_per_s']:.0f} tokens/s")
+    if report:
+        report.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+@app.command()
+@_user_errors
+def info(model: ModelOpt = None) -> None:
+    """What a bundle is, how it was trained, and its test-split metrics."""
+    from nerbatch.bundle import default_model_path, read_bundle_json, verify_bundle
+
+    path = model or default_model_path()
+    manifest = verify_bundle(path)
+    config = read_bundle_json(path, "config.json")
+    metrics = read_bundle_json(path, "metrics.json") if (path / "metrics.json").is_file() else {}
+    summary = {
+        "path": str(path),
+        "model": f"{config['name']}@{config['version']}",
+        "format_version": manifest["format_version"],
+        "arch": config["arch"],
+        "features": config["features"],
+        "decoder": config["decoder"],
+        "max_len": config["max_len"],
+        "created_at": config.get("created_at"),
+        "bytes": sum(f["bytes"] for f in manifest["files"].values()),
+    }
+    if metrics:
+        test = metrics.get("test", {})
+        summary["test_micro_f1"] = round(test.get("micro", {}).get("f1", 0.0), 4)
+        summary["test_per_type_f1"] = {k: round(v["f1"], 4) for k, v in test.get("per_type", {}).items()}
+        summary["data"] = metrics.get("data")
+        summary["training"] = {k: v for k, v in metrics.get("training", {}).items() if k != "seconds_per_epoch"}
+        summary["versions"] = metrics.get("versions")
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Reader for the GMB-style annotated corpus (``Sentence #, Word, POS, Tag``).
+
+The sentence id appears only on a sentence's first row; the file is latin1.
+Words such as ``None``, ``NA`` or ``null`` are real words, so pandas' missing
+value detection is switched off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nerbatch.errors import CorpusError
+
+REQUIRED_COLUMNS = ("Sentence #", "Word", "Tag")
+_TAG_PATTERN = re.compile(r"^(O|[BI]-[A-Za-z]+)$")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Sentences of words with their IOB2 tags, in file order."""
+
+    sentence_ids: list[str]
+    words: list[list[str]]
+    tags: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def subset(self, indices: np.ndarray | list[int]) -> "Corpus":
+        return Corpus(
+            [self.sentence_ids[i] for i in indices],
+            [self.words[i] for i in indices],
+            [self.tags[i] for i in indices],
+        )
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(s) for s in self.words)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_corpus(path: str | Path) -> Corpus:
+    """Read ``ner_dataset.csv`` (or a zip holding it) into sentences.
+
+    Raises CorpusError naming the file and row (1-based line number, header is
+    line 1) for malformed input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: corpus file not found")
+    try:
+        frame = pd.read_csv(
+            path,
+            encoding="latin1",
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            quotechar='"',
+            on_bad_lines="error",
+            engine="c",
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise CorpusError(f"{path}: cannot parse corpus: {exc}") from None
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    if frame.empty:
+        raise CorpusError(f"{path}: corpus has no rows")
+
+    sentence_col = frame["Sentence #"].to_numpy(dtype=object)
+    words = frame["Word"].to_numpy(dtype=object)
+    tags = frame["Tag"].to_numpy(dtype=object)
+
+    def line_of(row: int) -> int:
+        return row + 2  # header is line 1
+
+    if sentence_col[0] == "":
+        raise CorpusError(f"{path}: line {line_of(0)}: first row has no sentence id")
+    empty_words = np.flatnonzero(words == "")
+    if empty_words.size:
+        raise CorpusError(f"{path}: line {line_of(int(empty_words[0]))}: empty word")
+    unique_tags, tag_index = np.unique(tags, return_inverse=True)
+    for position, tag in enumerate(unique_tags):
+        if not _TAG_PATTERN.match(tag):
+            row = int(np.flatnonzero(tag_index == position)[0])
+            raise CorpusError(f"{path}: line {line_of(row)}: invalid IOB2 tag {tag!r}")
+
+    starts = np.flatnonzero(sentence_col != "")
+    bounds = np.append(starts, len(words))
+    word_list = words.tolist()
+    tag_list = tags.tolist()
+    return Corpus(
+        sentence_ids=sentence_col[starts].tolist(),
+        words=[word_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        tags=[tag_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+    )
+
+
+def protocol_split(n_sentences: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed evaluation split: 80/20 over sentence indices, ``random_state=1``."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(n_sentences), test_size=0.2, random_state=1)
+    return np.sort(train), np.sort(test)
+
+
+def validation_split(train_indices: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve validation sentences out of the training part only."""
+    from sklearn.model_selection import train_test_split
+
+    fit, val = train_test_split(train_indices, test_size=fraction, random_state=seed)
+    return np.sort(fit), np.sort(val)

@@ -1,0 +1,82 @@
+"""From per-token tag probabilities to entity spans.
+
+``constrained_viterbi`` picks the most probable tag sequence that is valid
+IOB2 (``I-X`` only after ``B-X`` or ``I-X``), so decoded output never holds a
+stray ``I-``. ``iob2_spans`` still accepts any sequence: a stray ``I-X``
+(after ``O`` or another type) opens a new entity, the conlleval convention,
+so gold data and the tutorial's argmax decoding are scored the usual way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    label: str
+    start: int  # token index
+    end: int  # token index, exclusive
+
+
+def iob2_spans(tags: Sequence[str]) -> list[Span]:
+    spans: list[Span] = []
+    label: str | None = None
+    start = 0
+    for i, tag in enumerate(tags):
+        prefix, _, kind = tag.partition("-")
+        continues = prefix == "I" and kind == label
+        if label is not None and not continues:
+            spans.append(Span(label, start, i))
+            label = None
+        if prefix in ("B", "I") and not continues:
+            label, start = kind, i
+    if label is not None:
+        spans.append(Span(label, start, len(tags)))
+    return spans
+
+
+def allowed_transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (prev, next) transition matrix and allowed start tags for IOB2."""
+    n = len(tags)
+    allowed = np.ones((n, n), dtype=bool)
+    start = np.ones(n, dtype=bool)
+    for j, nxt in enumerate(tags):
+        if nxt.startswith("I-"):
+            kind = nxt[2:]
+            start[j] = False
+            for i, prev in enumerate(tags):
+                allowed[i, j] = prev in (f"B-{kind}", f"I-{kind}")
+    return allowed, start
+
+
+def constrained_viterbi(probs: np.ndarray, lengths: np.ndarray, tags: Sequence[str]) -> np.ndarray:
+    """Best valid IOB2 tag ids for a padded batch ``probs[batch, time, tag]``.
+
+    Positions past a sequence's length get tag 0 (``O``).
+    """
+    batch, time, n_tags = probs.shape
+    if batch == 0 or time == 0:
+        return np.zeros((batch, time), dtype=np.int32)
+    allowed, start_ok = allowed_transitions(tags)
+    forbid = np.where(allowed, 0.0, -np.inf)
+    log_p = np.log(np.clip(probs, 1e-12, 1.0))
+    score = log_p[:, 0, :] + np.where(start_ok, 0.0, -np.inf)
+    backpointers = np.zeros((batch, time, n_tags), dtype=np.int32)
+    identity = np.broadcast_to(np.arange(n_tags, dtype=np.int32), (batch, n_tags))
+    for t in range(1, time):
+        candidate = score[:, :, None] + forbid[None, :, :]
+        best_prev = candidate.argmax(axis=1).astype(np.int32)
+        new_score = np.take_along_axis(candidate, best_prev[:, None, :], axis=1)[:, 0, :] + log_p[:, t, :]
+        active = (t < lengths)[:, None]
+        score = np.where(active, new_score, score)
+        backpointers[:, t, :] = np.where(active, best_prev, identity)
+    path = np.zeros((batch, time), dtype=np.int32)
+    path[:, -1] = score.argmax(axis=1)
+    for t in range(time - 1, 0, -1):
+        path[:, t - 1] = backpointers[np.arange(batch), t, path[:, t]]
+    path[np.arange(time)[None, :] >= lengths[:, None]] = 0
+    return path

@@ -1,0 +1,73 @@
+"""The fixed evaluation protocol.
+
+80/20 split of the corpus sentences with ``train_test_split(test_size=0.2,
+random_state=1)``; every token of every test sentence is scored (long
+sentences are windowed and merged, never truncated); the score is entity-level
+micro F1 with exact span and type match on IOB2, plus per-type figures.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus
+from nerbatch.metrics import entity_scores
+
+PROTOCOL = {
+    "split": "sklearn train_test_split over sentences in file order, test_size=0.2, random_state=1",
+    "validation": "taken from the training part only",
+    "score": "entity-level micro F1, exact span and type match, IOB2 (stray I- opens an entity)",
+    "coverage": "every token of every test sentence; sentences longer than max_len windowed and merged",
+}
+
+
+def score_corpus(tagger, corpus: Corpus) -> dict:
+    started = time.perf_counter()
+    predicted = tagger.tag_strings(corpus.words)
+    seconds = time.perf_counter() - started
+    scores = entity_scores(corpus.tags, predicted)
+    scores["sentences"] = len(corpus)
+    scores["tokens"] = corpus.n_tokens
+    scores["seconds"] = round(seconds, 3)
+    scores["tokens_per_s"] = round(corpus.n_tokens / seconds, 1) if seconds else None
+    return scores
+
+
+def test_part(corpus: Corpus) -> Corpus:
+    _, test = protocol_split(len(corpus))
+    return corpus.subset(test)
+
+
+def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dict:
+    """Score a loaded bundle on the protocol's test split of ``data_path``."""
+    corpus = read_corpus(data_path)
+    scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
+    return {
+        "model": bundle.name,
+        "protocol": PROTOCOL,
+        "data": {"file": Path(data_path).name, "sha256": file_sha256(data_path)},
+        "test": scores,
+    }
+
+
+def library_versions() -> dict:
+    import numpy
+
+    from nerbatch import __version__
+    from nerbatch.backend import keras
+
+    k = keras()
+    versions = {
+        "nerbatch": __version__,
+        "keras": k.__version__,
+        "keras_backend": k.backend.backend(),
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+    if versions["keras_backend"] == "tensorflow":
+        import tensorflow
+
+        versions["tensorflow"] = tensorflow.__version__
+    return versions

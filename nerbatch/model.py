@@ -1,0 +1,83 @@
+"""Network definitions, named by architecture.
+
+``seed`` is the tutorial network (Embedding 50, SpatialDropout1D 0.1, BiLSTM
+100 with recurrent dropout 0.1, per-token softmax) with padding masked.
+``default`` adds character and casing features to a larger word embedding.
+Both use only stock Keras layers, so a bundle loads with ``safe_mode=True``
+under any Keras backend. (``TimeDistributed`` is avoided: in Keras 3 it loops
+over the time axis and mishandles an open time dimension.) The time axis is left open: callers pad a batch to
+the length bucket it needs, never past ``max_len``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nerbatch.backend import keras
+from nerbatch.vocab import CASING_CLASSES
+
+ARCHITECTURES = ("seed", "default")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    arch: str
+    n_words: int
+    n_tags: int
+    n_chars: int = 0
+    max_word_len: int = 16
+    word_dim: int = 50
+    char_dim: int = 25
+    char_filters: int = 50
+    casing_dim: int = 8
+    lstm_units: int = 100
+    dropout: float = 0.1
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("words",) if self.arch == "seed" else ("words", "chars", "casing")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_shape(arch: str, n_words: int, n_tags: int, n_chars: int) -> ModelShape:
+    if arch == "seed":
+        return ModelShape("seed", n_words, n_tags)
+    if arch == "default":
+        return ModelShape(
+            "default", n_words, n_tags, n_chars=n_chars, word_dim=100, lstm_units=128, dropout=0.33
+        )
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+
+
+def build_model(shape: ModelShape):
+    k = keras()
+    layers = k.layers
+    words = layers.Input(shape=(None,), dtype="int32", name="words")
+    if shape.arch == "seed":
+        x = layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)
+        x = layers.SpatialDropout1D(shape.dropout)(x)
+        x = layers.Bidirectional(
+            layers.LSTM(shape.lstm_units, return_sequences=True, recurrent_dropout=0.1), name="bilstm"
+        )(x)
+        # Dense on a sequence acts per time step: the tutorial's TimeDistributed(Dense).
+        out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
+        return k.Model(inputs={"words": words}, outputs=out, name="nerbatch_seed")
+
+    chars = layers.Input(shape=(None, shape.max_word_len), dtype="int32", name="chars")
+    casing = layers.Input(shape=(None,), dtype="int32", name="casing")
+    w = layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)
+    c = layers.Embedding(shape.n_chars, shape.char_dim, name="char_embedding")(chars)
+    # A (1, 3) Conv2D over [token, char] is a per-token character CNN, and a
+    # (1, max_word_len) max-pool its per-token max over characters.
+    c = layers.Conv2D(shape.char_filters, (1, 3), padding="same", activation="relu", name="char_cnn")(c)
+    c = layers.MaxPooling2D((1, shape.max_word_len), name="char_pool")(c)
+    c = layers.Reshape((-1, shape.char_filters), name="char_features")(c)
+    s = layers.Embedding(len(CASING_CLASSES), shape.casing_dim, name="casing_embedding")(casing)
+    x = layers.Concatenate(name="token_features")([w, c, s])
+    x = layers.Dropout(shape.dropout)(x)
+    x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name="bilstm")(x)
+    x = layers.Dropout(shape.dropout)(x)
+    out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
+    return k.Model(inputs={"words": words, "chars": chars, "casing": casing}, outputs=out, name="nerbatch_default")

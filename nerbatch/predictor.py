@@ -1,0 +1,107 @@
+"""Batched tagging of tokenised sentences with a loaded model.
+
+Sentences are cut into windows (``nerbatch.windows``), the windows sorted by
+length and padded only to the smallest length bucket that holds each batch, so
+little compute goes to padding and the compiled predict function sees a handful
+of fixed shapes. Probabilities are merged back per sentence, then decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nerbatch.decode import constrained_viterbi
+from nerbatch.vocab import FeatureEncoder
+from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedSentence:
+    tag_ids: np.ndarray  # int32 [n_tokens]
+    tag_probs: np.ndarray  # float32 [n_tokens], probability of the chosen tag
+
+
+def length_buckets(max_len: int) -> tuple[int, ...]:
+    return tuple(sorted({b for b in (16, 32) if b < max_len} | {max_len}))
+
+
+class Tagger:
+    """Tags sentences with a Keras model; shared by evaluation and the jobs."""
+
+    def __init__(
+        self,
+        model,
+        encoder: FeatureEncoder,
+        tags: Sequence[str],
+        *,
+        max_len: int,
+        decoder: str,
+        batch_size: int = 256,
+        overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
+        if decoder not in ("argmax", "viterbi"):
+            raise ValueError(f"unknown decoder {decoder!r}")
+        self.model = model
+        self.encoder = encoder
+        self.tags = list(tags)
+        self.max_len = max_len
+        self.decoder = decoder
+        self.batch_size = batch_size
+        self.overlap = min(overlap, max_len // 2)
+        self.buckets = length_buckets(max_len)
+
+    def tag_probabilities(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per sentence, a float32 [n_tokens, n_tags] matrix of tag probabilities."""
+        n_tags = len(self.tags)
+        merged = [np.zeros((len(s), n_tags), dtype=np.float32) for s in sentences]
+        jobs = [
+            (index, window)
+            for index, sentence in enumerate(sentences)
+            for window in plan_windows(len(sentence), self.max_len, self.overlap)
+            if window.end > window.start
+        ]
+        jobs.sort(key=lambda job: job[1].end - job[1].start)
+        for first in range(0, len(jobs), self.batch_size):
+            batch = jobs[first : first + self.batch_size]
+            longest = batch[-1][1].end - batch[-1][1].start
+            width = next(b for b in self.buckets if b >= longest)
+            tokens = [sentences[i][w.start : w.end] for i, w in batch]
+            probs = np.asarray(self.model.predict_on_batch(self.encoder.encode_batch(tokens, width)))
+            for row, (index, window) in enumerate(batch):
+                lo, hi = window.own_start - window.start, window.own_end - window.start
+                merged[index][window.own_start : window.own_end] = probs[row, lo:hi]
+        return merged
+
+    def tag(self, sentences: Sequence[Sequence[str]]) -> list[TaggedSentence]:
+        probabilities = self.tag_probabilities(sentences)
+        return self.decode(probabilities)
+
+    def decode(self, probabilities: Sequence[np.ndarray]) -> list[TaggedSentence]:
+        if not probabilities:
+            return []
+        lengths = np.fromiter((len(p) for p in probabilities), np.int64, len(probabilities))
+        if self.decoder == "argmax":
+            ids = [p.argmax(axis=1).astype(np.int32) for p in probabilities]
+        else:
+            ids = [None] * len(probabilities)
+            # Decode similar lengths together so the padded Viterbi does little waste.
+            order = np.argsort(lengths, kind="stable")
+            for first in range(0, len(order), 1024):
+                chunk = order[first : first + 1024]
+                width = int(lengths[chunk].max())
+                padded = np.zeros((len(chunk), width, len(self.tags)), dtype=np.float32)
+                for row, index in enumerate(chunk):
+                    padded[row, : lengths[index]] = probabilities[index]
+                paths = constrained_viterbi(padded, lengths[chunk], self.tags)
+                for row, index in enumerate(chunk):
+                    ids[index] = paths[row, : lengths[index]]
+        return [
+            TaggedSentence(tag_ids, p[np.arange(len(p)), tag_ids].astype(np.float32))
+            for tag_ids, p in zip(ids, probabilities)
+        ]
+
+    def tag_strings(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        return [[self.tags[i] for i in t.tag_ids] for t in self.tag(sentences)]

@@ -1,0 +1,232 @@
+"""Training: corpus -> model bundle.
+
+Trains on the protocol's training part only (validation carved from it), stops
+early on validation entity F1 with the best weights restored, then scores the
+test part and writes the bundle.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from nerbatch.backend import keras
+from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus, validation_split
+from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
+from nerbatch.model import build_model, default_shape
+from nerbatch.predictor import Tagger, length_buckets
+from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
+from nerbatch.windows import plan_windows
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    arch: str = "default"
+    epochs: int = 15
+    batch_size: int = 32
+    max_len: int = 50
+    seed: int = 1
+    min_word_freq: int = 1
+    word_dropout: float = 0.0
+    learning_rate: float = 1e-3
+    patience: int = 3
+    validation_fraction: float = 0.1
+    max_train_sentences: int | None = None  # for quick runs; None = the whole training part
+    name: str | None = None
+
+    @classmethod
+    def for_arch(cls, arch: str, **overrides) -> "TrainSettings":
+        """Tuned defaults per architecture; explicit overrides win."""
+        base = {"seed": {}, "default": {"min_word_freq": 2, "word_dropout": 0.05}}[arch]
+        return cls(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _training_windows(corpus: Corpus, tagset: TagSet, max_len: int) -> tuple[list[list[str]], list[np.ndarray]]:
+    """Every training sentence, long ones as overlapping windows (never truncated)."""
+    words, labels = [], []
+    for sentence, tags in zip(corpus.words, corpus.tags):
+        encoded = tagset.encode(tags)
+        for window in plan_windows(len(sentence), max_len):
+            words.append(sentence[window.start : window.end])
+            labels.append(encoded[window.start : window.end])
+    return words, labels
+
+
+def _batches_by_length(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within pools, shuffle batches."""
+    order = rng.permutation(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for first in range(0, len(order), pool):
+        chunk = order[first : first + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+class WindowBatches:
+    """Shuffled, length-bucketed training batches, rebuilt every epoch.
+
+    Batches are padded only to their length bucket, so an epoch spends little
+    compute on padding; ``train_on_batch`` sees a few fixed shapes.
+    """
+
+    def __init__(self, words, labels, encoder: FeatureEncoder, settings: TrainSettings) -> None:
+        self.words, self.labels, self.encoder, self.settings = words, labels, encoder, settings
+        self.lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
+        self.buckets = length_buckets(settings.max_len)
+        self.rng = np.random.default_rng(settings.seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.words) / self.settings.batch_size)
+
+    def epoch(self):
+        for rows in _batches_by_length(self.lengths, self.settings.batch_size, self.rng):
+            yield self._batch(rows)
+
+    def _batch(self, rows: np.ndarray):
+        width = next(b for b in self.buckets if b >= self.lengths[rows].max())
+        inputs = self.encoder.encode_batch([self.words[r] for r in rows], width)
+        mask = inputs["words"] > 0
+        if self.settings.word_dropout > 0:
+            # Teaches the unknown-word id: known words randomly hidden.
+            drop = mask & (self.rng.random(mask.shape) < self.settings.word_dropout)
+            inputs["words"] = np.where(drop, UNK_ID, inputs["words"]).astype(np.int32)
+        target = np.zeros((len(rows), width), dtype=np.int32)
+        for i, r in enumerate(rows):
+            target[i, : self.lengths[r]] = self.labels[r]
+        return inputs, target, mask.astype(np.float32)
+
+
+def _plot_history(history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history["loss"]) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(epochs, history["loss"], label="train loss")
+    left.set_xlabel("epoch")
+    left.legend()
+    right.plot(epochs, history["val_entity_f1"], label="validation entity F1", color="tab:green")
+    right.set_xlabel("epoch")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1) -> dict:
+    """Train a bundle into ``out_dir``; returns its metrics."""
+    k = keras()
+    k.utils.set_random_seed(settings.seed)
+    data_path = Path(data_path)
+    corpus = read_corpus(data_path)
+    train_idx, test_idx = protocol_split(len(corpus))
+    fit_idx, val_idx = validation_split(train_idx, settings.validation_fraction, settings.seed)
+    if settings.max_train_sentences:
+        fit_idx = fit_idx[: settings.max_train_sentences]
+        val_idx = val_idx[: max(1, settings.max_train_sentences // 5)]
+    fit, val, test = corpus.subset(fit_idx), corpus.subset(val_idx), corpus.subset(test_idx)
+
+    lowercase = settings.arch != "seed"
+    words = Vocabulary.build((normalize_word(w, lowercase) for s in fit.words for w in s), settings.min_word_freq)
+    chars = None if settings.arch == "seed" else Vocabulary.build((c for s in fit.words for w in s for c in w), 2)
+    tagset = TagSet.build(corpus.tags)
+    shape = default_shape(settings.arch, len(words), len(tagset), len(chars) if chars else 0)
+    encoder = FeatureEncoder(words, chars, lowercase=lowercase, max_word_len=shape.max_word_len)
+    decoder = "argmax" if settings.arch == "seed" else "viterbi"
+
+    model = build_model(shape)
+    model.compile(
+        optimizer=k.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        weighted_metrics=["accuracy"],
+    )
+    batches = WindowBatches(*_training_windows(fit, tagset, settings.max_len), encoder, settings)
+    tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
+
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_entity_f1": []}
+    epoch_seconds: list[float] = []
+    best_f1, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
+    started = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        epoch_started = time.perf_counter()
+        losses, accuracies = [], []
+        progress = tqdm(batches.epoch(), total=len(batches), desc=f"epoch {epoch}/{settings.epochs}",
+                        unit="batch", disable=not verbose, leave=True, mininterval=1.0)
+        for inputs, target, weight in progress:
+            logs = model.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
+            losses.append(float(logs["loss"]))
+            accuracies.append(float(logs["accuracy"]))
+            if len(losses) % 50 == 0:
+                progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+        f1 = score_corpus(tagger, val)["micro"]["f1"]
+        history["loss"].append(float(np.mean(losses)))
+        history["accuracy"].append(float(np.mean(accuracies)))
+        history["val_entity_f1"].append(f1)
+        if verbose:
+            print(f"epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
+                  f"({epoch_seconds[-1]:.0f}s)", flush=True)
+        if f1 > best_f1:
+            best_f1, best_epoch, best_weights, waited = f1, epoch, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    train_seconds = time.perf_counter() - started
+
+    # A fresh, uncompiled copy keeps optimizer state out of the shipped file.
+    final = build_model(shape)
+    final.set_weights(best_weights)
+    test_scores = score_corpus(
+        Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder), test
+    )
+    created = datetime.now(timezone.utc)
+    metrics = {
+        "protocol": PROTOCOL,
+        "data": {"file": data_path.name, "sha256": file_sha256(data_path)},
+        "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
+        "test": test_scores,
+        "validation": {"best_entity_f1": best_f1, "best_epoch": best_epoch},
+        "training": {
+            "epochs_run": len(history["loss"]),
+            "seconds": round(train_seconds, 1),
+            "seconds_per_epoch": [round(s, 1) for s in epoch_seconds],
+            "settings": asdict(settings),
+        },
+        "versions": library_versions(),
+    }
+    config = {
+        "name": settings.name or f"gmb-{settings.arch}",
+        "version": created.strftime("%Y%m%d.%H%M%S"),
+        "created_at": created.isoformat(timespec="seconds"),
+        "arch": settings.arch,
+        "max_len": settings.max_len,
+        "lowercase": lowercase,
+        "max_word_len": shape.max_word_len,
+        "features": list(shape.input_names),
+        "decoder": decoder,
+        "shape": shape.to_dict(),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        plot = Path(scratch) / "training.png"
+        _plot_history(history, plot)
+        save_from = {"training.png": plot}
+        from nerbatch.bundle import save_bundle
+
+        save_bundle(
+            out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config,
+            metrics=metrics, history=history, extra_files=save_from,
+        )
+    return metrics

@@ -1,0 +1,155 @@
+"""Vocabularies with reserved ids, and the per-token features the models read.
+
+Id 0 is padding and id 1 the unknown word, for words and characters alike, so
+padding never collides with a real word and unseen words never raise.
+Lookups go through ``pandas.Index.get_indexer`` (a C hash lookup) over the
+unique words of a batch, so no per-token Python work is done.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+PAD_ID = 0
+UNK_ID = 1
+PAD_TOKEN = "<pad>"
+UNK_TOKEN = "<unk>"
+
+# Word shape classes; 0 is padding.
+CASING_CLASSES = (
+    "<pad>", "lower", "title", "upper", "mixed", "numeric", "has_digit", "punct", "other",
+)
+_DIGITS = re.compile(r"\d")
+_PUNCT = re.compile(r"^[^\w\s]+$")
+
+
+def normalize_word(word: str, lowercase: bool) -> str:
+    """The vocabulary key of a word: optionally lowercased, digits folded to 0."""
+    key = _DIGITS.sub("0", word)
+    return key.lower() if lowercase else key
+
+
+def casing_class(word: str) -> int:
+    if word.isdigit():
+        return 5
+    if any(ch.isdigit() for ch in word):
+        return 6
+    if _PUNCT.match(word):
+        return 7
+    if word.islower():
+        return 1
+    if word.isupper():
+        return 3
+    if word[:1].isupper():
+        return 2 if word[1:].islower() or len(word) == 1 else 4
+    return 8
+
+
+@dataclass
+class Vocabulary:
+    """An id for every known item; ids 0 and 1 are padding and unknown."""
+
+    items: list[str]
+    _index: pd.Index = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.items[:2] != [PAD_TOKEN, UNK_TOKEN]:
+            raise ValueError("vocabulary must start with the padding and unknown tokens")
+        self._index = pd.Index(self.items)
+
+    @classmethod
+    def build(cls, items: Iterable[str], min_freq: int = 1) -> "Vocabulary":
+        counts = Counter(items)
+        kept = sorted((item for item, n in counts.items() if n >= min_freq), key=lambda i: (-counts[i], i))
+        return cls([PAD_TOKEN, UNK_TOKEN, *(i for i in kept if i not in (PAD_TOKEN, UNK_TOKEN))])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def lookup(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
+        ids = self._index.get_indexer(keys)
+        ids[ids < 0] = UNK_ID
+        return ids.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class TagSet:
+    """IOB2 tags; ``O`` is id 0."""
+
+    tags: list[str]
+
+    @classmethod
+    def build(cls, tag_sequences: Iterable[Sequence[str]]) -> "TagSet":
+        seen = {tag for seq in tag_sequences for tag in seq}
+        seen.discard("O")
+        ordered = sorted(seen, key=lambda t: (t[2:], t[0]))
+        return cls(["O", *ordered])
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    @property
+    def entity_types(self) -> list[str]:
+        return sorted({t[2:] for t in self.tags if t != "O"})
+
+    def encode(self, tags: Sequence[str]) -> np.ndarray:
+        index = {t: i for i, t in enumerate(self.tags)}
+        return np.array([index[t] for t in tags], dtype=np.int32)
+
+
+@dataclass
+class FeatureEncoder:
+    """Turns token strings into the model's inputs (words, chars, casing)."""
+
+    words: Vocabulary
+    chars: Vocabulary | None
+    lowercase: bool
+    max_word_len: int = 16
+
+    def unique_features(self, unique_words: Sequence[str]) -> dict[str, np.ndarray]:
+        """Features of distinct words; callers index them back to tokens."""
+        keys = [normalize_word(w, self.lowercase) for w in unique_words]
+        out = {"words": self.words.lookup(keys)}
+        if self.chars is not None:
+            out["casing"] = np.fromiter((casing_class(w) for w in unique_words), np.int32, len(unique_words))
+            out["chars"] = self._char_ids(unique_words)
+        return out
+
+    def _char_ids(self, unique_words: Sequence[str]) -> np.ndarray:
+        width = self.max_word_len
+        half = width // 2
+        # Long words keep their prefix and suffix: both carry the signal.
+        clipped = [w if len(w) <= width else w[:half] + w[-half:] for w in unique_words]
+        lengths = np.fromiter((len(w) for w in clipped), np.int64, len(clipped))
+        flat = self.chars.lookup(list("".join(clipped)))
+        ids = np.zeros((len(clipped), width), dtype=np.int32)
+        rows = np.repeat(np.arange(len(clipped)), lengths)
+        cols = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ids[rows, cols] = flat
+        return ids
+
+    def encode_batch(self, token_lists: Sequence[Sequence[str]], width: int) -> dict[str, np.ndarray]:
+        """Pad a batch of token windows (each at most ``width`` long) into model inputs."""
+        lengths = np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
+        flat = np.array([w for tokens in token_lists for w in tokens], dtype=object)
+        batch = len(token_lists)
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        if flat.size == 0:
+            uniq_feats = self.unique_features([])
+            inverse = np.zeros(0, dtype=np.int64)
+        else:
+            uniq, inverse = np.unique(flat, return_inverse=True)
+            uniq_feats = self.unique_features(uniq.tolist())
+        inputs: dict[str, np.ndarray] = {}
+        for name, values in uniq_feats.items():
+            shape = (batch, width, *values.shape[1:])
+            padded = np.zeros(shape, dtype=np.int32)
+            padded[mask] = values[inverse]
+            inputs[name] = padded
+        return inputs
