@@ -46,8 +46,10 @@ def casing_class(word: str) -> int:
         return 1
     if word.isupper():
         return 3
-    if word[:1].isupper():
-        return 2 if word[1:].islower() or len(word) == 1 else 4
+    if word[:1].isupper() and (len(word) == 1 or word[1:].islower()):
+        return 2
+    if any(ch.isupper() for ch in word) and any(ch.islower() for ch in word):
+        return 4
     return 8
 
 

@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.kafka_fixtures"]
+pytest_plugins = ["tests.kafka_fixtures", "tests.model_fixtures"]

@@ -1,0 +1,33 @@
+"""Shared fixtures: the committed GMB sample and a tiny bundle trained on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GMB_SAMPLE = FIXTURES / "gmb_sample.csv"
+FULL_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ner_dataset.csv.zip"
+
+
+@pytest.fixture(scope="session")
+def gmb_sample() -> Path:
+    return GMB_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real default-arch bundle: 2 epochs on the committed sample's training part."""
+    from nerbatch.train import TrainSettings, train
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    train(GMB_SAMPLE, out, TrainSettings.for_arch("default", epochs=2, seed=3), verbose=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_corpus() -> Path:
+    if not FULL_CORPUS.is_file():
+        pytest.skip(f"full corpus not found at {FULL_CORPUS}")
+    return FULL_CORPUS

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from nerbatch.corpus import protocol_split, read_corpus, validation_split
+from nerbatch.errors import CorpusError
+
+
+def test_reads_sample_sentences_and_tags(gmb_sample):
+    corpus = read_corpus(gmb_sample)
+    assert len(corpus) == 540
+    assert corpus.words[0][:3] == ["Thousands", "of", "demonstrators"]
+    assert corpus.tags[0][6] == "B-geo"  # London
+    assert all(len(w) == len(t) for w, t in zip(corpus.words, corpus.tags))
+    assert max(len(w) for w in corpus.words) > 50
+
+
+def test_null_like_words_stay_words(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text(
+        "Sentence #,Word,POS,Tag\nSentence: 1,None,NN,O\n,NA,NNP,B-org\n,null,NN,O\n,NaN,NN,O\n", encoding="latin1"
+    )
+    corpus = read_corpus(path)
+    assert corpus.words == [["None", "NA", "null", "NaN"]]
+    assert corpus.tags == [["O", "B-org", "O", "O"]]
+
+
+def test_latin1_words(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,Caf\xe9,NN,O\n".encode("latin1"))
+    assert read_corpus(path).words == [["Café"]]
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        (",Orphan,NN,O\n", "line 2"),
+        ("Sentence: 1,Paris,NNP,B-geo\n,x,NN,Q-geo\n", "line 3"),
+        ("Sentence: 1,Paris,NNP,B-geo\n,,NN,O\n", "line 3"),
+        ("Sentence: 1,Paris,NNP,B-geo,extra,cols\n", "line 2"),
+    ],
+)
+def test_malformed_rows_name_the_line(tmp_path, body, where):
+    path = tmp_path / "bad.csv"
+    path.write_text("Sentence #,Word,POS,Tag\n" + body, encoding="latin1")
+    with pytest.raises(CorpusError, match=where):
+        read_corpus(path)
+
+
+def test_missing_file_and_columns(tmp_path):
+    with pytest.raises(CorpusError, match="not found"):
+        read_corpus(tmp_path / "nope.csv")
+    path = tmp_path / "cols.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(CorpusError, match="missing column"):
+        read_corpus(path)
+
+
+def test_protocol_split_is_fixed_and_disjoint():
+    train, test = protocol_split(1000)
+    again_train, again_test = protocol_split(1000)
+    assert np.array_equal(test, again_test) and len(test) == 200
+    assert not set(train) & set(test)
+    fit, val = validation_split(train, 0.1, seed=1)
+    assert set(fit) | set(val) == set(train) and not set(val) & set(test)
+
+
+def test_full_corpus_reads_in_seconds(full_corpus):
+    corpus = read_corpus(full_corpus)
+    assert len(corpus) == 47959
+    assert corpus.n_tokens == 1048575

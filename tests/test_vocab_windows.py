@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from nerbatch.vocab import PAD_ID, UNK_ID, FeatureEncoder, TagSet, Vocabulary, casing_class, normalize_word
+from nerbatch.windows import plan_windows
+
+
+def test_reserved_ids_and_unknown_words_never_raise():
+    vocab = Vocabulary.build(["the", "the", "cat", "rare"], min_freq=2)
+    assert vocab.items[:2] == ["<pad>", "<unk>"]
+    ids = vocab.lookup(["the", "cat", "never-seen", "<pad>"])
+    assert ids[0] == 2 and ids[1] == UNK_ID and ids[2] == UNK_ID
+    assert PAD_ID not in vocab.lookup(["the"])
+
+
+def test_normalisation_and_casing():
+    assert normalize_word("Iraq2003", lowercase=True) == "iraq0000"
+    assert normalize_word("Iraq", lowercase=False) == "Iraq"
+    assert [casing_class(w) for w in ["the", "London", "NATO", "iPhone", "2003", "G8", ",", "naïve"]] == [
+        1, 2, 3, 4, 5, 6, 7, 1,
+    ]
+
+
+def test_encode_batch_pads_with_zero_and_maps_chars():
+    words = Vocabulary.build(["london", "is", "big"])
+    chars = Vocabulary.build("Londisbg")
+    encoder = FeatureEncoder(words, chars, lowercase=True, max_word_len=6)
+    batch = encoder.encode_batch([["London", "is", "big"], ["Zanzibarxyz"]], width=4)
+    assert batch["words"].shape == (2, 4)
+    assert batch["words"][0, 3] == PAD_ID and batch["words"][1, 0] == UNK_ID
+    assert batch["chars"].shape == (2, 4, 6)
+    assert batch["chars"][0, 0, 0] == chars.lookup(["L"])[0]
+    assert (batch["chars"][0, 3] == 0).all()
+    # a long word keeps prefix and suffix
+    assert batch["chars"][1, 0].tolist() == chars.lookup(list("Zanxyz")).tolist()
+    assert batch["casing"][0].tolist() == [2, 1, 1, 0]
+
+
+def test_tagset_orders_o_first():
+    tagset = TagSet.build([["O", "B-per", "I-per"], ["B-geo", "O"]])
+    assert tagset.tags == ["O", "B-geo", "B-per", "I-per"]
+    assert tagset.entity_types == ["geo", "per"]
+    assert tagset.encode(["B-per", "O"]).tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("length", [0, 1, 49, 50, 51, 84, 104, 200, 1000])
+def test_windows_cover_every_token_once(length):
+    windows = plan_windows(length, 50, 16)
+    owned = np.zeros(length, dtype=int)
+    for w in windows:
+        assert 0 <= w.start <= w.own_start <= w.own_end <= w.end <= length
+        assert w.end - w.start <= 50
+        owned[w.own_start : w.own_end] += 1
+    assert (owned == 1).all()
+    if length > 50:
+        # every owned token has context on both sides of a cut
+        for left, right in zip(windows, windows[1:]):
+            assert left.end - left.own_end >= 8 and right.own_start - right.start >= 8
