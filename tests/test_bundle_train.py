@@ -1,0 +1,96 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from nerbatch.bundle import FORMAT_VERSION, load_bundle, verify_bundle
+from nerbatch.corpus import read_corpus
+from nerbatch.errors import BundleError
+
+
+def test_training_writes_a_complete_bundle(tiny_bundle):
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"model.keras", "vocab.json", "tags.json", "config.json", "metrics.json", "history.json",
+            "training.png", "manifest.json"} <= names
+    metrics = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert metrics["protocol"]["split"].startswith("sklearn train_test_split")
+    assert len(metrics["data"]["sha256"]) == 64
+    assert metrics["split"]["test"] == 108  # 20% of the 540 sample sentences
+    assert metrics["training"]["epochs_run"] == 2
+    assert 0.0 <= metrics["test"]["micro"]["f1"] <= 1.0
+    assert set(metrics["test"]["per_type"]) <= {"geo", "gpe", "org", "per", "tim", "art", "eve", "nat"}
+    vocab = json.loads((tiny_bundle / "vocab.json").read_text())
+    assert vocab["words"][:2] == ["<pad>", "<unk>"]
+    assert (tiny_bundle / "training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_round_trip_predicts_the_same(tiny_bundle, gmb_sample):
+    corpus = read_corpus(gmb_sample)
+    first = load_bundle(tiny_bundle).tagger().tag_probabilities(corpus.words[:20])
+    second = load_bundle(tiny_bundle).tagger().tag_probabilities(corpus.words[:20])
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_long_sentences_are_tagged_whole(tiny_bundle, gmb_sample):
+    corpus = read_corpus(gmb_sample)
+    long = [w for w in corpus.words if len(w) > 50]
+    tagged = load_bundle(tiny_bundle).tagger().tag(long)
+    assert [len(t.tag_ids) for t in tagged] == [len(w) for w in long]
+    assert all(((t.tag_probs > 0) & (t.tag_probs <= 1)).all() for t in tagged)
+
+
+def test_unknown_words_do_not_raise(tiny_bundle):
+    tagger = load_bundle(tiny_bundle).tagger()
+    tags = tagger.tag_strings([["Qwxzzy", "Blorptown", "ℵ", "🙂"], []])
+    assert len(tags[0]) == 4 and tags[1] == []
+
+
+def _copy(bundle, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(bundle, target)
+    return target
+
+
+def test_tampered_bundle_is_refused(tiny_bundle, tmp_path):
+    copy = _copy(tiny_bundle, tmp_path)
+    tags = json.loads((copy / "tags.json").read_text())
+    tags[1], tags[2] = tags[2], tags[1]
+    (copy / "tags.json").write_text(json.dumps(tags))
+    with pytest.raises(BundleError, match="tags.json"):
+        load_bundle(copy)
+
+
+def test_truncated_model_is_refused(tiny_bundle, tmp_path):
+    copy = _copy(tiny_bundle, tmp_path)
+    data = (copy / "model.keras").read_bytes()
+    (copy / "model.keras").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="truncated"):
+        verify_bundle(copy)
+
+
+def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
+    copy = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="newer"):
+        load_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="not a nerbatch model bundle"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="not found"):
+        load_bundle(tmp_path / "absent")
+
+
+def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, train
+
+    metrics = train(gmb_sample, tmp_path / "seed", TrainSettings.for_arch("seed", epochs=1), verbose=0)
+    bundle = load_bundle(tmp_path / "seed")
+    assert bundle.config["arch"] == "seed" and bundle.config["decoder"] == "argmax"
+    assert bundle.config["features"] == ["words"]
+    assert metrics["training"]["epochs_run"] == 1
+    layer_types = {type(layer).__name__ for layer in bundle.model.layers}
+    assert {"Embedding", "SpatialDropout1D", "Bidirectional", "Dense"} <= layer_types

@@ -1,0 +1,43 @@
+import json
+
+from typer.testing import CliRunner
+
+from nerbatch.cli import app
+
+runner = CliRunner()
+
+
+def test_info_and_evaluate_through_the_cli(tiny_bundle, gmb_sample, tmp_path):
+    result = runner.invoke(app, ["info", "--model", str(tiny_bundle)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["arch"] == "default" and info["model"].startswith("gmb-default@")
+
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample),
+                                 "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "micro" in result.output and "geo" in result.output
+    saved = json.loads(report.read_text())
+    assert saved["test"]["sentences"] == 108
+    assert saved["data"]["file"] == "gmb_sample.csv"
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, gmb_sample):
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "missing"), "--data", str(gmb_sample)])
+    assert result.exit_code == 2
+    assert "model bundle not found" in result.output
+    assert "Traceback" not in result.output
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Sentence #,Word,POS,Tag\n,orphan,NN,O\n")
+    result = runner.invoke(app, ["train", "--data", str(bad), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "line 2" in result.output
+
+
+def test_train_through_the_cli(gmb_sample, tmp_path):
+    out = tmp_path / "cli-bundle"
+    result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(out), "--arch", "seed",
+                                 "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").is_file() and "bundle written" in result.output
