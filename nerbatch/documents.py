@@ -1,0 +1,640 @@
+"""Document sources: find input files and stream documents out of them.
+
+Supported inputs are JSONL files (plain or gzip-compressed) and parquet files.
+Every document read ends up as either a :class:`Document` or a
+:class:`DocumentError`; a bad line, a bad row or a file that breaks part-way
+never stops the run and never silently disappears.
+
+Positions
+---------
+``position`` on a :class:`Document` / :class:`DocumentError` is
+
+* for JSONL: the **1-based physical line number** (every ``\\n``-terminated line
+  counts, blank ones included; ``\\r\\n`` endings are fine; Unicode line
+  separators such as U+2028 inside a line do not split it);
+* for parquet: the **0-based row index** within the file (across row groups).
+
+A document without an id (field missing or null) gets ``f"{basename}:{position}"``
+(e.g. ``"news-01.jsonl.gz:17"``, ``"part-3.parquet:0"``): stable across runs,
+working directories and machines, but two inputs with the same basename in
+different folders can produce the same generated ids.
+
+Error reasons
+-------------
+``DocumentError.reason`` is ``"<kind>: <detail>"`` where ``kind`` is one of
+:data:`REASON_KINDS` (a stable token, safe to group or alert on; use
+:func:`reason_kind`) and ``detail`` is for people.  See :data:`REASON_KINDS`.
+
+Blank lines
+-----------
+A JSONL line that is truly empty (nothing between line terminators, i.e. ``""``
+after removing ``\\n`` / ``\\r\\n``) is skipped silently: it is not a document.
+A line holding only spaces or tabs is *not* skipped; it is reported as
+``malformed_json``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from nerbatch.errors import InputError
+from nerbatch.records import kept_value
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "Document",
+    "DocumentError",
+    "INPUT_SUFFIXES",
+    "RAW_LIMIT",
+    "REASON_KINDS",
+    "expand_inputs",
+    "read_documents",
+    "reason_kind",
+]
+
+#: File name endings picked up from folder inputs (globs and explicit files take any name).
+INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".parquet")
+
+#: ``DocumentError.raw`` holds at most this many characters of the offending input.
+RAW_LIMIT = 1024
+
+#: Physical JSONL lines longer than this many bytes are reported (``oversized``)
+#: without being held in memory; the default for ``max_line_bytes``.
+DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
+
+#: Every ``reason`` kind :func:`read_documents` emits, with its meaning.
+REASON_KINDS: dict[str, str] = {
+    "malformed_json": "the line is not valid JSON (also: whitespace-only line, nesting too deep)",
+    "not_object": "the JSON value is not an object (array, string, number...)",
+    "invalid_utf8": "the line's bytes are not valid UTF-8",
+    "invalid_unicode": "a string holds an unpaired surrogate escape (e.g. \\ud800) that UTF-8 cannot encode",
+    "invalid_id": "the id is neither a non-blank string nor an integer (float, bool, list, blank...)",
+    "missing_text": "the text field is absent or null",
+    "non_string_text": "the text field is not a string",
+    "empty_text": "the text is empty or whitespace-only",
+    "oversized": "the text is longer than max_doc_chars characters, or the line longer than max_line_bytes bytes",
+    "corrupt_file": (
+        "the file is not readable from this position on: truncated or corrupt gzip (covers the rest "
+        "of the file), a file that is not parquet at all (covers the whole file, position 0), or a "
+        "corrupt parquet row group (covers the rows from position to the end of that row group; "
+        "reading resumes with the next row group)"
+    ),
+    "read_error": "the file could not be opened (position 0) or an I/O error stopped reading; covers the rest of the file",
+}
+
+
+@dataclass(slots=True)
+class Document:
+    """One readable input document.
+
+    ``fields`` maps every requested kept field to its value normalised by
+    :func:`nerbatch.records.kept_value` (``str``, or ``None`` when missing).
+    ``position`` is the 1-based line number (JSONL) or 0-based row index
+    (parquet); see the module docstring.
+    """
+
+    doc_id: str
+    text: str
+    fields: dict[str, Any]
+    source: str
+    position: int
+
+
+@dataclass(slots=True)
+class DocumentError:
+    """One input document (or the rest of a file) that could not be read.
+
+    ``doc_id`` is the document's own id when it could be read, else ``None``.
+    ``raw`` is the first :data:`RAW_LIMIT` characters of the offending JSONL line
+    (undecodable bytes shown as ``\\xNN``) or of the JSON of the parquet row's
+    read columns; ``None`` when there is no single offending input (whole or
+    rest-of-file errors).
+    """
+
+    source: str
+    position: int
+    doc_id: str | None
+    reason: str
+    raw: str | None
+
+
+def reason_kind(reason: str) -> str:
+    """The stable kind token of a ``DocumentError.reason`` (text before the first ``':'``)."""
+    return reason.split(":", 1)[0]
+
+
+# --------------------------------------------------------------------------- inputs
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _has_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern)
+
+
+def _folder_files(folder: str, *, required: bool = True) -> list[str]:
+    try:
+        with os.scandir(folder) as it:
+            names = [
+                e.name
+                for e in it
+                if not e.name.startswith(".")
+                and e.name.endswith(INPUT_SUFFIXES)
+                and e.is_file()
+            ]
+    except OSError as exc:
+        raise InputError(f"cannot read input folder {folder!r}: {exc.strerror or exc}") from exc
+    if not names and required:
+        raise InputError(
+            f"input folder {folder!r} holds no {', '.join('*' + s for s in INPUT_SUFFIXES)} files"
+        )
+    return [os.path.join(folder, n) for n in sorted(names)]
+
+
+def _check_readable(path: str, given: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot read input {given!r}: {exc.strerror or exc}") from exc
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
+    """Expand input arguments into the list of files to read.
+
+    Each argument is a glob (``*``, ``?``, ``[...]``; ``**`` recurses), a file or
+    a folder:
+
+    * glob: its matches in sorted order; matched files are taken whatever their
+      extension, matched folders are expanded like folder arguments; hidden
+      names (leading ``.``) only match a pattern that starts with ``.``;
+    * file: taken as is, whatever its extension (the format is sniffed);
+    * folder: the non-hidden ``*.jsonl``, ``*.jsonl.gz`` and ``*.parquet`` files
+      directly inside it (not recursive), sorted by name.
+
+    Paths are returned as given/expanded (not made absolute), in argument
+    order; a file reached twice (same real path) is kept once, at its first
+    place.  Raises :class:`~nerbatch.errors.InputError` naming the argument when
+    there are no arguments, a glob matches nothing, a path does not exist, a
+    folder holds no input files, or a file cannot be opened for reading.
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not inputs:
+        raise InputError("no input given")
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(path: str, given: str) -> None:
+        _check_readable(path, given)
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+
+    for given in inputs:
+        if isinstance(given, os.PathLike):
+            given = os.fspath(given)
+        if not isinstance(given, str) or not given:
+            raise InputError(f"invalid input argument {given!r}")
+        if _has_glob(given) and not os.path.exists(given):
+            matches = sorted(glob.glob(given, recursive=True))
+            files: list[str] = []
+            for m in matches:
+                if os.path.isdir(m):
+                    # a matched folder without input files is not an error by itself
+                    files.extend(_folder_files(m, required=False))
+                elif os.path.isfile(m):
+                    files.append(m)
+            if not files:
+                raise InputError(f"no input files match {given!r}")
+            for f in files:
+                add(f, given)
+        elif os.path.isdir(given):
+            for f in _folder_files(given):
+                add(f, given)
+        elif os.path.exists(given):
+            add(given, given)
+        else:
+            raise InputError(f"input {given!r} does not exist")
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:RAW_LIMIT]
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (bytes, bytearray)):
+        return "binary"
+    return type(value).__name__
+
+
+def _bad_unicode(value: str) -> int | None:
+    """Index of the first lone surrogate in ``value`` (unencodable as UTF-8), else None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+class _Rules:
+    """The per-document checks shared by the JSONL and parquet readers."""
+
+    __slots__ = ("source", "basename", "id_field", "text_field", "keep_fields", "max_doc_chars")
+
+    def __init__(self, source, id_field, text_field, keep_fields, max_doc_chars):
+        self.source = source
+        self.basename = os.path.basename(os.path.normpath(source))
+        self.id_field = id_field
+        self.text_field = text_field
+        self.keep_fields = keep_fields
+        self.max_doc_chars = max_doc_chars
+
+    def error(self, position: int, reason: str, doc_id: str | None = None, raw: str | None = None):
+        return DocumentError(self.source, position, doc_id, reason, _cut(raw))
+
+    def build(
+        self, obj: dict, position: int, raw: str | None, check_unicode: bool
+    ) -> Document | DocumentError:
+        """Turn a decoded object into a Document, or the first problem into a DocumentError."""
+        idf, tf = self.id_field, self.text_field
+        raw_id = obj.get(idf)
+        if raw_id is None:
+            doc_id = f"{self.basename}:{position}"
+        elif isinstance(raw_id, str) and raw_id.strip():
+            doc_id = raw_id
+        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
+            doc_id = str(raw_id)
+        else:
+            what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
+            return self.error(
+                position,
+                f"invalid_id: {idf!r} is {what}; expected a non-blank string or an integer",
+                raw=raw,
+            )
+        if check_unicode and (at := _bad_unicode(doc_id)) is not None:
+            return self.error(
+                position, f"invalid_unicode: {idf!r} holds an unpaired surrogate at character {at}", raw=raw
+            )
+        own_id = None if raw_id is None else doc_id
+
+        text = obj.get(tf)
+        if text is None:
+            what = "null" if tf in obj else "missing"
+            return self.error(position, f"missing_text: {tf!r} is {what}", own_id, raw)
+        if not isinstance(text, str):
+            return self.error(
+                position, f"non_string_text: {tf!r} is {_type_name(text)}, not a string", own_id, raw
+            )
+        if not text or text.isspace():
+            what = "empty" if not text else "whitespace-only"
+            return self.error(position, f"empty_text: {tf!r} is {what}", own_id, raw)
+        if len(text) > self.max_doc_chars:
+            return self.error(
+                position,
+                f"oversized: {tf!r} has {len(text)} characters, more than max_doc_chars={self.max_doc_chars}",
+                own_id,
+                raw,
+            )
+        if check_unicode and (at := _bad_unicode(text)) is not None:
+            return self.error(
+                position, f"invalid_unicode: {tf!r} holds an unpaired surrogate at character {at}", own_id, raw
+            )
+        fields = {}
+        for name in self.keep_fields:
+            value = kept_value(obj.get(name))
+            if check_unicode and value is not None and (at := _bad_unicode(value)) is not None:
+                return self.error(
+                    position,
+                    f"invalid_unicode: kept field {name!r} holds an unpaired surrogate at character {at}",
+                    own_id,
+                    raw,
+                )
+            fields[name] = value
+        return Document(doc_id, text, fields, self.source, position)
+
+
+def _sniff(path: str) -> str:
+    """``"parquet"``, ``"gzip"`` or ``"jsonl"``: by extension first, then by magic bytes."""
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith(".gz"):
+        return "gzip"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "jsonl"  # the reader reports the open failure
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head == b"PAR1":
+        return "parquet"
+    return "jsonl"
+
+
+def read_documents(
+    path: str,
+    *,
+    id_field: str = "id",
+    text_field: str = "text",
+    keep_fields: Sequence[str] = (),
+    max_doc_chars: int = 1_000_000,
+    chunk_rows: int = 1024,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[Document | DocumentError]:
+    """Stream the documents of one file, in file order, in bounded memory.
+
+    The format is chosen by extension (``.parquet``/``.pq``: parquet, ``.gz``:
+    gzip JSONL), else by magic bytes (gzip, ``PAR1``), else plain JSONL.
+
+    * JSONL is read as bytes one line at a time (never more than
+      ``max_line_bytes`` held) and decoded per line, so one bad line only costs
+      that line.  A UTF-8 byte-order mark at the start of the file is ignored.
+    * parquet is read with ``ParquetFile.iter_batches`` in batches of
+      ``chunk_rows`` rows, reading only the id, text and kept columns (at most
+      one row group's worth of those columns is in memory at a time).
+
+    Yields a :class:`Document` per good document and a :class:`DocumentError`
+    per bad one (see :data:`REASON_KINDS`), in file order.  A JSONL file that
+    breaks part-way (truncated or corrupt gzip, I/O error) yields every line
+    before the break, then one ``corrupt_file`` / ``read_error`` error whose
+    position is the first line not read (the line cut by the break); nothing
+    after it is read.  A parquet row group that cannot be decoded yields one
+    ``corrupt_file`` error at the first row not read, covering the rest of
+    that row group, and reading goes on with the next row group.  A file that
+    cannot be opened, or is not parquet at all, yields one error at position
+    0.  Bad content never raises; ``InputError`` is raised (eagerly, at the
+    call) only for invalid arguments.
+    """
+    if not isinstance(id_field, str) or not id_field:
+        raise InputError(f"id field must be a non-empty string, got {id_field!r}")
+    if not isinstance(text_field, str) or not text_field:
+        raise InputError(f"text field must be a non-empty string, got {text_field!r}")
+    if isinstance(keep_fields, str):
+        keep_fields = [keep_fields]
+    keep = tuple(dict.fromkeys(keep_fields))
+    for name, value in (
+        ("max_doc_chars", max_doc_chars),
+        ("chunk_rows", chunk_rows),
+        ("max_line_bytes", max_line_bytes),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    rules = _Rules(path, id_field, text_field, keep, max_doc_chars)
+    kind = _sniff(path)
+    if kind == "parquet":
+        return _read_parquet(rules, chunk_rows)
+    return _read_jsonl(rules, kind == "gzip", max_line_bytes)
+
+
+# ---- JSONL
+
+
+_READ_CHUNK = 1 << 20  # bytes read (and, for gzip, produced) per step
+_RAW_HEAD = RAW_LIMIT * 4  # bytes of an offending line kept for ``raw``
+
+
+class _Truncated(EOFError):
+    """A gzip member ended before its end-of-stream marker."""
+
+
+def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_READ_CHUNK):
+        yield chunk
+
+
+def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
+    """Decompress a (multi-member) gzip byte stream incrementally.
+
+    Unlike ``gzip.GzipFile`` behind a buffered reader, every byte that can be
+    decompressed is produced before a truncation is reported, so the lines
+    before the break are not lost.  Output comes in pieces of at most
+    ``_READ_CHUNK`` bytes whatever the compression ratio.  Zero padding
+    between/after members is skipped, as ``gzip`` does.
+    """
+    d = None
+    for data in raw:
+        while True:
+            if d is None:
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+                d = zlib.decompressobj(wbits=31)
+            out = d.decompress(data, _READ_CHUNK)
+            if out:
+                yield out
+            if d.eof:
+                data, d = d.unused_data, None
+                continue
+            data = d.unconsumed_tail
+            if not data and len(out) < _READ_CHUNK:
+                break
+    if d is not None:
+        tail = d.flush()
+        if tail:
+            yield tail
+        if not d.eof:
+            raise _Truncated("compressed data ends before the end-of-stream marker")
+
+
+def _split_lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[tuple[bytes, bool]]:
+    """Split a byte stream on ``\\n`` into ``(line, overlong)`` pairs.
+
+    ``line`` has no ``\\n``.  A line longer than ``max_line_bytes`` is never
+    held whole: it comes out once as ``(first bytes, True)``.  A last line
+    without a terminator is still a line.
+    """
+    pending: list[bytes] = []
+    pending_len = 0
+    skipping: bytes | None = None  # head of an overlong line being skipped
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            piece = chunk[start:end]
+            start = end + 1
+            if skipping is not None:
+                if len(skipping) < _RAW_HEAD:
+                    skipping = (skipping + piece)[:_RAW_HEAD]
+                yield skipping, True
+                skipping = None
+                continue
+            size = pending_len + len(piece)
+            if size > max_line_bytes:
+                yield (b"".join(pending) + piece[:_RAW_HEAD])[:_RAW_HEAD], True
+            elif pending:
+                yield b"".join(pending) + piece, False
+            else:
+                yield piece, False
+            pending, pending_len = [], 0
+        if skipping is not None:
+            if len(skipping) < _RAW_HEAD and start < len(chunk):
+                skipping = (skipping + chunk[start : start + _RAW_HEAD])[:_RAW_HEAD]
+        elif start < len(chunk):
+            rest = chunk[start:]
+            pending.append(rest)
+            pending_len += len(rest)
+            if pending_len > max_line_bytes:
+                skipping = b"".join(pending)[:_RAW_HEAD]
+                pending, pending_len = [], 0
+    if skipping is not None:
+        yield skipping, True
+    elif pending:
+        yield b"".join(pending), False
+
+
+def _detail(exc: BaseException) -> str:
+    """An exception's message on one line, control characters escaped."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
+def _break_reason(exc: BaseException) -> str:
+    rest = "the rest of the file could not be read"
+    if isinstance(exc, EOFError):
+        return f"corrupt_file: gzip stream is truncated ({_detail(exc)}); {rest}"
+    if isinstance(exc, zlib.error):
+        return f"corrupt_file: invalid gzip data ({_detail(exc)}); {rest}"
+    detail = getattr(exc, "strerror", None) or _detail(exc)
+    return f"read_error: {detail}; {rest}"
+
+
+def _read_jsonl(rules: _Rules, gz: bool, max_line_bytes: int) -> Iterator[Document | DocumentError]:
+    try:
+        f = open(rules.source, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        yield rules.error(0, f"read_error: cannot open file: {exc.strerror or exc}")
+        return
+    with f:
+        chunks = _file_chunks(f)
+        lines = _split_lines(_gunzip(chunks) if gz else chunks, max_line_bytes)
+        lineno = 0
+        while True:
+            try:
+                line, overlong = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, OSError, zlib.error) as exc:
+                yield rules.error(lineno + 1, _break_reason(exc))
+                return
+            lineno += 1
+            if overlong:
+                yield rules.error(
+                    lineno,
+                    f"oversized: line is longer than max_line_bytes={max_line_bytes} bytes",
+                    raw=line.decode("utf-8", errors="backslashreplace"),
+                )
+                continue
+            item = _jsonl_line(rules, line, lineno)
+            if item is not None:  # None: a truly empty line
+                yield item
+
+
+def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentError | None:
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    if not line:
+        return None
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return rules.error(
+            lineno,
+            f"invalid_utf8: byte 0x{line[exc.start]:02x} at byte offset {exc.start} is not valid UTF-8 ({exc.reason})",
+            raw=line[:_RAW_HEAD].decode("utf-8", errors="backslashreplace"),
+        )
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        return rules.error(lineno, "malformed_json: nesting too deep", raw=text)
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        return rules.error(lineno, f"malformed_json: {_detail(exc)}", raw=text)
+    if not isinstance(obj, dict):
+        return rules.error(
+            lineno, f"not_object: expected a JSON object, got {_type_name(obj)}", raw=text
+        )
+    # Lone surrogates can only come from \u escapes; skip the check otherwise.
+    return rules.build(obj, lineno, text, check_unicode="\\u" in text or "\\U" in text)
+
+
+# ---- parquet
+
+
+def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | DocumentError]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(rules.source)
+        names = set(pf.schema_arrow.names)
+        group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    except pa.ArrowException as exc:
+        yield rules.error(0, f"corrupt_file: not a readable parquet file ({_detail(exc)})")
+        return
+    except OSError as exc:
+        yield rules.error(0, f"read_error: cannot open file: {exc.strerror or _detail(exc)}")
+        return
+    wanted = [rules.id_field, rules.text_field, *rules.keep_fields]
+    columns = [c for c in dict.fromkeys(wanted) if c in names]
+    position = 0  # next row index to yield
+    try:
+        # One row group at a time, so a corrupt row group costs only its own rows.
+        group_start = 0
+        for group, nrows in enumerate(group_rows):
+            group_end = group_start + nrows
+            try:
+                for batch in pf.iter_batches(
+                    batch_size=chunk_rows, row_groups=[group], columns=columns, use_threads=False
+                ):
+                    cols = {name: batch.column(name).to_pylist() for name in columns}
+                    for i in range(batch.num_rows):
+                        row = {name: values[i] for name, values in cols.items()}
+                        yield _parquet_row(rules, row, position)
+                        position += 1
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+                yield rules.error(
+                    position,
+                    f"corrupt_file: row group {group} is unreadable from row {position} on "
+                    f"({type(exc).__name__}: {_detail(exc)}); rows {position} to {group_end - 1} "
+                    "could not be read",
+                )
+            position = group_start = group_end
+    finally:
+        pf.close()
+
+
+def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | DocumentError:
+    doc = rules.build(row, position, None, check_unicode=False)
+    if isinstance(doc, DocumentError):
+        plain = {
+            k: v if v is None or isinstance(v, (str, int, float)) else kept_value(v) for k, v in row.items()
+        }
+        doc.raw = _cut(json.dumps(plain, ensure_ascii=False))
+    return doc

@@ -1,0 +1,237 @@
+"""Output record schemas: one definition, in JSON Schema, mapped to Arrow.
+
+The canonical definitions are the JSON Schema (draft 2020-12) files shipped as
+package data in ``nerbatch/schemas/`` (the top-level ``schemas/`` folder holds
+symlinks to them).  Everything else is derived from them:
+
+* :func:`entity_arrow_schema` / :func:`error_arrow_schema` map the JSON Schema
+  to a ``pyarrow.Schema`` for the parquet writers;
+* :func:`validate_record` checks a record dict against the JSON Schema;
+* :data:`ENTITY_LABELS` and :data:`ENTITY_FIELDS` are read from the schema.
+
+JSON Schema -> Arrow mapping (:func:`arrow_type`), for the types the schemas use:
+
+==============  =============
+JSON Schema     Arrow
+==============  =============
+``string``      ``string``
+``integer``     ``int64``
+``number``      ``float64``
+``boolean``     ``bool``
+==============  =============
+
+A field is nullable exactly when its ``type`` admits ``"null"`` or it is not
+listed in ``required``.  Columns come in the order of ``properties``, then the
+kept fields in the order the caller gave them.  Kept document fields are typed
+by the schema's ``additionalProperties`` (nullable string): a kept value is
+stored as the string itself, any other JSON value as its compact JSON text
+(``42`` -> ``"42"``, ``true`` -> ``"true"``, ``{"a": 1}`` -> ``'{"a":1}'``),
+and a missing value as null; see :func:`kept_value`.  Typing them as strings
+keeps the output schema independent of what each input file happens to
+contain, so files from different runs and inputs always concatenate.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import pyarrow as pa
+
+from nerbatch.errors import OutputError
+
+__all__ = [
+    "ENTITY_FIELDS",
+    "ENTITY_LABELS",
+    "ENTITY_SCHEMA_NAME",
+    "ERROR_FIELDS",
+    "ERROR_SCHEMA_NAME",
+    "DOCUMENT_SCHEMA_NAME",
+    "RECORD_SCHEMA_METADATA_KEY",
+    "arrow_schema_from_json_schema",
+    "arrow_type",
+    "entity_arrow_schema",
+    "error_arrow_schema",
+    "error_record",
+    "kept_value",
+    "load_schema",
+    "validate_record",
+]
+
+ENTITY_SCHEMA_NAME = "entity_record.v1"
+ERROR_SCHEMA_NAME = "error_record.v1"
+DOCUMENT_SCHEMA_NAME = "document.v1"
+
+#: Arrow schema metadata key naming the JSON Schema a file's records follow;
+#: it ends up in the parquet file's key-value metadata.
+RECORD_SCHEMA_METADATA_KEY = "nerbatch.record_schema"
+
+_SCALAR_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
+@functools.cache
+def _schema_text(name: str) -> str:
+    resource = resources.files("nerbatch").joinpath("schemas", f"{name}.json")
+    return resource.read_text(encoding="utf-8")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the JSON Schema ``name`` (e.g. ``"entity_record.v1"``) as a fresh dict.
+
+    Read from the installed package data, so it works in a non-editable install.
+    Raises ``FileNotFoundError`` for an unknown name.
+    """
+    return json.loads(_schema_text(name))
+
+
+def _json_types(prop: Mapping[str, Any]) -> list[str]:
+    t = prop.get("type")
+    if t is None:
+        raise ValueError(f"JSON Schema property has no 'type': {prop!r}")
+    return [t] if isinstance(t, str) else list(t)
+
+
+def arrow_type(prop: Mapping[str, Any]) -> tuple[pa.DataType, bool]:
+    """Map one JSON Schema property to ``(arrow type, admits null)``.
+
+    Supports a single scalar type optionally united with ``"null"``; anything
+    else raises ``ValueError`` rather than guessing.
+    """
+    types = _json_types(prop)
+    nullable = "null" in types
+    scalar = [t for t in types if t != "null"]
+    if len(scalar) != 1 or scalar[0] not in _SCALAR_TYPES:
+        raise ValueError(f"no Arrow mapping for JSON Schema type {prop.get('type')!r}")
+    return _SCALAR_TYPES[scalar[0]], nullable
+
+
+def arrow_schema_from_json_schema(
+    schema: Mapping[str, Any], extra_fields: Sequence[str] = ()
+) -> pa.Schema:
+    """Derive an Arrow schema from an object JSON Schema (see module docstring)."""
+    required = set(schema.get("required", ()))
+    fields = []
+    for name, prop in schema["properties"].items():
+        typ, admits_null = arrow_type(prop)
+        fields.append(pa.field(name, typ, nullable=admits_null or name not in required))
+    if extra_fields:
+        extra = schema.get("additionalProperties", False)
+        if not isinstance(extra, Mapping):
+            raise ValueError(f"schema {schema.get('$id')!r} admits no additional properties")
+        typ, _ = arrow_type(extra)
+        fields.extend(pa.field(name, typ, nullable=True) for name in extra_fields)
+    return pa.schema(fields)
+
+
+def _normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
+    if isinstance(keep_fields, str):
+        raise TypeError("keep_fields must be a sequence of field names, not a string")
+    out: list[str] = []
+    for name in keep_fields:
+        if not isinstance(name, str) or not name:
+            raise OutputError(f"kept field name must be a non-empty string, got {name!r}")
+        if name in ENTITY_FIELDS:
+            raise OutputError(
+                f"kept field {name!r} collides with the entity record field of the same name; "
+                f"entity record fields are: {', '.join(ENTITY_FIELDS)}"
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def entity_arrow_schema(keep_fields: Sequence[str] = ()) -> pa.Schema:
+    """Arrow schema of entity records: the eight record fields, then ``keep_fields``.
+
+    Kept fields are nullable strings (see :func:`kept_value`); duplicates are
+    dropped, first occurrence wins.  Raises ``OutputError`` when a kept field
+    is named like a record field (``doc_id``, ``text``, ``label``...), since the
+    record could not hold both.  The schema metadata carries
+    ``{RECORD_SCHEMA_METADATA_KEY: "entity_record.v1"}``.
+    """
+    keep = _normalise_keep_fields(keep_fields)
+    schema = arrow_schema_from_json_schema(load_schema(ENTITY_SCHEMA_NAME), keep)
+    return schema.with_metadata({RECORD_SCHEMA_METADATA_KEY: ENTITY_SCHEMA_NAME})
+
+
+def error_arrow_schema() -> pa.Schema:
+    """Arrow schema of error records (source, position, doc_id, reason, raw)."""
+    schema = arrow_schema_from_json_schema(load_schema(ERROR_SCHEMA_NAME))
+    return schema.with_metadata({RECORD_SCHEMA_METADATA_KEY: ERROR_SCHEMA_NAME})
+
+
+_ENTITY = load_schema(ENTITY_SCHEMA_NAME)
+#: The entity record's own fields, in column order.
+ENTITY_FIELDS: tuple[str, ...] = tuple(_ENTITY["properties"])
+#: The entity labels the schema allows.
+ENTITY_LABELS: tuple[str, ...] = tuple(_ENTITY["properties"]["label"]["enum"])
+#: The error record's fields, in column order.
+ERROR_FIELDS: tuple[str, ...] = tuple(load_schema(ERROR_SCHEMA_NAME)["properties"])
+del _ENTITY
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    item = getattr(value, "item", None)  # numpy / arrow scalars
+    if callable(item):
+        return item()
+    return str(value)
+
+
+def kept_value(value: Any) -> str | None:
+    """Normalise a kept document field to its stored form: ``str`` or ``None``.
+
+    ``None`` stays ``None`` and a string stays as it is.  A date/time becomes
+    its ISO 8601 text, bytes their UTF-8 text (bad bytes as ``\\xNN``), a
+    numpy/arrow scalar its Python value's form; any other value (number,
+    boolean, array, object) becomes its compact JSON text with
+    ``ensure_ascii=False`` (``42`` -> ``"42"``, ``True`` -> ``"true"``,
+    ``{"a": 1}`` -> ``'{"a":1}'``).  NaN and infinities become ``NaN`` /
+    ``Infinity`` (the string, not JSON).
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time, bytes, bytearray, memoryview)):
+        return _json_default(value)
+    if not isinstance(value, (int, float, list, tuple, dict)):
+        item = getattr(value, "item", None)  # numpy / arrow scalars
+        if callable(item):
+            return kept_value(item())
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def error_record(error: Any) -> dict[str, Any]:
+    """The error-record dict of a ``DocumentError`` (or anything with its attributes)."""
+    return {name: getattr(error, name) for name in ERROR_FIELDS}
+
+
+@functools.cache
+def _validator(name: str):
+    import jsonschema
+
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def validate_record(record: Mapping[str, Any], schema: str = ENTITY_SCHEMA_NAME) -> None:
+    """Validate ``record`` against the JSON Schema ``schema`` (entity record by default).
+
+    Raises ``jsonschema.ValidationError`` on the first problem.  Meant for tests
+    and spot checks; the writers rely on the Arrow schema instead.
+    """
+    _validator(schema).validate(dict(record))

@@ -1,0 +1,654 @@
+"""Record writers: parquet, JSONL and part-file datasets, all atomic.
+
+Every sink is a context manager and writes to a hidden temporary file next to
+its target (``.<name>.tmp-<pid>-<n>``).  On a clean ``close()`` (or a clean
+exit from ``with``) the data is flushed, fsync'ed and the temporary file is
+renamed over the target (``os.replace``: atomic on POSIX), then the folder is
+fsync'ed.  If the ``with`` body raises, or :meth:`abort` is called, the
+temporary file is removed and the target is left exactly as it was (absent, or
+the previous run's file).  A sink that receives no rows still produces a
+valid, empty output: a parquet file with the full schema and 0 rows, or an
+empty JSONL file.
+
+The fast path is columnar: ``write({"doc_id": [...], "start": [...], ...})``
+with Python lists, numpy arrays or pyarrow arrays, all of the same length.
+``write_records([{...}, ...])`` is a convenience that turns record dicts into
+columns.  Columns not in the schema are rejected (``ValueError``) rather than
+dropped; a missing column is filled with nulls when the field is nullable and
+rejected otherwise.  These ``ValueError``/``TypeError`` exceptions flag caller
+bugs; problems the user can cause (missing or unwritable output folder, disk
+full...) raise :class:`~nerbatch.errors.OutputError`.
+
+Choosing a sink: :func:`open_sink` (entity records) and
+:func:`open_error_sink` (error records, always JSONL).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nerbatch.errors import OutputError
+from nerbatch.records import error_arrow_schema
+
+__all__ = [
+    "DEFAULT_PART_ROWS",
+    "DEFAULT_ROW_GROUP_SIZE",
+    "DatasetSink",
+    "JsonlSink",
+    "ParquetSink",
+    "open_error_sink",
+    "open_sink",
+]
+
+DEFAULT_ROW_GROUP_SIZE = 65_536
+DEFAULT_PART_ROWS = 1_000_000
+
+_tmp_counter = itertools.count()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_parent(path: str) -> str:
+    """Absolute folder ``path`` will be written in; ``OutputError`` if it can't be."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+        raise OutputError(f"cannot write {path!r}: folder {parent!r} does not exist")
+    if not os.path.isdir(parent):
+        raise OutputError(f"cannot write {path!r}: {parent!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path!r}: folder {parent!r} is not writable")
+    return parent
+
+
+def _column_values(value: Any) -> list:
+    if isinstance(value, (pa.Array, pa.ChunkedArray)):
+        return value.to_pylist()
+    tolist = getattr(value, "tolist", None)  # numpy arrays
+    if callable(tolist):
+        return tolist()
+    return list(value)
+
+
+def _column_lengths(columns: Mapping[str, Any]) -> int:
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"columns have different lengths: {lengths}")
+    return next(iter(lengths.values()), 0)
+
+
+def _check_names(columns: Mapping[str, Any], schema: pa.Schema) -> None:
+    unknown = [name for name in columns if schema.get_field_index(name) < 0]
+    if unknown:
+        raise ValueError(f"columns not in the output schema: {unknown}; expected some of {schema.names}")
+
+
+def _records_to_columns(records: Iterable[Mapping[str, Any]], names: Sequence[str] | None) -> dict[str, list]:
+    records = list(records)
+    if names is None:
+        names = list(dict.fromkeys(k for r in records for k in r))
+    known = set(names)
+    for r in records:
+        extra = [k for k in r if k not in known]
+        if extra:
+            raise ValueError(f"record fields not in the output schema: {extra}; expected some of {list(names)}")
+    return {name: [r.get(name) for r in records] for name in names}
+
+
+def _json_default(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return item()
+    raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable")
+
+
+def _metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> dict[str, str]:
+    merged = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"metadata keys must be non-empty strings, got {key!r}")
+        if key.startswith("ARROW:"):
+            raise ValueError(f"metadata key {key!r} is reserved by Arrow")
+        merged[key] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return merged
+
+
+# --------------------------------------------------------------------------- base
+
+
+class _AtomicSink:
+    """Temp-file-then-rename lifecycle shared by the file sinks."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._done = True  # committed or aborted; True until there is a temp file to look after
+        self.committed = False
+        self.path = os.fspath(path)
+        if os.path.isdir(self.path):
+            raise OutputError(f"cannot write {self.path!r}: it is a folder")
+        directory = _check_parent(self.path)
+        name = os.path.basename(self.path)
+        self.rows_written = 0
+        self.closed = False
+        self._dir = directory
+        self.tmp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{next(_tmp_counter)}")
+        self._done = False  # committed or aborted
+
+    # subclass hooks
+    def _finish(self) -> None:  # flush and close the temp file, data complete
+        raise NotImplementedError
+
+    def _drop(self) -> None:  # close the temp file without caring about its content
+        raise NotImplementedError
+
+    def write(self, columns: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def write_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write record dicts (convenience; :meth:`write` with columns is faster)."""
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"sink for {self.path!r} is closed")
+
+    def close(self) -> str:
+        """Finish the file and move it into place; returns the final path. Idempotent."""
+        if self._done:
+            if not self.committed:
+                raise ValueError(f"sink for {self.path!r} was aborted")
+            return self.path
+        try:
+            self._finish()
+            fd = os.open(self.tmp_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp_path, self.path)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+        except BaseException:
+            self.abort()
+            raise
+        self._done = self.closed = self.committed = True
+        _fsync_dir(self._dir)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written; the target path is left untouched. Idempotent."""
+        if self._done:
+            return
+        self._done = True
+        self.closed = True
+        try:
+            self._drop()
+        except Exception:  # noqa: BLE001 - best effort, we are throwing it away
+            pass
+        try:
+            os.remove(self.tmp_path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+        return False
+
+    def __del__(self) -> None:  # never leave a temp file behind, never commit implicitly
+        if not getattr(self, "_done", True):
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 - interpreter shutdown, nothing to report to
+                pass
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+class ParquetSink(_AtomicSink):
+    """Typed parquet file: ``schema`` columns, row groups of ``row_group_size`` rows.
+
+    ``metadata`` goes into the file's key-value metadata next to the schema's
+    own metadata (``nerbatch.record_schema``); non-string values are stored as
+    JSON text.  Rows are buffered until a full row group is ready, so every row
+    group but the last has exactly ``row_group_size`` rows, and memory is
+    bounded by one row group.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        schema: pa.Schema,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        compression: str = "snappy",
+    ) -> None:
+        if row_group_size < 1:
+            raise ValueError(f"row_group_size must be positive, got {row_group_size}")
+        super().__init__(path)
+        self.schema = schema.with_metadata(_metadata(schema, metadata))
+        self.row_group_size = row_group_size
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        try:
+            self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression=compression)
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+
+    def _batch(self, columns: Mapping[str, Any]) -> pa.RecordBatch:
+        _check_names(columns, self.schema)
+        n = _column_lengths(columns)
+        arrays = []
+        for field in self.schema:
+            if field.name in columns:
+                value = columns[field.name]
+                try:
+                    if isinstance(value, pa.ChunkedArray):
+                        value = value.combine_chunks()
+                    if isinstance(value, pa.Array):
+                        arr = value if value.type == field.type else value.cast(field.type)
+                    else:
+                        arr = pa.array(value, type=field.type)
+                except (pa.ArrowException, TypeError, ValueError, UnicodeError) as exc:
+                    raise ValueError(f"column {field.name!r} does not fit {field.type}: {exc}") from exc
+                if not field.nullable and arr.null_count:
+                    raise ValueError(f"column {field.name!r} is not nullable but holds {arr.null_count} null(s)")
+            elif field.nullable:
+                arr = pa.nulls(n, field.type)
+            else:
+                raise ValueError(f"column {field.name!r} is required but missing")
+            arrays.append(arr)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def write(self, columns: Mapping[str, Any]) -> None:
+        """Append rows given as ``{column name: values}``."""
+        self._check_open()
+        batch = self._batch(columns)
+        if not batch.num_rows:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows_written += batch.num_rows
+        if self._pending_rows >= self.row_group_size:
+            self._flush(final=False)
+
+    def write_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.write(_records_to_columns(records, self.schema.names))
+
+    def write_table(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Append an Arrow table/batch whose columns are a subset of the schema."""
+        self.write({name: table.column(name) for name in table.schema.names})
+
+    def _flush(self, *, final: bool) -> None:
+        if not self._pending_rows:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        size = self.row_group_size
+        full = (table.num_rows // size) * size
+        cut = table.num_rows if final else full
+        try:
+            for start in range(0, cut, size):
+                self._writer.write_table(table.slice(start, size), row_group_size=size)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+        rest = table.slice(cut)
+        self._pending = rest.to_batches() if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def _finish(self) -> None:
+        self._flush(final=True)
+        self._writer.close()
+
+    def _drop(self) -> None:
+        self._pending = []
+        if self._writer is not None:
+            self._writer.close()
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+class JsonlSink(_AtomicSink):
+    """One JSON object per line (UTF-8, ``ensure_ascii=False``, ``\\n`` endings).
+
+    With a ``schema``, keys follow the schema's column order, missing nullable
+    columns are written as ``null`` and unknown columns are rejected; values are
+    not type-checked beyond that.  Without one, records are written as given.
+    A path ending in ``.gz`` is gzip-compressed (deterministic header).  NaN and
+    infinities are rejected (``ValueError``): they are not JSON.  JSONL has no
+    place for file metadata; record provenance in the records themselves
+    (e.g. the ``model`` field) or use parquet.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], schema: pa.Schema | None = None) -> None:
+        super().__init__(path)
+        self.schema = schema
+        self._names = list(schema.names) if schema is not None else None
+        self._required = {f.name for f in schema if not f.nullable} if schema is not None else set()
+        self._raw = None
+        self._fh = None
+        try:
+            self._raw = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in _finish/_drop
+            if self.path.endswith(".gz"):
+                self._fh = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
+            else:
+                self._fh = self._raw
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+
+    def write(self, columns: Mapping[str, Any]) -> None:
+        """Append rows given as ``{column name: values}``."""
+        self._check_open()
+        n = _column_lengths(columns)
+        if self._names is not None:
+            _check_names(columns, self.schema)
+            for name in self._required:
+                if name not in columns:
+                    raise ValueError(f"column {name!r} is required but missing")
+            names = self._names
+        else:
+            names = list(columns)
+        if not n:
+            return
+        cols = [_column_values(columns[name]) if name in columns else [None] * n for name in names]
+        for name, values in zip(names, cols):
+            if name in self._required and None in values:
+                raise ValueError(f"column {name!r} is not nullable but holds null(s)")
+        dumps = json.dumps
+        lines = [
+            dumps(dict(zip(names, row)), ensure_ascii=False, allow_nan=False, default=_json_default)
+            for row in zip(*cols)
+        ]
+        self._write_text("\n".join(lines) + "\n")
+        self.rows_written += n
+
+    def write_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        if self._names is not None:
+            self.write(_records_to_columns(records, self._names))
+            return
+        self._check_open()
+        lines = [json.dumps(dict(r), ensure_ascii=False, allow_nan=False, default=_json_default) for r in records]
+        if lines:
+            self._write_text("\n".join(lines) + "\n")
+            self.rows_written += len(lines)
+
+    def _write_text(self, text: str) -> None:
+        try:
+            self._fh.write(text.encode("utf-8"))
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
+
+    def _finish(self) -> None:
+        self._fh.close()
+        if self._raw is not self._fh:
+            self._raw.close()
+
+    def _drop(self) -> None:
+        for f in (self._fh, self._raw):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+# --------------------------------------------------------------------------- datasets
+
+_PART_SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl"}
+
+
+def _is_part_file(name: str) -> bool:
+    return name.startswith("part-") and name.endswith((".parquet", ".jsonl", ".jsonl.gz"))
+
+
+class DatasetSink:
+    """A folder of part files ``part-00000.<ext>``, ``part-00001.<ext>``, ...
+
+    A new part starts every ``part_rows`` rows; each part is written atomically
+    by a :class:`ParquetSink` (or :class:`JsonlSink` for ``fmt="jsonl"``), with
+    the same schema and metadata.  Names are deterministic: the same rows give
+    the same files.  An empty run writes one empty ``part-00000``.  The folder
+    is created if missing (its parent must exist).  A folder that already holds
+    part files is refused (``OutputError``) unless ``overwrite=True``, which
+    deletes them first: mixing parts of two runs would corrupt the dataset.  If
+    the ``with`` body raises or :meth:`abort` is called, the parts this sink
+    wrote are deleted (and the folder, if this sink created it and it is empty).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        schema: pa.Schema,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        fmt: str = "parquet",
+        part_rows: int = DEFAULT_PART_ROWS,
+        row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        overwrite: bool = False,
+    ) -> None:
+        if fmt not in _PART_SUFFIX:
+            raise ValueError(f"fmt must be one of {sorted(_PART_SUFFIX)}, got {fmt!r}")
+        if part_rows < 1:
+            raise ValueError(f"part_rows must be positive, got {part_rows}")
+        self.path = os.fspath(directory)
+        self.schema = schema
+        self.metadata = dict(metadata or {})
+        self.fmt = fmt
+        self.part_rows = part_rows
+        self.row_group_size = row_group_size
+        self.rows_written = 0
+        self.paths: list[str] = []  # completed parts, in order
+        self.closed = False
+        self.committed = False
+        self._done = False
+        self._current: _AtomicSink | None = None
+        self._created = False
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise OutputError(f"cannot write dataset {self.path!r}: it exists and is not a folder")
+        if not os.path.isdir(self.path):
+            _check_parent(os.path.normpath(self.path))
+            try:
+                os.mkdir(self.path)
+            except OSError as exc:
+                raise OutputError(f"cannot create output folder {self.path!r}: {exc.strerror or exc}") from exc
+            self._created = True
+        elif not os.access(self.path, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write dataset {self.path!r}: folder is not writable")
+        old = sorted(n for n in os.listdir(self.path) if _is_part_file(n))
+        if old:
+            if not overwrite:
+                raise OutputError(
+                    f"output folder {self.path!r} already holds part files ({old[0]}...); "
+                    "remove them or choose another folder"
+                )
+            try:
+                for n in old:
+                    os.remove(os.path.join(self.path, n))
+            except OSError as exc:
+                raise OutputError(f"cannot remove old part files in {self.path!r}: {exc.strerror or exc}") from exc
+
+    def _open_part(self) -> _AtomicSink:
+        part = os.path.join(self.path, f"part-{len(self.paths):05d}{_PART_SUFFIX[self.fmt]}")
+        if self.fmt == "parquet":
+            return ParquetSink(part, self.schema, self.metadata, row_group_size=self.row_group_size)
+        return JsonlSink(part, self.schema)
+
+    def _close_part(self) -> None:
+        sink, self._current = self._current, None
+        self.paths.append(sink.close())
+
+    def write(self, columns: Mapping[str, Any]) -> None:
+        """Append rows given as ``{column name: values}``, rolling parts as they fill."""
+        if self.closed:
+            raise ValueError(f"dataset sink for {self.path!r} is closed")
+        n = _column_lengths(columns)
+        _check_names(columns, self.schema)
+        start = 0
+        while start < n:
+            if self._current is None:
+                self._current = self._open_part()
+            room = self.part_rows - self._current.rows_written
+            stop = min(n, start + room)
+            self._current.write({k: v[start:stop] for k, v in columns.items()})
+            self.rows_written += stop - start
+            start = stop
+            if self._current.rows_written >= self.part_rows:
+                self._close_part()
+
+    def write_records(self, records: Iterable[Mapping[str, Any]]) -> None:
+        self.write(_records_to_columns(records, self.schema.names))
+
+    def close(self) -> list[str]:
+        """Finish the last part (or write an empty one); returns the part paths."""
+        if self._done:
+            if not self.committed:
+                raise ValueError(f"dataset sink for {self.path!r} was aborted")
+            return self.paths
+        try:
+            if self._current is None and not self.paths:
+                self._current = self._open_part()
+            if self._current is not None:
+                self._close_part()
+        except BaseException:
+            self.abort()
+            raise
+        self._done = self.closed = self.committed = True
+        return self.paths
+
+    def abort(self) -> None:
+        """Discard the current part and delete the parts already written."""
+        if self._done:
+            return
+        self._done = self.closed = True
+        if self._current is not None:
+            self._current.abort()
+            self._current = None
+        for p in self.paths:
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                pass
+        self.paths = []
+        if self._created:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+        return False
+
+
+# --------------------------------------------------------------------------- choosing
+
+_FORMATS = ("parquet", "jsonl")
+
+
+def _is_folder_target(path: str) -> bool:
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    return path.endswith(seps) or os.path.isdir(path)
+
+
+def _infer_format(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")):
+        return "parquet"
+    if lower.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
+        return "jsonl"
+    raise OutputError(
+        f"cannot tell the output format of {path!r} from its name: "
+        "use .parquet, .jsonl or .jsonl.gz, a folder path ending in '/', or name the format"
+    )
+
+
+def open_sink(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    schema: pa.Schema,
+    metadata: Mapping[str, Any] | None = None,
+    row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+    part_rows: int = DEFAULT_PART_ROWS,
+    overwrite: bool = False,
+    dataset: bool | None = None,
+) -> ParquetSink | JsonlSink | DatasetSink:
+    """Open the sink for an output path.
+
+    * ``dataset=True``, or (when ``dataset`` is None) an existing folder or a
+      path string ending in ``/``: :class:`DatasetSink` of ``fmt`` parts
+      (parquet when ``fmt`` is None), ``part_rows`` rows per part.  Note that
+      ``pathlib.Path`` drops a trailing ``/``: pass ``dataset=True`` for a
+      folder that does not exist yet;
+    * otherwise a single file: ``fmt`` or, when None, the extension decides
+      (``.parquet``/``.pq`` -> :class:`ParquetSink`; ``.jsonl``, ``.ndjson``,
+      optionally ``.gz`` -> :class:`JsonlSink`, which does not store metadata).
+
+    ``dataset=False`` forces a single file even for a path ending in ``/``
+    (which then fails: it names a folder).  An existing single file is
+    replaced atomically on success.  Raises
+    ``OutputError`` (one line) for an unknown format, a missing or unwritable
+    parent folder, or a dataset folder already holding parts (without
+    ``overwrite``).
+    """
+    path = os.fspath(path)
+    if fmt is not None and fmt not in _FORMATS:
+        raise OutputError(f"unknown output format {fmt!r}; expected one of {', '.join(_FORMATS)}")
+    if dataset is None:
+        dataset = _is_folder_target(path)
+    if dataset:
+        return DatasetSink(
+            path,
+            schema,
+            metadata,
+            fmt=fmt or "parquet",
+            part_rows=part_rows,
+            row_group_size=row_group_size,
+            overwrite=overwrite,
+        )
+    fmt = fmt or _infer_format(path)
+    if fmt == "parquet":
+        return ParquetSink(path, schema, metadata, row_group_size=row_group_size)
+    return JsonlSink(path, schema)
+
+
+def open_error_sink(path: str | os.PathLike[str]) -> JsonlSink:
+    """Atomic JSONL sink for error records (``error_record.v1``; see ``records.error_record``)."""
+    return JsonlSink(path, error_arrow_schema())

@@ -1,0 +1,406 @@
+"""Document sources: input expansion and streaming JSONL / gzip / parquet reading."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import shutil
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nerbatch import documents
+from nerbatch.documents import (
+    REASON_KINDS,
+    Document,
+    DocumentError,
+    expand_inputs,
+    read_documents,
+    reason_kind,
+)
+from nerbatch.errors import InputError, NerbatchError
+
+
+def write_jsonl(path, rows, *, gz=False):
+    """rows: dicts (dumped) or bytes (written verbatim); one per line."""
+    data = b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return str(path)
+
+
+def split(items):
+    docs = [x for x in items if isinstance(x, Document)]
+    errs = [x for x in items if isinstance(x, DocumentError)]
+    assert len(docs) + len(errs) == len(items)
+    return docs, errs
+
+
+# --------------------------------------------------------------------------- bad corpus
+
+BAD_CORPUS = [
+    # (line bytes, expected kind or None for a good document)
+    (b'{"id": "a1", "text": "Angela Merkel visited Paris.", "lang": "en"}', None),
+    (b"", "skip"),  # truly empty: skipped silently
+    (b"   \t", "malformed_json"),  # whitespace-only is not skipped
+    (b'{"id": "a2", "text": "unterminated', "malformed_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'"just a string"', "not_object"),
+    (b'{"id": "a3", "body": "no text field"}', "missing_text"),
+    (b'{"id": "a4", "text": null}', "missing_text"),
+    (b'{"id": "a5", "text": ""}', "empty_text"),
+    (b'{"id": "a6", "text": " \\n\\t "}', "empty_text"),
+    (b'{"id": "a7", "text": 42}', "non_string_text"),
+    (b'{"id": "a8", "text": ["a", "b"]}', "non_string_text"),
+    (b'{"id": "a9", "text": "caf\xe9 latin-1 byte"}', "invalid_utf8"),
+    (b'{"id": "a10", "text": "' + b"x" * 101 + b'"}', "oversized"),
+    (b'{"id": "a11", "text": "lone \\ud800 surrogate"}', "invalid_unicode"),
+    (b'{"id": true, "text": "boolean id"}', "invalid_id"),
+    (b'{"id": "  ", "text": "blank id"}', "invalid_id"),
+    (b'{"id": 1.5, "text": "float id"}', "invalid_id"),
+    (b"[" * 100_000 + b"]" * 100_000, "malformed_json"),  # nesting too deep
+    (b'{"id": 7, "text": "integer id"}', None),
+    (b'{"text": "no id at all"}', None),
+    (b'{"id": null, "text": "null id", "lang": {"iso": "de"}}', None),
+    (b'{"id": "a12", "text": "' + b"y" * 100 + b'"}', None),  # exactly max_doc_chars
+    (b'{"id": "a13", "text": "\xc3\xa9t\xc3\xa9 \\u00e9 \\ud83d\\ude00 ok"}', None),  # valid pair
+]
+
+
+def test_bad_corpus_gives_exact_errors_and_documents(tmp_path):
+    path = write_jsonl(tmp_path / "mixed.jsonl", [line for line, _ in BAD_CORPUS])
+    items = list(read_documents(path, keep_fields=["lang"], max_doc_chars=100))
+    docs, errs = split(items)
+
+    expected_errors = Counter(k for _, k in BAD_CORPUS if k not in (None, "skip"))
+    assert Counter(reason_kind(e.reason) for e in errs) == expected_errors
+    assert len(errs) == 17
+    assert {reason_kind(e.reason) for e in errs} <= set(REASON_KINDS)
+
+    # Positions are physical 1-based line numbers, blank line included.
+    expected_positions = [i + 1 for i, (_, k) in enumerate(BAD_CORPUS) if k != "skip"]
+    assert [x.position for x in items] == expected_positions
+    by_pos = {x.position: x for x in items}
+    for i, (_, kind) in enumerate(BAD_CORPUS, start=1):
+        if kind is None:
+            assert isinstance(by_pos[i], Document), by_pos[i]
+        elif kind != "skip":
+            assert reason_kind(by_pos[i].reason) == kind, by_pos[i]
+
+    assert [d.doc_id for d in docs] == ["a1", "7", "mixed.jsonl:21", "mixed.jsonl:22", "a12", "a13"]
+    assert docs[0].fields == {"lang": "en"}
+    assert docs[1].fields == {"lang": None}
+    assert docs[3].fields == {"lang": '{"iso":"de"}'}
+    assert docs[5].text == "été é \U0001f600 ok"
+    assert all(d.source == path for d in items)
+
+    # Error details: own id when readable, raw line when known, one line each.
+    assert by_pos[7].doc_id == "a3" and by_pos[7].reason == "missing_text: 'text' is missing"
+    assert by_pos[8].reason == "missing_text: 'text' is null"
+    assert by_pos[9].reason == "empty_text: 'text' is empty"
+    assert by_pos[10].reason == "empty_text: 'text' is whitespace-only"
+    assert by_pos[11].reason == "non_string_text: 'text' is an integer, not a string"
+    assert by_pos[5].reason == "not_object: expected a JSON object, got an array"
+    assert by_pos[14].reason == "oversized: 'text' has 101 characters, more than max_doc_chars=100"
+    assert by_pos[13].raw == '{"id": "a9", "text": "caf\\xe9 latin-1 byte"}'
+    assert by_pos[13].doc_id is None
+    assert by_pos[16].doc_id is None and "boolean" in by_pos[16].reason
+    assert by_pos[19].reason == "malformed_json: nesting too deep"
+    assert len(by_pos[19].raw) == documents.RAW_LIMIT
+    assert all("\n" not in e.reason for e in errs)
+
+
+def test_whole_corpus_is_accounted_for_in_gzip_too(tmp_path):
+    lines = [line for line, _ in BAD_CORPUS]
+    plain = list(read_documents(write_jsonl(tmp_path / "c.jsonl", lines), max_doc_chars=100))
+    gz = list(read_documents(write_jsonl(tmp_path / "c.jsonl.gz", lines, gz=True), max_doc_chars=100))
+    assert [(type(x), x.position, getattr(x, "reason", None)) for x in gz] == [
+        (type(x), x.position, getattr(x, "reason", None)) for x in plain
+    ]
+
+
+def test_blank_lines_crlf_and_bom(tmp_path):
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "first"}\r\n\r\n\n{"text": "fourth"}\r\n{"text": "no newline at end"}')
+    docs, errs = split(list(read_documents(str(path))))
+    assert errs == []
+    assert [(d.position, d.text) for d in docs] == [(1, "first"), (4, "fourth"), (5, "no newline at end")]
+
+
+def test_unicode_line_separators_do_not_split_lines(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_bytes('{"text": "a\u2028b\u0085c"}\n'.encode())
+    [doc] = read_documents(str(path))
+    assert doc.text == "a\u2028b\u0085c" and doc.position == 1
+
+
+def test_generated_ids_are_stable_across_folders_and_runs(tmp_path):
+    rows = [{"text": "one"}, {"id": 12, "text": "two"}, {"id": None, "text": "three"}]
+    a = write_jsonl(tmp_path / "news.jsonl", rows)
+    (tmp_path / "elsewhere").mkdir()
+    b = shutil.copy(a, tmp_path / "elsewhere" / "news.jsonl")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        rel = [d.doc_id for d in read_documents("news.jsonl")]
+    finally:
+        os.chdir(cwd)
+    ids_a = [d.doc_id for d in read_documents(a)]
+    ids_b = [d.doc_id for d in read_documents(str(b))]
+    assert ids_a == ids_b == rel == ["news.jsonl:1", "12", "news.jsonl:3"]
+
+
+def test_custom_field_names_and_keep_fields(tmp_path):
+    rows = [
+        {"uid": "u1", "body": "Text one.", "title": "T1", "n": 3, "flag": True},
+        {"uid": "u2", "body": "Text two.", "text": "ignored"},
+    ]
+    path = write_jsonl(tmp_path / "f.jsonl", rows)
+    docs = list(read_documents(path, id_field="uid", text_field="body", keep_fields=["title", "n", "flag"]))
+    assert [(d.doc_id, d.text) for d in docs] == [("u1", "Text one."), ("u2", "Text two.")]
+    assert docs[0].fields == {"title": "T1", "n": "3", "flag": "true"}
+    assert docs[1].fields == {"title": None, "n": None, "flag": None}
+
+
+def test_gzip_detected_by_magic_bytes(tmp_path):
+    path = tmp_path / "disguised.jsonl"
+    path.write_bytes(gzip.compress(b'{"text": "compressed"}\n'))
+    [doc] = read_documents(str(path))
+    assert doc.text == "compressed"
+
+
+def test_multi_member_gzip(tmp_path):
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"text": "a"}\n') + gzip.compress(b'{"text": "b"}\n') + b"\0" * 8)
+    assert [d.text for d in read_documents(str(path))] == ["a", "b"]
+
+
+def test_truncated_gzip_keeps_lines_before_the_break(tmp_path):
+    rnd = random.Random(7)
+    rows = [{"id": i, "text": "".join(rnd.choice("abcdefghij ") for _ in range(60))} for i in range(3000)]
+    full = tmp_path / "full.jsonl.gz"
+    write_jsonl(full, rows, gz=True)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2])
+
+    docs, errs = split(list(read_documents(str(cut))))
+    assert len(errs) == 1
+    err = errs[0]
+    assert reason_kind(err.reason) == "corrupt_file"
+    assert "truncated" in err.reason
+    # Every decompressible line before the break comes out; the break is the next line.
+    assert 1200 < len(docs) < 1500
+    assert [d.doc_id for d in docs] == [str(i) for i in range(len(docs))]
+    assert err.position == len(docs) + 1
+    assert err.raw is None
+
+
+def test_corrupt_gzip_data(tmp_path):
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(b'{"text": "not actually gzip"}\n')
+    [err] = read_documents(str(path))
+    assert isinstance(err, DocumentError)
+    assert err.position == 1 and err.reason.startswith("corrupt_file: invalid gzip data")
+
+
+def test_overlong_line_is_reported_without_holding_it(tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b'{"text": "' + b"z" * 300_000 + b'"}\n{"text": "after"}\n')
+    items = list(read_documents(str(path), max_line_bytes=10_000))
+    err, doc = items
+    assert err.reason == "oversized: line is longer than max_line_bytes=10000 bytes"
+    assert err.position == 1 and len(err.raw) == documents.RAW_LIMIT
+    assert doc.text == "after" and doc.position == 2
+
+
+def test_split_lines_agrees_with_split_for_any_chunking():
+    rnd = random.Random(3)
+    for _ in range(500):
+        lines = [bytes(rnd.choice(b"ab\r") for _ in range(rnd.randint(0, 12))) for _ in range(rnd.randint(0, 8))]
+        blob = b"\n".join(lines) + rnd.choice([b"", b"\n"])
+        cuts = sorted(rnd.sample(range(len(blob) + 1), min(rnd.randint(0, 5), len(blob) + 1)))
+        chunks = [blob[i:j] for i, j in zip([0, *cuts], [*cuts, len(blob)])]
+        expected = blob.split(b"\n")
+        if expected[-1] == b"":
+            expected.pop()
+        want = [(x, False) if len(x) <= 6 else (x, True) for x in expected]
+        assert list(documents._split_lines(iter(chunks), 6)) == want
+
+
+def test_missing_file_yields_read_error(tmp_path):
+    [err] = read_documents(str(tmp_path / "gone.jsonl"))
+    assert err.position == 0 and err.reason.startswith("read_error: cannot open file")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_doc_chars": 0}, {"chunk_rows": 0}, {"max_line_bytes": -1}, {"text_field": ""}, {"id_field": None}],
+)
+def test_invalid_arguments_raise_input_error_eagerly(tmp_path, kwargs):
+    with pytest.raises(InputError):
+        read_documents(str(tmp_path / "x.jsonl"), **kwargs)
+
+
+# --------------------------------------------------------------------------- parquet
+
+
+def test_parquet_documents_positions_ids_and_errors(tmp_path):
+    table = pa.table(
+        {
+            "id": pa.array([10, None, 12, 13, 14, None], pa.int64()),
+            "text": ["Berlin is big.", "No id here.", "", None, "  ", "x" * 15],
+            "ts": pa.array([0, 1, 2, 3, 4, 5], pa.timestamp("s")),
+            "blob": [b"\x00"] * 6,
+        }
+    )
+    path = tmp_path / "docs.parquet"
+    pq.write_table(table, path, row_group_size=4)
+    items = list(read_documents(str(path), keep_fields=["ts", "missing"], max_doc_chars=14, chunk_rows=3))
+    docs, errs = split(items)
+    assert [x.position for x in items] == [0, 1, 2, 3, 4, 5]  # 0-based row index
+    assert [(d.doc_id, d.text) for d in docs] == [("10", "Berlin is big."), ("docs.parquet:1", "No id here.")]
+    assert docs[0].fields == {"ts": "1970-01-01T00:00:00", "missing": None}
+    assert [reason_kind(e.reason) for e in errs] == ["empty_text", "missing_text", "empty_text", "oversized"]
+    assert [e.doc_id for e in errs] == ["12", "13", "14", None]
+    assert json.loads(errs[0].raw) == {"id": 12, "text": "", "ts": "1970-01-01T00:00:02"}
+
+
+def test_parquet_without_text_column_reports_every_row(tmp_path):
+    path = tmp_path / "notext.parquet"
+    pq.write_table(pa.table({"body": ["a", "b", "c"]}), path)
+    errs = list(read_documents(str(path)))
+    assert [(e.position, e.reason) for e in errs] == [(i, "missing_text: 'text' is missing") for i in range(3)]
+
+
+def test_parquet_non_string_text_column(tmp_path):
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2]}), path)
+    assert [reason_kind(e.reason) for e in read_documents(str(path))] == ["non_string_text"] * 2
+
+
+def test_not_a_parquet_file(tmp_path):
+    path = tmp_path / "fake.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    [err] = read_documents(str(path))
+    assert err.position == 0 and err.reason.startswith("corrupt_file: not a readable parquet file")
+
+
+def test_corrupt_parquet_row_group_costs_only_that_group(tmp_path):
+    n = 1000
+    path = tmp_path / "rg.parquet"
+    pq.write_table(pa.table({"id": list(range(n)), "text": [f"doc {i} " * 3 for i in range(n)]}), path, row_group_size=250)
+    col = pq.ParquetFile(path).metadata.row_group(2).column(1)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + col.total_compressed_size] = b"\xff" * col.total_compressed_size
+    path.write_bytes(bytes(data))
+
+    items = list(read_documents(str(path), chunk_rows=100))
+    docs, errs = split(items)
+    assert len(errs) == 1
+    assert errs[0].position == 500
+    assert errs[0].reason.startswith("corrupt_file: row group 2 is unreadable from row 500 on")
+    assert errs[0].reason.endswith("rows 500 to 749 could not be read")
+    assert "\n" not in errs[0].reason
+    assert [d.position for d in docs] == list(range(500)) + list(range(750, 1000))
+
+
+def test_parquet_is_streamed_in_batches_of_needed_columns(tmp_path, monkeypatch):
+    rows = 50_000
+    path = tmp_path / "big.parquet"
+    table = pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "text": pa.array([f"Document {i} about Lisbon and Porto." for i in range(rows)]),
+            "blob": pa.array([b"\x01" * 200] * rows),  # ~10 MB the reader must never load
+        }
+    )
+    pq.write_table(table, path, row_group_size=5_000)
+    del table
+
+    calls = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        for batch in real(self, *args, **kwargs):
+            calls[-1].setdefault("sizes", []).append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("whole-file read"))
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("whole-file read"))
+
+    before = pa.total_allocated_bytes()
+    it = read_documents(str(path), chunk_rows=1000)
+    first = next(it)
+    in_flight = pa.total_allocated_bytes() - before
+    assert first.doc_id == "0" and first.text.startswith("Document 0")
+    # One row group of id+text is ~0.7 MB; the whole id+text table ~3 MB; with the blob ~10 MB.
+    assert in_flight < 1_500_000
+
+    count = 1 + sum(1 for _ in it)
+    assert count == rows
+    assert len(calls) == 10  # one call per row group, streamed
+    assert all(c["columns"] == ["id", "text"] and c["batch_size"] == 1000 for c in calls)
+    assert all(max(c["sizes"]) <= 1000 for c in calls)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    (tmp_path / "news").mkdir()
+    (tmp_path / "news" / "sub").mkdir()
+    for name in ["b.jsonl", "a.jsonl", "c.jsonl.gz", "d.parquet", "notes.txt", ".hidden.jsonl", "sub/e.jsonl"]:
+        (tmp_path / "news" / name).write_bytes(b"")
+    return tmp_path
+
+
+def test_expand_folder_glob_and_file(corpus, monkeypatch):
+    monkeypatch.chdir(corpus)
+    assert expand_inputs(["news"]) == [
+        os.path.join("news", n) for n in ["a.jsonl", "b.jsonl", "c.jsonl.gz", "d.parquet"]
+    ]
+    assert expand_inputs(["news/*.jsonl"]) == ["news/a.jsonl", "news/b.jsonl"]
+    assert expand_inputs(["news/**/*.jsonl"]) == ["news/a.jsonl", "news/b.jsonl", "news/sub/e.jsonl"]
+    # An explicit file is taken whatever its name; argument order is kept, duplicates dropped.
+    assert expand_inputs(["news/notes.txt", "news/*.jsonl", "news/a.jsonl", "./news/b.jsonl", "news"]) == [
+        "news/notes.txt",
+        "news/a.jsonl",
+        "news/b.jsonl",
+        "news/c.jsonl.gz",
+        "news/d.parquet",
+    ]
+    assert expand_inputs("news/d.parquet") == ["news/d.parquet"]
+
+
+def test_expand_inputs_errors_name_the_argument(corpus, monkeypatch):
+    monkeypatch.chdir(corpus)
+    (corpus / "empty").mkdir()
+    cases = {
+        "news/*.csv": "no input files match 'news/*.csv'",
+        "nope.jsonl": "input 'nope.jsonl' does not exist",
+        "empty": "input folder 'empty' holds no *.jsonl, *.jsonl.gz, *.parquet files",
+    }
+    for arg, message in cases.items():
+        with pytest.raises(InputError) as info:
+            expand_inputs(["news/a.jsonl", arg])
+        assert str(info.value) == message
+        assert isinstance(info.value, NerbatchError)
+    with pytest.raises(InputError, match="no input given"):
+        expand_inputs([])
+
+
+def test_expand_then_read_mixed_formats(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "plain"}])
+    write_jsonl(tmp_path / "b.jsonl.gz", [{"text": "gzipped"}], gz=True)
+    pq.write_table(pa.table({"text": ["columnar"]}), tmp_path / "c.parquet")
+    files = expand_inputs([str(tmp_path / "*")])
+    texts = [d.text for f in files for d in read_documents(f)]
+    assert texts == ["plain", "gzipped", "columnar"]
