@@ -6,12 +6,38 @@ Keras (and TensorFlow behind it) is imported only when a model is needed, so
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """TensorFlow's C++ start-up banner ignores TF_CPP_MIN_LOG_LEVEL; hide it during import."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            sys.stderr.flush()
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def keras():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        with _native_stderr_silenced():
+            import keras as _keras
+
+            if _keras.backend.backend() == "tensorflow":
+                import tensorflow  # noqa: F401  (its banner prints on first import)
     import keras as _keras
 
     return _keras

@@ -132,6 +132,81 @@ def info(model: ModelOpt = None) -> None:
     typer.echo(json.dumps(summary, indent=2))
 
 
+@app.command()
+@_user_errors
+def run(
+    input: Annotated[list[str], typer.Option("--input", "-i", help="Input files, globs or folders (JSONL, .jsonl.gz, parquet); repeatable.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Entity records: a .parquet/.jsonl file, or a folder (ending in /) of part files.")],
+    model: ModelOpt = None,
+    format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
+    errors: Annotated[Optional[str], typer.Option(help="Error records, JSONL (default: <output>.errors.jsonl).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
+    id_field: Annotated[str, typer.Option(help="Document id field.")] = "id",
+    text_field: Annotated[str, typer.Option(help="Document text field.")] = "text",
+    keep_fields: Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")] = "",
+    max_doc_chars: Annotated[int, typer.Option(help="Longer documents become error records.")] = 1_000_000,
+    max_error_rate: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of documents failed.")] = 0.01,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip inputs a previous, interrupted run completed.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size (windows).")] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Find entities in documents and write entity records."""
+    from tqdm import tqdm
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+    from nerbatch.runner import RunOptions, run_job
+
+    options = RunOptions(
+        inputs=input, output=output, fmt=format, errors=errors, report=str(report) if report else None,
+        id_field=id_field, text_field=text_field,
+        keep_fields=tuple(f.strip() for f in keep_fields.split(",") if f.strip()),
+        max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,
+    )
+    pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
+    bar = tqdm(desc="docs", unit="doc", disable=True if quiet else None, dynamic_ncols=True)
+    tokens = [0]
+
+    def on_progress(docs: int, new_tokens: int) -> None:
+        tokens[0] += new_tokens
+        bar.update(docs)
+        elapsed = bar.format_dict["elapsed"] or 1e-9
+        bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tokens/s", refresh=False)
+
+    try:
+        result = run_job(options, pipeline, on_progress)
+    finally:
+        bar.close()
+    if not quiet:
+        typer.echo(f"nerbatch: {result.summary()}", err=True)
+    if result.error_rate > max_error_rate:
+        typer.echo(
+            f"nerbatch: {result.docs_failed} of {result.docs_in} documents failed "
+            f"({result.error_rate:.2%} > --max-error-rate {max_error_rate:.2%}); see {result.errors}",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def predict(
+    text: Annotated[str, typer.Argument(help="Text to tag, or '-' to read standard input.")],
+    model: ModelOpt = None,
+) -> None:
+    """Print the entities of a text as JSON lines (a quick look at a model)."""
+    from nerbatch.bundle import load_bundle
+    from nerbatch.documents import Document
+    from nerbatch.pipeline import NerPipeline
+
+    if text == "-":
+        text = sys.stdin.read()
+    pipeline = NerPipeline(load_bundle(model))
+    chunk = pipeline.annotate_all([Document("input", text, {}, "<argument>", 1)])
+    for record in chunk.records_by_document(pipeline.model_name)[0]:
+        typer.echo(json.dumps(record, ensure_ascii=False))
+
+
 def main() -> None:
     app()
 

@@ -80,3 +80,50 @@ def constrained_viterbi(probs: np.ndarray, lengths: np.ndarray, tags: Sequence[s
         path[:, t - 1] = backpointers[np.arange(batch), t, path[:, t]]
     path[np.arange(time)[None, :] >= lengths[:, None]] = 0
     return path
+
+
+@dataclass(frozen=True)
+class TagKinds:
+    """Per tag id: entity type index (-1 for ``O``) and whether it is an ``I-`` tag."""
+
+    labels: list[str]  # entity types, e.g. ["art", "eve", ...]
+    type_of: np.ndarray
+    is_inside: np.ndarray
+
+    @classmethod
+    def from_tags(cls, tags: Sequence[str]) -> "TagKinds":
+        labels = sorted({t[2:] for t in tags if t != "O"})
+        type_of = np.array([labels.index(t[2:]) if t != "O" else -1 for t in tags], dtype=np.int32)
+        is_inside = np.array([t.startswith("I-") for t in tags], dtype=bool)
+        return cls(labels, type_of, is_inside)
+
+
+@dataclass(frozen=True)
+class FlatSpans:
+    """Entity spans over a flat token array: token ``start``/``end`` (exclusive), type, mean probability."""
+
+    start: np.ndarray
+    end: np.ndarray
+    type_id: np.ndarray
+    score: np.ndarray
+
+
+def flat_spans(tag_ids: np.ndarray, tag_probs: np.ndarray, sentence_first: np.ndarray, kinds: TagKinds) -> FlatSpans:
+    """Vectorised ``iob2_spans`` over many sentences laid end to end.
+
+    ``sentence_first`` marks each sentence's first token, where no entity may
+    continue. Same conventions as ``iob2_spans`` (a stray ``I-`` opens an entity).
+    """
+    types = kinds.type_of[tag_ids]
+    in_entity = types >= 0
+    prev_types = np.concatenate(([-1], types[:-1]))
+    continues = in_entity & kinds.is_inside[tag_ids] & (types == prev_types) & ~sentence_first
+    opens = in_entity & ~continues
+    starts = np.flatnonzero(opens)
+    if starts.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return FlatSpans(empty, empty, empty.astype(np.int32), np.zeros(0, dtype=np.float32))
+    entity_of_token = np.cumsum(opens)[in_entity] - 1
+    lengths = np.bincount(entity_of_token, minlength=starts.size)
+    prob_sums = np.bincount(entity_of_token, weights=tag_probs[in_entity], minlength=starts.size)
+    return FlatSpans(starts, starts + lengths, types[starts], (prob_sums / lengths).astype(np.float32))

@@ -1,0 +1,178 @@
+"""Documents in, entities out: segment -> encode/batch -> predict -> decode spans.
+
+``NerPipeline.annotate`` streams: a background thread reads and segments
+documents into chunks of about ``chunk_sentences`` sentences while the main
+thread predicts the previous chunk (prediction releases the GIL), so memory is
+bounded by a few chunks and output keeps the input order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nerbatch.decode import TagKinds, flat_spans
+from nerbatch.documents import Document
+from nerbatch.text import SentenceTokens, segment
+
+
+@dataclass
+class AnnotatedChunk:
+    """Entities found in a run of consecutive documents, as columns.
+
+    ``doc_index`` points into ``documents``; entities are ordered by document,
+    then by position in the text.
+    """
+
+    documents: list[Document]
+    doc_index: np.ndarray
+    sentence: np.ndarray
+    label: list[str]
+    text: list[str]
+    start: np.ndarray
+    end: np.ndarray
+    score: np.ndarray
+    sentences: int
+    tokens: int
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def entities_per_document(self) -> np.ndarray:
+        return np.bincount(self.doc_index, minlength=len(self.documents))
+
+    def record_columns(self, model: str, keep_fields: Sequence[str] = ()) -> dict[str, list]:
+        """Columns of entity records (the ``entity_record`` schema)."""
+        docs = self.documents
+        index = self.doc_index.tolist()
+        columns = {
+            "doc_id": [docs[i].doc_id for i in index],
+            "sentence": self.sentence.tolist(),
+            "label": self.label,
+            "text": self.text,
+            "start": self.start.tolist(),
+            "end": self.end.tolist(),
+            "score": self.score.tolist(),
+            "model": [model] * len(index),
+        }
+        for name in keep_fields:
+            columns[name] = [docs[i].fields.get(name) for i in index]
+        return columns
+
+    def records_by_document(self, model: str, keep_fields: Sequence[str] = ()) -> list[list[dict]]:
+        """Entity records grouped per document (empty list: no entities)."""
+        columns = self.record_columns(model, keep_fields)
+        names = list(columns)
+        grouped: list[list[dict]] = [[] for _ in self.documents]
+        for row, doc in enumerate(self.doc_index.tolist()):
+            grouped[doc].append({name: columns[name][row] for name in names})
+        return grouped
+
+
+_DONE = object()
+
+
+class NerPipeline:
+    """Annotates documents with a loaded bundle."""
+
+    def __init__(self, bundle, *, batch_size: int = 256, chunk_sentences: int = 2048) -> None:
+        self.bundle = bundle
+        self.tagger = bundle.tagger(batch_size=batch_size)
+        self.kinds = TagKinds.from_tags(bundle.tags)
+        self.chunk_sentences = chunk_sentences
+
+    @property
+    def model_name(self) -> str:
+        return self.bundle.name
+
+    def annotate(self, documents: Iterable[Document]) -> Iterator[AnnotatedChunk]:
+        """Annotated chunks in input order; every document appears in exactly one chunk."""
+        chunks: queue.Queue = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self._segmented_chunks(documents):
+                    while not stop.is_set():
+                        try:
+                            chunks.put(chunk, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                chunks.put(_DONE)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                chunks.put(exc)
+
+        worker = threading.Thread(target=produce, name="nerbatch-segment", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._annotate_chunk(*item)
+        finally:
+            stop.set()
+            worker.join(timeout=5)
+
+    def annotate_all(self, documents: Iterable[Document]) -> AnnotatedChunk:
+        """One chunk for a small, in-memory set of documents."""
+        docs = list(documents)
+        return self._annotate_chunk(docs, [segment(d.text) for d in docs])
+
+    def _segmented_chunks(self, documents: Iterable[Document]):
+        docs: list[Document] = []
+        segmented: list[list[SentenceTokens]] = []
+        pending = 0
+        for doc in documents:
+            sentences = segment(doc.text)
+            docs.append(doc)
+            segmented.append(sentences)
+            pending += len(sentences)
+            if pending >= self.chunk_sentences:
+                yield docs, segmented
+                docs, segmented, pending = [], [], 0
+        if docs:
+            yield docs, segmented
+
+    def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
+        sentences = [s for doc_sentences in segmented for s in doc_sentences]
+        tagged = self.tagger.tag([s.words for s in sentences])
+        n_tokens = sum(len(s) for s in sentences)
+        if n_tokens == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return AnnotatedChunk(docs, empty, empty, [], [], empty, empty, np.zeros(0, np.float32),
+                                  len(sentences), 0)
+        lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))
+        tag_ids = np.concatenate([t.tag_ids for t in tagged])
+        tag_probs = np.concatenate([t.tag_probs for t in tagged])
+        first = np.zeros(n_tokens, dtype=bool)
+        first[np.cumsum(lengths) - lengths] = True
+        spans = flat_spans(tag_ids, tag_probs, first, self.kinds)
+
+        char_starts = np.fromiter((o for s in sentences for o in s.starts), np.int64, n_tokens)
+        char_ends = np.fromiter((o for s in sentences for o in s.ends), np.int64, n_tokens)
+        sentences_per_doc = np.fromiter((len(d) for d in segmented), np.int64, len(segmented))
+        doc_of_sentence = np.repeat(np.arange(len(docs)), sentences_per_doc)
+        sentence_in_doc = np.arange(len(sentences)) - np.repeat(np.cumsum(sentences_per_doc) - sentences_per_doc,
+                                                                 sentences_per_doc)
+        sentence_of_token = np.repeat(np.arange(len(sentences)), lengths)
+
+        entity_sentence = sentence_of_token[spans.start]
+        doc_index = doc_of_sentence[entity_sentence]
+        start = char_starts[spans.start]
+        end = char_ends[spans.end - 1]
+        texts = [docs[d].text[a:b] for d, a, b in zip(doc_index.tolist(), start.tolist(), end.tolist())]
+        labels = [self.kinds.labels[t] for t in spans.type_id.tolist()]
+        return AnnotatedChunk(
+            docs, doc_index, sentence_in_doc[entity_sentence], labels, texts, start, end, spans.score,
+            len(sentences), n_tokens,
+        )
