@@ -17,7 +17,7 @@ def test_training_writes_a_complete_bundle(tiny_bundle):
     assert metrics["protocol"]["split"].startswith("sklearn train_test_split")
     assert len(metrics["data"]["sha256"]) == 64
     assert metrics["split"]["test"] == 108  # 20% of the 540 sample sentences
-    assert metrics["training"]["epochs_run"] == 2
+    assert metrics["training"]["epochs_run"] == 8
     assert 0.0 <= metrics["test"]["micro"]["f1"] <= 1.0
     assert set(metrics["test"]["per_type"]) <= {"geo", "gpe", "org", "per", "tim", "art", "eve", "nat"}
     vocab = json.loads((tiny_bundle / "vocab.json").read_text())

@@ -1,0 +1,193 @@
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nerbatch.errors import NerbatchError
+from nerbatch.records import validate_record
+from nerbatch.runner import RunOptions, run_job
+
+
+def _write_jsonl(path: Path, docs: list, compress: bool = False) -> Path:
+    data = "".join((d if isinstance(d, str) else json.dumps(d, ensure_ascii=False)) + "\n" for d in docs)
+    if compress:
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
+def _texts_by_id(*doc_lists):
+    return {d["id"]: d["text"] for docs in doc_lists for d in docs}
+
+
+def _check_offsets(rows, texts):
+    for row in rows:
+        assert texts[row["doc_id"]][row["start"] : row["end"]] == row["text"]
+        assert 0 < row["score"] <= 1
+        validate_record(row)
+
+
+def test_mixed_inputs_to_parquet(tmp_path, tiny_pipeline, news_documents):
+    a, b, c = news_documents[:4], news_documents[4:8], news_documents[8:]
+    _write_jsonl(tmp_path / "a.jsonl", a)
+    _write_jsonl(tmp_path / "b.jsonl.gz", b, compress=True)
+    pq.write_table(pa.Table.from_pylist(c), tmp_path / "c.parquet")
+    out = tmp_path / "out" / "entities.parquet"
+    out.parent.mkdir()
+    report = run_job(
+        RunOptions(inputs=[str(tmp_path / "*.jsonl*"), str(tmp_path / "c.parquet")], output=str(out),
+                   keep_fields=("title",), report=str(tmp_path / "report.json")),
+        tiny_pipeline,
+    )
+    assert report.docs_in == report.docs_ok == len(news_documents) and report.docs_failed == 0
+    table = pq.read_table(out)
+    assert table.num_rows == report.entities > 0
+    assert table.schema.field("start").type == pa.int64() and table.schema.field("title").type == pa.string()
+    meta = pq.read_metadata(out).metadata
+    assert meta[b"model"].decode() == tiny_pipeline.model_name
+    assert json.loads(meta[b"inputs"]) == report.inputs
+    rows = table.to_pylist()
+    _check_offsets(rows, _texts_by_id(news_documents))
+    titles = {d["id"]: d["title"] for d in news_documents}
+    assert all(r["title"] == titles[r["doc_id"]] for r in rows)
+    # input order is kept: records appear in document order
+    order = [d["id"] for d in news_documents]
+    positions = [order.index(r["doc_id"]) for r in rows]
+    assert positions == sorted(positions)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["docs_in"] == saved["docs_ok"] + saved["docs_failed"]
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no temp or work files left
+
+
+def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "docs.jsonl", news_documents)
+    jsonl_out = tmp_path / "entities.jsonl"
+    run_job(RunOptions(inputs=[str(src)], output=str(jsonl_out)), tiny_pipeline)
+    rows = [json.loads(line) for line in jsonl_out.read_text(encoding="utf-8").splitlines()]
+    _check_offsets(rows, _texts_by_id(news_documents))
+
+    folder = tmp_path / "dataset"
+    run_job(RunOptions(inputs=[str(src)], output=str(folder) + "/"), tiny_pipeline)
+    parts = sorted(p.name for p in folder.iterdir())
+    assert parts == ["part-00000.parquet"]
+    assert pq.read_table(folder).num_rows == len(rows)
+
+
+def test_bad_documents_reconcile_exactly(tmp_path, tiny_pipeline, news_documents):
+    good = news_documents[:3]
+    lines = [
+        good[0],
+        "{not json",
+        {"id": "no-text"},
+        {"id": "empty", "text": "   "},
+        {"id": "number", "text": 42},
+        good[1],
+        "[1, 2]",
+        {"id": "big", "text": "x" * 5000},
+        good[2],
+        {"text": "An anonymous document about Paris."},
+    ]
+    src = _write_jsonl(tmp_path / "bad.jsonl", lines)
+    with open(src, "ab") as handle:
+        handle.write(b'{"id": "latin", "text": "caf\xe9"}\n')
+    errors = tmp_path / "errors.jsonl"
+    report = run_job(
+        RunOptions(inputs=[str(src)], output=str(tmp_path / "e.parquet"), errors=str(errors), max_doc_chars=4000),
+        tiny_pipeline,
+    )
+    assert report.docs_in == 11
+    assert report.docs_ok == 4 and report.docs_failed == 7
+    records = [json.loads(line) for line in errors.read_text().splitlines()]
+    kinds = [r["reason"].split(":")[0] for r in records]
+    assert kinds == ["malformed_json", "missing_text", "empty_text", "non_string_text", "not_object",
+                     "oversized", "invalid_utf8"]
+    assert [r["position"] for r in records] == [2, 3, 4, 5, 7, 8, 11]
+    assert all(r["source"] == str(src) for r in records)
+    ids = set(pq.read_table(tmp_path / "e.parquet").column("doc_id").to_pylist())
+    assert ids <= {d["id"] for d in good} | {"bad.jsonl:10"}
+
+
+def test_unicode_torture_document(tmp_path, tiny_pipeline):
+    text = (
+        "Ångström visited Zürich 🇨🇭 with José Martí.\r\nThe café\u0301 in 東京 (Tokyo) opened on Monday!"
+        " 👩‍👩‍👧 family\u00a0trip to São Paulo\x07 and Κρήτη. שלום Jerusalem. e\u0301te\u0301 in Paris."
+    )
+    src = _write_jsonl(tmp_path / "u.jsonl", [{"id": "u", "text": text}])
+    out = tmp_path / "u.parquet"
+    report = run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline)
+    assert report.docs_ok == 1 and report.tokens > 20
+    _check_offsets(pq.read_table(out).to_pylist(), {"u": text})
+
+
+def test_missing_input_and_unwritable_output(tmp_path, tiny_pipeline):
+    with pytest.raises(NerbatchError, match="no input files match"):
+        run_job(RunOptions(inputs=[str(tmp_path / "nothing*.jsonl")], output=str(tmp_path / "o.parquet")),
+                tiny_pipeline)
+    src = _write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "text": "Paris."}])
+    with pytest.raises(NerbatchError, match="does not exist"):
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "no" / "dir" / "o.parquet")), tiny_pipeline)
+
+
+def test_cli_run_exit_codes(tmp_path, tiny_bundle, news_documents):
+    from typer.testing import CliRunner
+
+    from nerbatch.cli import app
+
+    src = _write_jsonl(tmp_path / "d.jsonl", news_documents[:2] + ["{broken"])
+    runner = CliRunner()
+    args = ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--model", str(tiny_bundle), "-q"]
+    assert runner.invoke(app, args).exit_code == 1  # 1 of 3 failed > 1%
+    assert runner.invoke(app, args + ["--max-error-rate", "0.5"]).exit_code == 0
+    result = runner.invoke(app, ["run", "-i", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.parquet"),
+                                 "--model", str(tiny_bundle)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def _run_cli(args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "nerbatch", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kwargs)
+
+
+def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_documents):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for n in range(12):
+        docs = [dict(d, id=f"{n}-{d['id']}") for d in news_documents] * 1
+        _write_jsonl(inputs / f"news-{n:02d}.jsonl", docs * 4 if n else docs)
+    common = ["-i", str(inputs), "--model", str(tiny_bundle), "-q", "--batch-size", "32"]
+
+    whole = tmp_path / "whole.parquet"
+    assert _run_cli([*common, "-o", str(whole)]).wait(timeout=300) == 0
+
+    out = tmp_path / "resumed.parquet"
+    work = tmp_path / ".resumed.parquet.nerbatch-work" / "manifest.json"
+    proc = _run_cli([*common, "-o", str(out)])
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if work.is_file() and len(json.loads(work.read_text())["completed"]) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # a crashed run leaves nothing that looks complete
+    done_before = len(json.loads(work.read_text())["completed"])
+    assert 2 <= done_before < 12
+
+    resumed = _run_cli([*common, "-o", str(out), "--resume", "--report", str(tmp_path / "r.json")])
+    assert resumed.wait(timeout=300) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(report["resumed_inputs"]) == done_before
+    cols = ["doc_id", "sentence", "label", "text", "start", "end"]
+    assert pq.read_table(out, columns=cols).to_pylist() == pq.read_table(whole, columns=cols).to_pylist()
+    assert report["docs_in"] == 12 * 4 * len(news_documents) - 3 * len(news_documents)
