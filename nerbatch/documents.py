@@ -54,6 +54,7 @@ __all__ = [
     "RAW_LIMIT",
     "REASON_KINDS",
     "expand_inputs",
+    "parse_document",
     "read_documents",
     "reason_kind",
 ]
@@ -411,6 +412,61 @@ def read_documents(
     if kind == "parquet":
         return _read_parquet(rules, chunk_rows)
     return _read_jsonl(rules, kind == "gzip", max_line_bytes)
+
+
+# ---- single messages (Kafka)
+
+
+def parse_document(
+    payload: bytes | bytearray | memoryview | None,
+    *,
+    source: str,
+    position: int,
+    id_field: str = "id",
+    text_field: str = "text",
+    keep_fields: Sequence[str] = (),
+    max_doc_chars: int = 1_000_000,
+) -> Document | DocumentError:
+    """Parse one message payload (one JSON document, UTF-8) like one JSONL line.
+
+    Every check :func:`read_documents` applies to a JSONL line applies here,
+    with the same :data:`REASON_KINDS` (``malformed_json``, ``not_object``,
+    ``invalid_utf8``, ``missing_text``, ``oversized``...).  Differences, because
+    a message is not a line of a file:
+
+    * the whole payload is the document: a payload holding two JSON values
+      (e.g. two lines) is ``malformed_json``; surrounding whitespace and a
+      leading UTF-8 byte-order mark are ignored;
+    * an empty payload or a ``None`` one (a tombstone) is not skipped: it is
+      reported as ``malformed_json`` so that it cannot vanish;
+    * a document without an id gets ``f"{source}:{position}"`` (the whole
+      source, not a basename).  The Kafka worker passes
+      ``source="topic/partition"`` and ``position=offset``.
+
+    Never raises for bad content; ``InputError`` only for invalid arguments.
+    """
+    if not isinstance(id_field, str) or not id_field:
+        raise InputError(f"id field must be a non-empty string, got {id_field!r}")
+    if not isinstance(text_field, str) or not text_field:
+        raise InputError(f"text field must be a non-empty string, got {text_field!r}")
+    if isinstance(max_doc_chars, bool) or not isinstance(max_doc_chars, int) or max_doc_chars < 1:
+        raise InputError(f"max_doc_chars must be a positive integer, got {max_doc_chars!r}")
+    if isinstance(keep_fields, str):
+        keep_fields = [keep_fields]
+    rules = _Rules(source, id_field, text_field, tuple(dict.fromkeys(keep_fields)), max_doc_chars)
+    rules.basename = source  # generated ids name the whole source (e.g. "topic/3:1234")
+    if payload is None:
+        return rules.error(position, "malformed_json: the message has no value (a tombstone)")
+    line = bytes(payload)
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]
+    if not line.strip():
+        what = "empty" if not line else "whitespace-only"
+        raw = line.decode("utf-8", errors="backslashreplace")
+        return rules.error(position, f"malformed_json: the message is {what}", raw=raw)
+    item = _jsonl_line(rules, line, position)
+    assert item is not None  # only an empty line gives None
+    return item
 
 
 # ---- JSONL
