@@ -179,6 +179,7 @@ def save_bundle(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         model.save(staging / "model.keras")
         write_json(
             staging / "vocab.json",
