@@ -1,0 +1,394 @@
+"""Sentence splitting and tokenisation of raw news text with exact character offsets.
+
+The NER model was trained on the GMB corpus, whose tokens follow Penn-Treebank-like
+conventions.  :func:`segment` turns raw text into sentences of tokens that look like
+those training tokens:
+
+* clitics are split off: ``Britain's`` -> ``Britain`` ``'s``, ``didn't`` -> ``did``
+  ``n't``, ``can't`` -> ``ca`` ``n't`` (ASCII ``'`` and typographic ``’`` alike);
+  a plural possessive apostrophe is its own token (``Workers'`` -> ``Workers`` ``'``);
+* punctuation, quotes, brackets, ``$``, ``%``, ``/`` between words (``HIV/AIDS``)
+  and spaced dashes are separate tokens;
+* hyphenated words stay whole (``al-Qaida``, ``U.S.-led``, ``two-day``, ``06-Mar``),
+  as do word-internal apostrophes (``Shi'ite``, ``O'Connor``), numbers with
+  separators (``1,000``, ``3.5``, ``2,00,000``, ``3:30``, ``20/20``), ordinals and
+  decades (``19th``, ``1990s``, ``'80s``), ``AT&T``, e-mail addresses, URLs and
+  domain names (``Wired.com``);
+* abbreviations keep their period: dotted acronyms (``U.S.``, ``U.N.``, ``a.m.``,
+  ``D.C.``), a list of titles and common abbreviations (``Mr.``, ``Dr.``, ``Gen.``,
+  ``Jan.``, ``Corp.``, ``Calif.`` ...), single capital initials (``George W. Bush``);
+  like GMB, a sentence ending in such a token gets no extra ``.`` token.
+
+Unicode: tokens never contain whitespace or control characters (C0/C1 controls,
+BOM, bidi marks and zero-width space separate tokens); a base character keeps
+its combining marks, variation selectors, emoji modifiers and ZWJ-joined
+continuations (one emoji ZWJ sequence, flag or keycap is one token); Han and
+kana characters are one token each (no spaces in Chinese/Japanese).
+
+Sentences end at ``. ! ? …`` (and their script equivalents; closing quotes and
+brackets stay with the sentence) followed by whitespace and an uppercase letter,
+a digit, a letter of a caseless script or an opening quote/bracket; at ``。！？``
+without whitespace; never after a title abbreviation (``Mr.``, ``Dr.``,
+``Gen.``...), and after other abbreviations, initials and ellipses only when the
+next word is a typical sentence opener (``The``, ``He``, ``But``...).  Blank lines,
+page breaks and U+2029 always end a sentence; a single line break does when the
+next line is a bullet item, or when the previous line looks like a heading (short,
+not ending in a continuation character, Title Cased or first in its paragraph) and
+the next line starts like a sentence; hard-wrapped prose is not split at its lines.
+
+Offsets are Python ``str`` indices into the original text and every token is
+exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
+
+Everything is done with a few compiled regular expressions (the character
+classes are generated from :mod:`unicodedata` on first use, ~0.15 s); per-token
+work in Python is limited to collecting match offsets.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["SentenceTokens", "segment"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentenceTokens:
+    """One sentence: its tokens and their ``[start, end)`` offsets in the document text."""
+
+    words: list[str]
+    starts: list[int]
+    ends: list[int]
+
+    @property
+    def start(self) -> int:
+        """Offset of the first character of the sentence."""
+        return self.starts[0] if self.starts else 0
+
+    @property
+    def end(self) -> int:
+        """Offset just past the last character of the sentence."""
+        return self.ends[-1] if self.ends else 0
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+# Abbreviations that keep their period.  _TITLES never end a sentence; _NUMBERED
+# only take the period before a number (No. 5, Vol. 2); the others (companies,
+# months, US states, Latin, street names) end a sentence only before a typical
+# sentence opener.
+_TITLES = (
+    "Mr Mrs Ms Messrs Mssrs Mme Mlle Dr Drs Prof Profs Rev Hon Pres Gov Sen Sens Rep Reps "
+    "Gen Lt Col Maj Capt Cmdr Cdr Adm Brig Sgt Cpl Pvt Supt Insp Det Amb Atty Fr Sra Srta "
+    "Cong vs cf viz approx ca"
+).split()
+_NUMBERED = "No Nos Nr Vol Vols Fig Figs Art Sec Ch Op pp".split()
+_OTHER_ABBREVIATIONS = (
+    "Inc Corp Co Cos Ltd Bros Plc Jr Sr Assn Dept Univ Govt St Ste Mt Ft Ave Blvd Rd Hwy "
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec "
+    "Ala Ariz Ark Calif Colo Conn Del Fla Ga Ill Ind Kan Kans Ky La Md Mass Mich Minn Miss "
+    "Mo Mont Neb Nev Okla Ore Pa Penn Tenn Tex Va Vt Wash Wis Wyo "
+    "etc al Ph.D"
+).split()
+_TITLE_SET = frozenset(t + "." for t in _TITLES + _NUMBERED)
+
+# Words that typically open a sentence; after an abbreviation or an ellipsis a
+# boundary is only assumed when one of these follows.
+_SENTENCE_OPENERS = frozenset(
+    (
+        "The A An This That These Those It Its He She They We I You There Here His Her Their "
+        "Our My Your In On At For From With By As After Before During Since Until When While "
+        "Where Why How What Who Whom Whose Which If But And Or Nor So Yet Also However "
+        "Meanwhile Still Then Now Later Earlier Many Most Some Several Both Each Every All "
+        "Any No None Not Such Other Another "
+        "Although Though Because Despite Over Among Between Without Within About Against "
+        "Instead Separately Elsewhere Nevertheless Moreover Furthermore Thus Therefore "
+        "Indeed Yes Last Next First Second Finally Officials Police Authorities Witnesses "
+        "Analysts Critics Experts Reports According Speaking"
+    ).split()
+)
+
+# Characters of scripts written without spaces that are tokenised one per character:
+# CJK radicals, ideographic iteration marks, kana, Han (BMP and astral), halfwidth kana.
+_CJK = (
+    (0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029), (0x3031, 0x3035), (0x3038, 0x303C),
+    (0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF),
+    (0xFF66, 0xFF9D), (0x20000, 0x3FFFF),
+)  # fmt: skip
+_CJK_RANGES = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK)
+_CJK_TERMINATORS = "\u3002\uff01\uff1f\uff61"  # 。！？｡
+_TERMINATORS = ".!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u1362\u1367\u0589"
+_CLOSERS = "\"'\u201d\u2019\u00bb\u203a)\\]}\u300d\u300f\u3011\u3009\u300b\u3015\u3017\uff09"
+_OPENERS = "\"'\u201c\u2018\u00ab\u2039(\\[{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08"
+_OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08`')
+# Line-break characters (str.splitlines() boundaries); those in _PARA_BREAKS always
+# end a paragraph on their own.
+_NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
+_CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
+_TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
+
+
+_SCAN_LIMIT = 0x32400  # everything assigned above is tags, variation selectors, private use
+_EMOJI_PLANE = range(0x1F000, 0x1FC00)
+
+
+def _char_class(points: list[int], categories: list[str], *, coarse_astral: bool) -> str:
+    """Body of a regex character class holding exactly the sorted code points ``points``.
+
+    Python's ``re`` tests astral (non-BMP) ranges of a class one by one, so a class
+    with hundreds of them is slow to *fail*.  With ``coarse_astral`` the astral ranges
+    are merged across gaps of unassigned code points and of punctuation/symbols of
+    historic scripts (outside the emoji blocks), which leaves three ranges.
+    """
+    ranges: list[list[int]] = []
+    for cp in points:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        elif (
+            coarse_astral
+            and ranges
+            and ranges[-1][1] >= 0xFFFF
+            and all(
+                categories[g] == "Cn" or (categories[g][0] in "PSC" and g not in _EMOJI_PLANE)
+                for g in range(ranges[-1][1] + 1, cp)
+            )
+        ):
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "".join(
+        re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in ranges
+    )
+
+
+def _trie_regex(words: list[str]) -> str:
+    """A regex matching exactly ``words``, factored on common prefixes (fast to fail)."""
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict) -> str:
+        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
+        optional = "" in node
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 and not optional else "(?:" + "|".join(alts) + ")"
+        return body + "?" if optional else body
+
+    return emit(trie)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    token: re.Pattern[str]
+    terminator: re.Pattern[str]
+    cjk_terminator: re.Pattern[str]
+    linebreak: re.Pattern[str]
+    newline: re.Pattern[str]
+    bullet: re.Pattern[str]
+    sentence_start: re.Pattern[str]
+    alternatives: tuple[tuple[str, str], ...]  # (name, pattern) of the token pattern, in order
+    suffix: str  # appended to every token alternative
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> _Compiled:
+    """Build the Unicode character classes and compile all patterns (once)."""
+    category = unicodedata.category
+    categories = [category(chr(cp)) for cp in range(_SCAN_LIMIT)]
+    is_cjk = bytearray(_SCAN_LIMIT)
+    for lo, hi in _CJK:
+        hi = min(hi, _SCAN_LIMIT - 1)
+        is_cjk[lo : hi + 1] = b"\x01" * (hi + 1 - lo)
+    # word characters: letters, numbers, combining marks, underscore -- except Han/kana
+    word = [cp for cp, cat in enumerate(categories) if (cat[0] in "LNM" or cp == 0x5F) and not is_cjk[cp]]
+    upper = [cp for cp, cat in enumerate(categories) if cat in ("Lu", "Lt")]
+    start = [cp for cp, cat in enumerate(categories) if cat in ("Lu", "Lt", "Lo", "Nd")]
+    marks = [cp for cp, cat in enumerate(categories) if cat[0] == "M"]
+    # Invisible characters that belong to the preceding character: ZWNJ, soft hyphen,
+    # emoji modifiers, tag characters (flag sequences), variation selectors; ZWJ
+    # (U+200D) also glues the next character on (emoji ZWJ sequences).
+    joiners = "\u00ad\u200c\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f\U000e0100-\U000e01ef"
+    W = "[" + _char_class(word, categories, coarse_astral=True) + "\u00ad\u200c\u200d]"
+    UPPER = "[" + _char_class(upper, categories, coarse_astral=True) + "]"
+    START = "[" + _char_class(start, categories, coarse_astral=True) + "]"
+    bmp_marks = _char_class([cp for cp in marks if cp <= 0xFFFF], categories, coarse_astral=False)
+    astral_marks = _char_class([cp for cp in marks if cp > 0xFFFF], categories, coarse_astral=False)
+    # Separators: whitespace, C0/C1 controls, BOM, bidi marks/embeddings/isolates,
+    # zero-width space, word joiner & invisible operators, lone surrogates.
+    sep = (
+        "\\s\x00-\x1f\x7f-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e"
+        "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+    )
+    SEP = f"[{sep}]"
+    NOTSEP = f"[^{sep}]"
+    NL = f"(?:\\r\\n|[{_NEWLINES}])"
+    HSEP = f"[^\\S{_NEWLINES}]|[\x00-\x09\x0e-\x1b\x7f-\x84\x86-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+    # Marks and joiners after any token; astral marks only behind a cheap guard.
+    EXTSEQ = (
+        f"(?:[{bmp_marks}{joiners}]|\u200d{NOTSEP}?"
+        f"|(?=[\U00010000-\U0010ffff])[{astral_marks}])*"
+    )
+    NOT_W = f"(?!{W})"
+    # a URL does not end in sentence punctuation or a closing quote/bracket
+    url_last = f"[^{sep}.,;:!?)\\]}}'\"\u201d\u2019>]"
+
+    titles = _trie_regex(_TITLES + _OTHER_ABBREVIATIONS)
+    numbered = _trie_regex(_NUMBERED)
+    clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
+    # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
+    acronym = f"[A-Za-z](?:\\.[A-Za-z])++\\.?+{NOT_W}"
+    run = f"{W}+(?<![nN](?=['\u2019][tT]{NOT_W}))"  # did|n't
+    seg = f"(?:{acronym}|{run})"
+    tld = "(?:com|org|net|gov|edu|mil|int|info|biz|io|co|uk|cn|de|fr|ru|jp|in|au|ca|us|eu|ch|nl|es|it|tv)"
+    join = (
+        "(?:[-\u2010\u2011]"  # hyphen: al-Qaida, U.S.-led
+        f"|['\u2019](?!(?:{clitic_end}|[tT]){NOT_W})"  # O'Connor, Shi'ite (not Britain's)
+        "|(?<=\\d)[.,:/](?=\\d)"  # 1,000 3.5 3:30 20/20
+        "|(?<=[A-Z])&(?=[A-Z])"  # AT&T
+        f"|(?<={W})@"  # e-mail
+        f"|\\.(?={tld}{NOT_W})"  # Wired.com
+        ")"
+    )
+    alternatives = [
+        ("url", f"(?:(?:https?|ftp)://|www\\.){NOTSEP}*{url_last}"),
+        ("title", f"{titles}\\."),  # Mr. Gen. Inc. Jan. Calif.
+        ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
+        ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
+        ("clitic", f"['\u2019]{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
+        ("nt", f"[nN]['\u2019][tT]{NOT_W}"),  # n't
+        ("decade", f"['\u2019`]\\d\\ds?{NOT_W}"),  # '80s
+        ("word", f"{seg}(?:{join}{seg})*(?:-(?=[ \t]+(?:and|or|to|nor|from)\\s))?"),  # oil- and
+        ("handle", f"@{W}+"),  # @handle
+        ("degree", f"\u00b0[CFK]{NOT_W}"),  # 300 °C
+        ("cjk", f"[{_CJK_RANGES}]"),  # one Han / kana character
+        ("flag", "[\U0001f1e6-\U0001f1ff]{2}"),  # regional-indicator pair
+        ("punct", "\\.{2,}|-{2,}|[!?]+|``|''"),
+        ("other", NOTSEP),
+    ]
+    token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
+    term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={SEP}+[{_OPENERS}]*{START})"
+    cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
+    linebreak = f"{NL}(?:(?:{HSEP})*{NL})*"
+    bullet = f"(?:{HSEP})*(?:[-*\u2022\u00b7\u2023\u25e6\u25aa\u25cf\u2013\u2014]|\\d{{1,2}}[.)])(?:{SEP})"
+    return _Compiled(
+        token=re.compile(token),
+        terminator=re.compile(term),
+        cjk_terminator=re.compile(cjk_term),
+        linebreak=re.compile(linebreak),
+        newline=re.compile(NL),
+        bullet=re.compile(bullet),
+        sentence_start=re.compile(f"(?:{HSEP})*[{_OPENERS}]*{START}"),
+        alternatives=tuple(alternatives),
+        suffix=EXTSEQ,
+    )
+
+
+# --------------------------------------------------------------------------- API
+
+
+def segment(text: str) -> list[SentenceTokens]:
+    """Split a document into sentences of tokens, in order. Empty/whitespace-only text -> []."""
+    if not isinstance(text, str):
+        raise TypeError(f"segment() expects str, not {type(text).__name__}")
+    c = _compiled()
+    ms = list(c.token.finditer(text))
+    if not ms:
+        return []
+    words = [m.group() for m in ms]
+    starts = [m.start() for m in ms]
+    ends = [m.end() for m in ms]
+    cuts = _sentence_starts(text, c, words, starts, ends)
+    out = []
+    prev = 0
+    for k in cuts:
+        out.append(SentenceTokens(words[prev:k], starts[prev:k], ends[prev:k]))
+        prev = k
+    out.append(SentenceTokens(words[prev:], starts[prev:], ends[prev:]))
+    return out
+
+
+def _opener_follows(words: list[str], idx: int) -> bool:
+    n = len(words)
+    while idx < n and words[idx] in _OPENER_TOKENS:
+        idx += 1
+    return idx < n and words[idx] in _SENTENCE_OPENERS
+
+
+def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
+    """A short line that ends without continuation punctuation and is either Title
+    Cased / ALL CAPS (headline, byline, dateline, list of names) or, when at most
+    50 characters, the first line of its paragraph (a sentence-case headline).
+    Lines of hard-wrapped prose are long and mostly lower case, so they are not."""
+    line = line.strip()
+    if not line or len(line) > 70 or line[-1] in _CONTINUATION_END:
+        return False
+    tokens = line.split()
+    if tokens[-1] in _TRAILING_FUNCTION_WORDS:
+        return False
+    if first_in_paragraph and len(line) <= 50:
+        return True
+    alpha = [t for t in tokens if t[0].isalpha()]
+    return bool(alpha) and 2 * sum(t[0].isupper() for t in alpha) >= len(alpha)
+
+
+def _sentence_starts(
+    text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int]
+) -> list[int]:
+    """Indices of the tokens that start a new sentence (sorted, without 0)."""
+    n = len(words)
+    cuts: set[int] = set()
+    # . ! ? … followed by whitespace and a sentence start
+    for m in c.terminator.finditer(text):
+        q = m.start()
+        idx = bisect_left(starts, m.end())
+        if idx >= n or idx == 0:
+            continue
+        k = bisect_right(starts, q) - 1
+        if k < 0:
+            continue
+        w = words[k]
+        if starts[k] == q:  # a stand-alone terminator token: . ! ? ?! ...
+            if not (w.startswith("..") or w[0] == "\u2026"):
+                cuts.add(idx)
+            # an ellipsis ends a sentence before a sentence opener, or when a period
+            # or a closing quote follows it ("...." / "…." / "…”")
+            elif ends[k] < m.end() or w.startswith("....") or _opener_follows(words, idx):
+                cuts.add(idx)
+        elif w in _TITLE_SET:
+            continue
+        elif _opener_follows(words, idx):  # U.S. / Inc. / J. before "The", "He" ...
+            cuts.add(idx)
+    if "\u3002" in text or "\uff01" in text or "\uff1f" in text or "\uff61" in text:
+        for m in c.cjk_terminator.finditer(text):
+            idx = bisect_left(starts, m.end())
+            if 0 < idx < n:
+                cuts.add(idx)
+    # line breaks
+    line_start = 0
+    first_in_paragraph = True
+    for m in c.linebreak.finditer(text):
+        a, b = m.span()
+        prev_line = text[line_start:a]
+        line_start = b
+        g = m.group()
+        paragraph = len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)
+        idx = bisect_left(starts, b)
+        if 0 < idx < n:
+            if paragraph or c.bullet.match(text, b):
+                cuts.add(idx)
+            elif c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph):
+                cuts.add(idx)
+        first_in_paragraph = paragraph
+    return sorted(cuts)
+

@@ -1,0 +1,339 @@
+"""Tests for nerbatch.text: GMB-style tokenisation, sentence splitting, exact offsets."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+import unicodedata
+
+import pytest
+
+from nerbatch.text import SentenceTokens, segment
+
+# Characters segment() treats as separators besides str.isspace() and Cc / Cs.
+_INVISIBLE_SEPARATORS = set(
+    "\u061c\u180e\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064"
+    "\u2066\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\ufeff\ufff9\ufffa\ufffb"
+)
+
+
+def _is_separator(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs") or ch in _INVISIBLE_SEPARATORS
+
+
+def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
+    """Offsets exact, strictly increasing, non-overlapping; tokens cover every
+    non-separator character and contain no separator; marks stay with their base."""
+    prev_end = 0
+    covered = bytearray(len(text))
+    for s in sentences:
+        assert isinstance(s, SentenceTokens)
+        assert len(s.words) == len(s.starts) == len(s.ends) > 0
+        assert s.start == s.starts[0] and s.end == s.ends[-1]
+        for w, a, b in zip(s.words, s.starts, s.ends):
+            assert text[a:b] == w, (w, a, b)
+            assert a >= prev_end and b > a, (w, a, b, prev_end)
+            assert not any(_is_separator(ch) for ch in w), repr(w)
+            # a combining mark right after a token belongs to it
+            assert b == len(text) or unicodedata.category(text[b])[0] != "M", (repr(w), repr(text[b]))
+            covered[a:b] = b"\x01" * (b - a)
+            prev_end = b
+    for i, ch in enumerate(text):
+        if not covered[i]:
+            assert _is_separator(ch), f"dropped {ch!r} at {i} in {text!r}"
+
+
+def words(text: str) -> list[list[str]]:
+    sentences = segment(text)
+    check_invariants(text, sentences)
+    return [s.words for s in sentences]
+
+
+def flat(text: str) -> list[str]:
+    return [w for s in words(text) for w in s]
+
+
+# --------------------------------------------------------------------------- API shape
+
+
+def test_empty_and_whitespace_only() -> None:
+    for text in ["", " ", "\n\n", "\t\r\n \u00a0\u3000", "\x00\x07\u200b\ufeff\u200e", "\u2029"]:
+        assert segment(text) == []
+
+
+def test_sentence_tokens_is_frozen_with_slots() -> None:
+    s = segment("Hello world.")[0]
+    assert s.words == ["Hello", "world", "."]
+    assert s.starts == [0, 6, 11] and s.ends == [5, 11, 12]
+    assert (s.start, s.end) == (0, 12)
+    assert not hasattr(s, "__dict__")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.words = []  # type: ignore[misc]
+
+
+def test_non_str_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        segment(b"bytes")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- GMB conventions
+
+GMB_CASES = [
+    (
+        "Thousands of demonstrators have marched through London to protest the war in Iraq.",
+        "Thousands of demonstrators have marched through London to protest the war in Iraq .",
+    ),
+    (
+        "U.S. Secretary of State Condoleezza Rice met Mr. Abbas in Ramallah on Jan. 5, and Gen. David Petraeus arrived.",
+        "U.S. Secretary of State Condoleezza Rice met Mr. Abbas in Ramallah on Jan. 5 , and Gen. David Petraeus arrived .",
+    ),
+    (
+        "The U.N.-backed court said the 2,00,000 refugees received $1,000 each, up 3.5% from 2007.",
+        "The U.N.-backed court said the 2,00,000 refugees received $ 1,000 each , up 3.5 % from 2007 .",
+    ),
+    (
+        "Prices rose 2.3% to $70.85 a barrel at 5 p.m. Friday in Washington, D.C.",
+        "Prices rose 2.3 % to $ 70.85 a barrel at 5 p.m. Friday in Washington , D.C.",
+    ),
+    (
+        'He said: "We will not give up," adding that the rebels\' demands were "unacceptable."',
+        'He said : " We will not give up , " adding that the rebels \' demands were " unacceptable . "',
+    ),
+    (
+        "The Shi'ite-led government of Nuri al-Maliki won't meet al-Qaida's demands, officials say.",
+        "The Shi'ite-led government of Nuri al-Maliki wo n't meet al-Qaida 's demands , officials say .",
+    ),
+    (
+        "President George W. Bush and Vice President Dick Cheney visited St. Louis.",
+        "President George W. Bush and Vice President Dick Cheney visited St. Louis .",
+    ),
+    (
+        "Standard & Poor's, AT&T and the HIV/AIDS program (UNAIDS) -- all in the 1990s -- agreed.",
+        "Standard & Poor 's , AT&T and the HIV / AIDS program ( UNAIDS ) -- all in the 1990s -- agreed .",
+    ),
+    (
+        "In the '80s, a 19th-century U.S.-made ship sank off Cote d'Ivoire; two-thirds of O'Connor's crew survived.",
+        "In the '80s , a 19th-century U.S.-made ship sank off Cote d'Ivoire ; two-thirds of O'Connor 's crew survived .",
+    ),
+    (
+        "Oil- and gas-producing states met at 3:30 in Ecuador's capital, Quito.",
+        "Oil- and gas-producing states met at 3:30 in Ecuador 's capital , Quito .",
+    ),
+    (
+        "Visit www.voanews.com or https://example.org/a?b=1 (or mail news@example.com).",
+        "Visit www.voanews.com or https://example.org/a?b=1 ( or mail news@example.com ) .",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,expected", GMB_CASES, ids=[c[0][:30] for c in GMB_CASES])
+def test_gmb_style_tokens(text: str, expected: str) -> None:
+    assert words(text) == [expected.split(" ")]
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("Britain's", ["Britain", "'s"]),
+        ("Britain\u2019s", ["Britain", "\u2019s"]),
+        ("didn't", ["did", "n't"]),
+        ("DIDN'T", ["DID", "N'T"]),
+        ("can't", ["ca", "n't"]),
+        ("won\u2019t", ["wo", "n\u2019t"]),
+        ("I'm", ["I", "'m"]),
+        ("they're", ["they", "'re"]),
+        ("we've", ["we", "'ve"]),
+        ("she'll", ["she", "'ll"]),
+        ("he'd", ["he", "'d"]),
+        ("workers' rights", ["workers", "'", "rights"]),
+        ("Shi'ite", ["Shi'ite"]),
+        ("O'Neill's", ["O'Neill", "'s"]),
+        ("U.S.'s", ["U.S.", "'s"]),
+        ("n't", ["n't"]),
+        ("'sup", ["'", "sup"]),
+    ],
+)
+def test_clitics(text: str, expected: list[str]) -> None:
+    assert flat(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Mr. Smith met Mrs. Jones and Dr. Brown at the U.N. headquarters in New York.",
+        "The U.S. Army said Lt. Gen. Ray Odierno and Sgt. Maj. Hill arrived Feb. 3 from Ft. Hood.",
+        "George W. Bush and J. R. R. Tolkien never met in St. Petersburg, Fla. Senator Smith said.",
+        "Acme Corp. President John Smith Jr. said No. 5 was sold to Microsoft Corp. for $1 million.",
+        "The meeting at 9 a.m. Tuesday in Washington, D.C. Democrats called was, e.g. in Jan. Smith's view, useless.",
+        "Army Pvt. First Class Lynndie England watched Brazil vs. The Netherlands.",
+        "He asked \"why?\" and left.",
+        "Exports rose 3.5 percent... the ministry said.",
+    ],
+)
+def test_abbreviations_do_not_split(text: str) -> None:
+    assert len(words(text)) == 1
+
+
+def test_abbreviation_keeps_its_period_at_sentence_end() -> None:
+    # like GMB: a sentence ending in an abbreviation gets no extra "." token
+    assert words("He moved to the U.S. The move was costly.") == [
+        ["He", "moved", "to", "the", "U.S."],
+        ["The", "move", "was", "costly", "."],
+    ]
+    assert words("They work for Acme Inc. It is big.")[0][-1] == "Inc."
+
+
+NEWS = (
+    "Iraqi officials say a suicide bomber has killed at least 15 people in Mosul. "
+    "The attack came as U.S. and Iraqi forces pressed an offensive against al-Qaida in Iraq! "
+    'A spokesman, Maj. Gen. Mark Hertling, told reporters: "We are not done." '
+    "Was it the worst attack this year? Officials did not say. "
+    "Mr. Hertling said 2,000 more troops would arrive by Jan. 15... "
+    "Meanwhile, Prime Minister Nouri al-Maliki's office said (in a statement) that the U.S.-led "
+    "coalition had agreed.\n\n"
+    "In Baghdad, police said three people were wounded."
+)
+
+
+def test_news_paragraph_sentence_splitting() -> None:
+    sentences = segment(NEWS)
+    check_invariants(NEWS, sentences)
+    texts = [NEWS[s.start : s.end] for s in sentences]
+    assert texts == [
+        "Iraqi officials say a suicide bomber has killed at least 15 people in Mosul.",
+        "The attack came as U.S. and Iraqi forces pressed an offensive against al-Qaida in Iraq!",
+        'A spokesman, Maj. Gen. Mark Hertling, told reporters: "We are not done."',
+        "Was it the worst attack this year?",
+        "Officials did not say.",
+        "Mr. Hertling said 2,000 more troops would arrive by Jan. 15...",
+        "Meanwhile, Prime Minister Nouri al-Maliki's office said (in a statement) that the U.S.-led "
+        "coalition had agreed.",
+        "In Baghdad, police said three people were wounded.",
+    ]
+    assert sentences[2].words[-2:] == [".", '"']  # closing quote stays with its sentence
+
+
+def test_paragraphs_and_line_breaks() -> None:
+    # blank lines (any newline convention) always split, even without punctuation
+    for nl in ["\n", "\r\n", "\r"]:
+        text = f"First paragraph without stop{nl}{nl}second one starts lower{nl} {nl}Third"
+        assert words(text) == [["First", "paragraph", "without", "stop"], ["second", "one", "starts", "lower"], ["Third"]]
+    assert len(words("one\u2029two")) == 2
+    assert len(words("one\x0ctwo")) == 2
+    # a heading line followed by text
+    assert words("Bomb Blast Kills 15 in Iraq\nA suicide bomber struck Mosul on Sunday.")[0] == [
+        "Bomb", "Blast", "Kills", "15", "in", "Iraq",
+    ]  # fmt: skip
+    assert words("Bomb Blast Kills 15 in Iraq\nBy John Smith\nBAGHDAD - A bomb exploded.") == [
+        ["Bomb", "Blast", "Kills", "15", "in", "Iraq"],
+        ["By", "John", "Smith"],
+        ["BAGHDAD", "-", "A", "bomb", "exploded", "."],
+    ]
+    # bullet items
+    assert len(words("Key points:\n- prices rose\n- exports fell\n* imports held")) == 4
+    # hard-wrapped prose is not split at its line breaks
+    wrapped = (
+        "The ministry said on Sunday that the talks with the International Monetary\n"
+        "Fund had been postponed until the government could agree on a budget for\n"
+        "Baghdad and the provinces, officials said."
+    )
+    assert len(words(wrapped)) == 1
+    narrow = "The talks with the\nInternational Monetary Fund were\nput off until Baghdad agreed."
+    assert len(words(narrow)) == 1
+
+
+def test_cjk_and_other_terminators() -> None:
+    assert words("北京欢迎你。我们走吧！") == [["北", "京", "欢", "迎", "你", "。"], ["我", "们", "走", "吧", "！"]]
+    assert words("東京タワーへ行きました。") == [["東", "京", "タ", "ワ", "ー", "へ", "行", "き", "ま", "し", "た", "。"]]
+    assert len(words("هل أنت بخير؟ نعم، شكرا.")) == 2  # Arabic question mark
+
+
+# --------------------------------------------------------------------------- Unicode
+
+TORTURE = (
+    "\ufeffFamily: \U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466 and "
+    "\U0001f44d\U0001f3fd thumbs, flags \U0001f1fa\U0001f1f8\U0001f1ec\U0001f1e7, "
+    "keycap 1\ufe0f\u20e3, heart \u2764\ufe0f.\r\n"
+    "Cafe\u0301 in Montre\u0301al cost \u20ac5\u00a0million\u202fthis\tyear.\r"
+    "CJK: \u6771\u4eac\u3068\u5317\u4eac\u306f\u5927\u304d\u3044\u3002"
+    "Control\x00chars\x07and\x1bescape\x7fdelete\x85next\u200bzero\u200ewidth.\n\n"
+    "RTL: \u05e9\u05dc\u05d5\u05dd \u05e2\u05d5\u05dc\u05dd! "
+    "\u0645\u0631\u062d\u0628\u0627\u064b \u0628\u0627\u0644\u0639\u0627\u0644\u0645. "
+    "\u202bembedded\u202c Hindi \u0939\u093f\u0928\u094d\u0926\u0940 and a lone mark \u0301 here.\n"
+    "Zalgo: Z\u0351\u036b\u0343a\u0352\u0301l\u0310g\u0300o\u0360! \u00bfQu\u00e9? \u00a1S\u00ed!"
+)
+
+
+def test_unicode_torture_document() -> None:
+    sentences = segment(TORTURE)
+    check_invariants(TORTURE, sentences)
+    toks = [w for s in sentences for w in s.words]
+    assert "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466" in toks  # ZWJ family: one token
+    assert "\U0001f44d\U0001f3fd" in toks  # skin-tone modifier stays on its emoji
+    assert "\U0001f1fa\U0001f1f8" in toks and "\U0001f1ec\U0001f1e7" in toks  # one flag each
+    assert "1\ufe0f\u20e3" in toks and "\u2764\ufe0f" in toks
+    assert "Cafe\u0301" in toks and "Montre\u0301al" in toks  # combining accent inside the word
+    assert "\u20ac" in toks and "million" in toks and "this" in toks  # NBSP / NNBSP separate
+    assert ["\u6771", "\u4eac"] == toks[toks.index("\u6771") : toks.index("\u6771") + 2]
+    for w in ("Control", "chars", "and", "escape", "delete", "next", "zero", "width"):
+        assert w in toks
+    assert "\u05e9\u05dc\u05d5\u05dd" in toks and "\u0645\u0631\u062d\u0628\u0627\u064b" in toks
+    assert "embedded" in toks and "\u0939\u093f\u0928\u094d\u0926\u0940" in toks
+    assert "Z\u0351\u036b\u0343a\u0352\u0301l\u0310g\u0300o\u0360" in toks
+    assert not any(ch in w for w in toks for ch in "\ufeff\x00\x07\x1b\x7f\x85\u200b\u200e\u202b\r\n\t")
+    # the CRLF, lone CR, CJK full stop and blank line are sentence boundaries
+    firsts = [s.words[0] for s in sentences]
+    for w in ("Cafe\u0301", "CJK", "Control", "RTL"):
+        assert w in firsts
+
+
+def test_lone_surrogates_and_odd_code_points_do_not_crash() -> None:
+    text = "a\ud800b \udfff c\U0010ffff\ue000 \uffff\ufffe. X\U000e0001"
+    check_invariants(text, segment(text))
+
+
+# --------------------------------------------------------------------------- fuzz / robustness
+
+_ALPHABET = (
+    list("abcXYZ019 .,;:!?'\"-()$%&/@#") * 3
+    + ["\n", "\r\n", "\r", "\t", "\u00a0", "\u3000", "\x00", "\x1b", "\x85", "\u2028", "\u2029"]
+    + ["\u0301", "\u0308", "\u20e3", "\ufe0f", "\u200d", "\u200c", "\u00ad", "\u200b", "\u200e", "\ufeff"]
+    + ["\U0001f600", "\U0001f3fd", "\U0001f1fa", "\U0001f1f8", "\U000e0067", "\U0001d11e", "\U00011000"]
+    + ["\u4e2d", "\u3042", "\u30a2", "\u3002", "\uff01", "\u05d0", "\u0627", "\u064b", "\u0939", "\u094d"]
+    + ["\u2019", "\u201c", "\u201d", "\u2026", "\u2013", "\u00e9", "U.S.", "Mr.", "n't", "'s", "...", "--"]
+)
+
+
+def test_fuzz_random_strings_keep_invariants() -> None:
+    rng = random.Random(20240521)
+    for _ in range(1500):
+        n = rng.randint(0, 40)
+        if rng.random() < 0.25:  # anything at all, including unassigned and private-use code points
+            text = "".join(chr(rng.randrange(0x110000)) for _ in range(n))
+        else:
+            text = "".join(rng.choice(_ALPHABET) for _ in range(n))
+        check_invariants(text, segment(text))
+
+
+def test_adversarial_inputs_run_in_linear_time() -> None:
+    n = 100_000
+    cases = [
+        "." * n,
+        "a." * n + "b",
+        "http://" + "." * n,
+        "A." + " " * n + "b",
+        "\n \n" * (n // 3),
+        "U.S. " * (n // 5),
+        "n" * n + "'t",
+        "a-" * n,
+        "1." * n,
+        ". " + "(" * n + "A",
+        '."' * (n // 2) + " A",
+        "\U0001f600\u200d" * (n // 2),
+        "a" + "\u0301" * n,
+    ]
+    t0 = time.perf_counter()
+    for text in cases:
+        check_invariants(text, segment(text))
+    assert time.perf_counter() - t0 < 8.0
