@@ -155,7 +155,8 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         raise BundleError(f"{directory / 'model.keras'}: cannot load model ({type(exc).__name__}: {exc})") from None
     chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
     encoder = FeatureEncoder(
-        Vocabulary(vocab["words"]), chars, lowercase=bool(config["lowercase"]), max_word_len=int(config["max_word_len"])
+        Vocabulary(vocab["words"]), chars, lowercase=bool(config["lowercase"]),
+        max_word_len=int(config["max_word_len"]), casing="casing" in config["features"],
     )
     return Bundle(directory, config, model, encoder, list(tags), metrics)
 

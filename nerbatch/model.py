@@ -31,23 +31,26 @@ class ModelShape:
     char_filters: int = 50
     casing_dim: int = 8
     lstm_units: int = 100
+    lstm_layers: int = 1
     dropout: float = 0.1
+    use_chars: bool = False
+    use_casing: bool = False
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return ("words",) if self.arch == "seed" else ("words", "chars", "casing")
+        return ("words",) + (("chars",) if self.use_chars else ()) + (("casing",) if self.use_casing else ())
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def default_shape(arch: str, n_words: int, n_tags: int, n_chars: int) -> ModelShape:
+def default_shape(arch: str, n_words: int, n_tags: int, n_chars: int, **overrides) -> ModelShape:
+    """The architecture's shape; ``overrides`` change single fields (used by ablations)."""
     if arch == "seed":
-        return ModelShape("seed", n_words, n_tags)
+        return ModelShape("seed", n_words, n_tags, **overrides)
     if arch == "default":
-        return ModelShape(
-            "default", n_words, n_tags, n_chars=n_chars, word_dim=100, lstm_units=128, dropout=0.33
-        )
+        settings = dict(n_chars=n_chars, word_dim=100, lstm_units=128, dropout=0.33, use_chars=True, use_casing=True)
+        return ModelShape("default", n_words, n_tags, **{**settings, **overrides})
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
 
 
@@ -65,19 +68,24 @@ def build_model(shape: ModelShape):
         out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
         return k.Model(inputs={"words": words}, outputs=out, name="nerbatch_seed")
 
-    chars = layers.Input(shape=(None, shape.max_word_len), dtype="int32", name="chars")
-    casing = layers.Input(shape=(None,), dtype="int32", name="casing")
-    w = layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)
-    c = layers.Embedding(shape.n_chars, shape.char_dim, name="char_embedding")(chars)
-    # A (1, 3) Conv2D over [token, char] is a per-token character CNN, and a
-    # (1, max_word_len) max-pool its per-token max over characters.
-    c = layers.Conv2D(shape.char_filters, (1, 3), padding="same", activation="relu", name="char_cnn")(c)
-    c = layers.MaxPooling2D((1, shape.max_word_len), name="char_pool")(c)
-    c = layers.Reshape((-1, shape.char_filters), name="char_features")(c)
-    s = layers.Embedding(len(CASING_CLASSES), shape.casing_dim, name="casing_embedding")(casing)
-    x = layers.Concatenate(name="token_features")([w, c, s])
+    inputs = {"words": words}
+    features = [layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)]
+    if shape.use_chars:
+        chars = inputs["chars"] = layers.Input(shape=(None, shape.max_word_len), dtype="int32", name="chars")
+        c = layers.Embedding(shape.n_chars, shape.char_dim, name="char_embedding")(chars)
+        # A (1, 3) Conv2D over [token, char] is a per-token character CNN, and a
+        # (1, max_word_len) max-pool its per-token max over characters.
+        c = layers.Conv2D(shape.char_filters, (1, 3), padding="same", activation="relu", name="char_cnn")(c)
+        c = layers.MaxPooling2D((1, shape.max_word_len), name="char_pool")(c)
+        features.append(layers.Reshape((-1, shape.char_filters), name="char_features")(c))
+    if shape.use_casing:
+        casing = inputs["casing"] = layers.Input(shape=(None,), dtype="int32", name="casing")
+        features.append(layers.Embedding(len(CASING_CLASSES), shape.casing_dim, name="casing_embedding")(casing))
+    x = layers.Concatenate(name="token_features")(features) if len(features) > 1 else features[0]
     x = layers.Dropout(shape.dropout)(x)
-    x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name="bilstm")(x)
-    x = layers.Dropout(shape.dropout)(x)
+    for layer in range(shape.lstm_layers):
+        name = "bilstm" if layer == 0 else f"bilstm_{layer + 1}"
+        x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=name)(x)
+        x = layers.Dropout(shape.dropout)(x)
     out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
-    return k.Model(inputs={"words": words, "chars": chars, "casing": casing}, outputs=out, name="nerbatch_default")
+    return k.Model(inputs=inputs, outputs=out, name="nerbatch_default")

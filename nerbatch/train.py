@@ -40,6 +40,8 @@ class TrainSettings:
     validation_fraction: float = 0.1
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
+    lowercase: bool | None = None  # None: the architecture's choice (seed keeps case)
+    shape_overrides: tuple[tuple[str, object], ...] = ()  # single ModelShape fields, for ablations
 
     @classmethod
     def for_arch(cls, arch: str, **overrides) -> "TrainSettings":
@@ -138,12 +140,14 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         val_idx = val_idx[: max(1, settings.max_train_sentences // 5)]
     fit, val, test = corpus.subset(fit_idx), corpus.subset(val_idx), corpus.subset(test_idx)
 
-    lowercase = settings.arch != "seed"
+    lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
     words = Vocabulary.build((normalize_word(w, lowercase) for s in fit.words for w in s), settings.min_word_freq)
-    chars = None if settings.arch == "seed" else Vocabulary.build((c for s in fit.words for w in s for c in w), 2)
+    char_vocab = Vocabulary.build((c for s in fit.words for w in s for c in w), 2)
     tagset = TagSet.build(corpus.tags)
-    shape = default_shape(settings.arch, len(words), len(tagset), len(chars) if chars else 0)
-    encoder = FeatureEncoder(words, chars, lowercase=lowercase, max_word_len=shape.max_word_len)
+    shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **dict(settings.shape_overrides))
+    chars = char_vocab if shape.use_chars else None
+    encoder = FeatureEncoder(words, chars, lowercase=lowercase, max_word_len=shape.max_word_len,
+                             casing=shape.use_casing)
     decoder = "argmax" if settings.arch == "seed" else "viterbi"
 
     model = build_model(shape)

@@ -110,16 +110,18 @@ class FeatureEncoder:
     """Turns token strings into the model's inputs (words, chars, casing)."""
 
     words: Vocabulary
-    chars: Vocabulary | None
+    chars: Vocabulary | None  # None: no character input
     lowercase: bool
     max_word_len: int = 16
+    casing: bool = True  # emit the word-shape input
 
     def unique_features(self, unique_words: Sequence[str]) -> dict[str, np.ndarray]:
         """Features of distinct words; callers index them back to tokens."""
         keys = [normalize_word(w, self.lowercase) for w in unique_words]
         out = {"words": self.words.lookup(keys)}
-        if self.chars is not None:
+        if self.casing:
             out["casing"] = np.fromiter((casing_class(w) for w in unique_words), np.int32, len(unique_words))
+        if self.chars is not None:
             out["chars"] = self._char_ids(unique_words)
         return out
 
