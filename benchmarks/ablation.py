@@ -1,0 +1,97 @@
+"""Ablation of the default network's features, scored on the validation part.
+
+Each variant is trained with ``nerbatch.train.train`` under the fixed protocol
+(training part only; validation carved from it) for the same epoch budget, and
+compared on validation entity F1, never on the test split, so the choice of
+the shipped model does not peek at the test sentences. Also prints each
+model's prediction throughput on the validation sentences.
+
+    python benchmarks/ablation.py --data ../shared/data/ner_dataset.csv.zip --epochs 6 \
+        --out docs/ablation.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from nerbatch.bundle import load_bundle
+from nerbatch.corpus import protocol_split, read_corpus, validation_split
+from nerbatch.evaluate import score_corpus
+from nerbatch.train import TrainSettings, train
+
+VARIANTS = {
+    "seed (tutorial BiLSTM, argmax)": dict(arch="seed"),
+    "words only (lowercased), Viterbi": dict(arch="default", shape_overrides=(("use_chars", False), ("use_casing", False))),
+    "+ casing": dict(arch="default", shape_overrides=(("use_chars", False),)),
+    "+ characters (CNN)": dict(arch="default", shape_overrides=(("use_casing", False),)),
+    "+ casing + characters (default)": dict(arch="default"),
+    "default, cased word vocabulary": dict(arch="default", lowercase=False),
+    "default, 2 BiLSTM layers": dict(arch="default", shape_overrides=(("lstm_layers", 2),)),
+    "default, BiLSTM 200": dict(arch="default", shape_overrides=(("lstm_units", 200),)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/ner_dataset.csv.zip")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", nargs="*", help="substring(s) of variant names to run")
+    parser.add_argument("--out", type=Path, help="write the markdown table here")
+    parser.add_argument("--keep", type=Path, help="keep the trained bundles under this folder")
+    args = parser.parse_args()
+
+    corpus = read_corpus(args.data)
+    train_idx, _ = protocol_split(len(corpus))
+    _, val_idx = validation_split(train_idx, 0.1, args.seed)
+    validation = corpus.subset(val_idx)
+
+    rows = []
+    scratch = Path(args.keep or tempfile.mkdtemp(prefix="nerbatch-ablation-"))
+    for name, params in VARIANTS.items():
+        if args.only and not any(s in name for s in args.only):
+            continue
+        settings = TrainSettings.for_arch(params.pop("arch"), epochs=args.epochs, patience=args.epochs,
+                                          seed=args.seed, **params)
+        out = scratch / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "plus")
+        started = time.perf_counter()
+        metrics = train(args.data, out, settings, verbose=0)
+        seconds = time.perf_counter() - started
+        scored = score_corpus(load_bundle(out).tagger(), validation)
+        row = {
+            "variant": name,
+            "val_f1": metrics["validation"]["best_entity_f1"],
+            "best_epoch": metrics["validation"]["best_epoch"],
+            "val_f1_per": scored["per_type"]["per"]["f1"],
+            "val_f1_org": scored["per_type"]["org"]["f1"],
+            "val_macro_f1": scored["macro_f1"],
+            "tokens_per_s": scored["tokens_per_s"],
+            "train_s_per_epoch": seconds / metrics["training"]["epochs_run"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    lines = [
+        f"Validation entity F1 (micro), {args.epochs} epochs, best epoch kept, seed {args.seed}; "
+        "validation = 10% of the protocol's training part.",
+        "",
+        "| variant | val F1 | best epoch | per F1 | org F1 | macro F1 | model tokens/s | train s/epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['val_f1']:.4f} | {r['best_epoch']} | {r['val_f1_per']:.4f} | "
+            f"{r['val_f1_org']:.4f} | {r['val_macro_f1']:.4f} | {r['tokens_per_s']:,.0f} | {r['train_s_per_epoch']:.0f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
