@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Cron entry point: tag the day's news files, resuming if yesterday's run was interrupted.
+#   0 2 * * *  /opt/nerbatch/jobs/nightly_run.sh /data/news/$(date +\%F) /data/entities/$(date +\%F).parquet
+# Exit codes are nerbatch's: 0 ok, 1 too many bad documents, 2 configuration error.
+set -euo pipefail
+input_dir=${1:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
+output=${2:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
+exec nerbatch run --input "$input_dir" --output "$output" --resume --quiet \
+    --report "${output%.parquet}.report.json" --keep-fields "${NERBATCH_KEEP_FIELDS:-title,url,date}"
