@@ -26,7 +26,6 @@ def nerbatch_daily():
             report=f"/data/entities/{ds}.report.json",
             keep_fields=("title", "url", "date"),
             resume=True,
-            progress=False,
         ))
         if report.error_rate > 0.01:
             raise RuntimeError(f"{report.docs_failed} of {report.docs_in} documents failed; see {report.errors}")

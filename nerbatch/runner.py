@@ -47,7 +47,6 @@ class RunOptions:
     max_error_rate: float = 0.01
     resume: bool = False
     batch_size: int = 256
-    progress: bool | None = None  # None: only on a terminal
 
 
 @dataclass
