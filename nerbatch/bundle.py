@@ -6,6 +6,7 @@ Layout::
     vocab.json      word and character vocabularies (ids 0/1 = padding/unknown)
     tags.json       IOB2 tag list, index = model output id
     config.json     name, version, arch, max_len, features, decoder, training settings
+    transitions.json  tag-bigram log probabilities and their weight in decoding (optional)
     metrics.json    protocol test-split scores, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
@@ -108,6 +109,7 @@ class Bundle:
     encoder: FeatureEncoder
     tags: list[str]
     metrics: dict = field(default_factory=dict)
+    transition_scores: Any = None  # weighted tag-bigram log probabilities, or None
 
     @property
     def name(self) -> str:
@@ -127,6 +129,7 @@ class Bundle:
             max_len=self.max_len,
             decoder=self.config["decoder"],
             batch_size=batch_size,
+            transition_scores=self.transition_scores,
         )
 
 
@@ -149,6 +152,14 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     vocab = read_bundle_json(directory, "vocab.json")
     tags = read_bundle_json(directory, "tags.json")
     metrics = read_bundle_json(directory, "metrics.json") if (directory / "metrics.json").is_file() else {}
+    transition_scores = None
+    if (directory / "transitions.json").is_file():
+        import numpy as np
+
+        transitions = read_bundle_json(directory, "transitions.json")
+        transition_scores = transitions["weight"] * np.asarray(transitions["log_probs"], dtype=np.float64)
+        if transition_scores.shape != (len(tags), len(tags)):
+            raise BundleError(f"{directory / 'transitions.json'}: shape does not match tags.json")
     try:
         model = keras().saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
@@ -158,7 +169,7 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         Vocabulary(vocab["words"]), chars, lowercase=bool(config["lowercase"]),
         max_word_len=int(config["max_word_len"]), casing="casing" in config["features"],
     )
-    return Bundle(directory, config, model, encoder, list(tags), metrics)
+    return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
 
 
 def save_bundle(
@@ -170,6 +181,7 @@ def save_bundle(
     config: dict,
     metrics: dict | None = None,
     history: dict | None = None,
+    transitions: dict | None = None,
     extra_files: dict[str, Path] | None = None,
 ) -> Path:
     """Write a complete bundle atomically: a temp sibling renamed into place."""
@@ -192,6 +204,8 @@ def save_bundle(
             write_json(staging / "metrics.json", metrics)
         if history is not None:
             write_json(staging / "history.json", history)
+        if transitions is not None:
+            write_json(staging / "transitions.json", transitions)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / name)
         write_manifest(staging)

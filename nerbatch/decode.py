@@ -53,16 +53,29 @@ def allowed_transitions(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return allowed, start
 
 
-def constrained_viterbi(probs: np.ndarray, lengths: np.ndarray, tags: Sequence[str]) -> np.ndarray:
+def tag_bigram_log_probs(tag_ids: Sequence[np.ndarray], n_tags: int) -> np.ndarray:
+    """Add-one smoothed log P(next tag | previous tag) from gold tag id sequences."""
+    counts = np.ones((n_tags, n_tags))
+    for seq in tag_ids:
+        np.add.at(counts, (seq[:-1], seq[1:]), 1)
+    return np.log(counts / counts.sum(axis=1, keepdims=True))
+
+
+def constrained_viterbi(
+    probs: np.ndarray, lengths: np.ndarray, tags: Sequence[str], transition_scores: np.ndarray | None = None
+) -> np.ndarray:
     """Best valid IOB2 tag ids for a padded batch ``probs[batch, time, tag]``.
 
+    ``transition_scores[prev, next]`` (optional) is added to each step's log
+    probability: a weighted tag-bigram prior learned from the training tags.
     Positions past a sequence's length get tag 0 (``O``).
     """
     batch, time, n_tags = probs.shape
     if batch == 0 or time == 0:
         return np.zeros((batch, time), dtype=np.int32)
     allowed, start_ok = allowed_transitions(tags)
-    forbid = np.where(allowed, 0.0, -np.inf)
+    prior = transition_scores if transition_scores is not None else 0.0
+    forbid = np.where(allowed, prior, -np.inf)
     log_p = np.log(np.clip(probs, 1e-12, 1.0))
     score = log_p[:, 0, :] + np.where(start_ok, 0.0, -np.inf)
     backpointers = np.zeros((batch, time, n_tags), dtype=np.int32)

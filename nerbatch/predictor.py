@@ -41,6 +41,7 @@ class Tagger:
         decoder: str,
         batch_size: int = 256,
         overlap: int = DEFAULT_OVERLAP,
+        transition_scores: np.ndarray | None = None,
     ) -> None:
         if decoder not in ("argmax", "viterbi"):
             raise ValueError(f"unknown decoder {decoder!r}")
@@ -52,6 +53,7 @@ class Tagger:
         self.batch_size = batch_size
         self.overlap = min(overlap, max_len // 2)
         self.buckets = length_buckets(max_len)
+        self.transition_scores = transition_scores
 
     def tag_probabilities(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per sentence, a float32 [n_tokens, n_tags] matrix of tag probabilities."""
@@ -76,8 +78,7 @@ class Tagger:
         return merged
 
     def tag(self, sentences: Sequence[Sequence[str]]) -> list[TaggedSentence]:
-        probabilities = self.tag_probabilities(sentences)
-        return self.decode(probabilities)
+        return self.decode(self.tag_probabilities(sentences))
 
     def decode(self, probabilities: Sequence[np.ndarray]) -> list[TaggedSentence]:
         if not probabilities:
@@ -95,7 +96,7 @@ class Tagger:
                 padded = np.zeros((len(chunk), width, len(self.tags)), dtype=np.float32)
                 for row, index in enumerate(chunk):
                     padded[row, : lengths[index]] = probabilities[index]
-                paths = constrained_viterbi(padded, lengths[chunk], self.tags)
+                paths = constrained_viterbi(padded, lengths[chunk], self.tags, self.transition_scores)
                 for row, index in enumerate(chunk):
                     ids[index] = paths[row, : lengths[index]]
         return [

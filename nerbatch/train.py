@@ -108,6 +108,27 @@ class WindowBatches:
         return inputs, target, mask.astype(np.float32)
 
 
+TRANSITION_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)
+
+
+def _fit_transition_prior(model, encoder, tagset: TagSet, fit: Corpus, val: Corpus, max_len: int) -> dict:
+    """Tag-bigram prior for Viterbi decoding, its weight chosen on validation entity F1."""
+    from nerbatch.decode import tag_bigram_log_probs
+    from nerbatch.metrics import entity_scores
+
+    log_probs = tag_bigram_log_probs([tagset.encode(t) for t in fit.tags], len(tagset))
+    tagger = Tagger(model, encoder, tagset.tags, max_len=max_len, decoder="viterbi")
+    probabilities = tagger.tag_probabilities(val.words)
+    by_weight = {}
+    for weight in TRANSITION_WEIGHTS:
+        tagger.transition_scores = weight * log_probs
+        decoded = [[tagset.tags[i] for i in t.tag_ids] for t in tagger.decode(probabilities)]
+        by_weight[weight] = entity_scores(val.tags, decoded)["micro"]["f1"]
+    best = max(TRANSITION_WEIGHTS, key=lambda w: (by_weight[w], -w))
+    return {"weight": best, "log_probs": log_probs.round(6).tolist(),
+            "validation_f1": {str(w): round(f, 6) for w, f in by_weight.items()}}
+
+
 def _plot_history(history: dict, path: Path) -> None:
     import matplotlib
 
@@ -193,8 +214,13 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     # A fresh, uncompiled copy keeps optimizer state out of the shipped file.
     final = build_model(shape)
     final.set_weights(best_weights)
+    transitions = None
+    if decoder == "viterbi":
+        transitions = _fit_transition_prior(final, encoder, tagset, fit, val, settings.max_len)
     test_scores = score_corpus(
-        Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder), test
+        Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
+               transition_scores=transitions and transitions["weight"] * np.asarray(transitions["log_probs"])),
+        test,
     )
     created = datetime.now(timezone.utc)
     metrics = {
@@ -202,7 +228,12 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         "data": {"file": data_path.name, "sha256": file_sha256(data_path)},
         "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
         "test": test_scores,
-        "validation": {"best_entity_f1": best_f1, "best_epoch": best_epoch},
+        "validation": {
+            "best_entity_f1": best_f1,
+            "best_epoch": best_epoch,
+            **({"transition_weight": transitions["weight"], "entity_f1_by_transition_weight":
+                transitions["validation_f1"]} if transitions else {}),
+        },
         "training": {
             "epochs_run": len(history["loss"]),
             "seconds": round(train_seconds, 1),
@@ -231,6 +262,6 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
 
         save_bundle(
             out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config,
-            metrics=metrics, history=history, extra_files=save_from,
+            metrics=metrics, history=history, transitions=transitions, extra_files=save_from,
         )
     return metrics

@@ -12,12 +12,14 @@ from nerbatch.errors import BundleError
 def test_training_writes_a_complete_bundle(tiny_bundle):
     names = {p.name for p in tiny_bundle.iterdir()}
     assert {"model.keras", "vocab.json", "tags.json", "config.json", "metrics.json", "history.json",
-            "training.png", "manifest.json"} <= names
+            "training.png", "manifest.json", "transitions.json"} <= names
     metrics = json.loads((tiny_bundle / "metrics.json").read_text())
     assert metrics["protocol"]["split"].startswith("sklearn train_test_split")
     assert len(metrics["data"]["sha256"]) == 64
     assert metrics["split"]["test"] == 108  # 20% of the 540 sample sentences
     assert metrics["training"]["epochs_run"] == 8
+    assert metrics["validation"]["transition_weight"] in (0.0, 0.05, 0.1, 0.2, 0.3)
+    assert load_bundle(tiny_bundle).transition_scores.shape == (17, 17)
     assert 0.0 <= metrics["test"]["micro"]["f1"] <= 1.0
     assert set(metrics["test"]["per_type"]) <= {"geo", "gpe", "org", "per", "tim", "art", "eve", "nat"}
     vocab = json.loads((tiny_bundle / "vocab.json").read_text())

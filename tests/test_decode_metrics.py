@@ -57,3 +57,18 @@ def test_agrees_with_seqeval_on_real_sequences(gmb_sample):
     ours = entity_scores(corpus.tags, noisy)["micro"]["f1"]
     assert abs(ours - f1_score(corpus.tags, noisy)) < 1e-9
     assert ours < 0.95
+
+
+def test_transition_prior_shifts_the_path_and_is_learned_from_bigrams():
+    from nerbatch.decode import tag_bigram_log_probs
+
+    log_probs = tag_bigram_log_probs([np.array([0, 3, 4, 0]), np.array([3, 4, 4])], len(TAGS))
+    assert log_probs.shape == (5, 5)
+    np.testing.assert_allclose(np.exp(log_probs).sum(axis=1), 1.0)
+    assert log_probs[3, 4] > log_probs[3, 0]  # B-per is followed by I-per in the data
+    # B-per then a token torn between O and I-per: the prior tips it to I-per
+    probs = np.array([[[0.05, 0, 0, 0.95, 0], [0.5, 0, 0, 0, 0.5 - 1e-3]]], dtype=np.float32)
+    plain = constrained_viterbi(probs, np.array([2]), TAGS)
+    primed = constrained_viterbi(probs, np.array([2]), TAGS, 1.0 * log_probs)
+    assert [TAGS[i] for i in plain[0]] == ["B-per", "O"]
+    assert [TAGS[i] for i in primed[0]] == ["B-per", "I-per"]
