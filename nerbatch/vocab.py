@@ -107,13 +107,21 @@ class TagSet:
 
 @dataclass
 class FeatureEncoder:
-    """Turns token strings into the model's inputs (words, chars, casing)."""
+    """Turns token strings into the model's inputs (words, chars, casing).
+
+    Features are computed once per distinct word and kept in a bounded cache,
+    so a batch costs one dictionary lookup per token plus the work for words
+    not seen before.
+    """
 
     words: Vocabulary
     chars: Vocabulary | None  # None: no character input
     lowercase: bool
     max_word_len: int = 16
     casing: bool = True  # emit the word-shape input
+    cache_size: int = 500_000
+    _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _table: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def unique_features(self, unique_words: Sequence[str]) -> dict[str, np.ndarray]:
         """Features of distinct words; callers index them back to tokens."""
@@ -124,6 +132,21 @@ class FeatureEncoder:
         if self.chars is not None:
             out["chars"] = self._char_ids(unique_words)
         return out
+
+    def _feature_rows(self, tokens: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Row of each token in the feature table, adding unseen words to it."""
+        if len(self._rows) > self.cache_size:
+            self._rows, self._table = {}, {}
+        rows = self._rows
+        missing = list(dict.fromkeys(w for w in tokens if w not in rows))
+        if missing or not self._table:
+            fresh = self.unique_features(missing)
+            base = len(rows)
+            rows.update((w, base + i) for i, w in enumerate(missing))
+            self._table = fresh if not self._table else {
+                name: np.concatenate([self._table[name], fresh[name]]) for name in fresh
+            }
+        return np.fromiter((rows[w] for w in tokens), np.int64, len(tokens)), self._table
 
     def _char_ids(self, unique_words: Sequence[str]) -> np.ndarray:
         width = self.max_word_len
@@ -141,19 +164,12 @@ class FeatureEncoder:
     def encode_batch(self, token_lists: Sequence[Sequence[str]], width: int) -> dict[str, np.ndarray]:
         """Pad a batch of token windows (each at most ``width`` long) into model inputs."""
         lengths = np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
-        flat = np.array([w for tokens in token_lists for w in tokens], dtype=object)
-        batch = len(token_lists)
+        tokens = [w for window in token_lists for w in window]
         mask = np.arange(width)[None, :] < lengths[:, None]
-        if flat.size == 0:
-            uniq_feats = self.unique_features([])
-            inverse = np.zeros(0, dtype=np.int64)
-        else:
-            uniq, inverse = np.unique(flat, return_inverse=True)
-            uniq_feats = self.unique_features(uniq.tolist())
+        rows, table = self._feature_rows(tokens)
         inputs: dict[str, np.ndarray] = {}
-        for name, values in uniq_feats.items():
-            shape = (batch, width, *values.shape[1:])
-            padded = np.zeros(shape, dtype=np.int32)
-            padded[mask] = values[inverse]
+        for name, values in table.items():
+            padded = np.zeros((len(token_lists), width, *values.shape[1:]), dtype=np.int32)
+            padded[mask] = values[rows]
             inputs[name] = padded
         return inputs
