@@ -96,3 +96,15 @@ def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):
     assert metrics["training"]["epochs_run"] == 1
     layer_types = {type(layer).__name__ for layer in bundle.model.layers}
     assert {"Embedding", "SpatialDropout1D", "Bidirectional", "Dense"} <= layer_types
+
+
+def test_training_is_reproducible_with_a_seed(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, train
+
+    settings = TrainSettings.for_arch("default", epochs=2, seed=11, max_train_sentences=200)
+    first = train(gmb_sample, tmp_path / "a", settings, verbose=0)
+    second = train(gmb_sample, tmp_path / "b", settings, verbose=0)
+    assert json.loads((tmp_path / "a" / "history.json").read_text()) == json.loads(
+        (tmp_path / "b" / "history.json").read_text()
+    )
+    assert first["test"]["micro"] == second["test"]["micro"]
