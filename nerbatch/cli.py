@@ -56,6 +56,7 @@ def train(
     max_len: Annotated[int, typer.Option(help="Window length in tokens.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling, validation split).")] = 1,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation F1 gain before stopping.")] = None,
+    ensemble: Annotated[int, typer.Option(help="Train this many networks (seeds seed, seed+1, ...) and average them.")] = 1,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[
         Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
@@ -71,7 +72,7 @@ def train(
         raise typer.BadParameter(f"choose one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
-        name=name, max_train_sentences=max_train_sentences,
+        name=name, max_train_sentences=max_train_sentences, ensemble=ensemble,
     )
     metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
     typer.echo(format_table(metrics["test"]))
@@ -205,6 +206,77 @@ def predict(
     chunk = pipeline.annotate_all([Document("input", text, {}, "<argument>", 1)])
     for record in chunk.records_by_document(pipeline.model_name)[0]:
         typer.echo(json.dumps(record, ensure_ascii=False))
+
+
+@app.command()
+@_user_errors
+def consume(
+    bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", "-b", envvar="NERBATCH_KAFKA_BOOTSTRAP", help="Kafka brokers, HOST:PORT[,HOST:PORT...].")],
+    topic: Annotated[list[str], typer.Option("--topic", "-t", help="Input topic; repeatable.")],
+    group: Annotated[str, typer.Option("--group", "-g", help="Consumer group (workers of one group share the partitions).")],
+    output_topic: Annotated[Optional[str], typer.Option(help="One message per document: {doc_id, model, entities, source}, keyed by doc id.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(help="Folder of parquet parts part-<topic>-<partition>-<first offset>.parquet.")] = None,
+    dead_letter_topic: Annotated[Optional[str], typer.Option(help="Failed documents: original payload, reason and source in headers.")] = None,
+    model: ModelOpt = None,
+    max_batch_docs: Annotated[int, typer.Option(help="Annotate at most this many documents at once.")] = 256,
+    max_batch_ms: Annotated[int, typer.Option(help="Annotate what has arrived after this many ms.")] = 500,
+    exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Transactions: outputs and offsets commit together (topic to topic).")] = False,
+    transactional_id: Annotated[Optional[str], typer.Option(help="With --exactly-once: stable id of this worker slot (default nerbatch-<group>-<host>-<pid>).")] = None,
+    transaction_timeout_ms: Annotated[int, typer.Option(help="With --exactly-once: broker aborts a transaction left open this long.")] = 60_000,
+    part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows.")] = 100_000,
+    part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
+    id_field: Annotated[str, typer.Option(help="Document id field.")] = "id",
+    text_field: Annotated[str, typer.Option(help="Document text field.")] = "text",
+    keep_fields: Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")] = "",
+    max_doc_chars: Annotated[int, typer.Option(help="Longer documents fail (dead-letter).")] = 1_000_000,
+    max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document.")] = 1_000_000,
+    auto_offset_reset: Annotated[str, typer.Option(help="Where a group without committed offsets starts: earliest or latest.")] = "earliest",
+    group_instance_id: Annotated[Optional[str], typer.Option(help="Static group membership: a restarted worker takes its partitions back at once.")] = None,
+    session_timeout_ms: Annotated[Optional[int], typer.Option(help="Group session timeout (default 45000): how soon a dead worker's partitions move.")] = None,
+    log_interval: Annotated[float, typer.Option(help="Seconds between progress log lines.")] = 30.0,
+    max_docs: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without a message, once caught up.")] = None,
+    security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")] = "PLAINTEXT",
+    sasl_mechanism: Annotated[Optional[str], typer.Option(help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512...")] = None,
+    sasl_username: Annotated[Optional[str], typer.Option(help="SASL user; the password is read from $NERBATCH_KAFKA_PASSWORD.")] = None,
+    ssl_cafile: Annotated[Optional[str], typer.Option(help="CA certificate file (PEM).")] = None,
+    ssl_certfile: Annotated[Optional[str], typer.Option(help="Client certificate file (PEM).")] = None,
+    ssl_keyfile: Annotated[Optional[str], typer.Option(help="Client key file (PEM).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prediction batch size (windows).")] = 256,
+    report: Annotated[Optional[Path], typer.Option(help="Write the worker's report (JSON) here when it stops.")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""
+    import logging
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.consumer import ConsumeOptions, consume as run_worker, report_dict
+    from nerbatch.pipeline import NerPipeline
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.ERROR)
+    options = ConsumeOptions(
+        bootstrap_servers=bootstrap_servers, topics=tuple(topic), group=group, output_topic=output_topic,
+        output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,
+        max_batch_ms=max_batch_ms, exactly_once=exactly_once, transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms, part_max_rows=part_max_rows,
+        part_max_seconds=part_max_seconds, metrics_port=metrics_port, id_field=id_field, text_field=text_field,
+        keep_fields=tuple(f.strip() for f in keep_fields.split(",") if f.strip()), max_doc_chars=max_doc_chars,
+        max_message_bytes=max_message_bytes, auto_offset_reset=auto_offset_reset,
+        group_instance_id=group_instance_id, session_timeout_ms=session_timeout_ms, log_interval=log_interval,
+        max_docs=max_docs, idle_timeout=idle_timeout, security_protocol=security_protocol,
+        sasl_mechanism=sasl_mechanism, sasl_username=sasl_username, ssl_cafile=ssl_cafile,
+        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+    )
+    options.validate()  # before loading the model
+    pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
+    result = run_worker(options, pipeline, handle_signals=True)
+    if report:
+        report.write_text(json.dumps(report_dict(result), indent=2) + "\n", encoding="utf-8")
 
 
 def main() -> None:

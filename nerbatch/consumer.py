@@ -1,0 +1,1253 @@
+"""The long-running Kafka worker behind ``nerbatch consume``.
+
+Documents come in as Kafka messages (one JSON document per message, the same
+objects as a JSONL line; the message key is not used), are annotated in
+micro-batches and go out as one message per document on an output topic
+and/or as parquet part files in a folder.
+
+Flow
+----
+The worker polls until it holds ``max_batch_docs`` messages or
+``max_batch_ms`` have passed since the first message of the batch, parses
+every message with :func:`nerbatch.documents.parse_document` (``source`` is
+``"topic/partition"`` and ``position`` the offset, so a generated id reads
+``topic/partition:offset``), annotates the good ones with one
+``NerPipeline.annotate_all`` call, then produces/writes and commits.
+
+Outputs
+-------
+* Output topic: one message per input document, keyed by doc id, value
+  ``{"doc_id", "model", "entities": [entity records], "source": {"topic",
+  "partition", "offset"}}`` (UTF-8 JSON).  ``"entities": []`` is the explicit
+  "no entities" outcome.
+* Output folder: per input partition, parquet part files of entity records
+  (``entity_record.v1`` plus kept fields) named
+  ``part-<topic>-<partition:05d>-<first offset:020d>.parquet``, each written
+  atomically (:class:`~nerbatch.sinks.ParquetSink`: temp file, fsync, rename).
+  A part covers the offsets ``first_offset..last_offset`` of one partition
+  (both in its key-value metadata, with the model, group and document
+  counts); documents without entities have no rows, failed ones are in
+  ``errors-<same stem>.jsonl`` (``error_record.v1``) next to it.  Parts roll
+  after ``part_max_rows`` entity rows or ``part_max_seconds``.  Names depend
+  only on the partition and the first offset, so work redone after a crash
+  replaces the part it redoes instead of adding a second copy.  One output
+  folder belongs to one consumer group.  A killed worker can leave hidden
+  ``.part-*.tmp-*`` files; they are never read and may be deleted when no
+  worker is running.
+
+Failed documents (poison messages)
+----------------------------------
+Anything ``parse_document`` reports (bad JSON, not an object, missing or
+empty text, oversized, invalid UTF-8...), a document the model fails on
+(``pipeline_error``) and a document whose output message would be larger than
+``max_message_bytes`` (``oversized``) is a failed document.  It goes to the
+dead-letter topic with the original key, the ORIGINAL payload as value (cut to
+fit ``max_message_bytes`` in the rare case it does not, with header
+``nerbatch-payload-truncated``), the original headers and ``nerbatch-reason``,
+``nerbatch-reason-kind``, ``nerbatch-source-topic``,
+``nerbatch-source-partition``, ``nerbatch-source-offset`` and, when known,
+``nerbatch-doc-id``.  With an output folder it is also written as an error
+record.  It is committed with its batch, so it never stalls a partition.  A
+worker needs ``dead_letter_topic`` or ``output_dir`` (the options are refused
+otherwise), so a failed document cannot vanish; failed documents are also
+logged.
+
+Commit rule (at-least-once, the default)
+----------------------------------------
+Auto-commit is off.  The offsets of a partition are committed only when
+everything produced for the messages up to them is durable:
+
+* topic output only: after the batch's producer flush, every message
+  acknowledged (idempotent producer, ``acks=all``), then the batch's offsets
+  are committed;
+* with an output folder: after the partition's part (and error file) is
+  renamed into place, which happens after the output messages of every batch
+  in it were acknowledged.  Offsets therefore trail by up to
+  ``part_max_seconds``.
+
+Any failure (a send not acknowledged, a commit refused, a part not written)
+rewinds the partitions of the failed work to their last committed offset and
+retries after an exponential backoff (1 s doubling to ``max_backoff_s``): the
+redo can duplicate output messages, never lose one.  A broker that is down at
+start or goes away is retried the same way, with a log line per attempt.
+
+Exactly-once (``exactly_once=True``, topic to topic)
+-----------------------------------------------------
+Each batch is one transaction of a transactional producer: the output and
+dead-letter messages and the input offsets
+(``send_offsets_to_transaction`` with the consumer's group metadata, so a
+stale group member is fenced); the consumer reads with
+``isolation_level=read_committed``.  Any failure aborts the transaction and
+rewinds.  The ``transactional_id`` defaults to
+``nerbatch-<group>-<host>-<pid>`` (unique per worker instance); give each
+long-lived worker slot a stable one (``--transactional-id``) so that a
+restarted worker aborts its crashed predecessor's open transaction at once
+(otherwise read_committed readers of the output wait for
+``transaction_timeout_ms``).  An output folder is refused in this mode:
+parquet files cannot join a Kafka transaction.
+
+Rebalances
+----------
+The worker never commits work of a partition it lost: when partitions are
+revoked, the records of those partitions not yet committed (unprocessed ones
+in hand, and documents buffered for an open part) are DROPPED, uncommitted;
+the new owner re-reads them from the last committed offset.  Nothing is
+processed while a rebalance is in progress.  Partitions revoked and handed
+straight back (eager rebalancing) keep their work.  A batch is always
+processed between two polls, so revocation never interrupts one; the only
+duplicates a rebalance causes are output messages of dropped, uncommitted
+work.
+
+Stopping
+--------
+:meth:`Worker.stop` (SIGTERM/SIGINT in the CLI) stops polling; the batch in
+hand is finished, flushed and committed, open parts are written and
+committed, the consumer leaves the group and the worker returns.  ``max_docs``
+(that many messages processed) and ``idle_timeout`` (no message for that many
+seconds while no lag is known, so an unreachable broker does not end a run)
+end a run the same way.  Waiting for acknowledgements gives up 5 s after a
+stop request (the batch stays uncommitted); in exactly-once mode a
+transaction commit already sent waits for the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from nerbatch import __version__
+from nerbatch.documents import Document, DocumentError, RAW_LIMIT, parse_document, reason_kind
+from nerbatch.errors import NerbatchError, OutputError
+from nerbatch.records import entity_arrow_schema, error_record
+
+__all__ = [
+    "ConsumeConfigError",
+    "ConsumeOptions",
+    "ConsumeReport",
+    "PASSWORD_ENV",
+    "Worker",
+    "consume",
+    "part_name",
+]
+
+log = logging.getLogger("nerbatch.consumer")
+
+#: Environment variable the SASL password is read from (never from an option).
+PASSWORD_ENV = "NERBATCH_KAFKA_PASSWORD"
+
+_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+_HEADER_PREFIX = "nerbatch-"
+
+
+class ConsumeConfigError(NerbatchError, ValueError):
+    """The worker's options cannot work (or the cluster refuses them: topics, credentials)."""
+
+
+@dataclass(frozen=True)
+class ConsumeOptions:
+    """Everything a :class:`Worker` needs besides the pipeline.  See the module docstring."""
+
+    bootstrap_servers: str | Sequence[str]
+    topics: Sequence[str]
+    group: str
+    output_topic: str | None = None
+    output_dir: str | None = None
+    dead_letter_topic: str | None = None
+    max_batch_docs: int = 256
+    max_batch_ms: int = 500
+    exactly_once: bool = False
+    transactional_id: str | None = None  # None: nerbatch-<group>-<host>-<pid>
+    transaction_timeout_ms: int = 60_000
+    id_field: str = "id"
+    text_field: str = "text"
+    keep_fields: Sequence[str] = ()
+    max_doc_chars: int = 1_000_000
+    max_message_bytes: int = 1_000_000  # larger output messages fail their document
+    part_max_rows: int = 100_000
+    part_max_seconds: float = 60.0
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    log_interval: float = 30.0
+    max_docs: int | None = None  # stop after this many input messages
+    idle_timeout: float | None = None  # stop after this many seconds without a message, once caught up
+    auto_offset_reset: str = "earliest"  # where a group without committed offsets starts
+    group_instance_id: str | None = None  # static membership: a restart takes its partitions back at once
+    session_timeout_ms: int | None = None  # None: the client default (45 s)
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str = PASSWORD_ENV
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str | None = None
+    max_backoff_s: float = 30.0
+    commit_timeout_ms: int = 15_000
+    flush_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.topics, str):
+            object.__setattr__(self, "topics", (self.topics,))
+        object.__setattr__(self, "topics", tuple(dict.fromkeys(self.topics)))
+        if isinstance(self.keep_fields, str):
+            object.__setattr__(self, "keep_fields", (self.keep_fields,))
+        object.__setattr__(self, "keep_fields", tuple(dict.fromkeys(self.keep_fields)))
+
+    def validate(self) -> None:
+        """Raise :class:`ConsumeConfigError` (one line) for options that cannot work."""
+
+        def fail(message: str):
+            raise ConsumeConfigError(message)
+
+        if not self.bootstrap_servers:
+            fail("no bootstrap servers given")
+        if not self.topics:
+            fail("no input topic given")
+        if not self.group:
+            fail("a consumer group is required")
+        if not self.output_topic and not self.output_dir:
+            fail("nowhere to write: give an output topic, an output folder, or both")
+        if not self.dead_letter_topic and not self.output_dir:
+            fail("failed documents would vanish: give a dead-letter topic or an output folder for error records")
+        for name in ("output_topic", "dead_letter_topic"):
+            value = getattr(self, name)
+            if value and value in self.topics:
+                fail(f"{name.replace('_', ' ')} {value!r} is also an input topic")
+        if self.exactly_once:
+            if not self.output_topic:
+                fail("exactly-once needs an output topic (it is topic to topic)")
+            if self.output_dir:
+                fail("exactly-once is topic to topic: parquet files cannot join a Kafka transaction; "
+                     "write parquet from a separate at-least-once worker group")
+        if self.session_timeout_ms is not None and self.session_timeout_ms < 1:
+            fail(f"session timeout must be positive, got {self.session_timeout_ms!r}")
+        if self.group_instance_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.group_instance_id):
+            fail(f"group instance id must be 1-249 of A-Z a-z 0-9 . _ -, got {self.group_instance_id!r}")
+        for name in ("max_batch_docs", "max_batch_ms", "max_doc_chars", "max_message_bytes", "part_max_rows",
+                     "transaction_timeout_ms", "commit_timeout_ms"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        for name in ("part_max_seconds", "log_interval", "max_backoff_s", "flush_timeout_s"):
+            if not getattr(self, name) > 0:
+                fail(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)!r}")
+        if self.max_docs is not None and self.max_docs < 1:
+            fail(f"max docs must be positive, got {self.max_docs!r}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            fail(f"idle timeout must be positive, got {self.idle_timeout!r}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            fail(f"metrics port must be 0..65535, got {self.metrics_port!r}")
+        if self.auto_offset_reset not in ("earliest", "latest"):
+            fail(f"auto offset reset must be 'earliest' or 'latest', got {self.auto_offset_reset!r}")
+        if self.security_protocol not in _SECURITY_PROTOCOLS:
+            fail(f"security protocol must be one of {', '.join(_SECURITY_PROTOCOLS)}, got {self.security_protocol!r}")
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in _SASL_MECHANISMS:
+                fail(f"{self.security_protocol} needs a SASL mechanism ({', '.join(_SASL_MECHANISMS)})")
+            if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                if not self.sasl_username:
+                    fail(f"SASL {self.sasl_mechanism} needs a username")
+                if not os.environ.get(self.sasl_password_env):
+                    fail(f"SASL {self.sasl_mechanism} needs the password in the environment variable "
+                         f"{self.sasl_password_env}")
+        elif self.sasl_mechanism:
+            fail(f"a SASL mechanism needs security protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.path.isfile(path):
+                fail(f"{name.replace('_', ' ')} {path!r} is not a file")
+        if self.output_dir:
+            if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+                fail(f"output folder {self.output_dir!r} exists and is not a folder")
+            parent = os.path.dirname(os.path.abspath(self.output_dir))
+            if not os.path.isdir(parent):
+                fail(f"cannot create output folder {self.output_dir!r}: {parent!r} does not exist")
+        entity_arrow_schema(self.keep_fields)  # OutputError for kept fields named like record fields
+
+    def effective_transactional_id(self) -> str:
+        if self.transactional_id:
+            return self.transactional_id
+        return f"nerbatch-{self.group}-{socket.gethostname()}-{os.getpid()}"
+
+    def client_config(self) -> dict[str, Any]:
+        """Connection settings shared by the consumer and the producer (holds the password: never log it)."""
+        servers = self.bootstrap_servers
+        config: dict[str, Any] = {
+            "bootstrap_servers": [x.strip() for x in servers.split(",") if x.strip()]
+            if isinstance(servers, str) else list(servers),
+            "client_id": self.client_id or f"nerbatch-{socket.gethostname()}-{os.getpid()}",
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            if self.sasl_username:
+                config["sasl_plain_username"] = self.sasl_username
+                config["sasl_plain_password"] = os.environ.get(self.sasl_password_env)
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name):
+                config[name] = getattr(self, name)
+        return config
+
+
+@dataclass
+class ConsumeReport:
+    """What a worker did, returned when it stops."""
+
+    group: str
+    model: str
+    docs_in: int = 0  # input messages processed (committed or rewound for redo)
+    docs_ok: int = 0
+    docs_failed: int = 0
+    produced: int = 0  # output messages acknowledged
+    dead_lettered: int = 0
+    batches: int = 0
+    batch_failures: int = 0
+    commits: int = 0
+    parts: int = 0
+    sentences: int = 0
+    tokens: int = 0
+    entities: int = 0
+    dropped_on_rebalance: int = 0
+    seconds: float = 0.0
+    stopped_by: str = ""
+    part_paths: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.docs_in} messages ({self.docs_ok} annotated, {self.docs_failed} failed), "
+                f"{self.produced} produced, {self.dead_lettered} dead-lettered, {self.parts} parts, "
+                f"{self.batches} batches ({self.batch_failures} retried), {self.tokens} tokens in "
+                f"{self.seconds:.1f}s; stopped by {self.stopped_by or 'error'}")
+
+
+def part_name(topic: str, partition: int, first_offset: int, kind: str = "part") -> str:
+    """File name of the part (``kind="part"``) or error file (``"errors"``) starting at ``first_offset``."""
+    suffix = ".parquet" if kind == "part" else ".jsonl"
+    return f"{kind}-{topic}-{partition:05d}-{first_offset:020d}{suffix}"
+
+
+# --------------------------------------------------------------------------- kafka plumbing
+
+
+def _kafka():
+    import kafka
+    import kafka.errors
+
+    return kafka
+
+
+def _make_consumer(config: dict):
+    from kafka import KafkaConsumer
+
+    class _Consumer(KafkaConsumer):
+        """A consumer whose failed construction does not leave its IO thread running."""
+
+        def __init__(self, **configs):
+            try:
+                super().__init__(**configs)
+            except BaseException:
+                client = getattr(self, "_client", None)
+                if client is not None:
+                    try:
+                        client.close()
+                    except Exception:  # noqa: BLE001 - cleaning up after a failure
+                        pass
+                raise
+
+    return _Consumer(**config)
+
+
+_FATAL_KAFKA_ERRORS = (
+    "AuthorizationError",
+    "SaslAuthenticationFailedError",
+    "AuthenticationFailedError",
+    "AuthenticationMethodNotSupported",
+    "UnsupportedSaslMechanismError",
+    "IllegalSaslStateError",
+)
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names.intersection(_FATAL_KAFKA_ERRORS))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text and text != type(exc).__name__ else type(exc).__name__
+
+
+class _Metrics:
+    """Prometheus metrics of one worker, in their own registry."""
+
+    def __init__(self, group: str, model: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("nerbatch_consume", "The worker's group and model.", registry=r).info(
+            {"group": group, "model": model, "version": __version__})
+        self.consumed = Counter("nerbatch_consume_messages", "Input messages processed.", registry=r)
+        self.annotated = Counter("nerbatch_consume_documents_annotated", "Documents annotated.", registry=r)
+        self.failed = Counter("nerbatch_consume_documents_failed", "Failed documents, by reason kind.",
+                              ["reason"], registry=r)
+        self.produced = Counter("nerbatch_consume_produced", "Output messages acknowledged.", registry=r)
+        self.dead_lettered = Counter("nerbatch_consume_dead_lettered", "Dead-letter messages acknowledged.",
+                                     registry=r)
+        self.tokens = Counter("nerbatch_consume_tokens", "Tokens annotated.", registry=r)
+        self.entities = Counter("nerbatch_consume_entities", "Entities found.", registry=r)
+        self.batches = Counter("nerbatch_consume_batches", "Micro-batches processed.", registry=r)
+        self.batch_failures = Counter("nerbatch_consume_batch_failures",
+                                      "Batches or commits that failed and were rewound for a retry.", registry=r)
+        self.commits = Counter("nerbatch_consume_commits", "Offset commits (or committed transactions).",
+                               registry=r)
+        self.parts = Counter("nerbatch_consume_parts", "Parquet parts written.", registry=r)
+        self.dropped = Counter("nerbatch_consume_dropped_on_rebalance",
+                               "Uncommitted messages dropped because their partition was revoked.", registry=r)
+        self.batch_seconds = Histogram("nerbatch_consume_batch_seconds", "Time to process one micro-batch.",
+                                       registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+        self.latency = Histogram(
+            "nerbatch_consume_latency_seconds",
+            "Input message timestamp to output committed, per message.",
+            registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300))
+        self.lag = Gauge("nerbatch_consume_lag", "Messages behind the end of the assigned partitions.", registry=r)
+        self.assigned = Gauge("nerbatch_consume_assigned_partitions", "Partitions assigned.", registry=r)
+
+
+@dataclass
+class _Part:
+    """Documents of one partition waiting for their parquet part."""
+
+    first_offset: int
+    last_offset: int
+    opened: float
+    tables: list = field(default_factory=list)
+    rows: int = 0
+    docs: int = 0
+    errors: list = field(default_factory=list)
+    timestamps: list = field(default_factory=list)
+
+
+@dataclass
+class _PartitionState:
+    resume_at: int | None = None  # first offset of work not yet committed
+    part: _Part | None = None
+    next_offset: int | None = None  # after the last record seen (lag)
+
+
+@dataclass
+class _Outcome:
+    record: Any
+    doc: Document | None = None
+    error: DocumentError | None = None
+    entities: list | None = None  # entity records (output message)
+    rows: dict | None = None  # the same as columns (parquet part); None: no entities
+
+
+class _Listener:
+    """Rebalance callbacks record events; the worker acts on them after poll() returns."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, set]] = []
+
+    def take(self) -> list[tuple[str, set]]:
+        with self.lock:
+            events, self.events = self.events, []
+        return events
+
+    def as_kafka_listener(self):
+        from kafka import ConsumerRebalanceListener
+
+        outer = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                with outer.lock:
+                    outer.events.append(("revoked", set(revoked)))
+
+            def on_partitions_assigned(self, assigned):
+                with outer.lock:
+                    outer.events.append(("assigned", set(assigned)))
+
+            def on_partitions_lost(self, lost):
+                with outer.lock:
+                    outer.events.append(("lost", set(lost)))
+
+        return Listener()
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class Worker:
+    """One consumer-group member: poll, annotate, produce/write, commit.  See the module docstring.
+
+    ``run()`` blocks until :meth:`stop` is called (from a signal handler or
+    another thread), ``max_docs`` messages were processed or ``idle_timeout``
+    passed without a message; it returns a :class:`ConsumeReport`.
+    """
+
+    def __init__(self, options: ConsumeOptions, pipeline) -> None:
+        options.validate()
+        self.options = options
+        self.pipeline = pipeline
+        self.model = pipeline.model_name
+        self.schema = entity_arrow_schema(options.keep_fields)
+        self.report = ConsumeReport(group=options.group, model=self.model)
+        self.metrics = _Metrics(options.group, self.model)
+        self._stop = threading.Event()
+        self._listener = _Listener()
+        self._consumer = None
+        self._producer = None
+        self._states: dict[Any, _PartitionState] = {}
+        self._hand: list = []  # polled records not processed yet, in poll order
+        self._batch_stats = [0, 0]  # sentences, tokens of the batch being processed
+        self._pending_revoked: set = set()
+        self._rebalancing = False
+        self._failures = 0  # consecutive, for the backoff
+        self._metrics_server = None
+        self._last_log = time.monotonic()
+        self._last_log_counts = (0, 0)
+        self.running = threading.Event()  # set once connected and subscribed
+
+    # ---- control
+
+    def stop(self) -> None:
+        """Ask the worker to finish the batch in hand, commit and return (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # ---- lifecycle
+
+    def run(self) -> ConsumeReport:
+        started = time.monotonic()
+        o = self.options
+        log.info("worker starting: group %s, topics %s -> %s%s%s, model %s, %s", o.group, ",".join(o.topics),
+                 f"topic {o.output_topic}" if o.output_topic else "",
+                 " and " if o.output_topic and o.output_dir else "",
+                 f"folder {o.output_dir}" if o.output_dir else "", self.model,
+                 "exactly-once" if o.exactly_once else "at-least-once")
+        try:
+            self._start_metrics_server()
+            if o.output_dir:
+                os.makedirs(o.output_dir, exist_ok=True)
+            if self._connect():
+                self.running.set()
+                self._loop()
+                self._drain()
+            elif not self.report.stopped_by:
+                self.report.stopped_by = "signal"
+        finally:
+            self._close()
+            self.report.seconds = round(time.monotonic() - started, 3)
+        log.info("worker stopped: %s", self.report.summary())
+        return self.report
+
+    def _start_metrics_server(self) -> None:
+        if self.options.metrics_port is None:
+            return
+        from prometheus_client import start_http_server
+
+        try:
+            server = start_http_server(self.options.metrics_port, addr=self.options.metrics_host,
+                                       registry=self.metrics.registry)
+        except OSError as exc:
+            raise ConsumeConfigError(
+                f"cannot serve metrics on {self.options.metrics_host}:{self.options.metrics_port}: "
+                f"{exc.strerror or exc}") from None
+        self._metrics_server = server[0] if isinstance(server, tuple) else server
+        log.info("metrics at http://%s:%d/metrics", self.options.metrics_host,
+                 self._metrics_server.server_address[1] if self._metrics_server else self.options.metrics_port)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return tuple(self._metrics_server.server_address[:2]) if self._metrics_server else None
+
+    def _backoff(self, what: str, exc: BaseException | None) -> None:
+        delay = min(self.options.max_backoff_s, 2.0 ** min(self._failures, 16))
+        self._failures += 1
+        log.warning("%s%s; retrying in %.0f s (attempt %d)", what, f" ({_describe(exc)})" if exc else "",
+                    delay, self._failures)
+        self._stop.wait(delay)
+
+    def _connect(self) -> bool:
+        """Create the clients, retrying with backoff; False when stopped first."""
+        kafka = _kafka()
+        o = self.options
+        while not self._stop.is_set():
+            try:
+                self._consumer = _make_consumer(self._consumer_config())
+                self._check_topics()
+                if o.output_topic or o.dead_letter_topic:
+                    self._producer = self._make_producer()
+                self._consumer.subscribe(list(o.topics), listener=self._listener.as_kafka_listener())
+                self._failures = 0
+                log.info("connected to %s", o.bootstrap_servers)
+                return True
+            except ConsumeConfigError:
+                raise
+            except kafka.errors.KafkaError as exc:
+                self._close_clients()
+                if _is_fatal(exc):
+                    raise ConsumeConfigError(f"Kafka refused the worker: {_describe(exc)}") from None
+                self._backoff(f"cannot reach Kafka at {o.bootstrap_servers}", exc)
+            except OSError as exc:
+                self._close_clients()
+                self._backoff(f"cannot reach Kafka at {o.bootstrap_servers}", exc)
+        return False
+
+    def _consumer_config(self) -> dict:
+        o = self.options
+        return {
+            **o.client_config(),
+            "group_id": o.group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": o.auto_offset_reset,
+            "isolation_level": "read_committed",
+            "max_poll_records": o.max_batch_docs,
+            "bootstrap_timeout_ms": 10_000,
+            **({"group_instance_id": o.group_instance_id} if o.group_instance_id else {}),
+            **({"session_timeout_ms": o.session_timeout_ms} if o.session_timeout_ms else {}),
+        }
+
+    def _make_producer(self):
+        from kafka import KafkaProducer
+
+        o = self.options
+        config = {
+            **o.client_config(),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "max_request_size": max(o.max_message_bytes + 64 * 1024, 1_048_576),
+            "max_block_ms": 15_000,
+            "bootstrap_timeout_ms": 10_000,
+        }
+        if o.exactly_once:
+            config["transactional_id"] = o.effective_transactional_id()
+            config["transaction_timeout_ms"] = o.transaction_timeout_ms
+        producer = KafkaProducer(**config)
+        if o.exactly_once:
+            try:
+                producer.init_transactions()
+            except BaseException:
+                producer.close(timeout=2)
+                raise
+        return producer
+
+    def _check_topics(self) -> None:
+        o = self.options
+        available = self._consumer.topics()
+        wanted = [*o.topics, *(t for t in (o.output_topic, o.dead_letter_topic) if t)]
+        missing = [t for t in wanted if t not in available]
+        if missing:
+            raise ConsumeConfigError(f"topic(s) {', '.join(missing)} do not exist on {o.bootstrap_servers}")
+
+    def _close_clients(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing after a failure
+                pass
+            self._producer = None
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False, timeout_ms=5_000)
+            except Exception:  # noqa: BLE001
+                pass
+            self._consumer = None
+
+    def _close(self) -> None:
+        self._close_clients()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
+
+    # ---- the loop
+
+    def _limit_left(self) -> int | None:
+        """Messages still allowed by ``max_docs`` (None: no limit)."""
+        if self.options.max_docs is None:
+            return None
+        return self.options.max_docs - self.report.docs_in
+
+    def _loop(self) -> None:
+        o = self.options
+        hand = self._hand
+        deadline = None
+        last_message = time.monotonic()
+        batch_s = o.max_batch_ms / 1000
+        while not self._stop.is_set():
+            left = self._limit_left()
+            if left is not None and left <= 0:
+                self.report.stopped_by = "max_docs"
+                break
+            take = o.max_batch_docs if left is None else min(o.max_batch_docs, left)
+            now = time.monotonic()
+            if len(hand) < take or self._rebalancing:
+                # short polls: the stop flag, part rolls and log lines are looked at between them
+                timeout = min(max(0.0, deadline - now) if hand and deadline is not None else batch_s, 0.5)
+                records = self._poll(timeout, o.max_batch_docs)
+            else:
+                records = {}
+            self._apply_rebalance()
+            if not hand:
+                deadline = None
+            for tp, recs in records.items():
+                state = self._states.setdefault(tp, _PartitionState())
+                if state.resume_at is None:
+                    state.resume_at = recs[0].offset
+                state.next_offset = recs[-1].offset + 1
+                hand.extend(recs)
+            now = time.monotonic()
+            if records:
+                last_message = now
+                if deadline is None:
+                    deadline = now + batch_s
+            if hand and not self._rebalancing and (len(hand) >= take or now >= deadline):
+                batch = hand[:take]
+                del hand[:take]
+                self._process(batch)
+                deadline = time.monotonic() + batch_s if hand else None
+            self._housekeeping()
+            if (o.idle_timeout is not None and not hand and time.monotonic() - last_message >= o.idle_timeout
+                    and not self._rebalancing and self.lag() == 0):
+                self.report.stopped_by = "idle_timeout"
+                break
+        if not self.report.stopped_by:
+            self.report.stopped_by = "signal"
+
+    def _poll(self, timeout_s: float, max_records: int) -> dict:
+        kafka = _kafka()
+        try:
+            return self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except kafka.errors.KafkaError as exc:
+            if _is_fatal(exc):
+                raise ConsumeConfigError(f"Kafka refused the worker: {_describe(exc)}") from None
+            self._backoff("polling failed", exc)
+            return {}
+
+    def _apply_rebalance(self) -> None:
+        for kind, tps in self._listener.take():
+            if kind == "revoked":
+                self._pending_revoked |= tps
+                self._rebalancing = True
+                if tps:
+                    log.info("rebalance: %d partition(s) revoked, waiting for the new assignment", len(tps))
+            elif kind == "lost":
+                self._pending_revoked -= tps
+                self._drop(tps, "lost (the group evicted this worker)")
+            else:  # assigned: the rebalance is complete
+                current = set(self._consumer.assignment())
+                gone = self._pending_revoked - current
+                self._pending_revoked = set()
+                self._rebalancing = False
+                if gone:
+                    self._drop(gone, "revoked")
+                for tp in list(self._states):
+                    if tp not in current:
+                        self._states.pop(tp)
+                self.metrics.assigned.set(len(current))
+                log.info("rebalance: %d partition(s) assigned: %s", len(current),
+                         ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(current)) or "none")
+
+    def _discard_hand(self, tps) -> int:
+        """Remove the records of ``tps`` from the hand; returns how many."""
+        keys = {(tp.topic, tp.partition) for tp in tps}
+        hand = self._hand
+        before = len(hand)
+        hand[:] = [r for r in hand if (r.topic, r.partition) not in keys]
+        return before - len(hand)
+
+    def _drop(self, tps: set, why: str) -> None:
+        """Forget the uncommitted work of partitions this worker no longer owns (never commit it)."""
+        dropped = self._discard_hand(tps)
+        buffered = 0
+        for tp in tps:
+            state = self._states.pop(tp, None)
+            if state is not None and state.part is not None:
+                buffered += state.part.docs
+        if dropped or buffered:
+            self.report.dropped_on_rebalance += dropped + buffered
+            self.metrics.dropped.inc(dropped + buffered)
+            log.info("partition(s) %s %s: dropped %d unprocessed and %d processed but uncommitted message(s); "
+                     "they are re-read from the last committed offset",
+                     ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(tps)), why, dropped, buffered)
+
+    # ---- one batch
+
+    def _process(self, hand: list) -> None:
+        kafka = _kafka()
+        o = self.options
+        started = time.monotonic()
+        self._batch_stats = [0, 0]
+        tps = {}
+        for r in hand:
+            tps.setdefault(self._tp(r), []).append(r)
+        try:
+            outcomes = self._annotate(hand)
+            messages = self._messages(outcomes)
+            if o.exactly_once:
+                self._send_transaction(messages, tps)
+            else:
+                if messages:
+                    self._send(messages)
+                if o.output_dir:
+                    self._buffer(outcomes, tps)
+                    self._roll([tp for tp in tps if self._part_full(tp)])
+                else:
+                    self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()})
+        except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+            if o.exactly_once or isinstance(exc, kafka.errors.KafkaError):
+                self._reset_producer()
+            self._rewind(tps)
+            self.report.batch_failures += 1
+            self.metrics.batch_failures.inc()
+            self._backoff(f"batch of {len(hand)} message(s) failed; rewound "
+                          f"{len(tps)} partition(s) to their last committed offsets", exc)
+            return
+        self._failures = 0
+        self._count(outcomes, messages)
+        self.report.batches += 1
+        self.metrics.batches.inc()
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    @staticmethod
+    def _tp(record):
+        from kafka import TopicPartition
+
+        return TopicPartition(record.topic, record.partition)
+
+    def _annotate(self, hand: list) -> list[_Outcome]:
+        o = self.options
+        outcomes = []
+        for r in hand:
+            item = parse_document(r.value, source=f"{r.topic}/{r.partition}", position=r.offset,
+                                  id_field=o.id_field, text_field=o.text_field, keep_fields=o.keep_fields,
+                                  max_doc_chars=o.max_doc_chars)
+            if isinstance(item, Document):
+                outcomes.append(_Outcome(r, doc=item))
+            else:
+                outcomes.append(_Outcome(r, error=item))
+        good = [x for x in outcomes if x.doc is not None]
+        if not good:
+            return outcomes
+        try:
+            self._annotate_group(good)
+        except Exception as exc:  # noqa: BLE001 - isolate the document the model fails on
+            log.warning("annotating a batch of %d documents failed (%s); annotating them one by one",
+                        len(good), _describe(exc))
+            for x in good:
+                try:
+                    self._annotate_group([x])
+                except Exception as one:  # noqa: BLE001
+                    x.error = DocumentError(x.doc.source, x.doc.position, x.doc.doc_id,
+                                            f"pipeline_error: {_describe(one)}", x.doc.text[:RAW_LIMIT])
+                    x.doc = None
+        return outcomes
+
+    def _annotate_group(self, group: list[_Outcome]) -> None:
+        chunk = self.pipeline.annotate_all([x.doc for x in group])
+        per_doc = chunk.records_by_document(self.model, self.options.keep_fields)
+        for x, entities in zip(group, per_doc):
+            x.entities = entities
+        if self.options.output_dir and len(chunk):
+            columns = chunk.record_columns(self.model, self.options.keep_fields)
+            index = chunk.doc_index
+            bounds = np.searchsorted(index, np.arange(len(group) + 1))  # rows are ordered by document
+            for i, x in enumerate(group):
+                a, b = int(bounds[i]), int(bounds[i + 1])
+                if b > a:
+                    x.rows = {name: values[a:b] for name, values in columns.items()}
+        self._batch_stats[0] += chunk.sentences
+        self._batch_stats[1] += chunk.tokens
+
+    def _messages(self, outcomes: list[_Outcome]) -> list[tuple]:
+        """(topic, key, value, headers, kind) to produce, in input order; oversized outputs fail their document."""
+        o = self.options
+        out = []
+        for x in outcomes:
+            r = x.record
+            if x.doc is not None and o.output_topic:
+                value = json.dumps(
+                    {"doc_id": x.doc.doc_id, "model": self.model, "entities": x.entities,
+                     "source": {"topic": r.topic, "partition": r.partition, "offset": r.offset}},
+                    ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                ).encode("utf-8")
+                key = x.doc.doc_id.encode("utf-8")
+                if len(value) + len(key) > o.max_message_bytes:
+                    x.error = DocumentError(
+                        x.doc.source, x.doc.position, x.doc.doc_id,
+                        f"oversized: the output message is {len(value) + len(key)} bytes, more than "
+                        f"max_message_bytes={o.max_message_bytes}", x.doc.text[:RAW_LIMIT])
+                    x.doc = None
+                else:
+                    out.append((o.output_topic, key, value, None, "output"))
+            if x.error is not None:
+                log.warning("failed document at %s/%d offset %d%s: %s", r.topic, r.partition, r.offset,
+                            f" (id {x.error.doc_id})" if x.error.doc_id else "", x.error.reason)
+                if o.dead_letter_topic:
+                    out.append(self._dead_letter(x))
+        return out
+
+    def _dead_letter(self, x: _Outcome) -> tuple:
+        o = self.options
+        r = x.record
+        headers = [(k, v) for k, v in (r.headers or [])]
+        ours = [("reason", x.error.reason), ("reason-kind", reason_kind(x.error.reason)),
+                ("source-topic", r.topic), ("source-partition", str(r.partition)),
+                ("source-offset", str(r.offset))]
+        if x.error.doc_id is not None:
+            ours.append(("doc-id", x.error.doc_id))
+        headers += [(_HEADER_PREFIX + k, v.encode("utf-8", errors="backslashreplace")) for k, v in ours]
+        value = r.value
+        size = len(value or b"") + len(r.key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+        if size > o.max_message_bytes and value is not None:
+            keep = max(0, len(value) - (size - o.max_message_bytes))
+            headers.append((_HEADER_PREFIX + "payload-truncated", str(len(value)).encode()))
+            value = value[:keep]
+            log.error("dead-letter payload of %s/%d offset %d cut from %d to %d bytes to fit max_message_bytes",
+                      r.topic, r.partition, r.offset, len(r.value), keep)
+        return (o.dead_letter_topic, r.key, value, headers, "dead_letter")
+
+    def _send(self, messages: list[tuple]) -> None:
+        kafka = _kafka()
+        if self._producer is None:
+            self._producer = self._make_producer()
+        futures = [self._producer.send(topic, key=key, value=value, headers=headers)
+                   for topic, key, value, headers, _ in messages]
+        self._flush(len(futures))
+        for f in futures:
+            if not f.is_done:
+                raise kafka.errors.KafkaTimeoutError("output not acknowledged in time")
+            if f.failed():
+                raise f.exception
+
+    def _flush(self, count: int) -> None:
+        """Wait until every message sent is acknowledged or failed: at most ``flush_timeout_s``,
+        and at most a few more seconds once the worker is asked to stop."""
+        kafka = _kafka()
+        started = time.monotonic()
+        give_up = started + self.options.flush_timeout_s
+        warned = False
+        while True:
+            try:
+                self._producer.flush(timeout=0.5)
+                return
+            except kafka.errors.KafkaTimeoutError:
+                now = time.monotonic()
+                if self._stop.is_set():
+                    give_up = min(give_up, now + 5.0)
+                if now >= give_up:
+                    raise kafka.errors.KafkaTimeoutError(
+                        f"{count} message(s) not acknowledged after {now - started:.0f} s") from None
+                if not warned and now - started > 5:
+                    log.warning("waiting for Kafka to acknowledge %d message(s)...", count)
+                    warned = True
+
+    def _send_transaction(self, messages: list[tuple], tps: dict) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        if self._producer is None:
+            self._producer = self._make_producer()
+        self._producer.begin_transaction()
+        self._send(messages)
+        offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in tps.items()}
+        self._producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
+        self._producer.commit_transaction()
+        self._committed(tps.keys(), [r.timestamp for recs in tps.values() for r in recs])
+
+    def _reset_producer(self) -> None:
+        """Abort the open transaction, or drop a producer that may hold unsent or unfinished work."""
+        if self._producer is None:
+            return
+        if self.options.exactly_once:
+            try:
+                self._producer.abort_transaction()
+                return
+            except Exception as exc:  # noqa: BLE001 - fatal producer state: start a new one
+                log.warning("aborting the transaction failed (%s); restarting the producer", _describe(exc))
+        try:
+            self._producer.close(timeout=2)
+        except Exception:  # noqa: BLE001
+            pass
+        self._producer = None
+
+    def _rewind(self, tps) -> None:
+        """Send partitions back to their last committed offset, dropping their uncommitted work."""
+        assigned = set(self._consumer.assignment()) if self._consumer is not None else set()
+        self._discard_hand(tps)  # re-read after the seek
+        for tp in tps:
+            state = self._states.get(tp)
+            if state is None:
+                continue
+            if state.resume_at is not None and tp in assigned:
+                self._consumer.seek(tp, state.resume_at)
+            state.resume_at = None
+            state.part = None
+
+    def _commit(self, offsets: dict, timestamps: list | None = None) -> None:
+        from kafka.structs import OffsetAndMetadata
+
+        if not offsets:
+            return
+        self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                              timeout_ms=self.options.commit_timeout_ms)
+        self._committed(offsets.keys(), timestamps)
+
+    def _committed(self, tps, timestamps) -> None:
+        tps = set(tps)
+        first_left: dict = {}
+        for r in self._hand:  # records polled after the committed ones
+            tp = self._tp(r)
+            if tp in tps and tp not in first_left:
+                first_left[tp] = r.offset
+        for tp in tps:
+            state = self._states.get(tp)
+            if state is not None:
+                state.resume_at = first_left.get(tp)
+                state.part = None
+        self.report.commits += 1
+        self.metrics.commits.inc()
+        if timestamps:
+            now_ms = time.time() * 1000
+            for ts in timestamps:
+                if ts is not None and ts > 0:
+                    self.metrics.latency.observe(max(0.0, now_ms - ts) / 1000)
+
+    def _count(self, outcomes: list[_Outcome], messages: list[tuple]) -> None:
+        ok = sum(1 for x in outcomes if x.doc is not None)
+        failed = len(outcomes) - ok
+        entities = sum(len(x.entities or ()) for x in outcomes if x.doc is not None)
+        sentences, tokens = self._batch_stats
+        produced = sum(1 for m in messages if m[4] == "output")
+        dead = len(messages) - produced
+        rep = self.report
+        rep.docs_in += len(outcomes)
+        rep.docs_ok += ok
+        rep.docs_failed += failed
+        rep.produced += produced
+        rep.dead_lettered += dead
+        rep.entities += entities
+        rep.sentences += sentences
+        rep.tokens += tokens
+        m = self.metrics
+        m.consumed.inc(len(outcomes))
+        m.annotated.inc(ok)
+        m.produced.inc(produced)
+        m.dead_lettered.inc(dead)
+        m.tokens.inc(tokens)
+        m.entities.inc(entities)
+        for x in outcomes:
+            if x.error is not None:
+                m.failed.labels(reason_kind(x.error.reason)).inc()
+
+    # ---- parquet parts
+
+    def _buffer(self, outcomes: list[_Outcome], tps: dict) -> None:
+        now = time.monotonic()
+        by_tp: dict = {}
+        for x in outcomes:
+            by_tp.setdefault(self._tp(x.record), []).append(x)
+        for tp, xs in by_tp.items():
+            state = self._states.setdefault(tp, _PartitionState())
+            if state.part is None:
+                state.part = _Part(first_offset=xs[0].record.offset, last_offset=xs[-1].record.offset, opened=now)
+            part = state.part
+            part.last_offset = xs[-1].record.offset
+            part.docs += len(xs)
+            part.timestamps.extend(x.record.timestamp for x in xs)
+            columns: dict[str, list] = {name: [] for name in self.schema.names}
+            for x in xs:
+                if x.doc is not None and x.rows:
+                    for name, values in x.rows.items():
+                        columns[name].extend(values)
+                elif x.error is not None:
+                    part.errors.append(error_record(x.error))
+            n = len(columns["doc_id"])
+            if n:
+                part.tables.append(pa.Table.from_pydict(columns, schema=self.schema))
+                part.rows += n
+
+    def _part_full(self, tp) -> bool:
+        state = self._states.get(tp)
+        return bool(state and state.part and state.part.rows >= self.options.part_max_rows)
+
+    def _roll(self, tps) -> None:
+        """Write the parts of ``tps`` into place, then commit their offsets."""
+        from nerbatch.sinks import ParquetSink, open_error_sink
+
+        o = self.options
+        offsets, timestamps, written = {}, [], []
+        for tp in tps:
+            state = self._states.get(tp)
+            if state is None or state.part is None:
+                continue
+            part = state.part
+            errors_path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, "errors"))
+            if part.errors:
+                with open_error_sink(errors_path) as sink:
+                    sink.write_records(part.errors)
+            else:
+                try:  # a stale file from an attempt that was redone
+                    os.remove(errors_path)
+                except FileNotFoundError:
+                    pass
+            path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset))
+            metadata = {
+                "model": self.model, "group": o.group, "topic": tp.topic, "partition": str(tp.partition),
+                "first_offset": str(part.first_offset), "last_offset": str(part.last_offset),
+                "documents": str(part.docs), "failed": str(len(part.errors)),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "nerbatch_version": __version__,
+            }
+            with ParquetSink(path, self.schema, metadata) as sink:
+                for table in part.tables:
+                    sink.write_table(table)
+            written.append(path)
+            offsets[tp] = part.last_offset + 1
+            timestamps.extend(part.timestamps)
+        if not offsets:
+            return
+        self.report.parts += len(written)
+        self.report.part_paths.extend(written)
+        self.metrics.parts.inc(len(written))
+        self._commit(offsets, timestamps)
+
+    def _roll_due(self) -> None:
+        kafka = _kafka()
+        now = time.monotonic()
+        due = [tp for tp, s in self._states.items()
+               if s.part is not None and (now - s.part.opened >= self.options.part_max_seconds
+                                          or s.part.rows >= self.options.part_max_rows)]
+        if not due:
+            return
+        try:
+            self._roll(due)
+        except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+            self._rewind(due)
+            self.report.batch_failures += 1
+            self.metrics.batch_failures.inc()
+            self._backoff(f"writing or committing {len(due)} part(s) failed; rewound their partitions "
+                          "to the last committed offsets", exc)
+
+    # ---- housekeeping
+
+    def _housekeeping(self) -> None:
+        if self.options.output_dir and not self._rebalancing:
+            self._roll_due()
+        now = time.monotonic()
+        if now - self._last_log >= self.options.log_interval:
+            self._log_progress(now)
+
+    def lag(self) -> int:
+        """Messages between this worker's position and the end of its assigned partitions (known ones)."""
+        total = 0
+        if self._consumer is None:
+            return 0
+        for tp in self._consumer.assignment():
+            state = self._states.get(tp)
+            try:
+                high = self._consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - partition just revoked
+                continue
+            if high is not None and state is not None and state.next_offset is not None:
+                total += max(0, high - state.next_offset)
+        return total
+
+    def _log_progress(self, now: float) -> None:
+        rep = self.report
+        elapsed = max(1e-9, now - self._last_log)
+        docs0, tokens0 = self._last_log_counts
+        lag = self.lag()
+        self.metrics.lag.set(lag)
+        log.info("consumed=%d produced=%d dead_lettered=%d failed=%d lag=%d docs/s=%.1f tokens/s=%.0f "
+                 "batches=%d retries=%d", rep.docs_in, rep.produced, rep.dead_lettered, rep.docs_failed, lag,
+                 (rep.docs_in - docs0) / elapsed, (rep.tokens - tokens0) / elapsed, rep.batches,
+                 rep.batch_failures)
+        self._last_log = now
+        self._last_log_counts = (rep.docs_in, rep.tokens)
+
+    # ---- stopping
+
+    def _drain(self) -> None:
+        """Finish the messages in hand, write the open parts and commit everything."""
+        if self._consumer is None:
+            return
+        if self._rebalancing and self._pending_revoked:
+            self._drop(self._pending_revoked, "revoked while stopping")
+        hand = self._hand
+        while hand:
+            left = self._limit_left()
+            if left is not None and left <= 0:
+                break  # beyond max_docs: left uncommitted for the next run
+            take = self.options.max_batch_docs if left is None else min(self.options.max_batch_docs, left)
+            batch = hand[:take]
+            del hand[:take]
+            failures = self.report.batch_failures
+            self._process(batch)
+            if self.report.batch_failures != failures:
+                break  # rewound: the next run redoes it
+        if self.options.output_dir:
+            kafka = _kafka()
+            pending = [tp for tp, s in self._states.items() if s.part is not None]
+            try:
+                self._roll(pending)
+            except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+                log.warning("could not write or commit %d part(s) while stopping (%s); they are redone "
+                            "from the last committed offsets", len(pending), _describe(exc))
+        self._log_progress(time.monotonic())
+
+
+def consume(options: ConsumeOptions, pipeline=None, *, handle_signals: bool = False) -> ConsumeReport:
+    """Run a worker until it is stopped; returns its report.
+
+    ``pipeline`` defaults to the shipped model.  ``handle_signals=True``
+    (main thread only) makes SIGTERM and SIGINT stop the worker gracefully:
+    the batch in hand is finished and committed before it returns.
+    """
+    if pipeline is None:
+        from nerbatch.bundle import load_bundle
+        from nerbatch.pipeline import NerPipeline
+
+        pipeline = NerPipeline(load_bundle(None))
+    worker = Worker(options, pipeline)
+    if not handle_signals:
+        return worker.run()
+
+    def on_signal(signum, frame):
+        if worker.stopping:
+            log.info("already stopping")
+            return
+        log.info("%s received: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return worker.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def report_dict(report: ConsumeReport) -> dict:
+    """The report as JSON-ready data."""
+    return asdict(report)

@@ -1,0 +1,555 @@
+"""The Kafka worker (``nerbatch consume``) against the real local broker.
+
+In-process workers run in threads with the tiny bundle; subprocess workers
+run ``python -m nerbatch consume --model <tiny bundle>`` and are stopped with
+SIGTERM or killed with SIGKILL.  The tiny bundle (2 epochs on the committed
+sample) finds almost no entities, so the in-process end-to-end test wraps it
+with a word list that adds a ``geo`` entity for known place names: the real
+model still runs on every document, and entity rows really flow to both
+outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, part_name
+from nerbatch.documents import Document, DocumentError, parse_document
+from nerbatch.pipeline import AnnotatedChunk
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "tests" / "fixtures" / "gmb_sample.csv"
+WAIT_S = 90  # upper bound of every wait; waits poll and end as soon as the condition holds
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sentences(n: int) -> list[str]:
+    """The first ``n`` sentences of the committed GMB sample, detokenised (real news text)."""
+    out, words = [], []
+    with open(SAMPLE, encoding="latin-1", newline="") as handle:
+        rows = csv.reader(handle)
+        next(rows)
+        for row in rows:
+            if row[0].strip() and words:
+                out.append(_detok(words))
+                words = []
+                if len(out) == n:
+                    return out
+            words.append(row[1])
+    out.append(_detok(words))
+    return out[:n]
+
+
+def _detok(words: list[str]) -> str:
+    text = " ".join(words)
+    return re.sub(r" ([.,;:!?'%)])", r"\1", text).replace("( ", "(")
+
+
+def _docs(n: int, prefix: str) -> list[tuple[str, bytes]]:
+    texts = _sentences(n)
+    return [(f"{prefix}-{i:05d}", json.dumps({"id": f"{prefix}-{i:05d}", "text": texts[i % len(texts)],
+                                              "lang": "en"}).encode()) for i in range(n)]
+
+
+def _produce(bootstrap: str, topic: str, messages, *, keyed: bool = True) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    try:
+        for key, value, *headers in messages:
+            producer.send(topic, key=key.encode() if keyed and key else None, value=value,
+                          headers=headers[0] if headers else None)
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=30)
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int, isolation: str = "read_uncommitted") -> dict:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation)
+    try:
+        return {tp.partition: o for tp, o in
+                consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)]).items()}
+    finally:
+        consumer.close()
+
+
+def _read_all(bootstrap: str, topic: str, partitions: int, isolation: str = "read_uncommitted") -> list:
+    """Everything readable in ``topic`` now (under read_committed: up to the last stable offset)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level=isolation)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records, deadline = [], time.monotonic() + WAIT_S
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"reading {topic} stuck"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def _committed(kafka_admin, group: str, topic: str) -> dict:
+    offsets = kafka_admin.list_group_offsets({group: None})[group]
+    return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic}
+
+
+def _wait(condition, what: str, timeout: float = WAIT_S, proc: subprocess.Popen | None = None, log=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}" + (f":\n{_tail(log)}" if log else ""))
+        time.sleep(0.2)
+
+
+def _tail(path, n: int = 40) -> str:
+    if not path or not os.path.exists(path):
+        return ""
+    return "".join(open(path, encoding="utf-8", errors="replace").readlines()[-n:])
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    handle = open(log, "ab")  # noqa: SIM115 - owned by the process
+    try:
+        return subprocess.Popen([sys.executable, "-m", "nerbatch", "consume", *args], cwd=REPO, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        handle.close()
+
+
+def _log_has(log: Path, text: str, after: int = 0) -> bool:
+    return log.exists() and text in log.read_text(encoding="utf-8", errors="replace")[after:]
+
+
+def _parts(folder) -> list[dict]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, "part-*.parquet"))):
+        meta = {k.decode(): v.decode() for k, v in pq.read_metadata(path).metadata.items()}
+        out.append({"path": path, "partition": int(meta["partition"]), "first": int(meta["first_offset"]),
+                    "last": int(meta["last_offset"]), "docs": int(meta["documents"]), "meta": meta})
+    return out
+
+
+def _check_coverage(parts: list[dict], ends: dict) -> None:
+    """The parts of each partition cover offsets 0..end-1 exactly: no gap, no overlap."""
+    for p, end in ends.items():
+        ranges = sorted((x["first"], x["last"]) for x in parts if x["partition"] == p)
+        expected = 0
+        for first, last in ranges:
+            assert first == expected, f"partition {p}: parts {ranges} leave a gap or overlap at {expected}"
+            expected = last + 1
+        assert expected == end, f"partition {p}: parts end at {expected}, the partition at {end}"
+
+
+class _PlaceNames:
+    """The real pipeline, plus a ``geo`` entity for every place name of a short list."""
+
+    PLACES = ("London", "Iraq", "Baghdad", "Iran", "Paris", "Washington", "Pakistan", "Afghanistan")
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.model_name = inner.model_name
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def annotate_all(self, documents):
+        docs = list(documents)
+        with self.lock:
+            self.calls.append(len(docs))
+            chunk = self.inner.annotate_all(docs)
+        rows = [(int(d), int(s), lab, txt, int(a), int(b), float(sc)) for d, s, lab, txt, a, b, sc in zip(
+            chunk.doc_index, chunk.sentence, chunk.label, chunk.text, chunk.start, chunk.end, chunk.score)]
+        for i, doc in enumerate(docs):
+            for place in self.PLACES:
+                for m in re.finditer(rf"\b{place}\b", doc.text):
+                    rows.append((i, 0, "geo", place, m.start(), m.end(), 0.5))
+        rows.sort(key=lambda r: (r[0], r[4]))
+        col = list(zip(*rows)) if rows else [[]] * 7
+        return AnnotatedChunk(docs, np.array(col[0], np.int64), np.array(col[1], np.int64), list(col[2]),
+                              list(col[3]), np.array(col[4], np.int64), np.array(col[5], np.int64),
+                              np.array(col[6], np.float32), chunk.sentences, chunk.tokens)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_bundle):
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    return NerPipeline(load_bundle(tiny_bundle), batch_size=64)
+
+
+def _uid(kind: str) -> str:
+    return f"nbt-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def _start(worker: Worker) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+
+    def target():
+        try:
+            box["report"] = worker.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="test-worker", daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _finish(thread: threading.Thread, box: dict, timeout: float = WAIT_S):
+    thread.join(timeout)
+    assert not thread.is_alive(), "worker did not stop"
+    if "error" in box:
+        raise box["error"]
+    return box["report"]
+
+
+# --------------------------------------------------------------------------- no broker needed
+
+
+def test_parse_document_uses_the_jsonl_rules():
+    doc = parse_document(b'{"id": 7, "text": "Rain in Paris.", "lang": "fr"}', source="news/2", position=41,
+                         keep_fields=["lang"])
+    assert doc == Document("7", "Rain in Paris.", {"lang": "fr"}, "news/2", 41)
+    assert parse_document(b'{"text": "No id."}', source="news/2", position=42).doc_id == "news/2:42"
+    cases = {
+        b"{oops": "malformed_json", b"[1, 2]": "not_object", b'{"id": "a"}': "missing_text",
+        b'{"text": 3}': "non_string_text", b'{"text": "  "}': "empty_text", b"\xff\xfe": "invalid_utf8",
+        b'{"text": "' + b"x" * 50 + b'"}': "oversized", b"": "malformed_json", None: "malformed_json",
+        b'{"text": "a"}\n{"text": "b"}': "malformed_json",
+    }
+    for payload, kind in cases.items():
+        error = parse_document(payload, source="news/0", position=5, max_doc_chars=20)
+        assert isinstance(error, DocumentError) and error.reason.startswith(kind + ":"), (payload, error)
+        assert (error.source, error.position) == ("news/0", 5)
+    assert parse_document(b'\xef\xbb\xbf{"text": "BOM"}\n', source="t/0", position=9).text == "BOM"
+
+
+def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
+    base = dict(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g")
+    bad = [
+        (dict(output_dir=str(tmp_path)), None),  # fine
+        (dict(), "nowhere to write"),
+        (dict(output_topic="out"), "would vanish"),
+        (dict(output_topic="out", output_dir=str(tmp_path), exactly_once=True), "parquet files cannot join"),
+        (dict(output_topic="in", dead_letter_topic="dlq"), "also an input topic"),
+        (dict(output_dir=str(tmp_path), security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+              sasl_username="u"), "NERBATCH_KAFKA_PASSWORD"),
+        (dict(output_dir=str(tmp_path), keep_fields=("label",)), "collides"),
+    ]
+    for extra, message in bad:
+        options = ConsumeOptions(**base, **extra)
+        if message is None:
+            options.validate()
+            continue
+        with pytest.raises(Exception, match=message):
+            options.validate()
+    monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", "s3cret")
+    options = ConsumeOptions(**base, output_dir=str(tmp_path), security_protocol="SASL_SSL",
+                             sasl_mechanism="SCRAM-SHA-512", sasl_username="u")
+    options.validate()
+    assert options.client_config()["sasl_plain_password"] == "s3cret"
+    assert "s3cret" not in repr(options)
+
+    from typer.testing import CliRunner
+
+    from nerbatch.cli import app
+
+    result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g",
+                                      "--output-topic", "out"])
+    assert result.exit_code == 2 and "would vanish" in result.output and "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- against the broker
+
+
+def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline,
+                                                   tmp_path):
+    source, out, dlq = kafka_topic_factory(3), kafka_topic_factory(3), kafka_topic_factory(1)
+    group = _uid("e2e")
+    good = _docs(150, "e2e")
+    poison = [
+        ("p-json", b'{"id": "bad-json", "text": '),
+        ("p-notext", b'{"id": "no-text", "body": "where is the text"}'),
+        ("p-big", json.dumps({"id": "too-big", "text": "word " * 2000}).encode()),
+        ("p-array", b'["not", "an", "object"]'),
+        ("p-utf8", b'{"id": "bad-utf8", "text": "caf\xe9"}'),
+        ("p-empty", b""),
+    ]
+    messages = list(good)
+    for i, (key, value) in enumerate(poison):  # spread among the good ones
+        messages.insert(10 + 25 * i, (key, value, [("trace", f"t{i}".encode())]))
+    _produce(kafka_bootstrap, source, messages)
+
+    worker_pipeline = _PlaceNames(pipeline)
+    folder = tmp_path / "parts"
+    options = ConsumeOptions(
+        bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+        output_dir=str(folder), dead_letter_topic=dlq, max_batch_docs=40, max_batch_ms=300,
+        keep_fields=("lang",), max_doc_chars=5000, part_max_seconds=1.0, idle_timeout=4.0, log_interval=1.0,
+        metrics_port=0,
+    )
+    worker = Worker(options, worker_pipeline)
+    thread, box = _start(worker)
+    _wait(worker.running.is_set, "the worker to connect")
+    host, port = worker.metrics_address
+    _wait(lambda: worker.report.docs_in == len(messages), "every message to be processed")
+    metrics = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    report = _finish(thread, box)
+
+    # micro-batches, never one document at a time
+    assert max(worker_pipeline.calls) > 1 and all(n <= 40 for n in worker_pipeline.calls)
+    assert (report.docs_in, report.docs_ok, report.docs_failed) == (156, 150, 6)
+    assert report.stopped_by == "idle_timeout"
+
+    # one output message per good document, keyed by its id
+    outputs = _read_all(kafka_bootstrap, out, 3)
+    assert sorted(r.key.decode() for r in outputs) == sorted(k for k, _ in good)
+    values = [json.loads(r.value) for r in outputs]
+    assert all(v["doc_id"] == r.key.decode() and v["model"] == pipeline.model_name for v, r in zip(values, outputs))
+    assert all(set(v["source"]) == {"topic", "partition", "offset"} and v["source"]["topic"] == source
+               for v in values)
+    with_entities = [v for v in values if v["entities"]]
+    assert 0 < len(with_entities) < len(values)  # "entities": [] is the no-entities outcome
+    for v in with_entities:
+        for e in v["entities"]:
+            assert e["doc_id"] == v["doc_id"] and e["lang"] == "en" and e["label"] in {"geo", "per", "org", "gpe",
+                                                                                     "tim", "art", "eve", "nat"}
+
+    # poison: dead-lettered with the original payload, key and headers, never blocking the others
+    dead = _read_all(kafka_bootstrap, dlq, 1)
+    assert sorted(r.value for r in dead) == sorted(v for _, v in poison)
+    for r in dead:
+        headers = dict(r.headers)
+        kind = headers["nerbatch-reason-kind"].decode()
+        assert kind in {"malformed_json", "missing_text", "oversized", "not_object", "invalid_utf8"}
+        assert headers["nerbatch-reason"].decode().startswith(kind + ":")
+        assert headers["nerbatch-source-topic"].decode() == source
+        src = (int(headers["nerbatch-source-partition"]), int(headers["nerbatch-source-offset"]))
+        assert headers["trace"].startswith(b"t") and r.key.decode().startswith("p-")
+        if r.key == b"p-notext":
+            assert headers["nerbatch-doc-id"] == b"no-text" and kind == "missing_text"
+        assert src[0] in range(3)
+
+    # parquet: the parts cover every offset; their rows are exactly the entity records of the topic
+    ends = _end_offsets(kafka_bootstrap, source, 3)
+    parts = _parts(folder)
+    _check_coverage(parts, ends)
+    assert sum(p["docs"] for p in parts) == len(messages)
+    assert all(p["meta"]["group"] == group and p["meta"]["model"] == pipeline.model_name for p in parts)
+    assert os.path.basename(parts[0]["path"]) == part_name(source, parts[0]["partition"], parts[0]["first"])
+    rows = [row for p in parts for row in pq.read_table(p["path"]).to_pylist()]
+    topic_rows = [e for v in values for e in v["entities"]]
+    key = lambda e: (e["doc_id"], e["start"], e["end"], e["label"])  # noqa: E731
+    assert sorted(map(key, rows)) == sorted(map(key, topic_rows))
+    errors = [json.loads(line) for f in glob.glob(str(folder / "errors-*.jsonl")) for line in open(f)]
+    assert sorted(e["position"] for e in errors) == sorted(
+        int(dict(r.headers)["nerbatch-source-offset"]) for r in dead)
+
+    # every offset committed, nothing left behind
+    assert _committed(kafka_admin, group, source) == ends
+    assert "nerbatch_consume_messages_total 156.0" in metrics
+    assert 'nerbatch_consume_documents_failed_total{reason="malformed_json"} 2.0' in metrics
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                           tiny_bundle, tmp_path):
+    source, out, dlq = kafka_topic_factory(2), kafka_topic_factory(2), kafka_topic_factory(1)
+    group = _uid("term")
+    log = tmp_path / "worker.log"
+    report = tmp_path / "report.json"
+    proc = _spawn(["-b", kafka_bootstrap, "-t", source, "-g", group, "--output-topic", out,
+                   "--dead-letter-topic", dlq, "--model", str(tiny_bundle), "--max-batch-docs", "1000",
+                   "--max-batch-ms", "60000", "--report", str(report)], log)
+    try:
+        _wait(lambda: _log_has(log, "partition(s) assigned"), "the worker to join its group", proc=proc, log=log)
+        docs = _docs(40, "term")
+        _produce(kafka_bootstrap, source, docs)
+        time.sleep(1.5)  # let it poll them into its (60 s) batch
+        assert sum(_end_offsets(kafka_bootstrap, out, 2).values()) == 0  # nothing processed yet
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, _tail(log)
+    assert took < 10, f"took {took:.1f}s to stop"
+    assert "SIGTERM received" in log.read_text()
+    outputs = _read_all(kafka_bootstrap, out, 2)
+    assert sorted(r.key.decode() for r in outputs) == sorted(k for k, _ in docs)
+    assert _committed(kafka_admin, group, source) == _end_offsets(kafka_bootstrap, source, 2)
+    saved = json.loads(report.read_text())
+    assert saved["docs_in"] == 40 and saved["stopped_by"] == "signal" and saved["batches"] == 1
+
+
+def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = ConsumeOptions(bootstrap_servers=f"127.0.0.1:{port}", topics=("in",), group="g",
+                             output_dir=str(tmp_path / "o"), max_backoff_s=1.0)
+    worker = Worker(options, pipeline)
+    with caplog.at_level("WARNING", logger="nerbatch.consumer"):
+        thread, box = _start(worker)
+        _wait(lambda: sum("cannot reach Kafka" in r.message for r in caplog.records) >= 2, "two retries",
+              timeout=60)
+        worker.stop()
+        report = _finish(thread, box, timeout=30)
+    assert report.docs_in == 0 and report.stopped_by == "signal"
+    assert not worker.running.is_set()
+
+
+def test_two_workers_share_a_topic_exactly_once_in_steady_state(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                                 pipeline, tmp_path):
+    source, out, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
+    group = _uid("pair")
+    shared = _PlaceNames(pipeline)  # one model, calls serialised by its lock
+    workers = []
+    for i in range(2):
+        options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                                 output_topic=out, dead_letter_topic=dlq, max_batch_docs=25, max_batch_ms=200,
+                                 session_timeout_ms=10_000, log_interval=5.0)
+        workers.append(Worker(options, shared))
+    runs = [_start(w) for w in workers]
+    try:
+        def balanced():
+            sizes = [len(w._consumer.assignment()) if w._consumer else 0 for w in workers]
+            return sizes == [2, 2] and not any(w._rebalancing for w in workers)
+
+        _wait(balanced, "both workers to hold 2 partitions each")
+        docs = _docs(300, "pair")
+        _produce(kafka_bootstrap, source, docs)
+        _wait(lambda: sum(w.report.docs_in for w in workers) >= 300, "all documents to be processed")
+    finally:
+        for w in workers:
+            w.stop()
+        reports = [_finish(t, b) for t, b in runs]
+    assert all(r.docs_in > 0 for r in reports), [r.docs_in for r in reports]
+    assert sum(r.docs_in for r in reports) == 300
+    assert sum(r.dropped_on_rebalance for r in reports) == 0
+    keys = Counter(r.key.decode() for r in _read_all(kafka_bootstrap, out, 4))
+    assert sorted(keys) == sorted(k for k, _ in docs) and set(keys.values()) == {1}
+    assert _committed(kafka_admin, group, source) == _end_offsets(kafka_bootstrap, source, 4)
+
+
+def _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, tmp_path, *, exactly_once: bool):
+    """Kill a subprocess worker 3 times mid-stream (SIGKILL), restart it, let it finish; returns the facts."""
+    partitions = 3
+    source, out, dlq = (kafka_topic_factory(partitions), kafka_topic_factory(partitions),
+                        kafka_topic_factory(1))
+    group = _uid("crash")
+    slot = _uid("slot")
+    folder = tmp_path / "parts"
+    docs = _docs(400, "crash")
+    _produce(kafka_bootstrap, source, docs)
+    args = ["-b", kafka_bootstrap, "-t", source, "-g", group, "--output-topic", out, "--dead-letter-topic", dlq,
+            "--model", str(tiny_bundle), "--max-batch-docs", "12", "--max-batch-ms", "100",
+            "--group-instance-id", slot, "--session-timeout-ms", "10000", "--log-interval", "1"]
+    if exactly_once:
+        args += ["--exactly-once", "--transactional-id", slot]
+    else:
+        args += ["--output-dir", str(folder), "--part-max-seconds", "0.5"]
+    rng = random.Random(1234 + exactly_once)
+    log = tmp_path / "worker.log"
+    committed_at_kill = []
+    kills = 0
+    while kills < 3:
+        before = sum(_end_offsets(kafka_bootstrap, out, partitions).values())
+        proc = _spawn(args + ["--idle-timeout", "6"], log)
+        try:
+            # kill at a random point after this run produced some more output
+            target = before + rng.randint(40, 90)
+            _wait(lambda: sum(_end_offsets(kafka_bootstrap, out, partitions).values()) >= target,
+                  f"output to reach {target} messages", proc=proc, log=log)
+            time.sleep(rng.uniform(0, 0.3))
+        finally:
+            proc.kill()
+            proc.wait()
+        kills += 1
+        committed_at_kill.append(_committed(kafka_admin, group, source))
+    proc = _spawn(args + ["--idle-timeout", "6"], log)
+    try:
+        code = proc.wait(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, _tail(log)
+    ends = _end_offsets(kafka_bootstrap, source, partitions)
+    assert _committed(kafka_admin, group, source) == ends
+    return {"source": source, "out": out, "folder": folder, "docs": docs, "ends": ends,
+            "committed_at_kill": committed_at_kill, "kills": kills, "log": log}
+
+
+def _duplicates_only_from_uncommitted(outputs: list, committed_at_kill: list[dict]) -> None:
+    copies = Counter((json.loads(r.value)["source"]["partition"], json.loads(r.value)["source"]["offset"])
+                     for r in outputs)
+    for (p, offset), n in copies.items():
+        redone = sum(1 for c in committed_at_kill if offset >= c.get(p, 0))
+        assert n <= 1 + redone, f"partition {p} offset {offset} output {n} times but was uncommitted at {redone} kills"
+
+
+def test_crash_restart_at_least_once_loses_nothing(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle,
+                                                   tmp_path):
+    run = _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, tmp_path, exactly_once=False)
+    outputs = _read_all(kafka_bootstrap, run["out"], 3)
+    ids = Counter(r.key.decode() for r in outputs)
+    expected = {k for k, _ in run["docs"]}
+    assert set(ids) == expected  # zero loss
+    _duplicates_only_from_uncommitted(outputs, run["committed_at_kill"])
+    duplicated = sum(n - 1 for n in ids.values())
+    # parquet: the parts cover every offset exactly once (redone parts replace the ones they redo)
+    _check_coverage(_parts(run["folder"]), run["ends"])
+    print(f"\nat-least-once crash test: {len(expected)} documents, {run['kills']} kills, "
+          f"lost {len(expected - set(ids))}, duplicated {duplicated} output messages")
+
+
+def test_crash_restart_exactly_once_has_no_duplicates(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                      tiny_bundle, tmp_path):
+    run = _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, tmp_path, exactly_once=True)
+    committed = _read_all(kafka_bootstrap, run["out"], 3, "read_committed")
+    ids = Counter(r.key.decode() for r in committed)
+    expected = {k for k, _ in run["docs"]}
+    assert set(ids) == expected  # zero loss
+    assert set(ids.values()) == {1}  # zero duplicates for a read_committed reader
+    everything = _read_all(kafka_bootstrap, run["out"], 3)
+    print(f"\nexactly-once crash test: {len(expected)} documents, {run['kills']} kills, "
+          f"lost {len(expected - set(ids))}, duplicated {sum(n - 1 for n in ids.values())} (read_committed); "
+          f"{len(everything) - len(committed)} aborted output messages in the log")
