@@ -54,38 +54,62 @@ def default_shape(arch: str, n_words: int, n_tags: int, n_chars: int, **override
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
 
 
-def build_model(shape: ModelShape):
+def build_model(shape: ModelShape, members: int = 1):
+    """The network; with ``members > 1``, that many copies whose tag probabilities are averaged.
+
+    Every layer with weights has a fixed name (prefixed ``m<i>_`` in an
+    ensemble) so weights can be copied by name.
+    """
     k = keras()
     layers = k.layers
-    words = layers.Input(shape=(None,), dtype="int32", name="words")
+    inputs = {"words": layers.Input(shape=(None,), dtype="int32", name="words")}
+    if shape.use_chars:
+        inputs["chars"] = layers.Input(shape=(None, shape.max_word_len), dtype="int32", name="chars")
+    if shape.use_casing:
+        inputs["casing"] = layers.Input(shape=(None,), dtype="int32", name="casing")
+    if members == 1:
+        outputs = _tag_probabilities(shape, inputs, prefix="")
+    else:
+        outputs = layers.Average(name="tags")(
+            [_tag_probabilities(shape, inputs, prefix=f"m{i}_") for i in range(1, members + 1)]
+        )
+    suffix = "" if members == 1 else f"_ensemble{members}"
+    return k.Model(inputs=inputs, outputs=outputs, name=f"nerbatch_{shape.arch}{suffix}")
+
+
+def _tag_probabilities(shape: ModelShape, inputs: dict, prefix: str):
+    layers = keras().layers
     if shape.arch == "seed":
-        x = layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)
+        x = layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name=f"{prefix}word_embedding")(
+            inputs["words"]
+        )
         x = layers.SpatialDropout1D(shape.dropout)(x)
         x = layers.Bidirectional(
-            layers.LSTM(shape.lstm_units, return_sequences=True, recurrent_dropout=0.1), name="bilstm"
+            layers.LSTM(shape.lstm_units, return_sequences=True, recurrent_dropout=0.1), name=f"{prefix}bilstm"
         )(x)
         # Dense on a sequence acts per time step: the tutorial's TimeDistributed(Dense).
-        out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
-        return k.Model(inputs={"words": words}, outputs=out, name="nerbatch_seed")
+        return layers.Dense(shape.n_tags, activation="softmax", name=f"{prefix}tags")(x)
 
-    inputs = {"words": words}
-    features = [layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name="word_embedding")(words)]
+    features = [
+        layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name=f"{prefix}word_embedding")(
+            inputs["words"]
+        )
+    ]
     if shape.use_chars:
-        chars = inputs["chars"] = layers.Input(shape=(None, shape.max_word_len), dtype="int32", name="chars")
-        c = layers.Embedding(shape.n_chars, shape.char_dim, name="char_embedding")(chars)
+        c = layers.Embedding(shape.n_chars, shape.char_dim, name=f"{prefix}char_embedding")(inputs["chars"])
         # A (1, 3) Conv2D over [token, char] is a per-token character CNN, and a
         # (1, max_word_len) max-pool its per-token max over characters.
-        c = layers.Conv2D(shape.char_filters, (1, 3), padding="same", activation="relu", name="char_cnn")(c)
-        c = layers.MaxPooling2D((1, shape.max_word_len), name="char_pool")(c)
-        features.append(layers.Reshape((-1, shape.char_filters), name="char_features")(c))
+        c = layers.Conv2D(shape.char_filters, (1, 3), padding="same", activation="relu", name=f"{prefix}char_cnn")(c)
+        c = layers.MaxPooling2D((1, shape.max_word_len), name=f"{prefix}char_pool")(c)
+        features.append(layers.Reshape((-1, shape.char_filters), name=f"{prefix}char_features")(c))
     if shape.use_casing:
-        casing = inputs["casing"] = layers.Input(shape=(None,), dtype="int32", name="casing")
-        features.append(layers.Embedding(len(CASING_CLASSES), shape.casing_dim, name="casing_embedding")(casing))
-    x = layers.Concatenate(name="token_features")(features) if len(features) > 1 else features[0]
+        features.append(
+            layers.Embedding(len(CASING_CLASSES), shape.casing_dim, name=f"{prefix}casing_embedding")(inputs["casing"])
+        )
+    x = layers.Concatenate(name=f"{prefix}token_features")(features) if len(features) > 1 else features[0]
     x = layers.Dropout(shape.dropout)(x)
-    for layer in range(shape.lstm_layers):
-        name = "bilstm" if layer == 0 else f"bilstm_{layer + 1}"
-        x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=name)(x)
+    for depth in range(1, shape.lstm_layers + 1):
+        suffix = "" if depth == 1 else f"_{depth}"
+        x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=f"{prefix}bilstm{suffix}")(x)
         x = layers.Dropout(shape.dropout)(x)
-    out = layers.Dense(shape.n_tags, activation="softmax", name="tags")(x)
-    return k.Model(inputs=inputs, outputs=out, name="nerbatch_default")
+    return layers.Dense(shape.n_tags, activation="softmax", name=f"{prefix}tags")(x)

@@ -37,6 +37,7 @@ class TrainSettings:
     word_dropout: float = 0.0
     learning_rate: float = 1e-3
     patience: int = 3
+    ensemble: int = 1  # members trained with seeds seed, seed+1, ...; their probabilities averaged
     validation_fraction: float = 0.1
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
@@ -108,6 +109,64 @@ class WindowBatches:
         return inputs, target, mask.astype(np.float32)
 
 
+def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
+    """Train one network with early stopping on validation entity F1."""
+    k = keras()
+    model = build_model(shape)
+    model.compile(
+        optimizer=k.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        weighted_metrics=["accuracy"],
+    )
+    tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_entity_f1": []}
+    epoch_seconds: list[float] = []
+    best_f1, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
+    for epoch in range(1, settings.epochs + 1):
+        epoch_started = time.perf_counter()
+        losses, accuracies = [], []
+        progress = tqdm(batches.epoch(), total=len(batches), desc=f"{label}epoch {epoch}/{settings.epochs}",
+                        unit="batch", disable=not verbose, leave=True, mininterval=1.0)
+        for inputs, target, weight in progress:
+            logs = model.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
+            losses.append(float(logs["loss"]))
+            accuracies.append(float(logs["accuracy"]))
+            if len(losses) % 50 == 0:
+                progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+        f1 = score_corpus(tagger, val)["micro"]["f1"]
+        history["loss"].append(float(np.mean(losses)))
+        history["accuracy"].append(float(np.mean(accuracies)))
+        history["val_entity_f1"].append(f1)
+        if verbose:
+            print(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
+                  f"({epoch_seconds[-1]:.0f}s)", flush=True)
+        if f1 > best_f1:
+            best_f1, best_epoch, best_weights, waited = f1, epoch, model.get_weights(), 0
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    return {"weights": best_weights, "history": history, "epoch_seconds": epoch_seconds,
+            "best_f1": best_f1, "best_epoch": best_epoch}
+
+
+def _inference_model(shape, member_weights: list):
+    """Fresh uncompiled network holding the trained weights (all members, averaged)."""
+    if len(member_weights) == 1:
+        model = build_model(shape)
+        model.set_weights(member_weights[0])
+        return model
+    single = build_model(shape)
+    model = build_model(shape, members=len(member_weights))
+    for number, weights in enumerate(member_weights, start=1):
+        single.set_weights(weights)
+        for layer in single.layers:
+            if layer.weights:
+                model.get_layer(f"m{number}_{layer.name}").set_weights(layer.get_weights())
+    return model
+
+
 TRANSITION_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
@@ -135,14 +194,15 @@ def _plot_history(history: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = range(1, len(history["loss"]) + 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, history["loss"], label="train loss")
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, history["val_entity_f1"], label="validation entity F1", color="tab:green")
-    right.set_xlabel("epoch")
-    right.legend()
+    for number, member in enumerate(history["members"], start=1):
+        epochs = range(1, len(member["loss"]) + 1)
+        suffix = f" (member {number})" if len(history["members"]) > 1 else ""
+        left.plot(epochs, member["loss"], label=f"train loss{suffix}")
+        right.plot(epochs, member["val_entity_f1"], label=f"validation entity F1{suffix}")
+    for axis in (left, right):
+        axis.set_xlabel("epoch")
+        axis.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -155,7 +215,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     data_path = Path(data_path)
     corpus = read_corpus(data_path)
     train_idx, test_idx = protocol_split(len(corpus))
-    fit_idx, val_idx = validation_split(train_idx, settings.validation_fraction, settings.seed)
+    # The validation split is fixed; the seed drives weights and shuffling.
+    fit_idx, val_idx = validation_split(train_idx, settings.validation_fraction, seed=1)
     if settings.max_train_sentences:
         fit_idx = fit_idx[: settings.max_train_sentences]
         val_idx = val_idx[: max(1, settings.max_train_sentences // 5)]
@@ -171,55 +232,30 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
                              casing=shape.use_casing)
     decoder = "argmax" if settings.arch == "seed" else "viterbi"
 
-    model = build_model(shape)
-    model.compile(
-        optimizer=k.optimizers.Adam(learning_rate=settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        weighted_metrics=["accuracy"],
-    )
     batches = WindowBatches(*_training_windows(fit, tagset, settings.max_len), encoder, settings)
-    tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
-
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_entity_f1": []}
-    epoch_seconds: list[float] = []
-    best_f1, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
+    members, history, epoch_seconds, member_best = [], {}, [], []
     started = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
-        epoch_started = time.perf_counter()
-        losses, accuracies = [], []
-        progress = tqdm(batches.epoch(), total=len(batches), desc=f"epoch {epoch}/{settings.epochs}",
-                        unit="batch", disable=not verbose, leave=True, mininterval=1.0)
-        for inputs, target, weight in progress:
-            logs = model.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
-            losses.append(float(logs["loss"]))
-            accuracies.append(float(logs["accuracy"]))
-            if len(losses) % 50 == 0:
-                progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        epoch_seconds.append(time.perf_counter() - epoch_started)
-        f1 = score_corpus(tagger, val)["micro"]["f1"]
-        history["loss"].append(float(np.mean(losses)))
-        history["accuracy"].append(float(np.mean(accuracies)))
-        history["val_entity_f1"].append(f1)
-        if verbose:
-            print(f"epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
-                  f"({epoch_seconds[-1]:.0f}s)", flush=True)
-        if f1 > best_f1:
-            best_f1, best_epoch, best_weights, waited = f1, epoch, model.get_weights(), 0
-        else:
-            waited += 1
-            if waited >= settings.patience:
-                break
+    for member in range(settings.ensemble):
+        k.utils.set_random_seed(settings.seed + member)
+        fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose,
+                             label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else "")
+        members.append(fitted["weights"])
+        epoch_seconds += fitted["epoch_seconds"]
+        member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
+        history.setdefault("members", []).append(fitted["history"])
     train_seconds = time.perf_counter() - started
 
-    # A fresh, uncompiled copy keeps optimizer state out of the shipped file.
-    final = build_model(shape)
-    final.set_weights(best_weights)
+    # Fresh, uncompiled copies keep optimizer state out of the shipped file.
+    final = _inference_model(shape, members)
     transitions = None
     if decoder == "viterbi":
         transitions = _fit_transition_prior(final, encoder, tagset, fit, val, settings.max_len)
+    transition_scores = transitions and transitions["weight"] * np.asarray(transitions["log_probs"])
+    val_scores = score_corpus(Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
+                                     transition_scores=transition_scores), val)
     test_scores = score_corpus(
         Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
-               transition_scores=transitions and transitions["weight"] * np.asarray(transitions["log_probs"])),
+               transition_scores=transition_scores),
         test,
     )
     created = datetime.now(timezone.utc)
@@ -229,13 +265,14 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
         "test": test_scores,
         "validation": {
-            "best_entity_f1": best_f1,
-            "best_epoch": best_epoch,
+            "entity_f1": val_scores["micro"]["f1"],
+            "per_type_f1": {t: round(v["f1"], 4) for t, v in val_scores["per_type"].items()},
+            "members": member_best,
             **({"transition_weight": transitions["weight"], "entity_f1_by_transition_weight":
                 transitions["validation_f1"]} if transitions else {}),
         },
         "training": {
-            "epochs_run": len(history["loss"]),
+            "epochs_run": len(epoch_seconds),
             "seconds": round(train_seconds, 1),
             "seconds_per_epoch": [round(s, 1) for s in epoch_seconds],
             "settings": asdict(settings),

@@ -108,3 +108,22 @@ def test_training_is_reproducible_with_a_seed(gmb_sample, tmp_path):
         (tmp_path / "b" / "history.json").read_text()
     )
     assert first["test"]["micro"] == second["test"]["micro"]
+
+
+def test_ensemble_bundle_averages_members_and_loads_safely(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, train
+
+    train(gmb_sample, tmp_path / "ens", TrainSettings.for_arch("default", epochs=1, ensemble=2,
+                                                               max_train_sentences=200), verbose=0)
+    bundle = load_bundle(tmp_path / "ens")  # safe_mode=True
+    names = {layer.name for layer in bundle.model.layers}
+    assert {"m1_bilstm", "m2_bilstm", "m1_tags", "m2_tags", "tags"} <= names
+    assert type(bundle.model.get_layer("tags")).__name__ == "Average"
+    batch = bundle.encoder.encode_batch([["Paris", "is", "big"]], 16)
+    averaged = np.asarray(bundle.model.predict_on_batch(batch))
+    from nerbatch.backend import keras
+
+    k = keras()
+    members = [k.Model(bundle.model.inputs, bundle.model.get_layer(f"m{i}_tags").output) for i in (1, 2)]
+    expected = np.mean([np.asarray(m.predict_on_batch(batch)) for m in members], axis=0)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
