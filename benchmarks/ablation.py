@@ -32,6 +32,7 @@ VARIANTS = {
     "default, cased word vocabulary": dict(arch="default", lowercase=False),
     "default, 2 BiLSTM layers": dict(arch="default", shape_overrides=(("lstm_layers", 2),)),
     "default, BiLSTM 200": dict(arch="default", shape_overrides=(("lstm_units", 200),)),
+    "default, rare-type sentences x4": dict(arch="default", rare_copies=4),
 }
 
 

@@ -57,6 +57,7 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling, validation split).")] = 1,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation F1 gain before stopping.")] = None,
     ensemble: Annotated[int, typer.Option(help="Train this many networks (seeds seed, seed+1, ...) and average them.")] = 1,
+    rare_copies: Annotated[Optional[int], typer.Option(help="Times a sentence with an art/eve/nat entity is seen per epoch.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[
         Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
@@ -72,7 +73,7 @@ def train(
         raise typer.BadParameter(f"choose one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
-        name=name, max_train_sentences=max_train_sentences, ensemble=ensemble,
+        name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
     )
     metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
     typer.echo(format_table(metrics["test"]))

@@ -127,3 +127,17 @@ def test_ensemble_bundle_averages_members_and_loads_safely(gmb_sample, tmp_path)
     members = [k.Model(bundle.model.inputs, bundle.model.get_layer(f"m{i}_tags").output) for i in (1, 2)]
     expected = np.mean([np.asarray(m.predict_on_batch(batch)) for m in members], axis=0)
     np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_rare_type_sentences_are_oversampled(gmb_sample):
+    from nerbatch.train import _training_windows
+    from nerbatch.vocab import TagSet
+
+    corpus = read_corpus(gmb_sample)
+    tagset = TagSet.build(corpus.tags)
+    once, _ = _training_windows(corpus, tagset, 50, rare_copies=1)
+    four, labels = _training_windows(corpus, tagset, 50, rare_copies=4)
+    rare_ids = {tagset.tags.index(t) for t in tagset.tags if t[2:] in ("art", "eve", "nat")}
+    rare_windows = sum(1 for y in labels if rare_ids & set(y.tolist()))
+    assert rare_windows > 0
+    assert len(four) - len(once) == rare_windows * 3 // 4
