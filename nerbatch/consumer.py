@@ -196,6 +196,7 @@ class ConsumeOptions:
     ssl_keyfile: str | None = None
     client_id: str | None = None
     max_backoff_s: float = 30.0
+    bootstrap_timeout_ms: int = 10_000  # one connection attempt
     commit_timeout_ms: int = 15_000
     flush_timeout_s: float = 60.0
 
@@ -238,7 +239,7 @@ class ConsumeOptions:
         if self.group_instance_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.group_instance_id):
             fail(f"group instance id must be 1-249 of A-Z a-z 0-9 . _ -, got {self.group_instance_id!r}")
         for name in ("max_batch_docs", "max_batch_ms", "max_doc_chars", "max_message_bytes", "part_max_rows",
-                     "transaction_timeout_ms", "commit_timeout_ms"):
+                     "transaction_timeout_ms", "commit_timeout_ms", "bootstrap_timeout_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
@@ -371,6 +372,7 @@ def _make_consumer(config: dict):
 
 
 _FATAL_KAFKA_ERRORS = (
+    "KafkaConfigurationError",
     "AuthorizationError",
     "SaslAuthenticationFailedError",
     "AuthenticationFailedError",
@@ -386,8 +388,11 @@ def _is_fatal(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    name = type(exc).__name__
     text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text and text != type(exc).__name__ else type(exc).__name__
+    if not text or text in (name, f"{name}: None"):
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 class _Metrics:
@@ -622,7 +627,7 @@ class Worker:
             "auto_offset_reset": o.auto_offset_reset,
             "isolation_level": "read_committed",
             "max_poll_records": o.max_batch_docs,
-            "bootstrap_timeout_ms": 10_000,
+            "bootstrap_timeout_ms": o.bootstrap_timeout_ms,
             **({"group_instance_id": o.group_instance_id} if o.group_instance_id else {}),
             **({"session_timeout_ms": o.session_timeout_ms} if o.session_timeout_ms else {}),
         }
@@ -638,7 +643,7 @@ class Worker:
             "linger_ms": 5,
             "max_request_size": max(o.max_message_bytes + 64 * 1024, 1_048_576),
             "max_block_ms": 15_000,
-            "bootstrap_timeout_ms": 10_000,
+            "bootstrap_timeout_ms": o.bootstrap_timeout_ms,
         }
         if o.exactly_once:
             config["transactional_id"] = o.effective_transactional_id()
@@ -755,13 +760,13 @@ class Worker:
             elif kind == "lost":
                 self._pending_revoked -= tps
                 self._drop(tps, "lost (the group evicted this worker)")
-            else:  # assigned: the rebalance is complete
-                current = set(self._consumer.assignment())
-                gone = self._pending_revoked - current
+            else:  # assigned (eager: the whole new assignment; cooperative: the added partitions)
+                gone = self._pending_revoked - tps
                 self._pending_revoked = set()
                 self._rebalancing = False
                 if gone:
                     self._drop(gone, "revoked")
+                current = set(self._consumer.assignment())
                 for tp in list(self._states):
                     if tp not in current:
                         self._states.pop(tp)
@@ -855,13 +860,17 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - isolate the document the model fails on
             log.warning("annotating a batch of %d documents failed (%s); annotating them one by one",
                         len(good), _describe(exc))
+            failed = 0
             for x in good:
                 try:
                     self._annotate_group([x])
                 except Exception as one:  # noqa: BLE001
+                    failed += 1
                     x.error = DocumentError(x.doc.source, x.doc.position, x.doc.doc_id,
                                             f"pipeline_error: {_describe(one)}", x.doc.text[:RAW_LIMIT])
                     x.doc = None
+            if failed == len(good) > 1:  # not a poison document: the model itself is broken
+                raise RuntimeError(f"the model fails on every document ({_describe(exc)})") from exc
         return outcomes
 
     def _annotate_group(self, group: list[_Outcome]) -> None:

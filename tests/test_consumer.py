@@ -424,7 +424,7 @@ def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     options = ConsumeOptions(bootstrap_servers=f"127.0.0.1:{port}", topics=("in",), group="g",
-                             output_dir=str(tmp_path / "o"), max_backoff_s=1.0)
+                             output_dir=str(tmp_path / "o"), max_backoff_s=1.0, bootstrap_timeout_ms=1000)
     worker = Worker(options, pipeline)
     with caplog.at_level("WARNING", logger="nerbatch.consumer"):
         thread, box = _start(worker)
@@ -469,8 +469,43 @@ def test_two_workers_share_a_topic_exactly_once_in_steady_state(kafka_bootstrap,
     assert _committed(kafka_admin, group, source) == _end_offsets(kafka_bootstrap, source, 4)
 
 
+def test_a_worker_joining_mid_stream_loses_nothing(kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline):
+    source, out, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
+    group = _uid("join")
+    shared = _PlaceNames(pipeline)
+    docs = _docs(3000, "join")
+    _produce(kafka_bootstrap, source, docs)
+
+    def worker():
+        return Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                                     output_topic=out, dead_letter_topic=dlq, max_batch_docs=10, max_batch_ms=100,
+                                     session_timeout_ms=10_000, log_interval=5.0), shared)
+
+    first, second = worker(), worker()
+    runs = [_start(first)]
+    try:
+        _wait(lambda: first.report.docs_in >= 100, "the first worker to be mid-stream")
+        runs.append(_start(second))  # rebalance while the first one holds and processes batches
+        ends = _end_offsets(kafka_bootstrap, source, 4)
+        _wait(lambda: _committed(kafka_admin, group, source) == ends, "every offset to be committed")
+    finally:
+        for w in (first, second):
+            w.stop()
+        reports = [_finish(t, b) for t, b in runs]
+    assert reports[1].docs_in > 0, "the second worker got no work"
+    keys = Counter(r.key.decode() for r in _read_all(kafka_bootstrap, out, 4))
+    assert set(keys) == {k for k, _ in docs}  # zero loss across the rebalance
+    # topic output commits after every batch: only a batch whose commit failed is redone
+    duplicated = sum(n - 1 for n in keys.values())
+    assert duplicated <= 10 * sum(r.batch_failures for r in reports), (duplicated, reports)
+    print(f"\njoin mid-stream: {len(docs)} documents, first worker {reports[0].docs_in} "
+          f"(dropped {reports[0].dropped_on_rebalance} uncommitted on revocation), second {reports[1].docs_in}, "
+          f"duplicated {duplicated}")
+
+
 def _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, tmp_path, *, exactly_once: bool):
-    """Kill a subprocess worker 3 times mid-stream (SIGKILL), restart it, let it finish; returns the facts."""
+    """Documents trickle in while a subprocess worker is killed (SIGKILL) 3 times at random moments
+    mid-stream and restarted; a last run drains the rest.  Returns the facts to check."""
     partitions = 3
     source, out, dlq = (kafka_topic_factory(partitions), kafka_topic_factory(partitions),
                         kafka_topic_factory(1))
@@ -478,7 +513,23 @@ def _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, t
     slot = _uid("slot")
     folder = tmp_path / "parts"
     docs = _docs(400, "crash")
-    _produce(kafka_bootstrap, source, docs)
+    rng = random.Random(1234 + exactly_once)
+
+    def trickle():  # 400 documents over about 16 s
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
+        try:
+            for i, (key, value) in enumerate(docs):
+                producer.send(source, key=key.encode(), value=value)
+                if i % 5 == 4:
+                    producer.flush(timeout=30)
+                    time.sleep(0.2)
+            producer.flush(timeout=30)
+        finally:
+            producer.close(timeout=30)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
     args = ["-b", kafka_bootstrap, "-t", source, "-g", group, "--output-topic", out, "--dead-letter-topic", dlq,
             "--model", str(tiny_bundle), "--max-batch-docs", "12", "--max-batch-ms", "100",
             "--group-instance-id", slot, "--session-timeout-ms", "10000", "--log-interval", "1"]
@@ -486,25 +537,23 @@ def _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, t
         args += ["--exactly-once", "--transactional-id", slot]
     else:
         args += ["--output-dir", str(folder), "--part-max-seconds", "0.5"]
-    rng = random.Random(1234 + exactly_once)
     log = tmp_path / "worker.log"
+    out_total = lambda: sum(_end_offsets(kafka_bootstrap, out, partitions).values())  # noqa: E731
     committed_at_kill = []
-    kills = 0
-    while kills < 3:
-        before = sum(_end_offsets(kafka_bootstrap, out, partitions).values())
-        proc = _spawn(args + ["--idle-timeout", "6"], log)
+    feeder.start()
+    for _ in range(3):
+        before = out_total()
+        proc = _spawn(args, log)
         try:
-            # kill at a random point after this run produced some more output
-            target = before + rng.randint(40, 90)
-            _wait(lambda: sum(_end_offsets(kafka_bootstrap, out, partitions).values()) >= target,
-                  f"output to reach {target} messages", proc=proc, log=log)
-            time.sleep(rng.uniform(0, 0.3))
+            _wait(lambda: out_total() > before, "the restarted worker to produce output", proc=proc, log=log)
+            time.sleep(rng.uniform(0.2, 1.5))  # then kill it at a random moment
         finally:
             proc.kill()
             proc.wait()
-        kills += 1
         committed_at_kill.append(_committed(kafka_admin, group, source))
-    proc = _spawn(args + ["--idle-timeout", "6"], log)
+    feeder.join(WAIT_S)
+    assert not feeder.is_alive()
+    proc = _spawn(args + ["--idle-timeout", "4"], log)
     try:
         code = proc.wait(timeout=WAIT_S)
     finally:
@@ -513,9 +562,11 @@ def _crash_run(kafka_bootstrap, kafka_admin, kafka_topic_factory, tiny_bundle, t
             proc.wait()
     assert code == 0, _tail(log)
     ends = _end_offsets(kafka_bootstrap, source, partitions)
+    assert sum(ends.values()) == len(docs)
     assert _committed(kafka_admin, group, source) == ends
+    assert sum(sum(c.values()) for c in committed_at_kill[:1]) < len(docs), "the first kill came after the end"
     return {"source": source, "out": out, "folder": folder, "docs": docs, "ends": ends,
-            "committed_at_kill": committed_at_kill, "kills": kills, "log": log}
+            "committed_at_kill": committed_at_kill, "kills": len(committed_at_kill), "log": log}
 
 
 def _duplicates_only_from_uncommitted(outputs: list, committed_at_kill: list[dict]) -> None:
