@@ -50,7 +50,11 @@ fit ``max_message_bytes`` in the rare case it does not, with header
 record.  It is committed with its batch, so it never stalls a partition.  A
 worker needs ``dead_letter_topic`` or ``output_dir`` (the options are refused
 otherwise), so a failed document cannot vanish; failed documents are also
-logged.
+logged.  Keep ``max_message_bytes`` at or below the ``max.message.bytes`` of
+the output and dead-letter topics: a message the broker refuses fails its
+whole batch, which is then retried.  A model that fails on one document
+dead-letters it (``pipeline_error``); a model that fails on every document of
+a batch stops the worker with an exception, nothing committed.
 
 Commit rule (at-least-once, the default)
 ----------------------------------------
@@ -98,6 +102,17 @@ processed between two polls, so revocation never interrupts one; the only
 duplicates a rebalance causes are output messages of dropped, uncommitted
 work.
 
+Connections
+-----------
+Consumer and producer get the same settings: bootstrap servers, security
+protocol, SASL mechanism and username, CA/certificate/key files; the SASL
+password is only read from an environment variable (``NERBATCH_KAFKA_PASSWORD``
+unless ``sasl_password_env`` names another) and never logged.  A
+``group_instance_id`` (static membership) lets a restarted worker take its
+partitions back at once instead of after the session timeout of its dead
+predecessor.  Missing topics and refused credentials are errors
+(:class:`ConsumeConfigError`); an unreachable broker is retried.
+
 Stopping
 --------
 :meth:`Worker.stop` (SIGTERM/SIGINT in the CLI) stops polling; the batch in
@@ -107,7 +122,7 @@ committed, the consumer leaves the group and the worker returns.  ``max_docs``
 seconds while no lag is known, so an unreachable broker does not end a run)
 end a run the same way.  Waiting for acknowledgements gives up 5 s after a
 stop request (the batch stays uncommitted); in exactly-once mode a
-transaction commit already sent waits for the broker.
+transaction commit or abort already sent waits for the broker.
 """
 
 from __future__ import annotations
@@ -141,6 +156,7 @@ __all__ = [
     "Worker",
     "consume",
     "part_name",
+    "report_dict",
 ]
 
 log = logging.getLogger("nerbatch.consumer")

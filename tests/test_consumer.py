@@ -33,6 +33,7 @@ import pytest
 
 from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, part_name
 from nerbatch.documents import Document, DocumentError, parse_document
+from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,8 +275,10 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         if message is None:
             options.validate()
             continue
-        with pytest.raises(Exception, match=message):
+        with pytest.raises(NerbatchError, match=message):  # ConsumeConfigError, or OutputError for fields
             options.validate()
+    with pytest.raises(ConsumeConfigError, match="exactly-once needs an output topic"):
+        ConsumeOptions(**base, dead_letter_topic="dlq", output_dir=str(tmp_path), exactly_once=True).validate()
     monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", "s3cret")
     options = ConsumeOptions(**base, output_dir=str(tmp_path), security_protocol="SASL_SSL",
                              sasl_mechanism="SCRAM-SHA-512", sasl_username="u")
