@@ -29,6 +29,13 @@ ModelOpt = Annotated[
     typer.Option("--model", "-m", help="Model bundle directory (default: the model shipped with nerbatch)."),
 ]
 DataOpt = Annotated[Path, typer.Option("--data", help="Annotated corpus: ner_dataset.csv or its .zip.")]
+IdFieldOpt = Annotated[str, typer.Option(help="Document id field.")]
+TextFieldOpt = Annotated[str, typer.Option(help="Document text field.")]
+KeepFieldsOpt = Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")]
+
+
+def _field_list(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _user_errors(command):
@@ -143,9 +150,9 @@ def run(
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
     errors: Annotated[Optional[str], typer.Option(help="Error records, JSONL (default: <output>.errors.jsonl).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
-    id_field: Annotated[str, typer.Option(help="Document id field.")] = "id",
-    text_field: Annotated[str, typer.Option(help="Document text field.")] = "text",
-    keep_fields: Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")] = "",
+    id_field: IdFieldOpt = "id",
+    text_field: TextFieldOpt = "text",
+    keep_fields: KeepFieldsOpt = "",
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents become error records.")] = 1_000_000,
     max_error_rate: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of documents failed.")] = 0.01,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs a previous, interrupted run completed.")] = False,
@@ -162,7 +169,7 @@ def run(
     options = RunOptions(
         inputs=input, output=output, fmt=format, errors=errors, report=str(report) if report else None,
         id_field=id_field, text_field=text_field,
-        keep_fields=tuple(f.strip() for f in keep_fields.split(",") if f.strip()),
+        keep_fields=_field_list(keep_fields),
         max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,
     )
     pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
@@ -227,9 +234,9 @@ def consume(
     part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows.")] = 100_000,
     part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
-    id_field: Annotated[str, typer.Option(help="Document id field.")] = "id",
-    text_field: Annotated[str, typer.Option(help="Document text field.")] = "text",
-    keep_fields: Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")] = "",
+    id_field: IdFieldOpt = "id",
+    text_field: TextFieldOpt = "text",
+    keep_fields: KeepFieldsOpt = "",
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents fail (dead-letter).")] = 1_000_000,
     max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document.")] = 1_000_000,
     auto_offset_reset: Annotated[str, typer.Option(help="Where a group without committed offsets starts: earliest or latest.")] = "earliest",
@@ -266,7 +273,7 @@ def consume(
         max_batch_ms=max_batch_ms, exactly_once=exactly_once, transactional_id=transactional_id,
         transaction_timeout_ms=transaction_timeout_ms, part_max_rows=part_max_rows,
         part_max_seconds=part_max_seconds, metrics_port=metrics_port, id_field=id_field, text_field=text_field,
-        keep_fields=tuple(f.strip() for f in keep_fields.split(",") if f.strip()), max_doc_chars=max_doc_chars,
+        keep_fields=_field_list(keep_fields), max_doc_chars=max_doc_chars,
         max_message_bytes=max_message_bytes, auto_offset_reset=auto_offset_reset,
         group_instance_id=group_instance_id, session_timeout_ms=session_timeout_ms, log_interval=log_interval,
         max_docs=max_docs, idle_timeout=idle_timeout, security_protocol=security_protocol,
