@@ -65,8 +65,9 @@ def main() -> None:
         scored = score_corpus(load_bundle(out).tagger(), validation)
         row = {
             "variant": name,
-            "val_f1": metrics["validation"]["best_entity_f1"],
-            "best_epoch": metrics["validation"]["best_epoch"],
+            # the network's own best epoch, decoded without the tag-bigram prior, as for every variant
+            "val_f1": metrics["validation"]["members"][0]["best_entity_f1"],
+            "best_epoch": metrics["validation"]["members"][0]["best_epoch"],
             "val_f1_per": scored["per_type"]["per"]["f1"],
             "val_f1_org": scored["per_type"]["org"]["f1"],
             "val_macro_f1": scored["macro_f1"],

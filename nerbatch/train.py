@@ -180,7 +180,7 @@ def _inference_model(shape, member_weights: list):
     return model
 
 
-TRANSITION_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3)
+TRANSITION_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def _fit_transition_prior(model, encoder, tagset: TagSet, fit: Corpus, val: Corpus, max_len: int) -> dict:

@@ -18,7 +18,7 @@ def test_training_writes_a_complete_bundle(tiny_bundle):
     assert len(metrics["data"]["sha256"]) == 64
     assert metrics["split"]["test"] == 108  # 20% of the 540 sample sentences
     assert metrics["training"]["epochs_run"] == 8
-    assert metrics["validation"]["transition_weight"] in (0.0, 0.05, 0.1, 0.2, 0.3)
+    assert metrics["validation"]["transition_weight"] in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
     assert load_bundle(tiny_bundle).transition_scores.shape == (17, 17)
     assert 0.0 <= metrics["test"]["micro"]["f1"] <= 1.0
     assert set(metrics["test"]["per_type"]) <= {"geo", "gpe", "org", "per", "tim", "art", "eve", "nat"}
