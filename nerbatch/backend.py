@@ -37,7 +37,10 @@ def keras():
             import keras as _keras
 
             if _keras.backend.backend() == "tensorflow":
-                import tensorflow  # noqa: F401  (its banner prints on first import)
+                import tensorflow  # its banner prints on first import
+
+                # Each length bucket traces the predict function once; that is by design.
+                tensorflow.get_logger().setLevel("ERROR")
     import keras as _keras
 
     return _keras
