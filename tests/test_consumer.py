@@ -489,6 +489,13 @@ def test_a_worker_joining_mid_stream_loses_nothing(kafka_bootstrap, kafka_admin,
     try:
         _wait(lambda: first.report.docs_in >= 100, "the first worker to be mid-stream")
         runs.append(_start(second))  # rebalance while the first one holds and processes batches
+        # A fast model can drain the backlog before the join completes: once both hold
+        # partitions, more documents arrive, so the second worker surely gets work.
+        _wait(lambda: second._consumer is not None and len(second._consumer.assignment()) > 0
+              and not second._rebalancing, "the second worker to hold partitions")
+        later = _docs(1000, "join-later")
+        _produce(kafka_bootstrap, source, later)
+        docs += later
         ends = _end_offsets(kafka_bootstrap, source, 4)
         _wait(lambda: _committed(kafka_admin, group, source) == ends, "every offset to be committed")
     finally:
