@@ -137,7 +137,21 @@ def _metadata(schema: pa.Schema, metadata: Mapping[str, Any] | None) -> dict[str
 # --------------------------------------------------------------------------- base
 
 
-class _AtomicSink:
+class _CommitOnExit:
+    """Context manager protocol of every sink: close (commit) on success, abort on error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+        return False
+
+
+class _AtomicSink(_CommitOnExit):
     """Temp-file-then-rename lifecycle shared by the file sinks."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -211,15 +225,6 @@ class _AtomicSink:
         except FileNotFoundError:
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-        return False
 
     def __del__(self) -> None:  # never leave a temp file behind, never commit implicitly
         if not getattr(self, "_done", True):
@@ -432,7 +437,7 @@ def _is_part_file(name: str) -> bool:
     return name.startswith("part-") and name.endswith((".parquet", ".jsonl", ".jsonl.gz"))
 
 
-class DatasetSink:
+class DatasetSink(_CommitOnExit):
     """A folder of part files ``part-00000.<ext>``, ``part-00001.<ext>``, ...
 
     A new part starts every ``part_rows`` rows; each part is written atomically
@@ -566,15 +571,6 @@ class DatasetSink:
             except OSError:
                 pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            self.abort()
-        else:
-            self.close()
-        return False
 
 
 # --------------------------------------------------------------------------- choosing
