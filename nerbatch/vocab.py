@@ -96,10 +96,6 @@ class TagSet:
     def __len__(self) -> int:
         return len(self.tags)
 
-    @property
-    def entity_types(self) -> list[str]:
-        return sorted({t[2:] for t in self.tags if t != "O"})
-
     def encode(self, tags: Sequence[str]) -> np.ndarray:
         index = {t: i for i, t in enumerate(self.tags)}
         return np.array([index[t] for t in tags], dtype=np.int32)

@@ -39,7 +39,6 @@ def test_encode_batch_pads_with_zero_and_maps_chars():
 def test_tagset_orders_o_first():
     tagset = TagSet.build([["O", "B-per", "I-per"], ["B-geo", "O"]])
     assert tagset.tags == ["O", "B-geo", "B-per", "I-per"]
-    assert tagset.entity_types == ["geo", "per"]
     assert tagset.encode(["B-per", "O"]).tolist() == [2, 0]
 
 
