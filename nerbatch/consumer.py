@@ -12,7 +12,7 @@ The worker polls until it holds ``max_batch_docs`` messages or
 every message with :func:`nerbatch.documents.parse_document` (``source`` is
 ``"topic/partition"`` and ``position`` the offset, so a generated id reads
 ``topic/partition:offset``), annotates the good ones with one
-``NerPipeline.annotate_all`` call, then produces/writes and commits.
+``NerPipeline.annotate`` call over the batch, then produces/writes and commits.
 
 Outputs
 -------
@@ -890,20 +890,23 @@ class Worker:
         return outcomes
 
     def _annotate_group(self, group: list[_Outcome]) -> None:
-        chunk = self.pipeline.annotate_all([x.doc for x in group])
-        per_doc = chunk.records_by_document(self.model, self.options.keep_fields)
-        for x, entities in zip(group, per_doc):
-            x.entities = entities
-        if self.options.output_dir and len(chunk):
-            columns = chunk.record_columns(self.model, self.options.keep_fields)
-            index = chunk.doc_index
-            bounds = np.searchsorted(index, np.arange(len(group) + 1))  # rows are ordered by document
-            for i, x in enumerate(group):
-                a, b = int(bounds[i]), int(bounds[i + 1])
-                if b > a:
-                    x.rows = {name: values[a:b] for name, values in columns.items()}
-        self._batch_stats[0] += chunk.sentences
-        self._batch_stats[1] += chunk.tokens
+        # ``annotate`` segments the next chunk while the current one is predicted.
+        done = 0
+        for chunk in self.pipeline.annotate([x.doc for x in group]):
+            part = group[done : done + len(chunk.documents)]
+            done += len(part)
+            per_doc = chunk.records_by_document(self.model, self.options.keep_fields)
+            for x, entities in zip(part, per_doc):
+                x.entities = entities
+            if self.options.output_dir and len(chunk):
+                columns = chunk.record_columns(self.model, self.options.keep_fields)
+                bounds = np.searchsorted(chunk.doc_index, np.arange(len(part) + 1))  # rows ordered by document
+                for i, x in enumerate(part):
+                    a, b = int(bounds[i]), int(bounds[i + 1])
+                    if b > a:
+                        x.rows = {name: values[a:b] for name, values in columns.items()}
+            self._batch_stats[0] += chunk.sentences
+            self._batch_stats[1] += chunk.tokens
 
     def _messages(self, outcomes: list[_Outcome]) -> list[tuple]:
         """(topic, key, value, headers, kind) to produce, in input order; oversized outputs fail their document."""

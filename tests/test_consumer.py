@@ -185,6 +185,9 @@ class _PlaceNames:
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
+    def annotate(self, documents):
+        yield self.annotate_all(documents)
+
     def annotate_all(self, documents):
         docs = list(documents)
         with self.lock:
