@@ -11,11 +11,9 @@ parts, so the rerun finishes the work without duplicates.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,9 +24,9 @@ import pyarrow.parquet as pq
 
 from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents
-from nerbatch.errors import NerbatchError, OutputError
+from nerbatch.errors import OutputError
 from nerbatch.records import entity_arrow_schema, error_record
-from nerbatch.sinks import DatasetSink, JsonlSink, ParquetSink, open_error_sink, open_sink
+from nerbatch.sinks import open_error_sink, open_sink, output_kind
 
 WORK_FORMAT_VERSION = 1
 
@@ -80,22 +78,6 @@ class RunReport:
             f"{self.docs_failed} failed), {self.sentences} sentences, {self.tokens} tokens, "
             f"{self.entities} entities in {self.seconds:.1f}s ({self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
         )
-
-
-def _output_format(options: RunOptions) -> tuple[str, bool]:
-    """(format, is_folder) of the output."""
-    output = options.output
-    is_folder = output.endswith(("/", os.sep)) or os.path.isdir(output)
-    if options.fmt:
-        return options.fmt, is_folder
-    if is_folder:
-        return "parquet", True
-    name = output.lower()
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        return "jsonl", False
-    if name.endswith((".parquet", ".pq")):
-        return "parquet", False
-    raise OutputError(f"cannot tell the format of output {output!r}: use a .parquet/.jsonl name or --format")
 
 
 class WorkFolder:
@@ -159,7 +141,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
 
     started = time.perf_counter()
     inputs = expand_inputs(list(options.inputs))
-    fmt, to_folder = _output_format(options)
+    fmt, to_folder = output_kind(options.output, options.fmt)
     errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
     schema = entity_arrow_schema(options.keep_fields)
     if pipeline is None:
@@ -214,8 +196,7 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
             else:
                 failures.append(item)
 
-    sink_cls = ParquetSink if fmt == "parquet" else JsonlSink
-    sink = sink_cls(part, schema) if fmt == "jsonl" else sink_cls(part, schema, {"source": source})
+    sink = open_sink(part, fmt, schema=schema, metadata={"source": source}, dataset=False)
     with sink, open_error_sink(errors_part) as error_sink:
         for chunk in pipeline.annotate(documents()):
             sink.write(chunk.record_columns(pipeline.model_name, options.keep_fields))
@@ -241,11 +222,8 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:
     parts = [work.path / work.completed[s]["part"] for s in inputs]
-    if to_folder:
-        with open_sink(output, fmt, schema=schema, metadata=metadata, dataset=True, overwrite=True) as sink:
-            _copy_parts(parts, sink, fmt)
-        return
-    with open_sink(output, fmt, schema=schema, metadata=metadata, dataset=False) as sink:
+    # overwrite only concerns a folder: its part files are this run's to replace
+    with open_sink(output, fmt, schema=schema, metadata=metadata, dataset=to_folder, overwrite=to_folder) as sink:
         _copy_parts(parts, sink, fmt)
 
 

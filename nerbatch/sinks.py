@@ -46,6 +46,7 @@ __all__ = [
     "ParquetSink",
     "open_error_sink",
     "open_sink",
+    "output_kind",
 ]
 
 DEFAULT_ROW_GROUP_SIZE = 65_536
@@ -595,6 +596,20 @@ def _infer_format(path: str) -> str:
     )
 
 
+def output_kind(
+    path: str | os.PathLike[str], fmt: str | None = None, dataset: bool | None = None
+) -> tuple[str, bool]:
+    """``(format, is_folder)`` that :func:`open_sink` chooses for ``path`` (same arguments)."""
+    path = os.fspath(path)
+    if fmt is not None and fmt not in _FORMATS:
+        raise OutputError(f"unknown output format {fmt!r}; expected one of {', '.join(_FORMATS)}")
+    if dataset is None:
+        dataset = _is_folder_target(path)
+    if dataset:
+        return fmt or "parquet", True
+    return fmt or _infer_format(path), False
+
+
 def open_sink(
     path: str | os.PathLike[str],
     fmt: str | None = None,
@@ -625,21 +640,17 @@ def open_sink(
     ``overwrite``).
     """
     path = os.fspath(path)
-    if fmt is not None and fmt not in _FORMATS:
-        raise OutputError(f"unknown output format {fmt!r}; expected one of {', '.join(_FORMATS)}")
-    if dataset is None:
-        dataset = _is_folder_target(path)
+    fmt, dataset = output_kind(path, fmt, dataset)
     if dataset:
         return DatasetSink(
             path,
             schema,
             metadata,
-            fmt=fmt or "parquet",
+            fmt=fmt,
             part_rows=part_rows,
             row_group_size=row_group_size,
             overwrite=overwrite,
         )
-    fmt = fmt or _infer_format(path)
     if fmt == "parquet":
         return ParquetSink(path, schema, metadata, row_group_size=row_group_size)
     return JsonlSink(path, schema)

@@ -266,13 +266,10 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     if decoder == "viterbi":
         transitions = _fit_transition_prior(final, encoder, tagset, fit, val, settings.max_len)
     transition_scores = transitions and transitions["weight"] * np.asarray(transitions["log_probs"])
-    val_scores = score_corpus(Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
-                                     transition_scores=transition_scores), val)
-    test_scores = score_corpus(
-        Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
-               transition_scores=transition_scores),
-        test,
-    )
+    final_tagger = Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
+                          transition_scores=transition_scores)
+    val_scores = score_corpus(final_tagger, val)
+    test_scores = score_corpus(final_tagger, test)
     created = datetime.now(timezone.utc)
     metrics = {
         "protocol": PROTOCOL,

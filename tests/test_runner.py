@@ -1,6 +1,5 @@
 import gzip
 import json
-import os
 import signal
 import subprocess
 import sys
