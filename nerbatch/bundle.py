@@ -6,7 +6,8 @@ Layout::
     vocab.json      word and character vocabularies (ids 0/1 = padding/unknown)
     tags.json       IOB2 tag list, index = model output id
     config.json     name, version, arch, max_len, features, decoder, training settings
-    transitions.json  tag-bigram log probabilities and their weight in decoding (optional)
+    transitions.json  tag transition scores added in Viterbi decoding: learned by the CRF
+                    objective, or a weighted tag-bigram prior (optional)
     metrics.json    protocol test-split scores, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
@@ -109,7 +110,7 @@ class Bundle:
     encoder: FeatureEncoder
     tags: list[str]
     metrics: dict = field(default_factory=dict)
-    transition_scores: Any = None  # weighted tag-bigram log probabilities, or None
+    transition_scores: Any = None  # [prev, next] scores added in Viterbi decoding, or None
 
     @property
     def name(self) -> str:
@@ -157,7 +158,9 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         import numpy as np
 
         transitions = read_bundle_json(directory, "transitions.json")
-        transition_scores = transitions["weight"] * np.asarray(transitions["log_probs"], dtype=np.float64)
+        if "scores" not in transitions:  # written by nerbatch 0.1.0: a weighted bigram prior
+            transitions["scores"] = transitions["weight"] * np.asarray(transitions["log_probs"])
+        transition_scores = np.asarray(transitions["scores"], dtype=np.float64)
         if transition_scores.shape != (len(tags), len(tags)):
             raise BundleError(f"{directory / 'transitions.json'}: shape does not match tags.json")
     try:

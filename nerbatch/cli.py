@@ -65,6 +65,9 @@ def train(
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation F1 gain before stopping.")] = None,
     ensemble: Annotated[int, typer.Option(help="Train this many networks (seeds seed, seed+1, ...) and average them.")] = 1,
     rare_copies: Annotated[Optional[int], typer.Option(help="Times a sentence with an art/eve/nat entity is seen per epoch.")] = None,
+    objective: Annotated[
+        Optional[str], typer.Option(help="'crf' (whole tag sequences, learned transitions) or 'softmax' (per token).")
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[
         Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
@@ -74,13 +77,16 @@ def train(
     """Train a model bundle on the protocol's training part and score its test part."""
     from nerbatch.metrics import format_table
     from nerbatch.model import ARCHITECTURES
-    from nerbatch.train import TrainSettings, train as train_bundle
+    from nerbatch.train import OBJECTIVES, TrainSettings, train as train_bundle
 
     if arch not in ARCHITECTURES:
         raise typer.BadParameter(f"choose one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
+    if objective not in (None, *OBJECTIVES):
+        raise typer.BadParameter(f"choose one of {', '.join(OBJECTIVES)}", param_hint="--objective")
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
+        objective=objective,
     )
     metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
     typer.echo(format_table(metrics["test"]))

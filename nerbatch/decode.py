@@ -95,6 +95,41 @@ def constrained_viterbi(
     return path
 
 
+def tag_marginals(
+    probs: np.ndarray, lengths: np.ndarray, tags: Sequence[str], transition_scores: np.ndarray | None = None
+) -> np.ndarray:
+    """P(tag at position t | sentence) under the model ``constrained_viterbi`` decodes.
+
+    The paths are weighted as there: the tokens' probabilities times
+    ``exp(transition_scores)`` per tag pair, IOB2-invalid paths excluded. For a
+    network trained with the CRF objective these are the CRF's marginals, so an
+    entity's score is a probability of the whole sentence's model, not of one
+    token's softmax. Forward-backward in probability space, renormalised at
+    every step; positions past a sequence's length are left as they come out.
+    """
+    batch, time, n_tags = probs.shape
+    if batch == 0 or time == 0:
+        return np.zeros_like(probs, dtype=np.float32)
+    allowed, start_ok = allowed_transitions(tags)
+    scores = transition_scores if transition_scores is not None else np.zeros((n_tags, n_tags))
+    pair = np.where(allowed, np.exp(scores), 0.0).astype(np.float32)
+    emit = np.clip(probs, 1e-12, 1.0).astype(np.float32)
+    forward = np.empty_like(emit)
+    alpha = emit[:, 0] * start_ok
+    forward[:, 0] = alpha = alpha / alpha.sum(axis=1, keepdims=True)
+    for t in range(1, time):
+        step = (alpha @ pair) * emit[:, t]
+        alpha = np.where((t < lengths)[:, None], step / step.sum(axis=1, keepdims=True), alpha)
+        forward[:, t] = alpha
+    marginals = forward
+    beta = np.ones((batch, n_tags), dtype=np.float32)
+    for t in range(time - 2, -1, -1):
+        step = (emit[:, t + 1] * beta) @ pair.T
+        beta = np.where((t + 1 < lengths)[:, None], step / step.sum(axis=1, keepdims=True), 1.0)
+        marginals[:, t] *= beta
+    return marginals / marginals.sum(axis=2, keepdims=True)
+
+
 @dataclass(frozen=True)
 class TagKinds:
     """Per tag id: entity type index (-1 for ``O``) and whether it is an ``I-`` tag."""

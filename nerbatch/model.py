@@ -90,8 +90,7 @@ def _tag_probabilities(shape: ModelShape, inputs: dict, prefix: str):
         x = layers.Bidirectional(
             layers.LSTM(shape.lstm_units, return_sequences=True, recurrent_dropout=0.1), name=f"{prefix}bilstm"
         )(x)
-        # Dense on a sequence acts per time step: the tutorial's TimeDistributed(Dense).
-        return layers.Dense(shape.n_tags, activation="softmax", name=f"{prefix}tags")(x)
+        return _per_token_softmax(shape, x, prefix)
 
     features = [
         layers.Embedding(shape.n_words, shape.word_dim, mask_zero=True, name=f"{prefix}word_embedding")(
@@ -115,4 +114,14 @@ def _tag_probabilities(shape: ModelShape, inputs: dict, prefix: str):
         suffix = "" if depth == 1 else f"_{depth}"
         x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=f"{prefix}bilstm{suffix}")(x)
         x = layers.Dropout(shape.dropout)(x)
-    return layers.Dense(shape.n_tags, activation="softmax", name=f"{prefix}tags")(x)
+    return _per_token_softmax(shape, x, prefix)
+
+
+def _per_token_softmax(shape: ModelShape, x, prefix: str):
+    """Tag scores per token (the CRF objective trains these), then their softmax.
+
+    Dense on a sequence acts per time step: the tutorial's TimeDistributed(Dense).
+    """
+    layers = keras().layers
+    logits = layers.Dense(shape.n_tags, name=f"{prefix}tags")(x)
+    return layers.Activation("softmax", name=f"{prefix}tag_probs")(logits)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nerbatch.decode import constrained_viterbi
+from nerbatch.decode import constrained_viterbi, tag_marginals
 from nerbatch.vocab import FeatureEncoder
 from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 
@@ -21,7 +21,7 @@ from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 @dataclass(frozen=True, slots=True)
 class TaggedSentence:
     tag_ids: np.ndarray  # int32 [n_tokens]
-    tag_probs: np.ndarray  # float32 [n_tokens], probability of the chosen tag
+    tag_probs: np.ndarray  # float32 [n_tokens], probability of the chosen tag (its marginal, with Viterbi)
 
 
 def length_buckets(max_len: int) -> tuple[int, ...]:
@@ -86,23 +86,23 @@ class Tagger:
         lengths = np.fromiter((len(p) for p in probabilities), np.int64, len(probabilities))
         if self.decoder == "argmax":
             ids = [p.argmax(axis=1).astype(np.int32) for p in probabilities]
-        else:
-            ids = [None] * len(probabilities)
-            # Decode similar lengths together so the padded Viterbi does little waste.
-            order = np.argsort(lengths, kind="stable")
-            for first in range(0, len(order), 1024):
-                chunk = order[first : first + 1024]
-                width = int(lengths[chunk].max())
-                padded = np.zeros((len(chunk), width, len(self.tags)), dtype=np.float32)
-                for row, index in enumerate(chunk):
-                    padded[row, : lengths[index]] = probabilities[index]
-                paths = constrained_viterbi(padded, lengths[chunk], self.tags, self.transition_scores)
-                for row, index in enumerate(chunk):
-                    ids[index] = paths[row, : lengths[index]]
-        return [
-            TaggedSentence(tag_ids, p[np.arange(len(p)), tag_ids].astype(np.float32))
-            for tag_ids, p in zip(ids, probabilities)
-        ]
+            return [TaggedSentence(i, p[np.arange(len(p)), i].astype(np.float32)) for i, p in zip(ids, probabilities)]
+        tagged: list[TaggedSentence | None] = [None] * len(probabilities)
+        # Decode similar lengths together so the padded Viterbi does little waste.
+        order = np.argsort(lengths, kind="stable")
+        for first in range(0, len(order), 1024):
+            chunk = order[first : first + 1024]
+            width = int(lengths[chunk].max())
+            padded = np.zeros((len(chunk), width, len(self.tags)), dtype=np.float32)
+            for row, index in enumerate(chunk):
+                padded[row, : lengths[index]] = probabilities[index]
+            paths = constrained_viterbi(padded, lengths[chunk], self.tags, self.transition_scores)
+            marginals = tag_marginals(padded, lengths[chunk], self.tags, self.transition_scores)
+            chosen = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
+            for row, index in enumerate(chunk):
+                n = lengths[index]
+                tagged[index] = TaggedSentence(paths[row, :n], chosen[row, :n])
+        return tagged
 
     def tag_strings(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         return [[self.tags[i] for i in t.tag_ids] for t in self.tag(sentences)]

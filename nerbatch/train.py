@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from nerbatch.backend import keras
 from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus, validation_split
+from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
@@ -36,9 +37,11 @@ class TrainSettings:
     min_word_freq: int = 1
     word_dropout: float = 0.0
     learning_rate: float = 1e-3
-    patience: int = 3
+    patience: int = 3  # epochs without a better validation F1 before stopping
+    plateau_lr_factor: float = 1.0  # learning rate multiplied by this after each epoch without improvement
     ensemble: int = 1  # members trained with seeds seed, seed+1, ...; their probabilities averaged
     rare_copies: int = 1  # times each training sentence with an art/eve/nat entity is seen per epoch
+    objective: str = "softmax"  # "crf": whole-sequence likelihood with learned transitions; "softmax": per token
     validation_fraction: float = 0.1
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
@@ -48,11 +51,13 @@ class TrainSettings:
     @classmethod
     def for_arch(cls, arch: str, **overrides) -> "TrainSettings":
         """Tuned defaults per architecture; explicit overrides win."""
-        base = {"seed": {}, "default": {"min_word_freq": 2, "word_dropout": 0.05, "rare_copies": 4}}[arch]
+        base = {"seed": {}, "default": {"min_word_freq": 2, "word_dropout": 0.05, "rare_copies": 4,
+                                          "objective": "crf"}}[arch]
         return cls(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 RARE_TYPES = ("art", "eve", "nat")
+OBJECTIVES = ("crf", "softmax")
 
 
 def _training_windows(
@@ -122,46 +127,70 @@ class WindowBatches:
         return inputs, target, mask.astype(np.float32)
 
 
+def _compiled_trainer(model, tagset: TagSet, settings: TrainSettings):
+    """What ``train_on_batch`` runs, and the CRF layer when the objective is the CRF's."""
+    k = keras()
+    optimizer = k.optimizers.Adam(learning_rate=settings.learning_rate)
+    if settings.objective == "softmax":
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        return model, None
+    crf = crf_layer(tagset.tags)
+    tag_ids = k.layers.Input(shape=(None,), dtype="int32", name="tag_ids")
+    mask = k.ops.not_equal(model.input["words"], 0)
+    nll = crf(model.get_layer("tags").output, tag_ids, mask)
+    trainer = k.Model(inputs={**model.input, "tag_ids": tag_ids}, outputs=nll)
+    trainer.compile(optimizer=optimizer, loss=_model_output_is_the_loss)
+    return trainer, crf
+
+
+def _model_output_is_the_loss(y_true, y_pred):
+    return y_pred
+
+
 def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
     """Train one network with early stopping on validation entity F1."""
-    k = keras()
     model = build_model(shape)
-    model.compile(
-        optimizer=k.optimizers.Adam(learning_rate=settings.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        weighted_metrics=["accuracy"],
-    )
+    trainer, crf = _compiled_trainer(model, tagset, settings)
     tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
-    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_entity_f1": []}
+    history: dict[str, list[float]] = {"loss": [], "val_entity_f1": []}
     epoch_seconds: list[float] = []
-    best_f1, best_epoch, best_weights, waited = -1.0, 0, model.get_weights(), 0
+    best = {"f1": -1.0, "epoch": 0, "weights": model.get_weights(), "transitions": None}
+    waited = 0
     for epoch in range(1, settings.epochs + 1):
         epoch_started = time.perf_counter()
-        losses, accuracies = [], []
+        losses = []
         progress = tqdm(batches.epoch(), total=len(batches), desc=f"{label}epoch {epoch}/{settings.epochs}",
                         unit="batch", disable=not verbose, leave=True, mininterval=1.0)
         for inputs, target, weight in progress:
-            logs = model.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
+            if crf is None:
+                logs = trainer.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
+            else:
+                logs = trainer.train_on_batch({**inputs, "tag_ids": target}, np.zeros(len(target), np.float32),
+                                              return_dict=True)
             losses.append(float(logs["loss"]))
-            accuracies.append(float(logs["accuracy"]))
             if len(losses) % 50 == 0:
                 progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         epoch_seconds.append(time.perf_counter() - epoch_started)
+        if crf is not None:
+            tagger.transition_scores = transition_matrix(crf)
         f1 = score_corpus(tagger, val)["micro"]["f1"]
         history["loss"].append(float(np.mean(losses)))
-        history["accuracy"].append(float(np.mean(accuracies)))
         history["val_entity_f1"].append(f1)
         if verbose:
             print(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
                   f"({epoch_seconds[-1]:.0f}s)", flush=True)
-        if f1 > best_f1:
-            best_f1, best_epoch, best_weights, waited = f1, epoch, model.get_weights(), 0
+        if f1 > best["f1"]:
+            best = {"f1": f1, "epoch": epoch, "weights": model.get_weights(), "transitions": tagger.transition_scores}
+            waited = 0
         else:
             waited += 1
             if waited >= settings.patience:
                 break
-    return {"weights": best_weights, "history": history, "epoch_seconds": epoch_seconds,
-            "best_f1": best_f1, "best_epoch": best_epoch}
+            if settings.plateau_lr_factor != 1.0:
+                optimizer = trainer.optimizer
+                optimizer.learning_rate.assign(float(optimizer.learning_rate) * settings.plateau_lr_factor)
+    return {"weights": best["weights"], "transitions": best["transitions"], "history": history,
+            "epoch_seconds": epoch_seconds, "best_f1": best["f1"], "best_epoch": best["epoch"]}
 
 
 def _inference_model(shape, member_weights: list):
@@ -197,8 +226,8 @@ def _fit_transition_prior(model, encoder, tagset: TagSet, fit: Corpus, val: Corp
         decoded = [[tagset.tags[i] for i in t.tag_ids] for t in tagger.decode(probabilities)]
         by_weight[weight] = entity_scores(val.tags, decoded)["micro"]["f1"]
     best = max(TRANSITION_WEIGHTS, key=lambda w: (by_weight[w], -w))
-    return {"weight": best, "log_probs": log_probs.round(6).tolist(),
-            "validation_f1": {str(w): round(f, 6) for w, f in by_weight.items()}}
+    return {"kind": "bigram-prior", "scores": (best * log_probs).round(6).tolist(), "weight": best,
+            "validation_f1_by_weight": {str(w): round(f, 6) for w, f in by_weight.items()}}
 
 
 def _plot_history(history: dict, path: Path) -> None:
@@ -248,13 +277,14 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     batches = WindowBatches(
         *_training_windows(fit, tagset, settings.max_len, settings.rare_copies), encoder, settings
     )
-    members, history, epoch_seconds, member_best = [], {}, [], []
+    members, member_transitions, history, epoch_seconds, member_best = [], [], {}, [], []
     started = time.perf_counter()
     for member in range(settings.ensemble):
         k.utils.set_random_seed(settings.seed + member)
         fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose,
                              label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else "")
         members.append(fitted["weights"])
+        member_transitions.append(fitted["transitions"])
         epoch_seconds += fitted["epoch_seconds"]
         member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
         history.setdefault("members", []).append(fitted["history"])
@@ -263,9 +293,12 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     # Fresh, uncompiled copies keep optimizer state out of the shipped file.
     final = _inference_model(shape, members)
     transitions = None
-    if decoder == "viterbi":
+    if settings.objective == "crf":
+        # An ensemble's members each learned their own; decoding uses their mean.
+        transitions = {"kind": "crf", "scores": np.mean(member_transitions, axis=0).round(6).tolist()}
+    elif decoder == "viterbi":
         transitions = _fit_transition_prior(final, encoder, tagset, fit, val, settings.max_len)
-    transition_scores = transitions and transitions["weight"] * np.asarray(transitions["log_probs"])
+    transition_scores = transitions and np.asarray(transitions["scores"])
     final_tagger = Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
                           transition_scores=transition_scores)
     val_scores = score_corpus(final_tagger, val)
@@ -280,8 +313,9 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
             "entity_f1": val_scores["micro"]["f1"],
             "per_type_f1": {t: round(v["f1"], 4) for t, v in val_scores["per_type"].items()},
             "members": member_best,
+            "transitions": transitions and transitions["kind"],
             **({"transition_weight": transitions["weight"], "entity_f1_by_transition_weight":
-                transitions["validation_f1"]} if transitions else {}),
+                transitions["validation_f1_by_weight"]} if transitions and "weight" in transitions else {}),
         },
         "training": {
             "epochs_run": len(epoch_seconds),

@@ -18,8 +18,12 @@ def test_training_writes_a_complete_bundle(tiny_bundle):
     assert len(metrics["data"]["sha256"]) == 64
     assert metrics["split"]["test"] == 108  # 20% of the 540 sample sentences
     assert metrics["training"]["epochs_run"] == 8
-    assert metrics["validation"]["transition_weight"] in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
-    assert load_bundle(tiny_bundle).transition_scores.shape == (17, 17)
+    # the default network trains with the CRF objective; decoding uses the transitions it learned
+    assert metrics["validation"]["transitions"] == "crf"
+    transitions = json.loads((tiny_bundle / "transitions.json").read_text())
+    assert transitions["kind"] == "crf"
+    scores = load_bundle(tiny_bundle).transition_scores
+    assert scores.shape == (17, 17) and np.abs(scores).max() > 0
     assert 0.0 <= metrics["test"]["micro"]["f1"] <= 1.0
     assert set(metrics["test"]["per_type"]) <= {"geo", "gpe", "org", "per", "tim", "art", "eve", "nat"}
     vocab = json.loads((tiny_bundle / "vocab.json").read_text())
@@ -117,16 +121,28 @@ def test_ensemble_bundle_averages_members_and_loads_safely(gmb_sample, tmp_path)
                                                                max_train_sentences=200), verbose=0)
     bundle = load_bundle(tmp_path / "ens")  # safe_mode=True
     names = {layer.name for layer in bundle.model.layers}
-    assert {"m1_bilstm", "m2_bilstm", "m1_tags", "m2_tags", "tags"} <= names
+    assert {"m1_bilstm", "m2_bilstm", "m1_tag_probs", "m2_tag_probs", "tags"} <= names
     assert type(bundle.model.get_layer("tags")).__name__ == "Average"
     batch = bundle.encoder.encode_batch([["Paris", "is", "big"]], 16)
     averaged = np.asarray(bundle.model.predict_on_batch(batch))
     from nerbatch.backend import keras
 
     k = keras()
-    members = [k.Model(bundle.model.inputs, bundle.model.get_layer(f"m{i}_tags").output) for i in (1, 2)]
+    members = [k.Model(bundle.model.inputs, bundle.model.get_layer(f"m{i}_tag_probs").output) for i in (1, 2)]
     expected = np.mean([np.asarray(m.predict_on_batch(batch)) for m in members], axis=0)
     np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_softmax_objective_decodes_with_a_bigram_prior_chosen_on_validation(gmb_sample, tmp_path):
+    from nerbatch.train import TRANSITION_WEIGHTS, TrainSettings, train
+
+    metrics = train(gmb_sample, tmp_path / "softmax", TrainSettings.for_arch(
+        "default", objective="softmax", epochs=1, max_train_sentences=200), verbose=0)
+    transitions = json.loads((tmp_path / "softmax" / "transitions.json").read_text())
+    assert transitions["kind"] == "bigram-prior" and transitions["weight"] in TRANSITION_WEIGHTS
+    assert metrics["validation"]["transition_weight"] == transitions["weight"]
+    log_probs = np.asarray(transitions["scores"]) / (transitions["weight"] or 1.0)
+    assert transitions["weight"] == 0 or np.allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-3)
 
 
 def test_rare_type_sentences_are_oversampled(gmb_sample):
