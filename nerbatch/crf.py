@@ -10,7 +10,7 @@ when a constant is added to every tag's score at one position, so the shipped
 network keeps its per-token softmax and ``constrained_viterbi`` over its log
 probabilities plus the learned transitions (stored in ``transitions.json``)
 finds exactly the CRF's best valid IOB2 path. The bundle therefore holds only
-stock Keras layers, and the CRF costs nothing in throughput.
+stock Keras layers, and the network costs the same to run as before.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def crf_layer(tags: Sequence[str], name: str = "crf"):
 
     ``transitions[prev, next]`` is its one weight; IOB2-invalid transitions
     (``O -> I-X``, ``B-X -> I-Y``) are fixed at ``FORBIDDEN`` so that training
-    and constrained decoding search the same set of paths.
+    and constrained decoding search the same set of paths. (A path may start with
+    ``I-X`` here: a training window cut from a long sentence can start inside an entity.)
     """
     k = keras()
     ops = k.ops

@@ -52,7 +52,7 @@ def default_shape(arch: str, n_words: int, n_tags: int, n_chars: int, **override
         # Sized for speed as well as accuracy: a wider BiLSTM or a second layer bought no
         # validation F1 (docs/ablation.md), and the character CNN dominates the cost.
         settings = dict(n_chars=n_chars, word_dim=100, char_dim=16, char_filters=32, lstm_units=100,
-                        dropout=0.33, use_chars=True, use_casing=True)
+                        dropout=0.5, use_chars=True, use_casing=True)
         return ModelShape("default", n_words, n_tags, **{**settings, **overrides})
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
 
