@@ -182,7 +182,7 @@ def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose
         if f1 > best["f1"]:
             best = {"f1": f1, "epoch": epoch, "weights": model.get_weights(), "transitions": tagger.transition_scores}
             waited = 0
-        else:
+        elif best["f1"] > 0:  # before it finds any entity a network is still learning, not on a plateau
             waited += 1
             if waited >= settings.patience:
                 break
@@ -272,7 +272,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     chars = char_vocab if shape.use_chars else None
     encoder = FeatureEncoder(words, chars, lowercase=lowercase, max_word_len=shape.max_word_len,
                              casing=shape.use_casing)
-    decoder = "argmax" if settings.arch == "seed" else "viterbi"
+    # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
+    decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"
 
     batches = WindowBatches(
         *_training_windows(fit, tagset, settings.max_len, settings.rare_copies), encoder, settings
