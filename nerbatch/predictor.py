@@ -83,26 +83,29 @@ class Tagger:
     def decode(self, probabilities: Sequence[np.ndarray]) -> list[TaggedSentence]:
         if not probabilities:
             return []
-        lengths = np.fromiter((len(p) for p in probabilities), np.int64, len(probabilities))
         if self.decoder == "argmax":
             ids = [p.argmax(axis=1).astype(np.int32) for p in probabilities]
             return [TaggedSentence(i, p[np.arange(len(p)), i].astype(np.float32)) for i, p in zip(ids, probabilities)]
         tagged: list[TaggedSentence | None] = [None] * len(probabilities)
-        # Decode similar lengths together so the padded Viterbi does little waste.
+        for chunk, lengths, padded in self._padded_chunks(probabilities):
+            paths = constrained_viterbi(padded, lengths, self.tags, self.transition_scores)
+            marginals = tag_marginals(padded, lengths, self.tags, self.transition_scores)
+            chosen = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
+            for row, (index, n) in enumerate(zip(chunk, lengths)):
+                tagged[index] = TaggedSentence(paths[row, :n], chosen[row, :n])
+        return tagged
+
+    @staticmethod
+    def _padded_chunks(probabilities: Sequence[np.ndarray]):
+        """Sentences of similar length padded together, so the decoders do little waste."""
+        lengths = np.fromiter((len(p) for p in probabilities), np.int64, len(probabilities))
         order = np.argsort(lengths, kind="stable")
         for first in range(0, len(order), 1024):
             chunk = order[first : first + 1024]
-            width = int(lengths[chunk].max())
-            padded = np.zeros((len(chunk), width, len(self.tags)), dtype=np.float32)
+            padded = np.zeros((len(chunk), int(lengths[chunk].max()), probabilities[0].shape[1]), dtype=np.float32)
             for row, index in enumerate(chunk):
                 padded[row, : lengths[index]] = probabilities[index]
-            paths = constrained_viterbi(padded, lengths[chunk], self.tags, self.transition_scores)
-            marginals = tag_marginals(padded, lengths[chunk], self.tags, self.transition_scores)
-            chosen = np.take_along_axis(marginals, paths[:, :, None], axis=2)[:, :, 0]
-            for row, index in enumerate(chunk):
-                n = lengths[index]
-                tagged[index] = TaggedSentence(paths[row, :n], chosen[row, :n])
-        return tagged
+            yield chunk, lengths[chunk], padded
 
     def tag_strings(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         return [[self.tags[i] for i in t.tag_ids] for t in self.tag(sentences)]
