@@ -1,0 +1,44 @@
+"""The shipped default model on the full corpus, under the fixed evaluation protocol."""
+
+import pytest
+
+from nerbatch.bundle import load_bundle
+from nerbatch.decode import allowed_transitions
+
+
+def test_shipped_default_scores_what_its_bundle_says(full_corpus):
+    from nerbatch.evaluate import evaluate_bundle
+
+    bundle = load_bundle(None)
+    scores = evaluate_bundle(bundle, full_corpus)["test"]
+    recorded = bundle.metrics["test"]
+    assert scores["sentences"] == 9592
+    assert scores["micro"]["f1"] == pytest.approx(recorded["micro"]["f1"], abs=1e-4)
+    assert scores["micro"]["f1"] > 0.83
+    assert scores["per_type"]["per"]["f1"] > 0.77 and scores["per_type"]["org"]["f1"] > 0.70
+    assert min(scores["per_type"][t]["f1"] for t in ("art", "eve", "nat")) > 0.1
+
+
+def test_shipped_default_decodes_valid_iob2_on_real_sentences(full_corpus):
+    from nerbatch.corpus import read_corpus
+    from nerbatch.evaluate import test_part
+
+    bundle = load_bundle(None)
+    sentences = test_part(read_corpus(full_corpus)).words[:2000]
+    allowed, start_ok = allowed_transitions(bundle.tags)
+    for tagged in bundle.tagger().tag(sentences):
+        ids = tagged.tag_ids
+        assert len(ids) == 0 or start_ok[ids[0]]
+        assert all(allowed[a, b] for a, b in zip(ids[:-1], ids[1:]))
+        assert ((tagged.tag_probs > 0) & (tagged.tag_probs <= 1 + 1e-6)).all()
+
+
+@pytest.mark.slow
+def test_default_training_reaches_the_shipped_quality(full_corpus, tmp_path):
+    """Full-corpus training of the default network (about 5 minutes on 2 cores)."""
+    from nerbatch.train import TrainSettings, train
+
+    metrics = train(full_corpus, tmp_path / "default", TrainSettings.for_arch("default", seed=1), verbose=0)
+    assert metrics["validation"]["entity_f1"] > 0.835
+    assert metrics["test"]["micro"]["f1"] > 0.83
+    assert metrics["validation"]["transitions"] == "crf"
