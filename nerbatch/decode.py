@@ -112,7 +112,8 @@ def tag_marginals(
         return np.zeros_like(probs, dtype=np.float32)
     allowed, start_ok = allowed_transitions(tags)
     scores = transition_scores if transition_scores is not None else np.zeros((n_tags, n_tags))
-    pair = np.where(allowed, np.exp(scores), 0.0).astype(np.float32)
+    # One constant off every pair cancels in the renormalisation and keeps exp() finite.
+    pair = np.where(allowed, np.exp(scores - np.max(scores)), 0.0).astype(np.float32)
     emit = np.clip(probs, 1e-12, 1.0).astype(np.float32)
     forward = np.empty_like(emit)
     alpha = emit[:, 0] * start_ok
