@@ -34,7 +34,6 @@ VARIANTS = {
     "default, BiLSTM 200": dict(arch="default", shape_overrides=(("lstm_units", 200),)),
     "default, rare-type sentences x4": dict(arch="default", rare_copies=4),
     "default, per-token softmax objective": dict(arch="default", objective="softmax"),
-    "default, CRF objective (default)": dict(arch="default", objective="crf"),
     "default, dropout 0.33": dict(arch="default", shape_overrides=(("dropout", 0.33),)),
     "default, no learning-rate cut on plateaus": dict(arch="default", plateau_lr_factor=1.0),
 }
