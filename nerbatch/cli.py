@@ -68,6 +68,9 @@ def train(
     objective: Annotated[
         Optional[str], typer.Option(help="'crf' (whole tag sequences, learned transitions) or 'softmax' (per token).")
     ] = None,
+    refit: Annotated[
+        Optional[bool], typer.Option(help="After validation picks the epochs, retrain on the whole training part.")
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[
         Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
@@ -86,7 +89,7 @@ def train(
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
-        objective=objective,
+        objective=objective, refit=refit,
     )
     metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
     typer.echo(format_table(metrics["test"]))

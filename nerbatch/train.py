@@ -43,6 +43,7 @@ class TrainSettings:
     rare_copies: int = 1  # times each training sentence with an art/eve/nat entity is seen per epoch
     objective: str = "softmax"  # "crf": whole-sequence likelihood with learned transitions; "softmax": per token
     validation_fraction: float = 0.1
+    refit: bool = False  # after choosing epochs on validation, retrain on the whole training part
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
     lowercase: bool | None = None  # None: the architecture's choice (seed keeps case)
@@ -147,34 +148,44 @@ def _model_output_is_the_loss(y_true, y_pred):
     return y_pred
 
 
+def _train_epoch(trainer, crf, batches, label: str, verbose: int) -> float:
+    """One pass over the batches; the mean training loss."""
+    losses = []
+    progress = tqdm(batches.epoch(), total=len(batches), desc=label, unit="batch", disable=not verbose,
+                    leave=True, mininterval=1.0)
+    for inputs, target, weight in progress:
+        if crf is None:
+            logs = trainer.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
+        else:
+            logs = trainer.train_on_batch({**inputs, "tag_ids": target}, np.zeros(len(target), np.float32),
+                                          return_dict=True)
+        losses.append(float(logs["loss"]))
+        if len(losses) % 50 == 0:
+            progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    return float(np.mean(losses))
+
+
 def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
-    """Train one network with early stopping on validation entity F1."""
+    """Train one network with early stopping on validation entity F1.
+
+    Also returns the learning rate of every epoch up to the best, so a refit can replay them.
+    """
     model = build_model(shape)
     trainer, crf = _compiled_trainer(model, tagset, settings)
     tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
     history: dict[str, list[float]] = {"loss": [], "val_entity_f1": []}
     epoch_seconds: list[float] = []
+    learning_rates: list[float] = []
     best = {"f1": -1.0, "epoch": 0, "weights": model.get_weights(), "transitions": None}
     waited = 0
     for epoch in range(1, settings.epochs + 1):
         epoch_started = time.perf_counter()
-        losses = []
-        progress = tqdm(batches.epoch(), total=len(batches), desc=f"{label}epoch {epoch}/{settings.epochs}",
-                        unit="batch", disable=not verbose, leave=True, mininterval=1.0)
-        for inputs, target, weight in progress:
-            if crf is None:
-                logs = trainer.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
-            else:
-                logs = trainer.train_on_batch({**inputs, "tag_ids": target}, np.zeros(len(target), np.float32),
-                                              return_dict=True)
-            losses.append(float(logs["loss"]))
-            if len(losses) % 50 == 0:
-                progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        learning_rates.append(float(trainer.optimizer.learning_rate))
+        history["loss"].append(_train_epoch(trainer, crf, batches, f"{label}epoch {epoch}/{settings.epochs}", verbose))
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if crf is not None:
             tagger.transition_scores = transition_matrix(crf)
         f1 = score_corpus(tagger, val)["micro"]["f1"]
-        history["loss"].append(float(np.mean(losses)))
         history["val_entity_f1"].append(f1)
         if verbose:
             print(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
@@ -190,7 +201,22 @@ def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose
                 optimizer = trainer.optimizer
                 optimizer.learning_rate.assign(float(optimizer.learning_rate) * settings.plateau_lr_factor)
     return {"weights": best["weights"], "transitions": best["transitions"], "history": history,
-            "epoch_seconds": epoch_seconds, "best_f1": best["f1"], "best_epoch": best["epoch"]}
+            "epoch_seconds": epoch_seconds, "best_f1": best["f1"], "best_epoch": best["epoch"],
+            "learning_rates": learning_rates[: best["epoch"]]}
+
+
+def _refit_member(shape, batches, tagset, settings, learning_rates: list[float], verbose, label) -> dict:
+    """Train a fresh network on the whole training part for the epochs validation chose, at their learning rates."""
+    model = build_model(shape)
+    trainer, crf = _compiled_trainer(model, tagset, settings)
+    epoch_seconds, losses = [], []
+    for epoch, learning_rate in enumerate(learning_rates, start=1):
+        epoch_started = time.perf_counter()
+        trainer.optimizer.learning_rate.assign(learning_rate)
+        losses.append(_train_epoch(trainer, crf, batches, f"{label}refit epoch {epoch}/{len(learning_rates)}", verbose))
+        epoch_seconds.append(time.perf_counter() - epoch_started)
+    return {"weights": model.get_weights(), "transitions": transition_matrix(crf) if crf is not None else None,
+            "epoch_seconds": epoch_seconds, "loss": losses}
 
 
 def _inference_model(shape, member_weights: list):
@@ -230,6 +256,26 @@ def _fit_transition_prior(model, encoder, tagset: TagSet, fit: Corpus, val: Corp
             "validation_f1_by_weight": {str(w): round(f, 6) for w, f in by_weight.items()}}
 
 
+def _training_inputs(corpus: Corpus, tagset: TagSet, lowercase: bool, settings: TrainSettings):
+    """Vocabularies, feature encoder, network shape and batches, all built from ``corpus`` alone."""
+    words = Vocabulary.build((normalize_word(w, lowercase) for s in corpus.words for w in s), settings.min_word_freq)
+    char_vocab = Vocabulary.build((c for s in corpus.words for w in s for c in w), 2)
+    shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **dict(settings.shape_overrides))
+    encoder = FeatureEncoder(words, char_vocab if shape.use_chars else None, lowercase=lowercase,
+                             max_word_len=shape.max_word_len, casing=shape.use_casing)
+    batches = WindowBatches(*_training_windows(corpus, tagset, settings.max_len, settings.rare_copies), encoder, settings)
+    return encoder, shape, batches
+
+
+def _crf_transitions(members: list[dict]) -> dict:
+    return {"kind": "crf", "scores": np.mean([m["transitions"] for m in members], axis=0).round(6).tolist()}
+
+
+def _tagger(model, encoder, tagset: TagSet, settings: TrainSettings, decoder: str, transitions: dict | None) -> Tagger:
+    return Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
+                  transition_scores=transitions and np.asarray(transitions["scores"]))
+
+
 def _plot_history(history: dict, path: Path) -> None:
     import matplotlib
 
@@ -250,60 +296,71 @@ def _plot_history(history: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1) -> dict:
-    """Train a bundle into ``out_dir``; returns its metrics."""
-    k = keras()
-    k.utils.set_random_seed(settings.seed)
-    data_path = Path(data_path)
-    corpus = read_corpus(data_path)
+def protocol_parts(corpus: Corpus, settings: TrainSettings) -> tuple[Corpus, Corpus, Corpus]:
+    """The fit, validation and test parts; fit and validation together are the protocol's training part."""
     train_idx, test_idx = protocol_split(len(corpus))
     # The validation split is fixed; the seed drives weights and shuffling.
     fit_idx, val_idx = validation_split(train_idx, settings.validation_fraction, seed=1)
     if settings.max_train_sentences:
         fit_idx = fit_idx[: settings.max_train_sentences]
         val_idx = val_idx[: max(1, settings.max_train_sentences // 5)]
-    fit, val, test = corpus.subset(fit_idx), corpus.subset(val_idx), corpus.subset(test_idx)
+    return corpus.subset(fit_idx), corpus.subset(val_idx), corpus.subset(test_idx)
+
+
+def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1) -> dict:
+    """Train a bundle into ``out_dir``; returns its metrics."""
+    k = keras()
+    k.utils.set_random_seed(settings.seed)
+    data_path = Path(data_path)
+    corpus = read_corpus(data_path)
+    fit, val, test = protocol_parts(corpus, settings)
 
     lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
-    words = Vocabulary.build((normalize_word(w, lowercase) for s in fit.words for w in s), settings.min_word_freq)
-    char_vocab = Vocabulary.build((c for s in fit.words for w in s for c in w), 2)
     tagset = TagSet.build(corpus.tags)
-    shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **dict(settings.shape_overrides))
-    chars = char_vocab if shape.use_chars else None
-    encoder = FeatureEncoder(words, chars, lowercase=lowercase, max_word_len=shape.max_word_len,
-                             casing=shape.use_casing)
+    encoder, shape, batches = _training_inputs(fit, tagset, lowercase, settings)
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
     decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"
 
-    batches = WindowBatches(
-        *_training_windows(fit, tagset, settings.max_len, settings.rare_copies), encoder, settings
-    )
-    members, member_transitions, history, epoch_seconds, member_best = [], [], {}, [], []
+    members, history, epoch_seconds, member_best = [], {}, [], []
     started = time.perf_counter()
     for member in range(settings.ensemble):
         k.utils.set_random_seed(settings.seed + member)
         fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose,
                              label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else "")
-        members.append(fitted["weights"])
-        member_transitions.append(fitted["transitions"])
+        members.append(fitted)
         epoch_seconds += fitted["epoch_seconds"]
         member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
         history.setdefault("members", []).append(fitted["history"])
-    train_seconds = time.perf_counter() - started
 
     # Fresh, uncompiled copies keep optimizer state out of the shipped file.
-    final = _inference_model(shape, members)
+    selected = _inference_model(shape, [m["weights"] for m in members])
     transitions = None
     if settings.objective == "crf":
         # An ensemble's members each learned their own; decoding uses their mean.
-        transitions = {"kind": "crf", "scores": np.mean(member_transitions, axis=0).round(6).tolist()}
+        transitions = _crf_transitions(members)
     elif decoder == "viterbi":
-        transitions = _fit_transition_prior(final, encoder, tagset, fit, val, settings.max_len)
-    transition_scores = transitions and np.asarray(transitions["scores"])
-    final_tagger = Tagger(final, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
-                          transition_scores=transition_scores)
-    val_scores = score_corpus(final_tagger, val)
-    test_scores = score_corpus(final_tagger, test)
+        transitions = _fit_transition_prior(selected, encoder, tagset, fit, val, settings.max_len)
+    val_scores = score_corpus(_tagger(selected, encoder, tagset, settings, decoder, transitions), val)
+    final = selected
+
+    refit = None
+    if settings.refit:
+        # Validation has chosen the epochs; the shipped networks learn from all of the training part.
+        whole = Corpus(fit.sentence_ids + val.sentence_ids, fit.words + val.words, fit.tags + val.tags)
+        encoder, shape, batches = _training_inputs(whole, tagset, lowercase, settings)
+        refitted = []
+        for member, selection in enumerate(members):
+            k.utils.set_random_seed(settings.seed + member)
+            refitted.append(_refit_member(shape, batches, tagset, settings, selection["learning_rates"], verbose,
+                                          label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else ""))
+        final = _inference_model(shape, [m["weights"] for m in refitted])
+        if settings.objective == "crf":
+            transitions = _crf_transitions(refitted)
+        refit = {"sentences": len(whole), "epochs": [len(m["learning_rates"]) for m in members],
+                 "learning_rates": [m["learning_rates"] for m in members], "loss": [m["loss"] for m in refitted],
+                 "seconds_per_epoch": [round(t, 1) for m in refitted for t in m["epoch_seconds"]]}
+    train_seconds = time.perf_counter() - started
+    test_scores = score_corpus(_tagger(final, encoder, tagset, settings, decoder, transitions), test)
     created = datetime.now(timezone.utc)
     metrics = {
         "protocol": PROTOCOL,
@@ -314,14 +371,16 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
             "entity_f1": val_scores["micro"]["f1"],
             "per_type_f1": {t: round(v["f1"], 4) for t, v in val_scores["per_type"].items()},
             "members": member_best,
+            "scored": "the networks validation chose" + (", before the refit" if refit else ""),
             "transitions": transitions and transitions["kind"],
             **({"transition_weight": transitions["weight"], "entity_f1_by_transition_weight":
                 transitions["validation_f1_by_weight"]} if transitions and "weight" in transitions else {}),
         },
         "training": {
-            "epochs_run": len(epoch_seconds),
+            "epochs_run": len(epoch_seconds),  # choosing the epochs on validation; the refit's are under "refit"
             "seconds": round(train_seconds, 1),
             "seconds_per_epoch": [round(s, 1) for s in epoch_seconds],
+            "refit": refit,
             "settings": asdict(settings),
         },
         "versions": library_versions(),

@@ -161,3 +161,28 @@ def test_rare_type_sentences_are_oversampled(gmb_sample):
     rare = [s for s in corpus.tags if {"B-art", "B-eve", "B-nat"} & set(s)]
     assert rare
     assert len(four) - len(once) == 3 * sum(len(plan_windows(len(s), 50)) for s in rare)
+
+
+def test_refit_learns_from_the_whole_training_part_for_the_epochs_validation_chose(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, protocol_parts, train
+    from nerbatch.vocab import Vocabulary, normalize_word
+
+    settings = TrainSettings.for_arch("default", epochs=6, patience=6, seed=5, refit=True)
+    metrics = train(gmb_sample, tmp_path / "refit", settings, verbose=0)
+    fit, val, _ = protocol_parts(read_corpus(gmb_sample), settings)
+    refit = metrics["training"]["refit"]
+    assert refit["sentences"] == len(fit) + len(val)
+    # as many epochs as validation chose, at the learning rates they had
+    assert refit["epochs"] == [metrics["validation"]["members"][0]["best_epoch"]]
+    assert len(refit["learning_rates"][0]) == len(refit["loss"][0]) == refit["epochs"][0]
+    # the shipped vocabulary is the whole training part's, so words seen only in validation are known
+    whole = Vocabulary.build((normalize_word(w, True) for s in fit.words + val.words for w in s), 2)
+    bundle = load_bundle(tmp_path / "refit")  # safe_mode=True
+    assert bundle.encoder.words.items == whole.items
+    only_in_validation = set(whole.items) - set(
+        Vocabulary.build((normalize_word(w, True) for s in fit.words for w in s), 2).items)
+    assert only_in_validation
+    assert bundle.model.get_layer("word_embedding").input_dim == len(whole)
+    # the refit network is trained, not freshly initialised: it learns and finds entities
+    assert refit["loss"][0][-1] < refit["loss"][0][0]
+    assert metrics["test"]["micro"]["f1"] > 0.1
