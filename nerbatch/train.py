@@ -321,12 +321,14 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
     decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"
 
+    def member_label(member: int) -> str:
+        return f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else ""
+
     members, history, epoch_seconds, member_best = [], {}, [], []
     started = time.perf_counter()
     for member in range(settings.ensemble):
         k.utils.set_random_seed(settings.seed + member)
-        fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose,
-                             label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else "")
+        fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, member_label(member))
         members.append(fitted)
         epoch_seconds += fitted["epoch_seconds"]
         member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
@@ -352,7 +354,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         for member, selection in enumerate(members):
             k.utils.set_random_seed(settings.seed + member)
             refitted.append(_refit_member(shape, batches, tagset, settings, selection["learning_rates"], verbose,
-                                          label=f"member {member + 1}/{settings.ensemble} " if settings.ensemble > 1 else ""))
+                                          member_label(member)))
         final = _inference_model(shape, [m["weights"] for m in refitted])
         if settings.objective == "crf":
             transitions = _crf_transitions(refitted)
