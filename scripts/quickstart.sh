@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet .
+# editable, like scripts/test.sh: the one .venv always runs this checkout, never a stale copy
+.venv/bin/python -m pip install --quiet -e .
 
 mkdir -p out
 .venv/bin/nerbatch run --input 'examples/*.jsonl' --output out/entities.parquet \
