@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from nerbatch.bundle import load_bundle
-from nerbatch.corpus import protocol_split, read_corpus, validation_split
+from nerbatch.corpus import read_corpus
 from nerbatch.evaluate import score_corpus
-from nerbatch.train import TrainSettings, train
+from nerbatch.train import TrainSettings, protocol_parts, train
 
 VARIANTS = {
     "seed (tutorial BiLSTM, argmax)": dict(arch="seed"),
@@ -49,18 +49,16 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the trained bundles under this folder")
     args = parser.parse_args()
 
-    corpus = read_corpus(args.data)
-    train_idx, _ = protocol_split(len(corpus))
-    _, val_idx = validation_split(train_idx, 0.1, args.seed)
-    validation = corpus.subset(val_idx)
+    _, validation, _ = protocol_parts(read_corpus(args.data), TrainSettings())
 
     rows = []
     scratch = Path(args.keep or tempfile.mkdtemp(prefix="nerbatch-ablation-"))
     for name, params in VARIANTS.items():
         if args.only and not any(s in name for s in args.only):
             continue
+        # no refit: the bundle is scored on validation, so it must not have trained on it
         settings = TrainSettings.for_arch(params.pop("arch"), epochs=args.epochs, patience=args.epochs,
-                                          seed=args.seed, **params)
+                                          seed=args.seed, refit=False, **params)
         out = scratch / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "plus")
         started = time.perf_counter()
         metrics = train(args.data, out, settings, verbose=0)

@@ -1,7 +1,8 @@
 """How well an entity's ``score`` predicts that the entity is right.
 
-Tags the validation part (10 % of the protocol's training part, never the test
-split) with each bundle, and bins the predicted entities by score: in a bin of
+Tags sentences the bundle never trained on with each bundle: the validation
+part (10 % of the protocol's training part), or the test split for a bundle
+refitted on the whole training part. Bins the predicted entities by score: in a bin of
 scores near 0.8, about 80 % of the entities should match a gold entity exactly.
 Prints the precision per bin and the expected calibration error (ECE: the
 entity-weighted mean gap between score and precision), for the score nerbatch
@@ -18,8 +19,9 @@ import argparse
 import numpy as np
 
 from nerbatch.bundle import load_bundle
-from nerbatch.corpus import protocol_split, read_corpus, validation_split
+from nerbatch.corpus import read_corpus
 from nerbatch.decode import iob2_spans
+from nerbatch.train import TrainSettings, protocol_parts
 
 BINS = 10
 
@@ -41,16 +43,15 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/ner_dataset.csv.zip")
     args = parser.parse_args()
 
-    corpus = read_corpus(args.data)
-    train_idx, _ = protocol_split(len(corpus))
-    _, val_idx = validation_split(train_idx, 0.1, seed=1)
-    validation = corpus.subset(val_idx)
+    _, validation, test = protocol_parts(read_corpus(args.data), TrainSettings())
     for path in args.bundles:
         bundle = load_bundle(path)
+        refitted = bundle.metrics.get("training", {}).get("settings", {}).get("refit", False)
+        part_name, part = ("test", test) if refitted else ("validation", validation)
         tagger = bundle.tagger()
-        probabilities = tagger.tag_probabilities(validation.words)
+        probabilities = tagger.tag_probabilities(part.words)
         written, softmax, correct = [], [], []
-        for gold, probs, tagged in zip(validation.tags, probabilities, tagger.decode(probabilities)):
+        for gold, probs, tagged in zip(part.tags, probabilities, tagger.decode(probabilities)):
             gold_spans = set(iob2_spans(gold))
             for span in iob2_spans([bundle.tags[i] for i in tagged.tag_ids]):
                 rows = np.arange(span.start, span.end)
@@ -58,7 +59,7 @@ def main() -> None:
                 softmax.append(probs[rows, tagged.tag_ids[rows]].mean())
                 correct.append(span in gold_spans)
         correct = np.asarray(correct, dtype=float)
-        print(f"{bundle.name}: {len(correct)} predicted entities on the validation part, precision {correct.mean():.3f}")
+        print(f"{bundle.name}: {len(correct)} predicted entities on the {part_name} part, precision {correct.mean():.3f}")
         for label, scores in (("score written", written), ("token softmax", softmax)):
             ece, cells = calibration(np.asarray(scores), correct)
             print(f"  {label}: mean {np.mean(scores):.3f}, ECE {ece:.3f}")

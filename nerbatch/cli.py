@@ -69,7 +69,7 @@ def train(
         Optional[str], typer.Option(help="'crf' (whole tag sequences, learned transitions) or 'softmax' (per token).")
     ] = None,
     refit: Annotated[
-        Optional[bool], typer.Option(help="After validation picks the epochs, retrain on the whole training part.")
+        Optional[bool], typer.Option(help="After validation picks the epochs, retrain on the whole training part (default arch: on).")
     ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[

@@ -53,7 +53,7 @@ class TrainSettings:
     def for_arch(cls, arch: str, **overrides) -> "TrainSettings":
         """Tuned defaults per architecture; explicit overrides win."""
         base = {"seed": {}, "default": {"min_word_freq": 2, "word_dropout": 0.05, "rare_copies": 4,
-                                          "objective": "crf", "plateau_lr_factor": 0.5}}[arch]
+                                          "objective": "crf", "plateau_lr_factor": 0.5, "refit": True}}[arch]
         return cls(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 

@@ -14,8 +14,8 @@ def test_shipped_default_scores_what_its_bundle_says(full_corpus):
     recorded = bundle.metrics["test"]
     assert scores["sentences"] == 9592
     assert scores["micro"]["f1"] == pytest.approx(recorded["micro"]["f1"], abs=1e-4)
-    assert scores["micro"]["f1"] > 0.83
-    assert scores["per_type"]["per"]["f1"] > 0.77 and scores["per_type"]["org"]["f1"] > 0.70
+    assert scores["micro"]["f1"] > 0.835
+    assert scores["per_type"]["per"]["f1"] > 0.78 and scores["per_type"]["org"]["f1"] > 0.715
     assert min(scores["per_type"][t]["f1"] for t in ("art", "eve", "nat")) > 0.1
 
 
@@ -35,10 +35,11 @@ def test_shipped_default_decodes_valid_iob2_on_real_sentences(full_corpus):
 
 @pytest.mark.slow
 def test_default_training_reaches_the_shipped_quality(full_corpus, tmp_path):
-    """Full-corpus training of the default network (about 5 minutes on 2 cores)."""
+    """Full-corpus training of the default network (about 10 minutes on 2 cores, refit included)."""
     from nerbatch.train import TrainSettings, train
 
     metrics = train(full_corpus, tmp_path / "default", TrainSettings.for_arch("default", seed=1), verbose=0)
     assert metrics["validation"]["entity_f1"] > 0.835
-    assert metrics["test"]["micro"]["f1"] > 0.83
+    assert metrics["training"]["refit"]["sentences"] == 38367  # fit + validation
+    assert metrics["test"]["micro"]["f1"] > 0.835
     assert metrics["validation"]["transitions"] == "crf"
