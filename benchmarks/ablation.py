@@ -36,6 +36,8 @@ VARIANTS = {
     "default, per-token softmax objective": dict(arch="default", objective="softmax"),
     "default, dropout 0.33": dict(arch="default", shape_overrides=(("dropout", 0.33),)),
     "default, no learning-rate cut on plateaus": dict(arch="default", plateau_lr_factor=1.0),
+    # needs --vectors (scripts/fetch_vectors.sh)
+    "default + pretrained word vectors": dict(arch="default", vectors=True),
 }
 
 
@@ -47,21 +49,28 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="substring(s) of variant names to run")
     parser.add_argument("--out", type=Path, help="write the markdown table here")
     parser.add_argument("--keep", type=Path, help="keep the trained bundles under this folder")
+    parser.add_argument("--vectors", type=Path, help="word vectors for the variants that use them")
     args = parser.parse_args()
 
     _, validation, _ = protocol_parts(read_corpus(args.data), TrainSettings())
 
+    selected = {name: dict(params) for name, params in VARIANTS.items()
+                if not args.only or any(s in name for s in args.only)}
+    needing_vectors = [name for name, params in selected.items() if params.get("vectors")]
+    if needing_vectors and args.vectors is None:
+        parser.error(f"{needing_vectors} need --vectors (scripts/fetch_vectors.sh prints the path); "
+                     "or leave them out with --only")
+
     rows = []
     scratch = Path(args.keep or tempfile.mkdtemp(prefix="nerbatch-ablation-"))
-    for name, params in VARIANTS.items():
-        if args.only and not any(s in name for s in args.only):
-            continue
+    for name, params in selected.items():
+        uses_vectors = params.pop("vectors", False)
         # no refit: the bundle is scored on validation, so it must not have trained on it
         settings = TrainSettings.for_arch(params.pop("arch"), epochs=args.epochs, patience=args.epochs,
                                           seed=args.seed, refit=False, **params)
         out = scratch / name.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "plus")
         started = time.perf_counter()
-        metrics = train(args.data, out, settings, verbose=0)
+        metrics = train(args.data, out, settings, verbose=0, vectors_path=args.vectors if uses_vectors else None)
         seconds = time.perf_counter() - started
         scored = score_corpus(load_bundle(out).tagger(), validation)
         row = {

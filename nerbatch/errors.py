@@ -23,3 +23,7 @@ class InputError(NerbatchError):
 
 class OutputError(NerbatchError):
     """An output path cannot be written."""
+
+
+class VectorsError(NerbatchError):
+    """A pretrained word-vector file cannot be read (names the line)."""

