@@ -46,6 +46,7 @@ def glove_vectors() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_default_training_reaches_the_shipped_quality(full_corpus, glove_vectors, tmp_path):
     """Full-corpus training of the shipped model's recipe (about 15 minutes on 2 cores, refit included)."""
     from nerbatch.train import TrainSettings, train
