@@ -45,7 +45,7 @@ class TrainSettings:
     objective: str = "softmax"  # "crf": whole-sequence likelihood with learned transitions; "softmax": per token
     validation_fraction: float = 0.1
     refit: bool = False  # after choosing epochs on validation, retrain on the whole training part
-    vector_words: int = 50_000  # with pretrained vectors: their most frequent words added to the vocabulary
+    vector_words: int = 20_000  # with pretrained vectors: their most frequent words added to the vocabulary
     max_train_sentences: int | None = None  # for quick runs; None = the whole training part
     name: str | None = None
     lowercase: bool | None = None  # None: the architecture's choice (seed keeps case)
