@@ -38,6 +38,9 @@ VARIANTS = {
     "default, no learning-rate cut on plateaus": dict(arch="default", plateau_lr_factor=1.0),
     # needs --vectors (scripts/fetch_vectors.sh)
     "default + pretrained word vectors": dict(arch="default", vectors=True),
+    "default + vectors, character CNN 64 filters over 25-dim characters": dict(
+        arch="default", vectors=True, shape_overrides=(("char_filters", 64), ("char_dim", 25))),
+    "default + vectors, learning rate 0.002": dict(arch="default", vectors=True, learning_rate=0.002),
 }
 
 
