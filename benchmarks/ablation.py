@@ -41,6 +41,8 @@ VARIANTS = {
     "default + vectors, character CNN 64 filters over 25-dim characters": dict(
         arch="default", vectors=True, shape_overrides=(("char_filters", 64), ("char_dim", 25))),
     "default + vectors, learning rate 0.002": dict(arch="default", vectors=True, learning_rate=0.002),
+    "default + vectors, 2 BiLSTM layers of 200 units": dict(
+        arch="default", vectors=True, shape_overrides=(("lstm_units", 200), ("lstm_layers", 2))),
 }
 
 
