@@ -130,10 +130,32 @@ class WindowBatches:
         return inputs, target, mask.astype(np.float32)
 
 
+def _adam(learning_rate: float):
+    """Adam that makes the same update under every Keras backend.
+
+    Keras's TensorFlow backend hands Adam an embedding's gradient as one slice
+    per occurrence and squares the slices before summing them, so a row seen
+    n times in a batch gets a second moment up to n times too small and a step
+    up to sqrt(n) times too large. Summing the slices first gives textbook Adam,
+    which is what the JAX and PyTorch backends compute (their gradients are dense).
+    """
+    k = keras()
+    if k.backend.backend() != "tensorflow":
+        return k.optimizers.Adam(learning_rate=learning_rate)
+    import tensorflow as tf
+
+    class SummedSlicesAdam(k.optimizers.Adam):
+        def apply(self, grads, trainable_variables=None):
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            return super().apply(grads, trainable_variables)
+
+    return SummedSlicesAdam(learning_rate=learning_rate)
+
+
 def _compiled_trainer(model, tagset: TagSet, settings: TrainSettings):
     """What ``train_on_batch`` runs, and the CRF layer when the objective is the CRF's."""
     k = keras()
-    optimizer = k.optimizers.Adam(learning_rate=settings.learning_rate)
+    optimizer = _adam(settings.learning_rate)
     if settings.objective == "softmax":
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
         return model, None

@@ -167,7 +167,7 @@ def test_refit_learns_from_the_whole_training_part_for_the_epochs_validation_cho
     from nerbatch.train import TrainSettings, protocol_parts, train
     from nerbatch.vocab import Vocabulary, normalize_word
 
-    settings = TrainSettings.for_arch("default", epochs=6, patience=6, seed=5, refit=True)
+    settings = TrainSettings.for_arch("default", epochs=6, patience=6, seed=5, refit=True, learning_rate=0.005)
     metrics = train(gmb_sample, tmp_path / "refit", settings, verbose=0)
     fit, val, _ = protocol_parts(read_corpus(gmb_sample), settings)
     refit = metrics["training"]["refit"]

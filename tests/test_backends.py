@@ -1,0 +1,104 @@
+"""Keras backends: a bundle loads (``safe_mode=True``) and tags the same under JAX, and training
+makes the same updates under TensorFlow and JAX.
+
+Each backend runs in a subprocess where needed: Keras picks its backend once per process.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nerbatch.bundle import load_bundle
+from nerbatch.corpus import read_corpus
+
+TAG_UNDER_BACKEND = """
+import sys
+import numpy as np
+from nerbatch.backend import keras
+from nerbatch.bundle import load_bundle
+from nerbatch.corpus import read_corpus
+
+bundle_dir, sample, out = sys.argv[1:]
+assert keras().backend.backend() == "jax", keras().backend.backend()
+tagger = load_bundle(bundle_dir or None).tagger()
+words = read_corpus(sample).words
+tagged = tagger.tag(words)
+np.savez(out, probs=np.concatenate(tagger.tag_probabilities(words)),
+         tags=np.concatenate([t.tag_ids for t in tagged]), scores=np.concatenate([t.tag_probs for t in tagged]))
+"""
+
+
+def _tag_under_jax(bundle_dir, sample, out):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", TAG_UNDER_BACKEND, str(bundle_dir or ""), str(sample), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return np.load(out)
+
+
+@pytest.mark.parametrize("which", ["shipped", "trained here"])
+def test_bundle_tags_the_same_under_jax(which, tiny_bundle, gmb_sample, tmp_path):
+    bundle_dir = None if which == "shipped" else tiny_bundle
+    tagger = load_bundle(bundle_dir).tagger()
+    words = read_corpus(gmb_sample).words
+    tagged = tagger.tag(words)
+
+    jax = _tag_under_jax(bundle_dir, gmb_sample, tmp_path / "jax.npz")
+
+    np.testing.assert_allclose(jax["probs"], np.concatenate(tagger.tag_probabilities(words)), atol=1e-4)
+    tags = np.concatenate([t.tag_ids for t in tagged])
+    assert (tags > 0).any()  # the sample has entities; an all-O tagging would compare trivially
+    np.testing.assert_array_equal(jax["tags"], tags)
+    np.testing.assert_allclose(jax["scores"], np.concatenate([t.tag_probs for t in tagged]), atol=1e-4)
+
+
+TRAIN_STEPS = """
+import sys
+import numpy as np
+from nerbatch import train as training
+from nerbatch.backend import keras
+from nerbatch.corpus import read_corpus
+from nerbatch.vocab import TagSet
+
+sample, start_weights, out = sys.argv[1:]
+# No dropout: with the same starting weights and batches, training is then deterministic.
+settings = training.TrainSettings.for_arch("default", word_dropout=0.0, shape_overrides=(("dropout", 0.0),))
+corpus = read_corpus(sample)
+tagset = TagSet.build(corpus.tags)
+encoder, shape, batches, _ = training._training_inputs(corpus, tagset, True, settings, None)
+model = training._fresh_network(shape, None)
+if keras().backend.backend() == "tensorflow":
+    np.savez(start_weights, *model.get_weights())
+else:
+    saved = np.load(start_weights)
+    model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+trainer, _ = training._compiled_trainer(model, tagset, settings)
+losses = []
+for _, (inputs, target, _) in zip(range(20), batches.epoch()):
+    logs = trainer.train_on_batch({**inputs, "tag_ids": target}, np.zeros(len(target), np.float32), return_dict=True)
+    losses.append(float(logs["loss"]))
+np.savez(out, losses=np.array(losses), *model.get_weights())
+"""
+
+
+def test_training_makes_the_same_updates_under_tensorflow_and_jax(gmb_sample, tmp_path):
+    """Guards the optimizer: TensorFlow's sliced embedding gradients must give textbook Adam, as JAX's do."""
+    start = tmp_path / "start.npz"
+    runs = {}
+    for backend in ("tensorflow", "jax"):
+        out = tmp_path / f"{backend}.npz"
+        done = subprocess.run([sys.executable, "-c", TRAIN_STEPS, str(gmb_sample), str(start), str(out)],
+                              env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[backend] = np.load(out)
+    tf_run, jax_run = runs["tensorflow"], runs["jax"]
+    assert tf_run["losses"][-1] < tf_run["losses"][0]
+    np.testing.assert_allclose(jax_run["losses"], tf_run["losses"], rtol=1e-3)
+    weights = [name for name in tf_run.files if name.startswith("arr_")]
+    assert len(weights) > 5
+    for name in weights:
+        np.testing.assert_allclose(jax_run[name], tf_run[name], atol=1e-4, err_msg=name)
