@@ -14,7 +14,7 @@ import pytest
 from nerbatch.bundle import load_bundle
 from nerbatch.corpus import read_corpus
 
-TAG_UNDER_BACKEND = """
+TAG_SENTENCES = """
 import sys
 import numpy as np
 from nerbatch.backend import keras
@@ -24,17 +24,17 @@ from nerbatch.corpus import read_corpus
 bundle_dir, sample, out = sys.argv[1:]
 assert keras().backend.backend() == "jax", keras().backend.backend()
 tagger = load_bundle(bundle_dir or None).tagger()
-words = read_corpus(sample).words
-tagged = tagger.tag(words)
-np.savez(out, probs=np.concatenate(tagger.tag_probabilities(words)),
-         tags=np.concatenate([t.tag_ids for t in tagged]), scores=np.concatenate([t.tag_probs for t in tagged]))
+probs = tagger.tag_probabilities(read_corpus(sample).words)
+tagged = tagger.decode(probs)
+np.savez(out, probs=np.concatenate(probs), tags=np.concatenate([t.tag_ids for t in tagged]),
+         scores=np.concatenate([t.tag_probs for t in tagged]))
 """
 
 
-def _tag_under_jax(bundle_dir, sample, out):
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    done = subprocess.run([sys.executable, "-c", TAG_UNDER_BACKEND, str(bundle_dir or ""), str(sample), str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
+def _run_under(backend: str, script: str, *args, out):
+    """Runs ``script`` with ``args`` (and ``out`` last) in a fresh Python under ``backend``; loads what it saved."""
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args), str(out)],
+                          env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return np.load(out)
 
@@ -43,12 +43,12 @@ def _tag_under_jax(bundle_dir, sample, out):
 def test_bundle_tags_the_same_under_jax(which, tiny_bundle, gmb_sample, tmp_path):
     bundle_dir = None if which == "shipped" else tiny_bundle
     tagger = load_bundle(bundle_dir).tagger()
-    words = read_corpus(gmb_sample).words
-    tagged = tagger.tag(words)
+    probs = tagger.tag_probabilities(read_corpus(gmb_sample).words)
+    tagged = tagger.decode(probs)
 
-    jax = _tag_under_jax(bundle_dir, gmb_sample, tmp_path / "jax.npz")
+    jax = _run_under("jax", TAG_SENTENCES, bundle_dir or "", gmb_sample, out=tmp_path / "jax.npz")
 
-    np.testing.assert_allclose(jax["probs"], np.concatenate(tagger.tag_probabilities(words)), atol=1e-4)
+    np.testing.assert_allclose(jax["probs"], np.concatenate(probs), atol=1e-4)
     tags = np.concatenate([t.tag_ids for t in tagged])
     assert (tags > 0).any()  # the sample has entities; an all-O tagging would compare trivially
     np.testing.assert_array_equal(jax["tags"], tags)
@@ -87,15 +87,9 @@ np.savez(out, losses=np.array(losses), *model.get_weights())
 def test_training_makes_the_same_updates_under_tensorflow_and_jax(gmb_sample, tmp_path):
     """Guards the optimizer: TensorFlow's sliced embedding gradients must give textbook Adam, as JAX's do."""
     start = tmp_path / "start.npz"
-    runs = {}
-    for backend in ("tensorflow", "jax"):
-        out = tmp_path / f"{backend}.npz"
-        done = subprocess.run([sys.executable, "-c", TRAIN_STEPS, str(gmb_sample), str(start), str(out)],
-                              env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        runs[backend] = np.load(out)
-    tf_run, jax_run = runs["tensorflow"], runs["jax"]
+    # TensorFlow first: it saves the starting weights that JAX then loads.
+    tf_run, jax_run = (_run_under(backend, TRAIN_STEPS, gmb_sample, start, out=tmp_path / f"{backend}.npz")
+                       for backend in ("tensorflow", "jax"))
     assert tf_run["losses"][-1] < tf_run["losses"][0]
     np.testing.assert_allclose(jax_run["losses"], tf_run["losses"], rtol=1e-3)
     weights = [name for name in tf_run.files if name.startswith("arr_")]
