@@ -74,7 +74,7 @@ def verify_bundle(directory: str | Path) -> dict:
         raise BundleError(f"{directory}: not a nerbatch model bundle (no {MANIFEST})")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: not a nerbatch bundle manifest")
@@ -95,7 +95,11 @@ def verify_bundle(directory: str | Path) -> dict:
             raise BundleError(f"{directory}: bundle file {name} is missing")
         if path.stat().st_size != entry.get("bytes"):
             raise BundleError(f"{directory}: bundle file {name} is truncated or altered (size mismatch)")
-        if _sha256(path) != entry.get("sha256"):
+        try:
+            digest = _sha256(path)
+        except OSError as exc:
+            raise BundleError(f"{directory}: bundle file {name} is unreadable ({exc.strerror or exc})") from None
+        if digest != entry.get("sha256"):
             raise BundleError(f"{directory}: bundle file {name} fails its checksum (tampered or corrupt)")
     return manifest
 

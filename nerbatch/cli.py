@@ -38,6 +38,15 @@ def _field_list(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
+def _write_report(path: Path, data: dict) -> None:
+    from nerbatch.errors import OutputError
+
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write the report {str(path)!r}: {exc.strerror or exc}") from None
+
+
 def _user_errors(command):
     """Turn NerbatchError into a one-line message and exit code 2."""
 
@@ -110,13 +119,16 @@ def evaluate(
     data: DataOpt,
     model: ModelOpt = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the scores as JSON here.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size.")] = 256,
 ) -> None:
     """Score a bundle on the fixed protocol's test split (entity-level F1, per type)."""
     from nerbatch.bundle import load_bundle
     from nerbatch.evaluate import evaluate_bundle
     from nerbatch.metrics import format_table
+    from nerbatch.sinks import check_writable
 
+    if report:
+        check_writable(report, "report")
     bundle = load_bundle(model)
     result = evaluate_bundle(bundle, data, batch_size=batch_size)
     test = result["test"]
@@ -124,7 +136,7 @@ def evaluate(
     typer.echo(format_table(test))
     typer.echo(f"{test['tokens_per_s']:.0f} tokens/s")
     if report:
-        report.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        _write_report(report, result)
 
 
 @app.command()
@@ -172,9 +184,9 @@ def run(
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents become error records.")] = 1_000_000,
-    max_error_rate: Annotated[float, typer.Option(help="Exit 1 when more than this fraction of documents failed.")] = 0.01,
+    max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit 1 when more than this fraction of documents failed (or an input could not be read to its end).")] = 0.01,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs a previous, interrupted run completed.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size (windows).")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size (windows).")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Find entities in documents and write entity records."""
@@ -190,6 +202,7 @@ def run(
         keep_fields=_field_list(keep_fields),
         max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,
     )
+    options.validate()  # before loading the model
     pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
     bar = tqdm(desc="docs", unit="doc", disable=True if quiet else None, dynamic_ncols=True)
     tokens = [0]
@@ -206,12 +219,9 @@ def run(
         bar.close()
     if not quiet:
         typer.echo(f"nerbatch: {result.summary()}", err=True)
-    if result.error_rate > max_error_rate:
-        typer.echo(
-            f"nerbatch: {result.docs_failed} of {result.docs_in} documents failed "
-            f"({result.error_rate:.2%} > --max-error-rate {max_error_rate:.2%}); see {result.errors}",
-            err=True,
-        )
+    failure = result.failed(max_error_rate)
+    if failure:
+        typer.echo(f"nerbatch: {failure}", err=True)
         raise typer.Exit(1)
 
 
@@ -269,7 +279,7 @@ def consume(
     ssl_cafile: Annotated[Optional[str], typer.Option(help="CA certificate file (PEM).")] = None,
     ssl_certfile: Annotated[Optional[str], typer.Option(help="Client certificate file (PEM).")] = None,
     ssl_keyfile: Annotated[Optional[str], typer.Option(help="Client key file (PEM).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prediction batch size (windows).")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size (windows).")] = 256,
     report: Annotated[Optional[Path], typer.Option(help="Write the worker's report (JSON) here when it stops.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
@@ -279,6 +289,7 @@ def consume(
     from nerbatch.bundle import load_bundle
     from nerbatch.consumer import ConsumeOptions, consume as run_worker, report_dict
     from nerbatch.pipeline import NerPipeline
+    from nerbatch.sinks import check_writable
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
@@ -299,10 +310,12 @@ def consume(
         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
     )
     options.validate()  # before loading the model
+    if report:
+        check_writable(report, "report")
     pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
     result = run_worker(options, pipeline, handle_signals=True)
     if report:
-        report.write_text(json.dumps(report_dict(result), indent=2) + "\n", encoding="utf-8")
+        _write_report(report, report_dict(result))
 
 
 def main() -> None:

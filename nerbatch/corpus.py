@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def read_corpus(path: str | Path) -> Corpus:
             on_bad_lines="error",
             engine="c",
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise CorpusError(f"{path}: cannot parse corpus: {exc}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {exc})") from None
 
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
@@ -110,10 +111,15 @@ def read_corpus(path: str | Path) -> Corpus:
     )
 
 
+MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides
+
+
 def protocol_split(n_sentences: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed evaluation split: 80/20 over sentence indices, ``random_state=1``."""
     from sklearn.model_selection import train_test_split
 
+    if n_sentences < MIN_SENTENCES:
+        raise CorpusError(f"the corpus has {n_sentences} sentence(s); the protocol's split needs at least {MIN_SENTENCES}")
     train, test = train_test_split(np.arange(n_sentences), test_size=0.2, random_state=1)
     return np.sort(train), np.sort(test)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import stat
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 REASON_KINDS: dict[str, str] = {
     "malformed_json": "the line is not valid JSON (also: whitespace-only line, nesting too deep)",
     "not_object": "the JSON value is not an object (array, string, number...)",
-    "invalid_utf8": "the line's bytes are not valid UTF-8",
+    "invalid_utf8": "the line's bytes, or a parquet string value's, are not valid UTF-8",
     "invalid_unicode": "a string holds an unpaired surrogate escape (e.g. \\ud800) that UTF-8 cannot encode",
     "invalid_id": "the id is neither a non-blank string nor an integer (float, bool, list, blank...)",
     "missing_text": "the text field is absent or null",
@@ -160,6 +161,13 @@ def _folder_files(folder: str, *, required: bool = True) -> list[str]:
 
 def _check_readable(path: str, given: str) -> None:
     try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise InputError(f"cannot read input {given!r}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        # A pipe or device can be read only once: sniffing its format would eat documents.
+        raise InputError(f"input {path!r} is not a regular file (a pipe or device); save it to a file first")
+    try:
         with open(path, "rb"):
             pass
     except OSError as exc:
@@ -183,7 +191,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
     order; a file reached twice (same real path) is kept once, at its first
     place.  Raises :class:`~nerbatch.errors.InputError` naming the argument when
     there are no arguments, a glob matches nothing, a path does not exist, a
-    folder holds no input files, or a file cannot be opened for reading.
+    folder holds no input files, a file cannot be opened for reading, or a
+    path is not a regular file (a pipe such as ``/dev/stdin``).
     """
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -328,7 +337,10 @@ class _Rules:
             )
         fields = {}
         for name in self.keep_fields:
-            value = kept_value(obj.get(name))
+            try:
+                value = kept_value(obj.get(name))
+            except RecursionError:
+                return self.error(position, f"malformed_json: kept field {name!r} is nested too deep", own_id, raw)
             if check_unicode and value is not None and (at := _bad_unicode(value)) is not None:
                 return self.error(
                     position,
@@ -669,7 +681,7 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
                 for batch in pf.iter_batches(
                     batch_size=chunk_rows, row_groups=[group], columns=columns, use_threads=False
                 ):
-                    cols = {name: batch.column(name).to_pylist() for name in columns}
+                    cols = {name: _column_values(batch.column(name)) for name in columns}
                     for i in range(batch.num_rows):
                         row = {name: values[i] for name, values in cols.items()}
                         yield _parquet_row(rules, row, position)
@@ -686,11 +698,62 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
         pf.close()
 
 
+class _Undecodable:
+    """A parquet value whose string bytes are not valid UTF-8."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: UnicodeDecodeError) -> None:
+        self.error = error
+
+    def shown(self) -> str:
+        return self.error.object.decode("utf-8", errors="backslashreplace")
+
+
+def _column_values(column) -> list:
+    """A column's Python values; a value with invalid UTF-8 becomes ``_Undecodable``.
+
+    Parquet writers do not all check UTF-8, so one bad string must not cost
+    the other rows of its batch.
+    """
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        values = []
+        for scalar in column:
+            try:
+                values.append(scalar.as_py())
+            except UnicodeDecodeError as exc:
+                values.append(_Undecodable(exc))
+        return values
+
+
 def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | DocumentError:
-    doc = rules.build(row, position, None, check_unicode=False)
+    bad = next((name for name, value in row.items() if isinstance(value, _Undecodable)), None)
+    if bad is not None:
+        error = row[bad].error
+        raw_id = row.get(rules.id_field)
+        own_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
+        doc = rules.error(
+            position,
+            f"invalid_utf8: column {bad!r}: byte 0x{error.object[error.start]:02x} at byte offset "
+            f"{error.start} is not valid UTF-8 ({error.reason})",
+            own_id,
+        )
+    else:
+        doc = rules.build(row, position, None, check_unicode=False)
     if isinstance(doc, DocumentError):
-        plain = {
-            k: v if v is None or isinstance(v, (str, int, float)) else kept_value(v) for k, v in row.items()
-        }
+        plain = {k: _plain(v) for k, v in row.items()}
         doc.raw = _cut(json.dumps(plain, ensure_ascii=False))
     return doc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, _Undecodable):
+        return value.shown()
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    try:
+        return kept_value(value)
+    except RecursionError:
+        return "<nested too deep>"

@@ -45,6 +45,8 @@ class Tagger:
     ) -> None:
         if decoder not in ("argmax", "viterbi"):
             raise ValueError(f"unknown decoder {decoder!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.encoder = encoder
         self.tags = list(tags)

@@ -11,7 +11,9 @@ parts, so the rerun finishes the work without duplicates.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -23,12 +25,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from nerbatch import __version__
-from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents
-from nerbatch.errors import OutputError
+from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
+from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import entity_arrow_schema, error_record
-from nerbatch.sinks import open_error_sink, open_sink, output_kind
+from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind
 
-WORK_FORMAT_VERSION = 1
+WORK_FORMAT_VERSION = 2
+# Error kinds that stop reading a file (or a parquet row group) early: the
+# documents they cover were never seen, so their number is unknown.
+_BREAK_KINDS = frozenset({"corrupt_file", "read_error"})
+
+
+class RunConfigError(NerbatchError, ValueError):
+    """A run option that cannot work (one line, before any input is read)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,20 @@ class RunOptions:
     max_error_rate: float = 0.01
     resume: bool = False
     batch_size: int = 256
+
+    def validate(self) -> None:
+        """Raise :class:`RunConfigError` for option values that cannot work."""
+        for name in ("id_field", "text_field"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise RunConfigError(f"{name} must be a non-blank field name, got {value!r}")
+        for name in ("max_doc_chars", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RunConfigError(f"{name} must be a positive integer, got {value!r}")
+        rate = self.max_error_rate
+        if not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate <= 1:
+            raise RunConfigError(f"max_error_rate must be a fraction from 0 to 1, got {rate!r}")
 
 
 @dataclass
@@ -63,10 +86,28 @@ class RunReport:
     seconds: float = 0.0
     tokens_per_s: float = 0.0
     resumed_inputs: list[str] = field(default_factory=list)
+    # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
+    # they hold documents that no record or error stands for one by one.
+    incomplete_inputs: list[str] = field(default_factory=list)
 
     @property
     def error_rate(self) -> float:
         return self.docs_failed / self.docs_in if self.docs_in else 0.0
+
+    def failed(self, max_error_rate: float) -> str | None:
+        """Why the run counts as failed (exit code 1), or None."""
+        if self.incomplete_inputs:
+            return (
+                f"{len(self.incomplete_inputs)} input(s) could not be read to the end "
+                f"({', '.join(self.incomplete_inputs[:3])}{', ...' if len(self.incomplete_inputs) > 3 else ''}); "
+                f"see {self.errors}"
+            )
+        if self.error_rate > max_error_rate:
+            return (
+                f"{self.docs_failed} of {self.docs_in} documents failed "
+                f"({self.error_rate:.2%} > max error rate {max_error_rate:.2%}); see {self.errors}"
+            )
+        return None
 
     def add(self, counts: dict) -> None:
         for key in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
@@ -81,7 +122,12 @@ class RunReport:
 
 
 class WorkFolder:
-    """Per-input parts and the manifest of completed inputs, next to the output."""
+    """Per-input parts and the manifest of completed inputs, next to the output.
+
+    The folder's lock file is held for the whole run, so a second run writing
+    the same output (an overlapping cron job) stops at once instead of
+    deleting the first one's parts.
+    """
 
     def __init__(self, output: str, fingerprint: dict, resume: bool) -> None:
         target = Path(output.rstrip("/" + os.sep))
@@ -91,21 +137,31 @@ class WorkFolder:
         self.manifest_path = self.path / "manifest.json"
         self.fingerprint = fingerprint
         self.completed: dict[str, dict] = {}
-        if self.path.exists() and resume:
-            manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
-            if manifest.get("fingerprint") == fingerprint:
-                self.completed = manifest.get("completed", {})
-            elif manifest:
-                raise OutputError(
-                    f"cannot resume into {output!r}: the previous run used other inputs, fields or model; "
-                    "rerun without --resume"
-                )
-        elif self.path.exists():
-            shutil.rmtree(self.path)
         try:
             self.path.mkdir(exist_ok=True)
+            self._lock = open(self.path / "lock", "a")  # noqa: SIM115 - released in remove()
         except OSError as exc:
             raise OutputError(f"cannot write next to {output!r}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise OutputError(f"another nerbatch run is writing {output!r}; wait for it to finish") from None
+        manifest = {}
+        if resume and self.manifest_path.is_file():
+            manifest = json.loads(self.manifest_path.read_text())
+        if manifest.get("fingerprint") == fingerprint:
+            self.completed = manifest.get("completed", {})
+        elif manifest:
+            self.release()
+            raise OutputError(
+                f"cannot resume into {output!r}: the previous run used other inputs, fields, format or model; "
+                "rerun without --resume"
+            )
+        else:
+            for entry in self.path.iterdir():
+                if entry.name != "lock":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def mark_complete(self, source: str, entry: dict) -> None:
         self.completed[source] = entry
@@ -117,8 +173,13 @@ class WorkFolder:
             os.fsync(handle.fileno())
         os.replace(staging, self.manifest_path)
 
+    def release(self) -> None:
+        """Let another run take the folder; what it holds stays for ``resume``."""
+        self._lock.close()
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
 
 
 def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
@@ -126,12 +187,49 @@ def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
         info = os.stat(path)
         return [info.st_size, info.st_mtime_ns]
 
+    fmt, to_folder = output_kind(options.output, options.fmt)
     return {
         "inputs": [[os.path.abspath(p), *stat(p)] for p in inputs],
         "model": model,
         "fields": [options.id_field, options.text_field, list(options.keep_fields)],
         "max_doc_chars": options.max_doc_chars,
+        "output": [fmt, to_folder],
     }
+
+
+def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, report: str | None) -> None:
+    """Refuse outputs that would overwrite an input or each other (``OutputError``)."""
+    real_inputs = {os.path.realpath(p): p for p in inputs}
+    named = [("output", output), ("errors file", errors)] + ([("report", report)] if report else [])
+    seen: dict[str, str] = {}
+    for what, path in named:
+        real = os.path.realpath(path)
+        if real in real_inputs:
+            raise OutputError(f"the {what} {path!r} is also an input; nerbatch never overwrites its inputs")
+        if real in seen:
+            raise OutputError(f"the {what} {path!r} is also the {seen[real]}; give them different paths")
+        seen[real] = what
+    if to_folder:
+        folder = os.path.realpath(output)
+        inside = [p for real, p in real_inputs.items() if os.path.dirname(real) == folder]
+        if inside:
+            raise OutputError(
+                f"the output folder {output!r} holds input {inside[0]!r}, whose part files the output would "
+                "replace; write the records to another folder"
+            )
+    for what, path in named[1:]:
+        check_writable(path, what)
+
+
+def _remove_stale_temps(paths: list[str], folder: str | None) -> None:
+    """Temp files a killed run left next to this run's outputs (the work folder's lock is held)."""
+    for path in paths:
+        directory, name = os.path.split(os.path.abspath(path))
+        for leftover in Path(directory).glob(f".{name}.tmp-*"):
+            leftover.unlink(missing_ok=True)
+    if folder and os.path.isdir(folder):
+        for leftover in Path(folder).glob(".part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*"):
+            leftover.unlink(missing_ok=True)
 
 
 def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int], None] | None = None) -> RunReport:
@@ -140,40 +238,53 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     from nerbatch.pipeline import NerPipeline
 
     started = time.perf_counter()
+    options.validate()
     inputs = expand_inputs(list(options.inputs))
     fmt, to_folder = output_kind(options.output, options.fmt)
     errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
+    _check_paths(inputs, options.output, to_folder, errors_path, options.report)
     schema = entity_arrow_schema(options.keep_fields)
     if pipeline is None:
         pipeline = NerPipeline(load_bundle(None), batch_size=options.batch_size)
     model = pipeline.model_name
     work = WorkFolder(options.output, _fingerprint(options, inputs, model), options.resume)
+    _remove_stale_temps([options.output, errors_path], options.output if to_folder else None)
     report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model)
+    try:
+        for number, source in enumerate(inputs):
+            if source in work.completed:
+                entry = work.completed[source]
+                report.resumed_inputs.append(source)
+            else:
+                entry = _process_input(number, source, options, fmt, schema, pipeline, work, on_progress)
+                work.mark_complete(source, entry)
+            report.add(entry["counts"])
+            if entry["incomplete"]:
+                report.incomplete_inputs.append(source)
 
-    for number, source in enumerate(inputs):
-        if source in work.completed:
-            report.add(work.completed[source]["counts"])
-            report.resumed_inputs.append(source)
-            continue
-        entry = _process_input(number, source, options, fmt, schema, pipeline, work, on_progress)
-        work.mark_complete(source, entry)
-        report.add(entry["counts"])
-
-    report.seconds = round(time.perf_counter() - started, 3)
-    report.tokens_per_s = round(report.tokens / report.seconds, 1) if report.seconds else 0.0
-    metadata = {
-        "model": model,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": json.dumps(inputs),
-        "nerbatch_version": __version__,
-        "docs_in": str(report.docs_in),
-        "docs_failed": str(report.docs_failed),
-    }
-    _merge_parts(work, inputs, options.output, fmt, to_folder, schema, metadata)
-    _merge_errors(work, inputs, errors_path)
+        report.seconds = round(time.perf_counter() - started, 3)
+        report.tokens_per_s = round(report.tokens / report.seconds, 1) if report.seconds else 0.0
+        metadata = {
+            "model": model,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "inputs": json.dumps(inputs),
+            "nerbatch_version": __version__,
+            "docs_in": str(report.docs_in),
+            "docs_failed": str(report.docs_failed),
+        }
+        _merge_parts(work, inputs, options.output, fmt, to_folder, schema, metadata)
+        _merge_errors(work, inputs, errors_path)
+        work.remove()
+    finally:
+        work.release()  # a failed run keeps its finished parts for --resume
     if options.report:
-        Path(options.report).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
-    work.remove()
+        try:
+            Path(options.report).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(
+                f"records are in {options.output!r}, but the report {options.report!r} cannot be written: "
+                f"{exc.strerror or exc}"
+            ) from None
     return report
 
 
@@ -181,12 +292,14 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
     part = work.path / f"part-{number:05d}.{fmt}"
     errors_part = work.path / f"errors-{number:05d}.jsonl"
     failures: list[DocumentError] = []
+    incomplete = False
     counts = dict.fromkeys(
         ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"), 0
     )
 
     def documents():
         # Runs on the pipeline's reader thread; list.append is atomic.
+        nonlocal incomplete
         for item in read_documents(
             source, id_field=options.id_field, text_field=options.text_field,
             keep_fields=options.keep_fields, max_doc_chars=options.max_doc_chars,
@@ -194,6 +307,7 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
             if isinstance(item, Document):
                 yield item
             else:
+                incomplete = incomplete or reason_kind(item.reason) in _BREAK_KINDS
                 failures.append(item)
 
     sink = open_sink(part, fmt, schema=schema, metadata={"source": source}, dataset=False)
@@ -217,7 +331,7 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
         if on_progress and drained:
             on_progress(len(drained), 0)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
-    return {"part": part.name, "errors_part": errors_part.name, "counts": counts}
+    return {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
 
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:

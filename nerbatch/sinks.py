@@ -83,6 +83,14 @@ def _check_parent(path: str) -> str:
     return parent
 
 
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
+    """``OutputError`` unless a file can be written at ``path``: checked before a long job starts."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
+    _check_parent(path)
+
+
 def _column_values(value: Any) -> list:
     if isinstance(value, (pa.Array, pa.ChunkedArray)):
         return value.to_pylist()

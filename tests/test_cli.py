@@ -1,4 +1,5 @@
 import json
+import zipfile
 
 from typer.testing import CliRunner
 
@@ -51,3 +52,28 @@ def test_train_refuses_unreadable_vectors_before_training(gmb_sample, tmp_path):
                                      "--vectors", str(vectors), "--quiet"])
         assert result.exit_code == 2 and message in result.output, result.output
         assert not (tmp_path / "v").exists()
+
+
+def test_unreadable_corpus_or_bundle_is_one_line_and_exit_2(tmp_path, gmb_sample, tiny_bundle, monkeypatch):
+    partial = tmp_path / "partial.csv.zip"
+    with zipfile.ZipFile(partial, "w") as archive:
+        archive.write(gmb_sample, "ner_dataset.csv")
+    partial.write_bytes(partial.read_bytes()[:2000])  # an interrupted download
+    one = tmp_path / "one.csv"
+    one.write_text("Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,B-geo\n")
+    for data, message in [(partial, "cannot read corpus (BadZipFile"), (one, "the corpus has 1 sentence(s)")]:
+        result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(data)])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("nerbatch.bundle._sha256", unreadable)
+    result = runner.invoke(app, ["info", "--model", str(tiny_bundle)])
+    assert result.exit_code == 2 and "is unreadable (Permission denied)" in result.output
+
+
+def test_evaluate_checks_its_report_path_before_scoring(tmp_path, gmb_sample, tiny_bundle):
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample),
+                                 "--report", str(tmp_path / "missing" / "scores.json")])
+    assert result.exit_code == 2 and "cannot write" in result.output and "micro" not in result.output

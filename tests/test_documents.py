@@ -404,3 +404,40 @@ def test_expand_then_read_mixed_formats(tmp_path):
     files = expand_inputs([str(tmp_path / "*")])
     texts = [d.text for f in files for d in read_documents(f)]
     assert texts == ["plain", "gzipped", "columnar"]
+
+
+def test_invalid_utf8_parquet_string_costs_only_its_row(tmp_path):
+    texts = [f"Row {i}: Angela Merkel spoke in Berlin.".encode() for i in range(300)]
+    texts[150] = b"Row 150: Angela \xff Merkel"
+    text = pa.array(texts, pa.binary()).view(pa.string())  # writers do not all check UTF-8
+    path = tmp_path / "bad-utf8.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(300)], "text": text}), path, row_group_size=100)
+
+    docs, errs = split(list(read_documents(str(path), chunk_rows=64)))
+    assert [d.position for d in docs] == [i for i in range(300) if i != 150]
+    [err] = errs
+    assert (err.position, err.doc_id) == (150, "d150")
+    assert err.reason.startswith("invalid_utf8: column 'text': byte 0xff at byte offset 16")
+    assert json.loads(err.raw) == {"id": "d150", "text": "Row 150: Angela \\xff Merkel"}
+
+
+def test_deeply_nested_kept_fields_never_stop_the_file(tmp_path):
+    # Around Python's recursion limit a value parses but cannot be serialised
+    # again for the record; the exact depth depends on the stack, so sweep it.
+    depths = range(900, 1001)
+    lines = [json.dumps({"id": f"d{n}", "text": "Paris."})[:-1] + ', "meta": ' + "[" * n + "]" * n + "}" for n in depths]
+    path = tmp_path / "deep.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    items = list(read_documents(str(path), keep_fields=["meta"]))
+    assert [item.position for item in items] == list(range(1, len(depths) + 1))
+    docs, errs = split(items)
+    assert docs and errs
+    assert {reason_kind(e.reason) for e in errs} == {"malformed_json"}
+    assert all(e.reason.endswith("too deep") for e in errs)
+
+
+def test_a_pipe_is_refused_as_input(tmp_path):
+    fifo = tmp_path / "docs.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        expand_inputs([str(fifo)])

@@ -190,3 +190,102 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
     cols = ["doc_id", "sentence", "label", "text", "start", "end"]
     assert pq.read_table(out, columns=cols).to_pylist() == pq.read_table(whole, columns=cols).to_pylist()
     assert report["docs_in"] == 12 * 4 * len(news_documents) - 3 * len(news_documents)
+
+
+def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    before = src.read_bytes()
+    out = str(tmp_path / "o.jsonl")
+    for options, message in [
+        (dict(output=str(src)), "the output .* is also an input"),
+        (dict(output=out, errors=str(src)), "the errors file .* is also an input"),
+        (dict(output=out, report=str(src)), "the report .* is also an input"),
+        (dict(output=out, errors=out), "the errors file .* is also the output"),
+        (dict(output=out, report=str(tmp_path / "o.jsonl.errors.jsonl")), "the report .* is also the errors file"),
+    ]:
+        with pytest.raises(NerbatchError, match=message):
+            run_job(RunOptions(inputs=[str(src)], **options), tiny_pipeline)
+    assert src.read_bytes() == before
+
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["Angela Merkel visited Paris."]}), folder / "part-00000.parquet")
+    with pytest.raises(NerbatchError, match="output folder .* holds input"):
+        run_job(RunOptions(inputs=[str(folder)], output=str(folder) + "/"), tiny_pipeline)
+    assert pq.read_table(folder / "part-00000.parquet").column("id").to_pylist() == ["a"]
+    assert not list(tmp_path.glob(".*nerbatch-work"))
+
+
+def test_unwritable_errors_or_report_fail_before_any_work(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    out = tmp_path / "o.parquet"
+    for options in (dict(errors=str(tmp_path / "no" / "e.jsonl")), dict(report=str(tmp_path / "no" / "r.json")),
+                    dict(report=str(tmp_path))):
+        with pytest.raises(NerbatchError, match="cannot write"):
+            run_job(RunOptions(inputs=[str(src)], output=str(out), **options), tiny_pipeline)
+    assert not out.exists() and not list(tmp_path.glob(".*nerbatch-work"))
+
+
+@pytest.mark.parametrize("option, value", [("batch_size", 0), ("batch_size", -5), ("max_error_rate", float("nan")),
+                                           ("max_error_rate", -1.0), ("max_doc_chars", 0), ("id_field", " ")])
+def test_bad_options_are_refused_before_any_work(tmp_path, tiny_pipeline, news_documents, option, value):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:1])
+    with pytest.raises(NerbatchError, match=option):
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet"), **{option: value}), tiny_pipeline)
+    assert not list(tmp_path.glob(".*nerbatch-work"))
+
+
+def test_an_input_not_read_to_its_end_fails_the_run(tmp_path, tiny_bundle, news_documents):
+    from typer.testing import CliRunner
+
+    from nerbatch.cli import app
+
+    docs = [dict(d, id=f"{n}-{d['id']}") for n in range(40) for d in news_documents]
+    whole = _write_jsonl(tmp_path / "whole.jsonl.gz", docs, compress=True).read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", "-i", str(cut), "-o", str(tmp_path / "o.parquet"), "-q",
+                                      "--model", str(tiny_bundle), "--report", str(report), "--max-error-rate", "0.5"])
+    assert result.exit_code == 1
+    assert "1 input(s) could not be read to the end" in result.output
+    saved = json.loads(report.read_text())
+    assert saved["incomplete_inputs"] == [str(cut)]
+    assert saved["docs_failed"] == 1 and 0 < saved["docs_ok"] < len(docs)  # one error stands for the unread rest
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_pipeline, news_documents):
+    from nerbatch.runner import WorkFolder
+
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    out = tmp_path / "o.parquet"
+    first = WorkFolder(str(out), {"any": 1}, resume=False)  # as a run in progress holds it
+    (first.path / "part-00000.parquet").write_bytes(b"in progress")
+    with pytest.raises(NerbatchError, match="another nerbatch run is writing"):
+        run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline)
+    assert (first.path / "part-00000.parquet").read_bytes() == b"in progress"
+    first.remove()
+    assert run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline).docs_ok == 2
+
+
+def test_resume_refuses_another_output_format_and_keeps_the_parts(tmp_path, tiny_pipeline, news_documents):
+    from nerbatch.runner import WorkFolder, _fingerprint
+
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    out = str(tmp_path / "ds") + "/"
+    parquet = RunOptions(inputs=[str(src)], output=out)
+    work = WorkFolder(out, _fingerprint(parquet, [str(src)], tiny_pipeline.model_name), resume=False)
+    work.mark_complete("elsewhere.jsonl", {"part": "part-00000.parquet"})  # as a killed run leaves it
+    work.release()
+    with pytest.raises(NerbatchError, match="cannot resume"):
+        run_job(RunOptions(inputs=[str(src)], output=out, fmt="jsonl", resume=True), tiny_pipeline)
+    assert work.manifest_path.is_file()
+
+
+def test_temp_files_of_a_killed_merge_are_removed(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    stale = [tmp_path / ".o.jsonl.tmp-99999-0", tmp_path / ".o.jsonl.errors.jsonl.tmp-99999-1"]
+    for path in stale:
+        path.write_text("half written")
+    run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
+    assert not any(path.exists() for path in stale)
