@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -295,7 +296,8 @@ def consume(
     if not isinstance(level, int):
         raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.ERROR)
+    # The worker logs each failure it handles once; kafka-python would add lines per socket.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
     options = ConsumeOptions(
         bootstrap_servers=bootstrap_servers, topics=tuple(topic), group=group, output_topic=output_topic,
         output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,
@@ -312,7 +314,18 @@ def consume(
     options.validate()  # before loading the model
     if report:
         check_writable(report, "report")
-    pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
+    # A stop asked for while the model loads is honoured once it has: nothing was consumed yet.
+    early: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if early:
+        typer.echo(f"nerbatch: {signal.Signals(early[0]).name} during start-up; stopped before consuming", err=True)
+        return
     result = run_worker(options, pipeline, handle_signals=True)
     if report:
         _write_report(report, report_dict(result))

@@ -40,10 +40,13 @@ Failed documents (poison messages)
 Anything ``parse_document`` reports (bad JSON, not an object, missing or
 empty text, oversized, invalid UTF-8...), a document the model fails on
 (``pipeline_error``) and a document whose output message would be larger than
-``max_message_bytes`` (``oversized``) is a failed document.  It goes to the
-dead-letter topic with the original key, the ORIGINAL payload as value (cut to
-fit ``max_message_bytes`` in the rare case it does not, with header
-``nerbatch-payload-truncated``), the original headers and ``nerbatch-reason``,
+``max_message_bytes`` (``oversized``; sizes count Kafka's record framing, so a
+message within it also fits a topic whose ``max.message.bytes`` is the same)
+is a failed document.  It goes to the dead-letter topic with the original key,
+the ORIGINAL payload as value (cut to fit ``max_message_bytes`` in the rare
+case it does not, with header ``nerbatch-payload-truncated``; the original
+headers are dropped too, with ``nerbatch-headers-dropped``, when they alone
+leave no room), the original headers and ``nerbatch-reason``,
 ``nerbatch-reason-kind``, ``nerbatch-source-topic``,
 ``nerbatch-source-partition``, ``nerbatch-source-offset`` and, when known,
 ``nerbatch-doc-id``.  With an output folder it is also written as an error
@@ -232,6 +235,12 @@ class ConsumeOptions:
 
         if not self.bootstrap_servers:
             fail("no bootstrap servers given")
+        servers = self.bootstrap_servers
+        for server in servers.split(",") if isinstance(servers, str) else servers:
+            host, _, port = server.strip().rpartition(":")
+            if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+                fail(f"bootstrap server {server.strip()!r} is not HOST:PORT (port 1-65535) "
+                     f"in {servers!r}")
         if not self.topics:
             fail("no input topic given")
         if not self.group:
@@ -396,6 +405,18 @@ _FATAL_KAFKA_ERRORS = (
     "UnsupportedSaslMechanismError",
     "IllegalSaslStateError",
 )
+
+
+# A record batch's header (61 bytes) plus one record's own framing (length, attributes,
+# timestamp and offset deltas, key and value lengths, header count: at most 36 bytes).
+_BATCH_FRAMING = 61 + 36
+_HEADER_FRAMING = 10  # key and value lengths of one header
+
+
+def _record_bytes(key: bytes | None, value: bytes | None, headers) -> int:
+    """Upper bound of the size the broker compares with ``max.message.bytes`` for one record."""
+    return (_BATCH_FRAMING + len(key or b"") + len(value or b"")
+            + sum(_HEADER_FRAMING + len(k.encode() if isinstance(k, str) else k) + len(v or b"") for k, v in headers))
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -835,7 +856,8 @@ class Worker:
                     self._buffer(outcomes, tps)
                     self._roll([tp for tp in tps if self._part_full(tp)])
                 else:
-                    self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()})
+                    self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()},
+                                 [r.timestamp for r in hand])
         except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
             if o.exactly_once or isinstance(exc, kafka.errors.KafkaError):
                 self._reset_producer()
@@ -921,10 +943,11 @@ class Worker:
                     ensure_ascii=False, separators=(",", ":"), allow_nan=False,
                 ).encode("utf-8")
                 key = x.doc.doc_id.encode("utf-8")
-                if len(value) + len(key) > o.max_message_bytes:
+                size = _record_bytes(key, value, ())
+                if size > o.max_message_bytes:
                     x.error = DocumentError(
                         x.doc.source, x.doc.position, x.doc.doc_id,
-                        f"oversized: the output message is {len(value) + len(key)} bytes, more than "
+                        f"oversized: the output message is {size} bytes with Kafka's framing, more than "
                         f"max_message_bytes={o.max_message_bytes}", x.doc.text[:RAW_LIMIT])
                     x.doc = None
                 else:
@@ -945,16 +968,18 @@ class Worker:
                 ("source-offset", str(r.offset))]
         if x.error.doc_id is not None:
             ours.append(("doc-id", x.error.doc_id))
-        headers += [(_HEADER_PREFIX + k, v.encode("utf-8", errors="backslashreplace")) for k, v in ours]
+        ours = [(_HEADER_PREFIX + k, v.encode("utf-8", errors="backslashreplace")) for k, v in ours]
         value = r.value
-        size = len(value or b"") + len(r.key or b"") + sum(len(k) + len(v or b"") for k, v in headers)
-        if size > o.max_message_bytes and value is not None:
-            keep = max(0, len(value) - (size - o.max_message_bytes))
-            headers.append((_HEADER_PREFIX + "payload-truncated", str(len(value)).encode()))
+        if _record_bytes(r.key, value, headers + ours) > o.max_message_bytes and value is not None:
+            ours.append((_HEADER_PREFIX + "payload-truncated", str(len(value)).encode()))
+            if _record_bytes(r.key, b"", headers + ours) > o.max_message_bytes:
+                ours.append((_HEADER_PREFIX + "headers-dropped", str(len(headers)).encode()))
+                headers = []  # the input's own headers leave no room for any payload
+            keep = max(0, len(value) - (_record_bytes(r.key, value, headers + ours) - o.max_message_bytes))
             value = value[:keep]
             log.error("dead-letter payload of %s/%d offset %d cut from %d to %d bytes to fit max_message_bytes",
                       r.topic, r.partition, r.offset, len(r.value), keep)
-        return (o.dead_letter_topic, r.key, value, headers, "dead_letter")
+        return (o.dead_letter_topic, r.key, value, headers + ours, "dead_letter")
 
     def _send(self, messages: list[tuple]) -> None:
         kafka = _kafka()

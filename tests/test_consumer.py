@@ -35,6 +35,7 @@ from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, part_n
 from nerbatch.documents import Document, DocumentError, parse_document
 from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
+from nerbatch.records import ERROR_SCHEMA_NAME, validate_record
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "fixtures" / "gmb_sample.csv"
@@ -272,9 +273,13 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
               sasl_username="u"), "NERBATCH_KAFKA_PASSWORD"),
         (dict(output_dir=str(tmp_path), keep_fields=("label",)), "collides"),
+        (dict(output_dir=str(tmp_path), bootstrap_servers="127.0.0.1:notaport"), "is not HOST:PORT"),
+        (dict(output_dir=str(tmp_path), bootstrap_servers="127.0.0.1:99999"), "is not HOST:PORT"),
+        (dict(output_dir=str(tmp_path), bootstrap_servers=" , "), "is not HOST:PORT"),
+        (dict(output_dir=str(tmp_path), bootstrap_servers="[::1]:9092,kafka-2:9092"), None),
     ]
     for extra, message in bad:
-        options = ConsumeOptions(**base, **extra)
+        options = ConsumeOptions(**{**base, **extra})
         if message is None:
             options.validate()
             continue
@@ -381,6 +386,8 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     key = lambda e: (e["doc_id"], e["start"], e["end"], e["label"])  # noqa: E731
     assert sorted(map(key, rows)) == sorted(map(key, topic_rows))
     errors = [json.loads(line) for f in glob.glob(str(folder / "errors-*.jsonl")) for line in open(f)]
+    for e in errors:
+        validate_record(e, ERROR_SCHEMA_NAME)
     assert sorted(e["position"] for e in errors) == sorted(
         int(dict(r.headers)["nerbatch-source-offset"]) for r in dead)
 
@@ -388,6 +395,53 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     assert _committed(kafka_admin, group, source) == ends
     assert "nerbatch_consume_messages_total 156.0" in metrics
     assert 'nerbatch_consume_documents_failed_total{reason="malformed_json"} 2.0' in metrics
+
+
+def test_record_size_bound_holds_at_the_brokers_limit(kafka_bootstrap, kafka_topic_factory):
+    from kafka import KafkaProducer
+
+    from nerbatch.consumer import _record_bytes
+
+    limit = 20_000
+    topic = kafka_topic_factory(1, configs={"max.message.bytes": str(limit)})
+    key, headers = b"k" * 40, [("nerbatch-reason", b"oversized: x" * 20), ("trace", b"t1")]
+    value = b"v" * (limit - _record_bytes(key, b"", headers))
+    assert _record_bytes(key, value, headers) == limit
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", max_request_size=4 * limit)
+    try:
+        producer.send(topic, key=key, value=value, headers=headers).get(timeout=30)  # the broker takes it
+    finally:
+        producer.close(timeout=30)
+
+
+def test_messages_at_the_topic_size_limit_never_stall_a_partition(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                                  pipeline):
+    limit = {"max.message.bytes": "20000"}
+    source, out, dlq = kafka_topic_factory(1), kafka_topic_factory(1, configs=limit), kafka_topic_factory(1, configs=limit)
+    group = _uid("limit")
+    good = _docs(20, "lim")
+    big = ("big", json.dumps({"id": "big", "text": "Paris is large. " * 2100}).encode(),
+           [("trace", b"x" * 100)])  # 33 KB: over max_doc_chars, and its copy must be cut to fit
+    _produce(kafka_bootstrap, source, [good[0], big, *good[1:]])
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                             dead_letter_topic=dlq, max_message_bytes=20_000, max_doc_chars=10_000,
+                             max_batch_docs=8, idle_timeout=3.0, metrics_port=0, max_backoff_s=1.0)
+    worker = Worker(options, pipeline)
+    thread, box = _start(worker)
+    _wait(worker.running.is_set, "the worker to connect")
+    host, port = worker.metrics_address
+    _wait(lambda: worker.report.docs_in == 21, "every message to be processed")
+    metrics = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    report = _finish(thread, box)
+    assert (report.docs_ok, report.docs_failed, report.batch_failures) == (20, 1, 0)
+    [dead] = _read_all(kafka_bootstrap, dlq, 1)
+    headers = dict(dead.headers)
+    assert headers["nerbatch-reason-kind"] == b"oversized" and headers["trace"] == b"x" * 100
+    assert int(headers["nerbatch-payload-truncated"]) == len(big[1]) and big[1].startswith(dead.value)
+    assert len(_read_all(kafka_bootstrap, out, 1)) == 20
+    assert _committed(kafka_admin, group, source) == {0: 21}
+    # the delay from message to commit is observed in this mode too (topic output only)
+    assert "nerbatch_consume_latency_seconds_count 21.0" in metrics
 
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(kafka_bootstrap, kafka_admin, kafka_topic_factory,
