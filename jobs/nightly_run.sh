@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cron entry point: tag the day's news files, resuming if yesterday's run was interrupted.
 #   0 2 * * *  /opt/nerbatch/jobs/nightly_run.sh /data/news/$(date +\%F) /data/entities/$(date +\%F).parquet
-# Exit codes are nerbatch's: 0 ok, 1 too many bad documents, 2 configuration error.
+# Exit codes are nerbatch's: 0 ok, 1 too many bad documents or an input not readable to its end,
+# 2 configuration error, or another run still writing the same output.
 set -euo pipefail
 input_dir=${1:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
 output=${2:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
