@@ -4,7 +4,11 @@
 # Exit codes are nerbatch's: 0 ok, 1 too many bad documents or an input not readable to its end,
 # 2 configuration error, or another run still writing the same output.
 set -euo pipefail
-input_dir=${1:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
-output=${2:?usage: nightly_run.sh INPUT_DIR OUTPUT.parquet}
+if [ $# -ne 2 ]; then
+    echo "usage: nightly_run.sh INPUT_DIR OUTPUT.parquet" >&2
+    exit 2
+fi
+input_dir=$1
+output=$2
 exec nerbatch run --input "$input_dir" --output "$output" --resume --quiet \
-    --report "${output%.parquet}.report.json" --keep-fields "${NERBATCH_KEEP_FIELDS:-title,url,date}"
+    --report "${output%.parquet}.report.json" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"

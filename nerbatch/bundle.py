@@ -179,6 +179,27 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
 
 
+def check_bundle_target(directory: str | Path) -> Path:
+    """The absolute folder a bundle may be written to; ``BundleError`` (one line) when it may not.
+
+    Writing replaces the folder whole, so it must be missing, empty, or a bundle already:
+    never a folder holding other files (the corpus, say).
+    """
+    directory = Path(directory).resolve()
+    if directory.exists():
+        if not directory.is_dir():
+            raise BundleError(f"{directory}: exists and is not a folder; choose another --out")
+        if any(directory.iterdir()) and not (directory / MANIFEST).is_file():
+            raise BundleError(f"{directory}: folder holds files that are not a nerbatch bundle; "
+                              "choose a new or empty folder")
+    ancestor = directory.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BundleError(f"{directory}: cannot be created ({ancestor} is not a writable folder)")
+    return directory
+
+
 def save_bundle(
     directory: str | Path,
     *,
@@ -195,7 +216,7 @@ def save_bundle(
     import shutil
     import tempfile
 
-    directory = Path(directory)
+    directory = check_bundle_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

@@ -104,6 +104,8 @@ def train(
         raise typer.BadParameter(f"choose one of {', '.join(ARCHITECTURES)}", param_hint="--arch")
     if objective not in (None, *OBJECTIVES):
         raise typer.BadParameter(f"choose one of {', '.join(OBJECTIVES)}", param_hint="--objective")
+    if vector_words is not None and vectors is None:
+        raise typer.BadParameter("needs --vectors", param_hint="--vector-words")
     settings = TrainSettings.for_arch(
         arch, epochs=epochs, batch_size=batch_size, max_len=max_len, seed=seed, patience=patience,
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
@@ -262,7 +264,8 @@ def consume(
     transaction_timeout_ms: Annotated[int, typer.Option(help="With --exactly-once: broker aborts a transaction left open this long.")] = 60_000,
     part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows.")] = 100_000,
     part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on --metrics-host:PORT.")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds (0.0.0.0 inside a container).")] = "127.0.0.1",
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",
@@ -303,7 +306,8 @@ def consume(
         output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,
         max_batch_ms=max_batch_ms, exactly_once=exactly_once, transactional_id=transactional_id,
         transaction_timeout_ms=transaction_timeout_ms, part_max_rows=part_max_rows,
-        part_max_seconds=part_max_seconds, metrics_port=metrics_port, id_field=id_field, text_field=text_field,
+        part_max_seconds=part_max_seconds, metrics_port=metrics_port, metrics_host=metrics_host,
+        id_field=id_field, text_field=text_field,
         keep_fields=_field_list(keep_fields), max_doc_chars=max_doc_chars,
         max_message_bytes=max_message_bytes, auto_offset_reset=auto_offset_reset,
         group_instance_id=group_instance_id, session_timeout_ms=session_timeout_ms, log_interval=log_interval,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +74,10 @@ def read_corpus(path: str | Path) -> Corpus:
             on_bad_lines="error",
             engine="c",
         )
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {exc})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError,
+            zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        detail = " ".join(str(exc).split())  # pandas' messages end in a newline
+        raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
 
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:

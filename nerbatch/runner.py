@@ -57,6 +57,8 @@ class RunOptions:
 
     def validate(self) -> None:
         """Raise :class:`RunConfigError` for option values that cannot work."""
+        if isinstance(self.keep_fields, str):
+            raise RunConfigError(f"keep_fields must be a list of field names, got the string {self.keep_fields!r}")
         for name in ("id_field", "text_field"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
@@ -130,10 +132,9 @@ class WorkFolder:
     """
 
     def __init__(self, output: str, fingerprint: dict, resume: bool) -> None:
-        target = Path(output.rstrip("/" + os.sep))
-        if not target.parent.is_dir():
-            raise OutputError(f"cannot write {output!r}: folder {str(target.parent)!r} does not exist")
-        self.path = target.parent / f".{target.name}.nerbatch-work"
+        self.path = work_folder_path(output)
+        if not self.path.parent.is_dir():
+            raise OutputError(f"cannot write {output!r}: folder {str(self.path.parent)!r} does not exist")
         self.manifest_path = self.path / "manifest.json"
         self.fingerprint = fingerprint
         self.completed: dict[str, dict] = {}
@@ -197,38 +198,68 @@ def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
     }
 
 
+def work_folder_path(output: str) -> Path:
+    """The hidden folder next to ``output`` that holds a run's parts until they are merged."""
+    target = Path(output.rstrip("/" + os.sep))
+    return target.parent / f".{target.name}.nerbatch-work"
+
+
+def _identity(path: str) -> tuple:
+    """What makes two paths one file: device and inode when it exists (hard links too), else the real path."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", info.st_dev, info.st_ino)
+
+
 def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, report: str | None) -> None:
-    """Refuse outputs that would overwrite an input or each other (``OutputError``)."""
-    real_inputs = {os.path.realpath(p): p for p in inputs}
+    """Refuse outputs that would overwrite an input or each other, or cannot be written (``OutputError``)."""
+    input_ids = {_identity(p): p for p in inputs}
     named = [("output", output), ("errors file", errors)] + ([("report", report)] if report else [])
-    seen: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
     for what, path in named:
-        real = os.path.realpath(path)
-        if real in real_inputs:
+        identity = _identity(path)
+        if identity in input_ids:
             raise OutputError(f"the {what} {path!r} is also an input; nerbatch never overwrites its inputs")
-        if real in seen:
-            raise OutputError(f"the {what} {path!r} is also the {seen[real]}; give them different paths")
-        seen[real] = what
+        if identity in seen:
+            raise OutputError(f"the {what} {path!r} is also the {seen[identity]}; give them different paths")
+        seen[identity] = what
+    work = os.path.realpath(work_folder_path(output))
+    for what, path in [("input", p) for p in inputs] + named[1:]:
+        if os.path.realpath(path).startswith(work + os.sep):
+            raise OutputError(f"the {what} {path!r} is inside {str(work_folder_path(output))!r}, "
+                              "which the run deletes when it ends")
     if to_folder:
         folder = os.path.realpath(output)
-        inside = [p for real, p in real_inputs.items() if os.path.dirname(real) == folder]
+        inside = [p for p in inputs if os.path.dirname(os.path.realpath(p)) == folder]
         if inside:
             raise OutputError(
                 f"the output folder {output!r} holds input {inside[0]!r}, whose part files the output would "
                 "replace; write the records to another folder"
             )
+        bare = output.rstrip("/" + os.sep) or output  # "name/" hides a file called name
+        if os.path.exists(bare) and not os.path.isdir(bare):
+            raise OutputError(f"cannot write the output folder {output!r}: a file has that name")
+        if os.path.isdir(bare) and not os.access(bare, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write the output folder {output!r}: it is not writable")
+    else:
+        check_writable(output, "output")
     for what, path in named[1:]:
         check_writable(path, what)
 
 
-def _remove_stale_temps(paths: list[str], folder: str | None) -> None:
+def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str]) -> None:
     """Temp files a killed run left next to this run's outputs (the work folder's lock is held)."""
+    keep = {_identity(p) for p in inputs}
+    leftovers = []
     for path in paths:
         directory, name = os.path.split(os.path.abspath(path))
-        for leftover in Path(directory).glob(f".{name}.tmp-*"):
-            leftover.unlink(missing_ok=True)
+        leftovers += Path(directory).glob(f".{name}.tmp-*")
     if folder and os.path.isdir(folder):
-        for leftover in Path(folder).glob(".part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*"):
+        leftovers += Path(folder).glob(".part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*")
+    for leftover in leftovers:
+        if _identity(str(leftover)) not in keep:
             leftover.unlink(missing_ok=True)
 
 
@@ -248,7 +279,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         pipeline = NerPipeline(load_bundle(None), batch_size=options.batch_size)
     model = pipeline.model_name
     work = WorkFolder(options.output, _fingerprint(options, inputs, model), options.resume)
-    _remove_stale_temps([options.output, errors_path], options.output if to_folder else None)
+    _remove_stale_temps([options.output, errors_path], options.output if to_folder else None, inputs)
     report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model)
     try:
         for number, source in enumerate(inputs):

@@ -89,6 +89,8 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
     if os.path.isdir(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
     _check_parent(path)
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
 
 
 def _column_values(value: Any) -> list:

@@ -18,14 +18,16 @@ import numpy as np
 from tqdm import tqdm
 
 from nerbatch.backend import keras
+from nerbatch.bundle import check_bundle_target
 from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus, validation_split
 from nerbatch.crf import crf_layer, transition_matrix
+from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
-from nerbatch.windows import plan_windows
+from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,41 @@ class TrainSettings:
     lowercase: bool | None = None  # None: the architecture's choice (seed keeps case)
     shape_overrides: tuple[tuple[str, object], ...] = ()  # single ModelShape fields, for ablations
 
+    def validate(self) -> None:
+        """Raise :class:`TrainConfigError` (one line) for settings that cannot train a model."""
+        from nerbatch.model import ARCHITECTURES
+
+        if self.arch not in ARCHITECTURES:
+            raise TrainConfigError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
+        if self.objective not in OBJECTIVES:
+            raise TrainConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        least = {"epochs": 1, "batch_size": 1, "max_len": 2, "seed": 0, "min_word_freq": 1, "patience": 1,
+                 "ensemble": 1, "rare_copies": 1, "vector_words": 0, "max_train_sentences": 10}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is None and name == "max_train_sentences":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TrainConfigError(f"{name.replace('_', '-')} must be an integer of at least {low}, got {value!r}")
+        if self.seed >= 2**32:
+            raise TrainConfigError(f"seed must be below 2**32, got {self.seed}")
+        for name, low, high in (("word_dropout", 0.0, 0.99), ("validation_fraction", 0.01, 0.5),
+                                ("plateau_lr_factor", 0.01, 1.0)):
+            if not low <= getattr(self, name) <= high:
+                raise TrainConfigError(f"{name.replace('_', '-')} must be from {low} to {high}, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise TrainConfigError(f"learning-rate must be positive, got {self.learning_rate!r}")
+
     @classmethod
     def for_arch(cls, arch: str, **overrides) -> "TrainSettings":
         """Tuned defaults per architecture; explicit overrides win."""
         base = {"seed": {}, "default": {"min_word_freq": 2, "word_dropout": 0.05, "rare_copies": 4,
                                           "objective": "crf", "plateau_lr_factor": 0.5, "refit": True}}[arch]
         return cls(arch=arch, **{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+class TrainConfigError(NerbatchError, ValueError):
+    """A training setting that cannot work (one line, before the corpus is read)."""
 
 
 RARE_TYPES = ("art", "eve", "nat")
@@ -76,7 +107,7 @@ def _training_windows(
     for sentence, tags in zip(corpus.words, corpus.tags):
         encoded = tagset.encode(tags)
         copies = rare_copies if rare_begins.intersection(tags) else 1
-        for window in plan_windows(len(sentence), max_len):
+        for window in plan_windows(len(sentence), max_len, min(DEFAULT_OVERLAP, max_len // 2)):
             for _ in range(copies):
                 words.append(sentence[window.start : window.end])
                 labels.append(encoded[window.start : window.end])
@@ -364,6 +395,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     initialise the word embedding; they are read only here, the bundle keeps
     the rows its vocabulary needs.
     """
+    settings.validate()
+    check_bundle_target(out_dir)  # before hours of training, not after
     k = keras()
     k.utils.set_random_seed(settings.seed)
     data_path = Path(data_path)

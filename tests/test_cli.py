@@ -77,3 +77,35 @@ def test_evaluate_checks_its_report_path_before_scoring(tmp_path, gmb_sample, ti
     result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample),
                                  "--report", str(tmp_path / "missing" / "scores.json")])
     assert result.exit_code == 2 and "cannot write" in result.output and "micro" not in result.output
+
+
+def test_train_refuses_a_folder_it_would_wipe_and_bad_settings_before_reading(tmp_path, gmb_sample):
+    precious = tmp_path / "project"
+    (precious / "data").mkdir(parents=True)
+    (precious / "notes.txt").write_text("keep me")
+    for out in (precious, tmp_path / "project" / "notes.txt"):
+        result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(out), "--arch", "seed",
+                                     "--epochs", "1", "-q"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (precious / "notes.txt").read_text() == "keep me" and (precious / "data").is_dir()
+
+    missing = str(tmp_path / "no-such-corpus.csv")  # settings are refused before the corpus is even looked for
+    for option, value in [("--epochs", "0"), ("--batch-size", "0"), ("--ensemble", "0"), ("--seed", "-1"),
+                          ("--rare-copies", "0"), ("--max-train-sentences", "0"), ("--patience", "0")]:
+        result = runner.invoke(app, ["train", "--data", missing, "--out", str(tmp_path / "m"), option, value])
+        assert result.exit_code == 2 and option.lstrip("-") in result.output, (option, result.output)
+    result = runner.invoke(app, ["train", "--data", missing, "--out", str(tmp_path / "m"), "--vector-words", "5"])
+    assert result.exit_code == 2 and "needs --vectors" in result.output
+
+
+def test_corrupt_corpus_zip_is_one_line(tmp_path, gmb_sample, tiny_bundle):
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(gmb_sample, "ner_dataset.csv")
+    data = bytearray(good.read_bytes())
+    for i in range(200, 5000):
+        data[i] ^= 0x55  # damaged in the middle, not cut short
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes(bytes(data))
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corrupt)])
+    assert result.exit_code == 2 and "cannot read corpus" in result.output and "Traceback" not in result.output

@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -289,3 +290,29 @@ def test_temp_files_of_a_killed_merge_are_removed(tmp_path, tiny_pipeline, news_
         path.write_text("half written")
     run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
     assert not any(path.exists() for path in stale)
+
+
+def test_hard_links_work_folder_and_temp_names_never_cost_an_input(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    before = src.read_bytes()
+    os.link(src, tmp_path / "same-file.json")
+    with pytest.raises(NerbatchError, match="the report .* is also an input"):
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl"), report=str(tmp_path / "same-file.json")),
+                tiny_pipeline)
+    work = tmp_path / ".o.jsonl.nerbatch-work"
+    work.mkdir()
+    hidden = _write_jsonl(work / "in.jsonl", news_documents[:1])
+    with pytest.raises(NerbatchError, match="inside .* which the run deletes"):
+        run_job(RunOptions(inputs=[str(hidden)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
+    assert hidden.is_file()
+    named_like_temp = _write_jsonl(tmp_path / ".x.jsonl.tmp-keep", news_documents[:1])
+    assert run_job(RunOptions(inputs=[str(named_like_temp)], output=str(tmp_path / "x.jsonl")), tiny_pipeline).docs_ok == 1
+    assert named_like_temp.is_file() and src.read_bytes() == before
+
+
+def test_an_output_folder_that_is_a_file_fails_before_any_work(tmp_path, tiny_pipeline, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NerbatchError, match="a file has that name"):
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "afile") + "/"), tiny_pipeline)
+    assert not list(tmp_path.glob(".*nerbatch-work"))
