@@ -195,8 +195,6 @@ def run(
     """Find entities in documents and write entity records."""
     from tqdm import tqdm
 
-    from nerbatch.bundle import load_bundle
-    from nerbatch.pipeline import NerPipeline
     from nerbatch.runner import RunOptions, run_job
 
     options = RunOptions(
@@ -204,9 +202,8 @@ def run(
         id_field=id_field, text_field=text_field,
         keep_fields=_field_list(keep_fields),
         max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,
+        model=str(model) if model else None,
     )
-    options.validate()  # before loading the model
-    pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
     bar = tqdm(desc="docs", unit="doc", disable=True if quiet else None, dynamic_ncols=True)
     tokens = [0]
 
@@ -217,7 +214,7 @@ def run(
         bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tokens/s", refresh=False)
 
     try:
-        result = run_job(options, pipeline, on_progress)
+        result = run_job(options, on_progress=on_progress)
     finally:
         bar.close()
     if not quiet:

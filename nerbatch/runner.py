@@ -54,6 +54,7 @@ class RunOptions:
     max_error_rate: float = 0.01
     resume: bool = False
     batch_size: int = 256
+    model: str | None = None  # bundle folder; None: the shipped model (ignored when run_job gets a pipeline)
 
     def validate(self) -> None:
         """Raise :class:`RunConfigError` for option values that cannot work."""
@@ -131,16 +132,17 @@ class WorkFolder:
     deleting the first one's parts.
     """
 
-    def __init__(self, output: str, fingerprint: dict, resume: bool) -> None:
+    def __init__(self, output: str) -> None:
+        self.output = output
         self.path = work_folder_path(output)
         if not self.path.parent.is_dir():
             raise OutputError(f"cannot write {output!r}: folder {str(self.path.parent)!r} does not exist")
         self.manifest_path = self.path / "manifest.json"
-        self.fingerprint = fingerprint
+        self.fingerprint: dict = {}
         self.completed: dict[str, dict] = {}
         try:
             self.path.mkdir(exist_ok=True)
-            self._lock = open(self.path / "lock", "a")  # noqa: SIM115 - released in remove()
+            self._lock = open(self.path / "lock", "a")  # noqa: SIM115 - released in release()
         except OSError as exc:
             raise OutputError(f"cannot write next to {output!r}: {exc.strerror or exc}") from None
         try:
@@ -148,15 +150,18 @@ class WorkFolder:
         except BlockingIOError:
             self._lock.close()
             raise OutputError(f"another nerbatch run is writing {output!r}; wait for it to finish") from None
+
+    def begin(self, fingerprint: dict, resume: bool) -> None:
+        """Take over a matching interrupted run's finished inputs (``resume``), else start empty."""
+        self.fingerprint = fingerprint
         manifest = {}
         if resume and self.manifest_path.is_file():
             manifest = json.loads(self.manifest_path.read_text())
         if manifest.get("fingerprint") == fingerprint:
             self.completed = manifest.get("completed", {})
         elif manifest:
-            self.release()
             raise OutputError(
-                f"cannot resume into {output!r}: the previous run used other inputs, fields, format or model; "
+                f"cannot resume into {self.output!r}: the previous run used other inputs, fields, format or model; "
                 "rerun without --resume"
             )
         else:
@@ -175,12 +180,16 @@ class WorkFolder:
         os.replace(staging, self.manifest_path)
 
     def release(self) -> None:
-        """Let another run take the folder; what it holds stays for ``resume``."""
+        """Let another run take the folder; finished parts stay for ``resume``."""
+        if self._lock.closed:
+            return
+        if self.path.is_dir() and {e.name for e in self.path.iterdir()} <= {"lock"}:
+            shutil.rmtree(self.path, ignore_errors=True)  # nothing finished: leave no trace
         self._lock.close()
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        self.release()
+        self._lock.close()
 
 
 def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
@@ -275,13 +284,14 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
     _check_paths(inputs, options.output, to_folder, errors_path, options.report)
     schema = entity_arrow_schema(options.keep_fields)
-    if pipeline is None:
-        pipeline = NerPipeline(load_bundle(None), batch_size=options.batch_size)
-    model = pipeline.model_name
-    work = WorkFolder(options.output, _fingerprint(options, inputs, model), options.resume)
-    _remove_stale_temps([options.output, errors_path], options.output if to_folder else None, inputs)
-    report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model)
+    work = WorkFolder(options.output)  # locked before the model loads: an overlapping run stops at once
     try:
+        if pipeline is None:
+            pipeline = NerPipeline(load_bundle(options.model), batch_size=options.batch_size)
+        model = pipeline.model_name
+        work.begin(_fingerprint(options, inputs, model), options.resume)
+        _remove_stale_temps([options.output, errors_path], options.output if to_folder else None, inputs)
+        report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model)
         for number, source in enumerate(inputs):
             if source in work.completed:
                 entry = work.completed[source]

@@ -260,12 +260,18 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_pipeline, new
 
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
     out = tmp_path / "o.parquet"
-    first = WorkFolder(str(out), {"any": 1}, resume=False)  # as a run in progress holds it
+    first = WorkFolder(str(out))  # as a run in progress holds it
+    first.begin({"any": 1}, resume=False)
     (first.path / "part-00000.parquet").write_bytes(b"in progress")
     with pytest.raises(NerbatchError, match="another nerbatch run is writing"):
         run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline)
+    with pytest.raises(NerbatchError, match="another nerbatch run is writing"):  # before loading a model
+        run_job(RunOptions(inputs=[str(src)], output=str(out), model=str(tmp_path / "no-bundle")))
     assert (first.path / "part-00000.parquet").read_bytes() == b"in progress"
     first.remove()
+    with pytest.raises(NerbatchError, match="model bundle not found"):
+        run_job(RunOptions(inputs=[str(src)], output=str(out), model=str(tmp_path / "no-bundle")))
+    assert not first.path.exists()  # a run that never started leaves no work folder
     assert run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline).docs_ok == 2
 
 
@@ -275,7 +281,8 @@ def test_resume_refuses_another_output_format_and_keeps_the_parts(tmp_path, tiny
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
     out = str(tmp_path / "ds") + "/"
     parquet = RunOptions(inputs=[str(src)], output=out)
-    work = WorkFolder(out, _fingerprint(parquet, [str(src)], tiny_pipeline.model_name), resume=False)
+    work = WorkFolder(out)
+    work.begin(_fingerprint(parquet, [str(src)], tiny_pipeline.model_name), resume=False)
     work.mark_complete("elsewhere.jsonl", {"part": "part-00000.parquet"})  # as a killed run leaves it
     work.release()
     with pytest.raises(NerbatchError, match="cannot resume"):
