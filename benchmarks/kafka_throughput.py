@@ -13,7 +13,10 @@ One model load, one corpus of real text, three measurements:
    produced at ``--rate`` docs/s for ``--latency-seconds``; a reader of the
    output topic stamps every output message on arrival.  Latency is arrival
    time minus send time of the input (one clock, one process), p50/p99.  It
-   includes the micro-batch wait (``--max-batch-ms``).
+   includes the micro-batch wait (``--max-batch-ms``).  The process's resident
+   memory is sampled meanwhile, so a long run (``--only-latency
+   --latency-seconds 3600``) is a soak: documents repeat under new ids, and
+   the figures show whether memory grows while the worker runs.
 
 The corpus is the GMB corpus (``ner_dataset.csv.zip``) detokenised into news
 prose, ``--sentences-per-doc`` sentences per document, or any UTF-8 text file
@@ -214,9 +217,10 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
 
     source, out, dlq = f"lat-in-{run_id}", f"lat-out-{run_id}", f"lat-dlq-{run_id}"
     create_topics(bootstrap, [source, out, dlq], args.partitions)
-    n = min(len(docs), int(args.rate * args.latency_seconds))
+    n = int(args.rate * args.latency_seconds)
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
+    rss: list[tuple[float, float]] = []  # (seconds since the rate started, resident MiB)
     try:
         options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=f"lat-{run_id}",
                                  output_topic=out, dead_letter_topic=dlq, max_batch_docs=args.max_batch_docs,
@@ -244,12 +248,22 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
         reading.start()
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
         t0 = time.time()
-        for i, d in enumerate(docs[:n]):
+
+        def sample():
+            while not stop_reading.is_set():
+                rss.append((time.time() - t0, _rss_mib()))
+                stop_reading.wait(args.rss_interval)
+
+        sampling = threading.Thread(target=sample, daemon=True)
+        sampling.start()
+        for i in range(n):
+            d = docs[i % len(docs)]
+            doc_id = d["id"] if i < len(docs) else f"{d['id']}-r{i // len(docs)}"
             delay = t0 + i / args.rate - time.time()
             if delay > 0:
                 time.sleep(delay)
-            sent[d["id"]] = time.time()
-            producer.send(source, key=d["id"].encode(), value=json.dumps(d).encode())
+            sent[doc_id] = time.time()
+            producer.send(source, key=doc_id.encode(), value=json.dumps({**d, "id": doc_id}).encode())
         producer.flush(timeout=60)
         producer.close(timeout=30)
         deadline = time.time() + 120
@@ -257,15 +271,32 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
             time.sleep(0.1)
         stop_reading.set()
         reading.join(10)
+        sampling.join(10)
         reader.close()
         _stop(worker, thread, box)
     finally:
         delete_topics(bootstrap, [source, out, dlq])
     lat = np.array([arrived[k] - sent[k] for k in sent if k in arrived]) * 1000
+    t, mib = np.array(rss).T if rss else (np.zeros(0), np.zeros(0))
+    settled = t >= 0.1 * args.latency_seconds  # after the first tenth: caches and buffers warm
+    slope = np.polyfit(t[settled], mib[settled], 1)[0] * 3600 if settled.sum() >= 3 else None
     return {"rate_docs_per_s": args.rate, "docs": n, "received": int(len(lat)),
             "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-            "max_ms": round(float(lat.max()), 1) if len(lat) else None}
+            "max_ms": round(float(lat.max()), 1) if len(lat) else None,
+            "rss_mib_settled": round(float(mib[settled][0]), 1) if settled.any() else None,
+            "rss_mib_end": round(float(mib[-1]), 1) if len(mib) else None,
+            "rss_mib_peak": round(float(mib.max()), 1) if len(mib) else None,
+            "rss_growth_mib_per_hour": round(float(slope), 1) if slope is not None else None,
+            "rss_samples": len(mib)}
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 # --------------------------------------------------------------------------- main
@@ -284,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="prediction batch size (windows)")
     parser.add_argument("--rate", type=float, default=20.0, help="input docs/s of the latency run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--rss-interval", type=float, default=5.0, help="seconds between memory samples")
+    parser.add_argument("--only-latency", action="store_true",
+                        help="skip the throughput runs: only the fixed-rate run (a soak when long)")
     parser.add_argument("--exactly-once", action="store_true", help="run the worker with transactions")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -306,24 +340,29 @@ def main(argv: list[str] | None = None) -> int:
                      "max_batch_docs": args.max_batch_docs, "max_batch_ms": args.max_batch_ms,
                      "partitions": args.partitions, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            results["run"] = measure_run(pipeline, docs, Path(tmp))
-        results["consume"] = measure_worker(pipeline, bootstrap, docs, args, run_id)
-        results["consume_vs_run"] = round(results["consume"]["docs_per_s"] / results["run"]["docs_per_s"], 3)
+        if not args.only_latency:
+            with tempfile.TemporaryDirectory() as tmp:
+                results["run"] = measure_run(pipeline, docs, Path(tmp))
+            results["consume"] = measure_worker(pipeline, bootstrap, docs, args, run_id)
+            results["consume_vs_run"] = round(results["consume"]["docs_per_s"] / results["run"]["docs_per_s"], 3)
         results["latency"] = measure_latency(pipeline, bootstrap, docs, args, run_id)
     finally:
         if started_here:
             subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "stop"], cwd=REPO, capture_output=True)
 
-    r, c, lat = results["run"], results["consume"], results["latency"]
+    lat = results["latency"]
     print(f"model {results['model']}, {results['docs']} docs of ~{results['mean_chars_per_doc']} chars, "
           f"{results['mode']}, batches of <= {args.max_batch_docs} docs / {args.max_batch_ms} ms, "
           f"{args.partitions} partitions, {results['cpus']} CPUs (load {results['load_avg'][0]:.1f})")
-    print(f"nerbatch run      : {r['docs_per_s']:>8.1f} docs/s {r['tokens_per_s']:>9,} tokens/s ({r['seconds']} s)")
-    print(f"nerbatch consume  : {c['docs_per_s']:>8.1f} docs/s {c['tokens_per_s']:>9,} tokens/s ({c['seconds']} s, "
-          f"{c['batches']} batches) = {results['consume_vs_run']:.2f} x run")
-    print(f"latency at {lat['rate_docs_per_s']:g} docs/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
-          f"max {lat['max_ms']} ms ({lat['received']}/{lat['docs']} received)")
+    if not args.only_latency:
+        r, c = results["run"], results["consume"]
+        print(f"nerbatch run      : {r['docs_per_s']:>8.1f} docs/s {r['tokens_per_s']:>9,} tokens/s ({r['seconds']} s)")
+        print(f"nerbatch consume  : {c['docs_per_s']:>8.1f} docs/s {c['tokens_per_s']:>9,} tokens/s ({c['seconds']} s, "
+              f"{c['batches']} batches) = {results['consume_vs_run']:.2f} x run")
+    print(f"latency at {lat['rate_docs_per_s']:g} docs/s for {args.latency_seconds:g} s: p50 {lat['p50_ms']} ms, "
+          f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['received']}/{lat['docs']} received)")
+    print(f"resident memory: {lat['rss_mib_settled']} MiB after the first tenth, {lat['rss_mib_end']} MiB at the end, "
+          f"peak {lat['rss_mib_peak']} MiB; trend {lat['rss_growth_mib_per_hour']} MiB/hour ({lat['rss_samples']} samples)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
