@@ -32,6 +32,9 @@ from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """Every training choice. The field defaults are the plain baseline; the tuned recipe that
+    ``nerbatch train --arch A`` uses is ``TrainSettings.for_arch(A, ...)``."""
+
     arch: str = "default"
     epochs: int = 15
     batch_size: int = 32
