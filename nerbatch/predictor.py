@@ -28,6 +28,20 @@ def length_buckets(max_len: int) -> tuple[int, ...]:
     return tuple(sorted({b for b in (16, 32) if b < max_len} | {max_len}))
 
 
+def padded_rows(n: int, batch_size: int) -> int:
+    """Rows a batch of ``n`` windows is padded to (with empty windows).
+
+    Every new input shape costs the backend memory it keeps (traced functions,
+    kernel caches), so a long-running worker fed batches of every size would
+    grow without end; rounding to powers of two up to 32, then to multiples
+    of 32, leaves a dozen shapes per length bucket.
+    """
+    rows = 1 << (n - 1).bit_length() if n > 1 else 1
+    if rows > 32:
+        rows = -(-n // 32) * 32
+    return min(rows, max(batch_size, n))
+
+
 class Tagger:
     """Tags sentences with a Keras model; shared by evaluation and the jobs."""
 
@@ -73,6 +87,7 @@ class Tagger:
             longest = batch[-1][1].end - batch[-1][1].start
             width = next(b for b in self.buckets if b >= longest)
             tokens = [sentences[i][w.start : w.end] for i, w in batch]
+            tokens += [[]] * (padded_rows(len(batch), self.batch_size) - len(batch))
             probs = np.asarray(self.model.predict_on_batch(self.encoder.encode_batch(tokens, width)))
             for row, (index, window) in enumerate(batch):
                 lo, hi = window.own_start - window.start, window.own_end - window.start
