@@ -27,7 +27,7 @@ from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
-from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
+from nerbatch.windows import plan_windows
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def _training_windows(
     for sentence, tags in zip(corpus.words, corpus.tags):
         encoded = tagset.encode(tags)
         copies = rare_copies if rare_begins.intersection(tags) else 1
-        for window in plan_windows(len(sentence), max_len, min(DEFAULT_OVERLAP, max_len // 2)):
+        for window in plan_windows(len(sentence), max_len):
             for _ in range(copies):
                 words.append(sentence[window.start : window.end])
                 labels.append(encoded[window.start : window.end])

@@ -25,9 +25,12 @@ class Window:
     own_end: int
 
 
-def plan_windows(length: int, max_len: int, overlap: int = DEFAULT_OVERLAP) -> list[Window]:
+def plan_windows(length: int, max_len: int, overlap: int | None = None) -> list[Window]:
+    """Windows covering a sentence; ``overlap`` defaults to ``DEFAULT_OVERLAP``, at most half a window."""
     if max_len < 2:
         raise ValueError("max_len must be at least 2")
+    if overlap is None:
+        overlap = min(DEFAULT_OVERLAP, max_len // 2)
     if not 0 <= overlap < max_len:
         raise ValueError("overlap must be in [0, max_len)")
     if length <= max_len:
