@@ -13,10 +13,11 @@ One model load, one corpus of real text, three measurements:
    produced at ``--rate`` docs/s for ``--latency-seconds``; a reader of the
    output topic stamps every output message on arrival.  Latency is arrival
    time minus send time of the input (one clock, one process), p50/p99.  It
-   includes the micro-batch wait (``--max-batch-ms``).  The process's resident
-   memory is sampled meanwhile, so a long run (``--only-latency
-   --latency-seconds 3600``) is a soak: documents repeat under new ids, and
-   the figures show whether memory grows while the worker runs.
+   includes the micro-batch wait (``--max-batch-ms``).  This worker is
+   ``nerbatch consume`` itself, in its own process, and its resident memory is
+   sampled meanwhile, so a long run (``--only-latency --latency-seconds
+   3600``) is a soak: documents repeat under new ids, and the figures show
+   whether the worker's memory grows while it runs.
 
 The corpus is the GMB corpus (``ner_dataset.csv.zip``) detokenised into news
 prose, ``--sentences-per-doc`` sentences per document, or any UTF-8 text file
@@ -37,11 +38,14 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -210,25 +214,59 @@ def measure_worker(pipeline, bootstrap: str, docs: list[dict], args, run_id: str
         delete_topics(bootstrap, [source, out, dlq])
 
 
-def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: str) -> dict:
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
-    from nerbatch.consumer import ConsumeOptions, Worker
+
+def _metric(port: int, name: str) -> float | None:
+    """One sample of the worker's Prometheus endpoint, or None while it is not serving."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_latency(bootstrap: str, docs: list[dict], args, run_id: str, folder: Path) -> dict:
+    """The fixed-rate run, against ``nerbatch consume`` in its own process, as users run it: its
+    resident memory is the worker's alone, not this script's bookkeeping."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     source, out, dlq = f"lat-in-{run_id}", f"lat-out-{run_id}", f"lat-dlq-{run_id}"
     create_topics(bootstrap, [source, out, dlq], args.partitions)
     n = int(args.rate * args.latency_seconds)
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
-    rss: list[tuple[float, float]] = []  # (seconds since the rate started, resident MiB)
+    rss: list[tuple[float, float]] = []  # (seconds since the rate started, resident MiB of the worker)
+    port = _free_port()
+    command = [sys.executable, "-m", "nerbatch", "consume", "--bootstrap-servers", bootstrap, "--topic", source,
+               "--group", f"lat-{run_id}", "--output-topic", out, "--dead-letter-topic", dlq,
+               "--max-batch-docs", str(args.max_batch_docs), "--max-batch-ms", str(args.max_batch_ms),
+               "--batch-size", str(args.batch_size), "--metrics-port", str(port), "--log-interval", "60",
+               "--report", str(folder / "worker-report.json"), "--log-level", "WARNING",
+               *(["--model", args.model] if args.model else []), *(["--exactly-once"] if args.exactly_once else [])]
+    log_path = folder / "worker.log"
+    worker = None
     try:
-        options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=f"lat-{run_id}",
-                                 output_topic=out, dead_letter_topic=dlq, max_batch_docs=args.max_batch_docs,
-                                 max_batch_ms=args.max_batch_ms, exactly_once=args.exactly_once,
-                                 log_interval=10.0)
-        worker = Worker(options, pipeline)
-        thread, box = _start(worker)
-        _wait_assigned(worker)
+        with open(log_path, "w") as worker_log:
+            worker = subprocess.Popen(command, stdout=worker_log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while (_metric(port, "nerbatch_consume_assigned_partitions") or 0) < args.partitions:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the worker got no partitions; its log:\n{log_path.read_text()}")
+            time.sleep(0.2)
 
         reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100,
                                isolation_level="read_committed" if args.exactly_once else "read_uncommitted")
@@ -247,11 +285,18 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
         reading = threading.Thread(target=read, daemon=True)
         reading.start()
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+        # One document through first: the worker's first batch traces the model's graph.
+        warm = {**docs[0], "id": "warm-up"}
+        producer.send(source, key=b"warm-up", value=json.dumps(warm).encode())
+        producer.flush(timeout=60)
+        deadline = time.monotonic() + 120
+        while "warm-up" not in arrived and time.monotonic() < deadline:
+            time.sleep(0.05)
         t0 = time.time()
 
         def sample():
             while not stop_reading.is_set():
-                rss.append((time.time() - t0, _rss_mib()))
+                rss.append((time.time() - t0, _rss_mib(worker.pid)))
                 stop_reading.wait(args.rss_interval)
 
         sampling = threading.Thread(target=sample, daemon=True)
@@ -267,14 +312,19 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
         producer.flush(timeout=60)
         producer.close(timeout=30)
         deadline = time.time() + 120
-        while len(arrived) < n and time.time() < deadline:
+        while len(sent.keys() - arrived.keys()) and time.time() < deadline:
             time.sleep(0.1)
         stop_reading.set()
         reading.join(10)
         sampling.join(10)
         reader.close()
-        _stop(worker, thread, box)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(120)
+        if code != 0:
+            raise SystemExit(f"the worker exited {code}; its log:\n{log_path.read_text()}")
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
         delete_topics(bootstrap, [source, out, dlq])
     lat = np.array([arrived[k] - sent[k] for k in sent if k in arrived]) * 1000
     t, mib = np.array(rss).T if rss else (np.zeros(0), np.zeros(0))
@@ -288,15 +338,8 @@ def measure_latency(pipeline, bootstrap: str, docs: list[dict], args, run_id: st
             "rss_mib_end": round(float(mib[-1]), 1) if len(mib) else None,
             "rss_mib_peak": round(float(mib.max()), 1) if len(mib) else None,
             "rss_growth_mib_per_hour": round(float(slope), 1) if slope is not None else None,
-            "rss_samples": len(mib)}
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            "rss_samples": len(mib),
+            "rss_series": [[round(a, 1), round(b, 1)] for a, b in rss]}
 
 
 # --------------------------------------------------------------------------- main
@@ -330,22 +373,24 @@ def main(argv: list[str] | None = None) -> int:
     from nerbatch.pipeline import NerPipeline
 
     docs = load_documents(args.corpus, args.docs, args.sentences_per_doc)
-    pipeline = NerPipeline(load_bundle(args.model), batch_size=args.batch_size)
-    pipeline.annotate_all([Document(d["id"], d["text"], {}, "warm-up", 0) for d in docs[:64]])  # trace once
+    bundle = load_bundle(args.model)
     bootstrap, started_here = broker()
     run_id = uuid.uuid4().hex[:8]
-    results: dict = {"model": pipeline.model_name, "corpus": str(args.corpus), "docs": len(docs),
+    results: dict = {"model": bundle.name, "corpus": str(args.corpus), "docs": len(docs),
                      "mean_chars_per_doc": round(sum(len(d["text"]) for d in docs) / len(docs)),
                      "mode": "exactly-once" if args.exactly_once else "at-least-once",
                      "max_batch_docs": args.max_batch_docs, "max_batch_ms": args.max_batch_ms,
                      "partitions": args.partitions, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
     try:
         if not args.only_latency:
+            pipeline = NerPipeline(bundle, batch_size=args.batch_size)
+            pipeline.annotate_all([Document(d["id"], d["text"], {}, "warm-up", 0) for d in docs[:64]])  # trace once
             with tempfile.TemporaryDirectory() as tmp:
                 results["run"] = measure_run(pipeline, docs, Path(tmp))
             results["consume"] = measure_worker(pipeline, bootstrap, docs, args, run_id)
             results["consume_vs_run"] = round(results["consume"]["docs_per_s"] / results["run"]["docs_per_s"], 3)
-        results["latency"] = measure_latency(pipeline, bootstrap, docs, args, run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            results["latency"] = measure_latency(bootstrap, docs, args, run_id, Path(tmp))
     finally:
         if started_here:
             subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "stop"], cwd=REPO, capture_output=True)

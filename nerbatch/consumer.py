@@ -436,10 +436,11 @@ class _Metrics:
     """Prometheus metrics of one worker, in their own registry."""
 
     def __init__(self, group: str, model: str) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # resident memory, CPU and open files: what a long-running worker is watched on
         Info("nerbatch_consume", "The worker's group and model.", registry=r).info(
             {"group": group, "model": model, "version": __version__})
         self.consumed = Counter("nerbatch_consume_messages", "Input messages processed.", registry=r)

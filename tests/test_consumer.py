@@ -394,6 +394,8 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     # every offset committed, nothing left behind
     assert _committed(kafka_admin, group, source) == ends
     assert "nerbatch_consume_messages_total 156.0" in metrics
+    resident = re.search(r"^process_resident_memory_bytes (\S+)$", metrics, re.M)
+    assert resident and float(resident.group(1)) > 50 * 2**20  # the worker's own process, model loaded
     assert 'nerbatch_consume_documents_failed_total{reason="malformed_json"} 2.0' in metrics
 
 
