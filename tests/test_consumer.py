@@ -12,6 +12,7 @@ outputs.
 from __future__ import annotations
 
 import csv
+import gc
 import glob
 import json
 import os
@@ -444,6 +445,59 @@ def test_messages_at_the_topic_size_limit_never_stall_a_partition(kafka_bootstra
     assert _committed(kafka_admin, group, source) == {0: 21}
     # the delay from message to commit is observed in this mode too (topic output only)
     assert "nerbatch_consume_latency_seconds_count 21.0" in metrics
+
+
+def _broker_pid() -> int:
+    status = subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "status"], capture_output=True, text=True)
+    match = re.search(r"\(pid (\d+)\)", status.stdout)
+    if status.returncode != 0 or not match:
+        pytest.skip("the broker was not started by scripts/kafka.sh, so this test cannot freeze it")
+    return int(match.group(1))
+
+
+class _FreezingPipeline:
+    """The real pipeline; its first call freezes the broker, so that batch's outputs go unacknowledged."""
+
+    def __init__(self, pipeline, broker_pid: int) -> None:
+        self._pipeline, self._broker_pid, self.frozen = pipeline, broker_pid, False
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def annotate(self, documents):
+        if not self.frozen:
+            os.kill(self._broker_pid, signal.SIGSTOP)
+            self.frozen = True
+        return self._pipeline.annotate(documents)
+
+
+def test_a_batch_unacknowledged_while_the_broker_is_frozen_is_retried_without_a_traceback(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    source, out, dlq = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    group = _uid("frozen")
+    docs = _docs(3, "frozen")
+    _produce(kafka_bootstrap, source, docs)
+    broker = _broker_pid()
+    freezing = _FreezingPipeline(pipeline, broker)
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                             dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0)
+    worker = Worker(options, freezing)
+    try:
+        thread, box = _start(worker)
+        _wait(lambda: worker.report.batch_failures >= 1, "the unacknowledged batch to fail")
+        gc.collect()  # while the broker is still frozen: a producer left half-closed prints a traceback here
+    finally:
+        os.kill(broker, signal.SIGCONT)
+    _wait(lambda: worker.report.docs_ok == 3, "the retried batch to be committed")
+    worker.stop()
+    report = _finish(thread, box)
+    assert report.batch_failures >= 1 and report.docs_ok == 3
+    assert {r.key.decode() for r in _read_all(kafka_bootstrap, out, 1)} == {k for k, _ in docs}  # duplicates allowed
+    assert _committed(kafka_admin, group, source) == {0: 3}
+    # What the interpreter would print as "Exception ignored in ...", with a traceback.
+    assert not unraisable, [f"{u.err_msg or 'Exception ignored in'} {u.object!r}: {u.exc_value!r}" for u in unraisable]
 
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(kafka_bootstrap, kafka_admin, kafka_topic_factory,
