@@ -432,6 +432,29 @@ def _describe(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
+def _close_producer(producer, timeout: float) -> None:
+    """Close a producer, abandoning what the broker has not acknowledged by ``timeout``.
+
+    kafka-python's ``close`` flushes first and raises when that times out (the broker is down),
+    leaving the producer open; its ``__del__`` then tries again and prints an "Exception ignored"
+    traceback.  Force-closing the sender fails the unacknowledged sends, so the second close
+    finds nothing left to wait for.  Those sends belong to a batch that is rewound and retried.
+    """
+    try:
+        producer.close(timeout=timeout)
+        return
+    except Exception:  # noqa: BLE001 - the broker is unreachable: abandon its sends
+        pass
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None:
+            sender.force_close()
+            sender.join(timeout)
+        producer.close(timeout=0)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not close the Kafka producer cleanly (%s)", _describe(exc))
+
+
 class _Metrics:
     """Prometheus metrics of one worker, in their own registry."""
 
@@ -691,7 +714,7 @@ class Worker:
             try:
                 producer.init_transactions()
             except BaseException:
-                producer.close(timeout=2)
+                _close_producer(producer, timeout=2)
                 raise
         return producer
 
@@ -705,10 +728,7 @@ class Worker:
 
     def _close_clients(self) -> None:
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception:  # noqa: BLE001 - closing after a failure
-                pass
+            _close_producer(self._producer, timeout=5)
             self._producer = None
         if self._consumer is not None:
             try:
@@ -1039,10 +1059,7 @@ class Worker:
                 return
             except Exception as exc:  # noqa: BLE001 - fatal producer state: start a new one
                 log.warning("aborting the transaction failed (%s); restarting the producer", _describe(exc))
-        try:
-            self._producer.close(timeout=2)
-        except Exception:  # noqa: BLE001
-            pass
+        _close_producer(self._producer, timeout=2)
         self._producer = None
 
     def _rewind(self, tps) -> None:

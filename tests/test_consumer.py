@@ -455,19 +455,21 @@ def _broker_pid() -> int:
     return int(match.group(1))
 
 
-class _FreezingPipeline:
-    """The real pipeline; its first call freezes the broker, so that batch's outputs go unacknowledged."""
+class _SignallingPipeline:
+    """The real pipeline; its ``on_call``-th call sends ``signum`` to the broker, so that batch's
+    outputs go unacknowledged (SIGSTOP: frozen until SIGCONT; SIGKILL: gone)."""
 
-    def __init__(self, pipeline, broker_pid: int) -> None:
-        self._pipeline, self._broker_pid, self.frozen = pipeline, broker_pid, False
+    def __init__(self, pipeline, broker_pid: int, signum: int, on_call: int = 1) -> None:
+        self._pipeline, self._broker_pid, self._signum, self._on_call = pipeline, broker_pid, signum, on_call
+        self.calls = 0
 
     def __getattr__(self, name):
         return getattr(self._pipeline, name)
 
     def annotate(self, documents):
-        if not self.frozen:
-            os.kill(self._broker_pid, signal.SIGSTOP)
-            self.frozen = True
+        self.calls += 1
+        if self.calls == self._on_call:
+            os.kill(self._broker_pid, self._signum)
         return self._pipeline.annotate(documents)
 
 
@@ -480,10 +482,9 @@ def test_a_batch_unacknowledged_while_the_broker_is_frozen_is_retried_without_a_
     docs = _docs(3, "frozen")
     _produce(kafka_bootstrap, source, docs)
     broker = _broker_pid()
-    freezing = _FreezingPipeline(pipeline, broker)
     options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
                              dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0)
-    worker = Worker(options, freezing)
+    worker = Worker(options, _SignallingPipeline(pipeline, broker, signal.SIGSTOP))
     try:
         thread, box = _start(worker)
         _wait(lambda: worker.report.batch_failures >= 1, "the unacknowledged batch to fail")
@@ -496,6 +497,60 @@ def test_a_batch_unacknowledged_while_the_broker_is_frozen_is_retried_without_a_
     assert report.batch_failures >= 1 and report.docs_ok == 3
     assert {r.key.decode() for r in _read_all(kafka_bootstrap, out, 1)} == {k for k, _ in docs}  # duplicates allowed
     assert _committed(kafka_admin, group, source) == {0: 3}
+    # What the interpreter would print as "Exception ignored in ...", with a traceback.
+    assert not unraisable, [f"{u.err_msg or 'Exception ignored in'} {u.object!r}: {u.exc_value!r}" for u in unraisable]
+
+
+@pytest.fixture
+def doomed_broker(kafka_bootstrap, tmp_path):
+    """A second broker of this test's own, free to be killed: (bootstrap, pid)."""
+    home = tmp_path / "kafka"
+    home.mkdir()
+    shared_home = Path(os.environ.get("NERBATCH_KAFKA_HOME") or REPO / ".kafka")
+    for jars in shared_home.glob("jars-*"):  # the session broker's jars: no second download
+        (home / jars.name).symlink_to(jars.resolve())
+    env = {**os.environ, "NERBATCH_KAFKA_HOME": str(home), "NERBATCH_PYTHON": sys.executable}
+    script = str(REPO / "scripts" / "kafka.sh")
+    started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        match = re.search(r"at (\S+) \(pid (\d+)\)", started.stdout)
+        assert match, started.stdout
+        yield match.group(1), int(match.group(2))
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
+
+
+def test_a_worker_whose_broker_dies_mid_batch_stops_cleanly_without_a_traceback(
+        doomed_broker, pipeline, monkeypatch):
+    from kafka import KafkaAdminClient
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    bootstrap, broker = doomed_broker
+    source, out, dlq = _uid("in"), _uid("out"), _uid("dlq")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in (source, out, dlq)},
+                            timeout_ms=30_000)
+        admin.wait_for_topics([source, out, dlq], timeout_ms=30_000)
+    finally:
+        admin.close()
+    _produce(bootstrap, source, _docs(3, "doomed"))
+    options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed"),
+                             output_topic=out, dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0)
+    # The broker dies during the second batch, once the producer is connected and knows the
+    # output topic: that batch's sends are then buffered, waiting for a broker that is gone.
+    worker = Worker(options, _SignallingPipeline(pipeline, broker, signal.SIGKILL, on_call=2))
+    thread, box = _start(worker)
+    _wait(lambda: worker.report.docs_ok == 3, "the first batch to be committed")
+    _produce(bootstrap, source, _docs(3, "doomed-2"))
+    _wait(lambda: worker.report.batch_failures >= 1, "the unacknowledged batch to fail")
+    gc.collect()  # a producer left half-closed prints its traceback here
+    worker.stop()
+    report = _finish(thread, box)
+    gc.collect()
+    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
     # What the interpreter would print as "Exception ignored in ...", with a traceback.
     assert not unraisable, [f"{u.err_msg or 'Exception ignored in'} {u.object!r}: {u.exc_value!r}" for u in unraisable]
 
