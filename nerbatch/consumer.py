@@ -664,6 +664,11 @@ class Worker:
                 if o.output_topic or o.dead_letter_topic:
                     self._producer = self._make_producer()
                 self._consumer.subscribe(list(o.topics), listener=self._listener.as_kafka_listener())
+                # kafka-python (3.0) keeps the partition snapshot it took before subscribe() until
+                # metadata next arrives, so the first assignment is made against an empty snapshot
+                # and redone half a second later: a rebalance of the whole group. Fetching
+                # metadata now, for topics just checked to exist, fills the snapshot first.
+                self._consumer.topics()
                 self._failures = 0
                 log.info("connected to %s", o.bootstrap_servers)
                 return True

@@ -588,6 +588,23 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(kafka_bootstrap, kafk
     assert saved["docs_in"] == 40 and saved["stopped_by"] == "signal" and saved["batches"] == 1
 
 
+def test_a_lone_worker_is_assigned_its_partitions_once(kafka_bootstrap, kafka_topic_factory, pipeline, caplog):
+    # Each rebalance revokes every partition of the group; a spurious one at start-up costs all
+    # workers their batch in hand.
+    source, out, dlq = kafka_topic_factory(3), kafka_topic_factory(1), kafka_topic_factory(1)
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("once"),
+                             output_topic=out, dead_letter_topic=dlq)
+    worker = Worker(options, pipeline)
+    with caplog.at_level("INFO", logger="nerbatch.consumer"):
+        thread, box = _start(worker)
+        _wait(lambda: any("partition(s) assigned" in r.message for r in caplog.records), "the assignment")
+        time.sleep(3)  # kafka-python's next metadata refresh comes about 0.5 s after the first join
+        worker.stop()
+        _finish(thread, box)
+    rebalances = [r.message for r in caplog.records if r.message.startswith("rebalance:")]
+    assert rebalances == [f"rebalance: 3 partition(s) assigned: {', '.join(f'{source}/{p}' for p in range(3))}"]
+
+
 def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog):
     import socket
 
