@@ -406,12 +406,16 @@ def test_expand_then_read_mixed_formats(tmp_path):
     assert texts == ["plain", "gzipped", "columnar"]
 
 
-def test_invalid_utf8_parquet_string_costs_only_its_row(tmp_path):
+@pytest.mark.parametrize("dictionary_typed", [False, True], ids=["string", "dictionary"])
+def test_invalid_utf8_parquet_string_costs_only_its_row(tmp_path, dictionary_typed):
     texts = [f"Row {i}: Angela Merkel spoke in Berlin.".encode() for i in range(300)]
     texts[150] = b"Row 150: Angela \xff Merkel"
     text = pa.array(texts, pa.binary()).view(pa.string())  # writers do not all check UTF-8
+    if dictionary_typed:  # e.g. written from a pandas Categorical: the arrow schema keeps the type
+        text = text.dictionary_encode()
     path = tmp_path / "bad-utf8.parquet"
     pq.write_table(pa.table({"id": [f"d{i}" for i in range(300)], "text": text}), path, row_group_size=100)
+    assert pa.types.is_dictionary(pq.read_schema(path).field("text").type) == dictionary_typed
 
     docs, errs = split(list(read_documents(str(path), chunk_rows=64)))
     assert [d.position for d in docs] == [i for i in range(300) if i != 150]
