@@ -32,7 +32,10 @@ def _native_stderr_silenced():
 def keras():
     if "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # 3, not 2: on CPUs without AVX-512 TensorFlow logs "oneDNN supports DT_BOOL only on
+        # platforms with AVX-512" at ERROR level on the first prediction, which reads like a failure;
+        # a real TensorFlow error still reaches nerbatch as an exception.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _native_stderr_silenced():
             import keras as _keras
 

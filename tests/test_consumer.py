@@ -143,7 +143,7 @@ def _tail(path, n: int = 40) -> str:
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     handle = open(log, "ab")  # noqa: SIM115 - owned by the process
     try:
         return subprocess.Popen([sys.executable, "-m", "nerbatch", "consume", *args], cwd=REPO, env=env,
