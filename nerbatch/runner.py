@@ -361,18 +361,30 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
             counts["sentences"] += chunk.sentences
             counts["tokens"] += chunk.tokens
             counts["entities"] += len(chunk)
-            drained, failures[:] = failures[:], []
+            drained = _take(failures)
             counts["docs_failed"] += len(drained)
             error_sink.write_records(error_record(e) for e in drained)
             if on_progress:
                 on_progress(len(chunk.documents) + len(drained), chunk.tokens)
-        drained = list(failures)
+        drained = _take(failures)
         counts["docs_failed"] += len(drained)
         error_sink.write_records(error_record(e) for e in drained)
         if on_progress and drained:
             on_progress(len(drained), 0)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
     return {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
+
+
+def _take(items: list) -> list:
+    """Remove and return what ``items`` holds now, while another thread may append to it.
+
+    Copying and then clearing (``items[:] = []``) would drop an append made in
+    between; deleting exactly the items copied cannot.
+    """
+    n = len(items)
+    taken = items[:n]
+    del items[:n]
+    return taken
 
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:
