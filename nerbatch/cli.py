@@ -182,6 +182,7 @@ def run(
     model: ModelOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
     errors: Annotated[Optional[str], typer.Option(help="Error records, JSONL (default: <output>.errors.jsonl).")] = None,
+    outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet or .jsonl): entities, no_entities or failed.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
@@ -198,7 +199,8 @@ def run(
     from nerbatch.runner import RunOptions, run_job
 
     options = RunOptions(
-        inputs=input, output=output, fmt=format, errors=errors, report=str(report) if report else None,
+        inputs=input, output=output, fmt=format, errors=errors, outcomes=outcomes,
+        report=str(report) if report else None,
         id_field=id_field, text_field=text_field,
         keep_fields=_field_list(keep_fields),
         max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,

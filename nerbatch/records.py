@@ -4,7 +4,8 @@ The canonical definitions are the JSON Schema (draft 2020-12) files shipped as
 package data in ``nerbatch/schemas/`` (the top-level ``schemas/`` folder holds
 symlinks to them).  Everything else is derived from them:
 
-* :func:`entity_arrow_schema` / :func:`error_arrow_schema` map the JSON Schema
+* :func:`entity_arrow_schema` / :func:`error_arrow_schema` /
+  :func:`outcome_arrow_schema` map the JSON Schema
   to a ``pyarrow.Schema`` for the parquet writers;
 * :func:`validate_record` checks a record dict against the JSON Schema;
 * :data:`ENTITY_LABELS` and :data:`ENTITY_FIELDS` are read from the schema.
@@ -51,12 +52,14 @@ __all__ = [
     "ERROR_FIELDS",
     "ERROR_SCHEMA_NAME",
     "DOCUMENT_SCHEMA_NAME",
+    "OUTCOME_SCHEMA_NAME",
     "RECORD_SCHEMA_METADATA_KEY",
     "arrow_schema_from_json_schema",
     "arrow_type",
     "entity_arrow_schema",
     "error_arrow_schema",
     "error_record",
+    "outcome_arrow_schema",
     "kept_value",
     "load_schema",
     "validate_record",
@@ -65,6 +68,7 @@ __all__ = [
 ENTITY_SCHEMA_NAME = "entity_record.v1"
 ERROR_SCHEMA_NAME = "error_record.v1"
 DOCUMENT_SCHEMA_NAME = "document.v1"
+OUTCOME_SCHEMA_NAME = "document_outcome.v1"
 
 #: Arrow schema metadata key naming the JSON Schema a file's records follow;
 #: it ends up in the parquet file's key-value metadata.
@@ -167,6 +171,12 @@ def error_arrow_schema() -> pa.Schema:
     """Arrow schema of error records (source, position, doc_id, reason, raw)."""
     schema = arrow_schema_from_json_schema(load_schema(ERROR_SCHEMA_NAME))
     return schema.with_metadata({RECORD_SCHEMA_METADATA_KEY: ERROR_SCHEMA_NAME})
+
+
+def outcome_arrow_schema() -> pa.Schema:
+    """Arrow schema of document outcomes (source, position, doc_id, outcome, entities, error, model)."""
+    schema = arrow_schema_from_json_schema(load_schema(OUTCOME_SCHEMA_NAME))
+    return schema.with_metadata({RECORD_SCHEMA_METADATA_KEY: OUTCOME_SCHEMA_NAME})
 
 
 _ENTITY = load_schema(ENTITY_SCHEMA_NAME)

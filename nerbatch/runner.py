@@ -11,6 +11,7 @@ parts, so the rerun finishes the work without duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError
-from nerbatch.records import entity_arrow_schema, error_record
+from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema
 from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind
 
 WORK_FORMAT_VERSION = 2
@@ -46,6 +47,7 @@ class RunOptions:
     output: str
     fmt: str | None = None  # parquet | jsonl; None: from the output's extension
     errors: str | None = None  # error records (JSONL); None: <output>.errors.jsonl
+    outcomes: str | None = None  # one outcome row per document (.parquet or .jsonl); None: not written
     report: str | None = None
     id_field: str = "id"
     text_field: str = "text"
@@ -92,6 +94,7 @@ class RunReport:
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
     # they hold documents that no record or error stands for one by one.
     incomplete_inputs: list[str] = field(default_factory=list)
+    outcomes: str | None = None
 
     @property
     def error_rate(self) -> float:
@@ -204,7 +207,12 @@ def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
         "fields": [options.id_field, options.text_field, list(options.keep_fields)],
         "max_doc_chars": options.max_doc_chars,
         "output": [fmt, to_folder],
+        "outcomes": _outcomes_format(options),
     }
+
+
+def _outcomes_format(options: RunOptions) -> str | None:
+    return output_kind(options.outcomes, None, dataset=False)[0] if options.outcomes else None
 
 
 def work_folder_path(output: str) -> Path:
@@ -222,10 +230,13 @@ def _identity(path: str) -> tuple:
     return ("inode", info.st_dev, info.st_ino)
 
 
-def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, report: str | None) -> None:
+def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, outcomes: str | None,
+                 report: str | None) -> None:
     """Refuse outputs that would overwrite an input or each other, or cannot be written (``OutputError``)."""
     input_ids = {_identity(p): p for p in inputs}
-    named = [("output", output), ("errors file", errors)] + ([("report", report)] if report else [])
+    named = [("output", output), ("errors file", errors)]
+    named += [("outcomes file", outcomes)] if outcomes else []
+    named += [("report", report)] if report else []
     seen: dict[tuple, str] = {}
     for what, path in named:
         identity = _identity(path)
@@ -282,7 +293,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     inputs = expand_inputs(list(options.inputs))
     fmt, to_folder = output_kind(options.output, options.fmt)
     errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
-    _check_paths(inputs, options.output, to_folder, errors_path, options.report)
+    outcomes_fmt = _outcomes_format(options)
+    _check_paths(inputs, options.output, to_folder, errors_path, options.outcomes, options.report)
     schema = entity_arrow_schema(options.keep_fields)
     work = WorkFolder(options.output)  # locked before the model loads: an overlapping run stops at once
     try:
@@ -290,14 +302,17 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
             pipeline = NerPipeline(load_bundle(options.model), batch_size=options.batch_size)
         model = pipeline.model_name
         work.begin(_fingerprint(options, inputs, model), options.resume)
-        _remove_stale_temps([options.output, errors_path], options.output if to_folder else None, inputs)
-        report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model)
+        _remove_stale_temps([options.output, errors_path, *([options.outcomes] if options.outcomes else [])],
+                            options.output if to_folder else None, inputs)
+        report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,
+                           outcomes=options.outcomes)
         for number, source in enumerate(inputs):
             if source in work.completed:
                 entry = work.completed[source]
                 report.resumed_inputs.append(source)
             else:
-                entry = _process_input(number, source, options, fmt, schema, pipeline, work, on_progress)
+                entry = _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work,
+                                       on_progress)
                 work.mark_complete(source, entry)
             report.add(entry["counts"])
             if entry["incomplete"]:
@@ -315,6 +330,10 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         }
         _merge_parts(work, inputs, options.output, fmt, to_folder, schema, metadata)
         _merge_errors(work, inputs, errors_path)
+        if options.outcomes:
+            with open_sink(options.outcomes, outcomes_fmt, schema=outcome_arrow_schema(), metadata=metadata,
+                           dataset=False) as sink:
+                _copy_parts([work.path / work.completed[s]["outcomes_part"] for s in inputs], sink, outcomes_fmt)
         work.remove()
     finally:
         work.release()  # a failed run keeps its finished parts for --resume
@@ -329,9 +348,10 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     return report
 
 
-def _process_input(number, source, options, fmt, schema, pipeline, work, on_progress) -> dict:
+def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work, on_progress) -> dict:
     part = work.path / f"part-{number:05d}.{fmt}"
     errors_part = work.path / f"errors-{number:05d}.jsonl"
+    outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
     failures: list[DocumentError] = []
     incomplete = False
     counts = dict.fromkeys(
@@ -352,7 +372,10 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
                 failures.append(item)
 
     sink = open_sink(part, fmt, schema=schema, metadata={"source": source}, dataset=False)
-    with sink, open_error_sink(errors_part) as error_sink:
+    outcome_sink = (open_sink(outcomes_part, outcomes_fmt, schema=outcome_arrow_schema(), dataset=False)
+                    if outcomes_part else contextlib.nullcontext())
+    unwritten: list[DocumentError] = []  # failures not yet in the outcomes part
+    with sink, open_error_sink(errors_part) as error_sink, outcome_sink:
         for chunk in pipeline.annotate(documents()):
             sink.write(chunk.record_columns(pipeline.model_name, options.keep_fields))
             per_doc = chunk.entities_per_document()
@@ -364,15 +387,45 @@ def _process_input(number, source, options, fmt, schema, pipeline, work, on_prog
             drained = _take(failures)
             counts["docs_failed"] += len(drained)
             error_sink.write_records(error_record(e) for e in drained)
+            if outcomes_part:
+                # The reader runs ahead: failures past this chunk's last document wait for their turn.
+                last = chunk.documents[-1].position if chunk.documents else math.inf
+                unwritten += drained
+                due = [e for e in unwritten if e.position < last]
+                unwritten = [e for e in unwritten if e.position >= last]
+                outcome_sink.write(_outcome_columns(source, chunk.documents, per_doc.tolist(), due,
+                                                    pipeline.model_name))
             if on_progress:
                 on_progress(len(chunk.documents) + len(drained), chunk.tokens)
         drained = _take(failures)
         counts["docs_failed"] += len(drained)
         error_sink.write_records(error_record(e) for e in drained)
+        if outcomes_part:
+            outcome_sink.write(_outcome_columns(source, [], [], unwritten + drained, pipeline.model_name))
         if on_progress and drained:
             on_progress(len(drained), 0)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
-    return {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
+    entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
+    if outcomes_part:
+        entry["outcomes_part"] = outcomes_part.name
+    return entry
+
+
+def _outcome_columns(source: str, documents: list[Document], entities: list[int], failed: list[DocumentError],
+                     model: str) -> dict[str, list]:
+    """Outcome rows (``document_outcome`` schema) of annotated and failed documents, in input order."""
+    rows = [(d.position, d.doc_id, "entities" if n else "no_entities", n, None) for d, n in zip(documents, entities)]
+    rows += [(e.position, e.doc_id, "failed", 0, reason_kind(e.reason)) for e in failed]
+    rows.sort(key=lambda row: row[0])
+    return {
+        "source": [source] * len(rows),
+        "position": [r[0] for r in rows],
+        "doc_id": [r[1] for r in rows],
+        "outcome": [r[2] for r in rows],
+        "entities": [r[3] for r in rows],
+        "error": [r[4] for r in rows],
+        "model": [model] * len(rows),
+    }
 
 
 def _take(items: list) -> list:

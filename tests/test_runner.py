@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -118,6 +119,36 @@ def test_bad_documents_reconcile_exactly(tmp_path, tiny_pipeline, news_documents
     assert ids <= {d["id"] for d in good} | {"bad.jsonl:10"}
 
 
+def test_outcomes_give_every_document_one_row_in_input_order(tmp_path, tiny_pipeline, news_documents):
+    lines = []
+    for n, doc in enumerate(news_documents * 4):  # several chunks, failures between them
+        lines.append(dict(doc, id=f"doc-{n}"))
+        if n % 5 == 2:
+            lines.append("{not json")
+        if n % 7 == 3:
+            lines.append({"id": f"quiet-{n}", "text": "... !"})  # annotated, no entity
+    src = _write_jsonl(tmp_path / "news.jsonl", lines)
+    out, outcomes = tmp_path / "e.parquet", tmp_path / "outcomes.jsonl"
+    report = run_job(RunOptions(inputs=[str(src)], output=str(out), outcomes=str(outcomes), max_error_rate=1.0),
+                     tiny_pipeline)
+
+    rows = [json.loads(line) for line in outcomes.read_text().splitlines()]
+    for row in rows:
+        validate_record(row, "document_outcome.v1")
+    assert [r["position"] for r in rows] == list(range(1, len(lines) + 1)) and len(rows) == report.docs_in
+    assert {r["source"] for r in rows} == {str(src)} and {r["model"] for r in rows} == {tiny_pipeline.model_name}
+    failed = [r for r in rows if r["outcome"] == "failed"]
+    errors = [json.loads(line) for line in Path(report.errors).read_text().splitlines()]
+    assert [(r["position"], r["error"]) for r in failed] == [(e["position"], "malformed_json") for e in errors]
+    per_doc = Counter(pq.read_table(out, columns=["doc_id"]).column("doc_id").to_pylist())
+    annotated = [r for r in rows if r["outcome"] != "failed"]
+    assert {r["doc_id"]: r["entities"] for r in annotated if r["entities"]} == per_doc
+    assert all((r["outcome"] == "entities") == (r["entities"] > 0) and r["error"] is None for r in annotated)
+    quiet = [r for r in rows if (r["doc_id"] or "").startswith("quiet-")]
+    assert quiet and {r["outcome"] for r in quiet} == {"no_entities"}
+    assert sum(r["outcome"] == "no_entities" for r in rows) == report.docs_without_entities
+
+
 def test_unicode_torture_document(tmp_path, tiny_pipeline):
     text = (
         "Ångström visited Zürich 🇨🇭 with José Martí.\r\nThe café\u0301 in 東京 (Tokyo) opened on Monday!"
@@ -170,7 +201,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
     common = ["-i", str(inputs), "--model", str(tiny_bundle), "-q", "--batch-size", "32"]
 
     whole = tmp_path / "whole.parquet"
-    complete = _run_cli([*common, "-o", str(whole)])
+    complete = _run_cli([*common, "-o", str(whole), "--outcomes", str(tmp_path / "whole-outcomes.parquet")])
     _, stderr = complete.communicate(timeout=300)
     assert complete.returncode == 0
     # A quiet run says nothing: no TensorFlow C++ log line ("E0000 00:00:...") that reads like an error.
@@ -178,7 +209,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
 
     out = tmp_path / "resumed.parquet"
     work = tmp_path / ".resumed.parquet.nerbatch-work" / "manifest.json"
-    proc = _run_cli([*common, "-o", str(out)])
+    proc = _run_cli([*common, "-o", str(out), "--outcomes", str(tmp_path / "resumed-outcomes.parquet")])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if work.is_file() and len(json.loads(work.read_text())["completed"]) >= 2:
@@ -191,13 +222,17 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
     done_before = len(json.loads(work.read_text())["completed"])
     assert 2 <= done_before < 12
 
-    resumed = _run_cli([*common, "-o", str(out), "--resume", "--report", str(tmp_path / "r.json")])
+    resumed = _run_cli([*common, "-o", str(out), "--outcomes", str(tmp_path / "resumed-outcomes.parquet"),
+                        "--resume", "--report", str(tmp_path / "r.json")])
     assert resumed.wait(timeout=300) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert len(report["resumed_inputs"]) == done_before
     cols = ["doc_id", "sentence", "label", "text", "start", "end"]
     assert pq.read_table(out, columns=cols).to_pylist() == pq.read_table(whole, columns=cols).to_pylist()
     assert report["docs_in"] == 12 * 4 * len(news_documents) - 3 * len(news_documents)
+    outcomes = pq.read_table(tmp_path / "resumed-outcomes.parquet")
+    assert outcomes.equals(pq.read_table(tmp_path / "whole-outcomes.parquet"))
+    assert outcomes.num_rows == report["docs_in"]
 
 
 def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, news_documents):
@@ -210,6 +245,8 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, n
         (dict(output=out, report=str(src)), "the report .* is also an input"),
         (dict(output=out, errors=out), "the errors file .* is also the output"),
         (dict(output=out, report=str(tmp_path / "o.jsonl.errors.jsonl")), "the report .* is also the errors file"),
+        (dict(output=out, outcomes=str(src)), "the outcomes file .* is also an input"),
+        (dict(output=out, outcomes=out), "the outcomes file .* is also the output"),
     ]:
         with pytest.raises(NerbatchError, match=message):
             run_job(RunOptions(inputs=[str(src)], **options), tiny_pipeline)
@@ -228,8 +265,9 @@ def test_unwritable_errors_or_report_fail_before_any_work(tmp_path, tiny_pipelin
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
     out = tmp_path / "o.parquet"
     for options in (dict(errors=str(tmp_path / "no" / "e.jsonl")), dict(report=str(tmp_path / "no" / "r.json")),
-                    dict(report=str(tmp_path))):
-        with pytest.raises(NerbatchError, match="cannot write"):
+                    dict(report=str(tmp_path)), dict(outcomes=str(tmp_path / "no" / "d.parquet")),
+                    dict(outcomes=str(tmp_path / "d.csv"))):
+        with pytest.raises(NerbatchError, match="cannot write|cannot tell the output format"):
             run_job(RunOptions(inputs=[str(src)], output=str(out), **options), tiny_pipeline)
     assert not out.exists() and not list(tmp_path.glob(".*nerbatch-work"))
 
