@@ -27,7 +27,9 @@ Outputs
   A part covers the offsets ``first_offset..last_offset`` of one partition
   (both in its key-value metadata, with the model, group and document
   counts); documents without entities have no rows, failed ones are in
-  ``errors-<same stem>.jsonl`` (``error_record.v1``) next to it.  Parts roll
+  ``_errors-<same stem>.jsonl`` (``error_record.v1``) next to it.  Side
+  files start with ``_``, which parquet dataset readers (pyarrow, pandas,
+  Spark) skip, so the folder reads as the entity records alone.  Parts roll
   after ``part_max_rows`` entity rows or ``part_max_seconds``.  Names depend
   only on the partition and the first offset, so work redone after a crash
   replaces the part it redoes instead of adding a second copy.  One output
@@ -361,8 +363,10 @@ class ConsumeReport:
 
 def part_name(topic: str, partition: int, first_offset: int, kind: str = "part") -> str:
     """File name of the part (``kind="part"``) or error file (``"errors"``) starting at ``first_offset``."""
-    suffix = ".parquet" if kind == "part" else ".jsonl"
-    return f"{kind}-{topic}-{partition:05d}-{first_offset:020d}{suffix}"
+    stem = f"{topic}-{partition:05d}-{first_offset:020d}"
+    if kind == "part":
+        return f"part-{stem}.parquet"
+    return f"_{kind}-{stem}.jsonl"  # "_": dataset readers skip it
 
 
 # --------------------------------------------------------------------------- kafka plumbing

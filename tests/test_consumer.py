@@ -386,7 +386,8 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     topic_rows = [e for v in values for e in v["entities"]]
     key = lambda e: (e["doc_id"], e["start"], e["end"], e["label"])  # noqa: E731
     assert sorted(map(key, rows)) == sorted(map(key, topic_rows))
-    errors = [json.loads(line) for f in glob.glob(str(folder / "errors-*.jsonl")) for line in open(f)]
+    assert sorted(map(key, pq.read_table(folder).to_pylist())) == sorted(map(key, rows))  # the folder is a dataset
+    errors = [json.loads(line) for f in glob.glob(str(folder / "_errors-*.jsonl")) for line in open(f)]
     for e in errors:
         validate_record(e, ERROR_SCHEMA_NAME)
     assert sorted(e["position"] for e in errors) == sorted(
