@@ -29,7 +29,9 @@ Outputs
   counts); documents without entities have no rows, failed ones are in
   ``_errors-<same stem>.jsonl`` (``error_record.v1``) next to it.  Side
   files start with ``_``, which parquet dataset readers (pyarrow, pandas,
-  Spark) skip, so the folder reads as the entity records alone.  Parts roll
+  Spark) skip, so the folder reads as the entity records alone.  With
+  ``outcomes``, ``_outcomes-<same stem>.parquet`` (``document_outcome.v1``)
+  holds one row per offset of the part: entities, no_entities or failed.  Parts roll
   after ``part_max_rows`` entity rows or ``part_max_seconds``.  Names depend
   only on the partition and the first offset, so work redone after a crash
   replaces the part it redoes instead of adding a second copy.  One output
@@ -151,7 +153,7 @@ import pyarrow as pa
 from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, RAW_LIMIT, parse_document, reason_kind
 from nerbatch.errors import NerbatchError, OutputError
-from nerbatch.records import entity_arrow_schema, error_record
+from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 
 __all__ = [
     "ConsumeConfigError",
@@ -200,6 +202,7 @@ class ConsumeOptions:
     max_message_bytes: int = 1_000_000  # larger output messages fail their document
     part_max_rows: int = 100_000
     part_max_seconds: float = 60.0
+    outcomes: bool = False  # with output_dir: an outcome row per document next to each part
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     log_interval: float = 30.0
@@ -251,6 +254,9 @@ class ConsumeOptions:
             fail("nowhere to write: give an output topic, an output folder, or both")
         if not self.dead_letter_topic and not self.output_dir:
             fail("failed documents would vanish: give a dead-letter topic or an output folder for error records")
+        if self.outcomes and not self.output_dir:
+            fail("outcome files go next to the parquet parts: give an output folder "
+                 "(the output topic already has one message per document)")
         for name in ("output_topic", "dead_letter_topic"):
             value = getattr(self, name)
             if value and value in self.topics:
@@ -362,11 +368,12 @@ class ConsumeReport:
 
 
 def part_name(topic: str, partition: int, first_offset: int, kind: str = "part") -> str:
-    """File name of the part (``kind="part"``) or error file (``"errors"``) starting at ``first_offset``."""
+    """File name of the part (``kind="part"``), error file (``"errors"``) or outcome file (``"outcomes"``)
+    starting at ``first_offset``."""
     stem = f"{topic}-{partition:05d}-{first_offset:020d}"
     if kind == "part":
         return f"part-{stem}.parquet"
-    return f"_{kind}-{stem}.jsonl"  # "_": dataset readers skip it
+    return f"_{kind}-{stem}.{'jsonl' if kind == 'errors' else 'parquet'}"  # "_": dataset readers skip it
 
 
 # --------------------------------------------------------------------------- kafka plumbing
@@ -509,6 +516,8 @@ class _Part:
     docs: int = 0
     errors: list = field(default_factory=list)
     timestamps: list = field(default_factory=list)
+    annotated: list = field(default_factory=list)  # (document, entity count), for the outcome file
+    failed: list = field(default_factory=list)  # DocumentError, for the outcome file
 
 
 @dataclass
@@ -1162,6 +1171,11 @@ class Worker:
                         columns[name].extend(values)
                 elif x.error is not None:
                     part.errors.append(error_record(x.error))
+                if self.options.outcomes:
+                    if x.doc is not None:
+                        part.annotated.append((x.doc, len(x.rows["doc_id"]) if x.rows else 0))
+                    else:
+                        part.failed.append(x.error)
             n = len(columns["doc_id"])
             if n:
                 part.tables.append(pa.Table.from_pydict(columns, schema=self.schema))
@@ -1192,6 +1206,8 @@ class Worker:
                 except FileNotFoundError:
                     pass
             path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset))
+            outcomes_path = os.path.join(o.output_dir,
+                                         part_name(tp.topic, tp.partition, part.first_offset, "outcomes"))
             metadata = {
                 "model": self.model, "group": o.group, "topic": tp.topic, "partition": str(tp.partition),
                 "first_offset": str(part.first_offset), "last_offset": str(part.last_offset),
@@ -1199,6 +1215,10 @@ class Worker:
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "nerbatch_version": __version__,
             }
+            if o.outcomes:
+                docs, counts = zip(*part.annotated) if part.annotated else ((), ())
+                with ParquetSink(outcomes_path, outcome_arrow_schema(), metadata) as sink:
+                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", docs, counts, part.failed, self.model))
             with ParquetSink(path, self.schema, metadata) as sink:
                 for table in part.tables:
                     sink.write_table(table)

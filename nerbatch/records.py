@@ -60,6 +60,7 @@ __all__ = [
     "error_arrow_schema",
     "error_record",
     "outcome_arrow_schema",
+    "outcome_columns",
     "kept_value",
     "load_schema",
     "validate_record",
@@ -226,6 +227,26 @@ def kept_value(value: Any) -> str | None:
 def error_record(error: Any) -> dict[str, Any]:
     """The error-record dict of a ``DocumentError`` (or anything with its attributes)."""
     return {name: getattr(error, name) for name in ERROR_FIELDS}
+
+
+def outcome_columns(source: str, documents: Sequence[Any], entities: Sequence[int], failed: Sequence[Any],
+                    model: str) -> dict[str, list]:
+    """Document-outcome columns of annotated ``documents`` (with their entity counts) and ``failed``
+    documents (``DocumentError``), all from ``source``, sorted by position."""
+    from nerbatch.documents import reason_kind
+
+    rows = [(d.position, d.doc_id, "entities" if n else "no_entities", n, None) for d, n in zip(documents, entities)]
+    rows += [(e.position, e.doc_id, "failed", 0, reason_kind(e.reason)) for e in failed]
+    rows.sort(key=lambda row: row[0])
+    return {
+        "source": [source] * len(rows),
+        "position": [r[0] for r in rows],
+        "doc_id": [r[1] for r in rows],
+        "outcome": [r[2] for r in rows],
+        "entities": [r[3] for r in rows],
+        "error": [r[4] for r in rows],
+        "model": [model] * len(rows),
+    }
 
 
 @functools.cache

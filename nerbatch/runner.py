@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError
-from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema
+from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind
 
 WORK_FORMAT_VERSION = 2
@@ -393,7 +393,7 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
                 unwritten += drained
                 due = [e for e in unwritten if e.position < last]
                 unwritten = [e for e in unwritten if e.position >= last]
-                outcome_sink.write(_outcome_columns(source, chunk.documents, per_doc.tolist(), due,
+                outcome_sink.write(outcome_columns(source, chunk.documents, per_doc.tolist(), due,
                                                     pipeline.model_name))
             if on_progress:
                 on_progress(len(chunk.documents) + len(drained), chunk.tokens)
@@ -401,7 +401,7 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
         counts["docs_failed"] += len(drained)
         error_sink.write_records(error_record(e) for e in drained)
         if outcomes_part:
-            outcome_sink.write(_outcome_columns(source, [], [], unwritten + drained, pipeline.model_name))
+            outcome_sink.write(outcome_columns(source, [], [], unwritten + drained, pipeline.model_name))
         if on_progress and drained:
             on_progress(len(drained), 0)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
@@ -409,23 +409,6 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
     if outcomes_part:
         entry["outcomes_part"] = outcomes_part.name
     return entry
-
-
-def _outcome_columns(source: str, documents: list[Document], entities: list[int], failed: list[DocumentError],
-                     model: str) -> dict[str, list]:
-    """Outcome rows (``document_outcome`` schema) of annotated and failed documents, in input order."""
-    rows = [(d.position, d.doc_id, "entities" if n else "no_entities", n, None) for d, n in zip(documents, entities)]
-    rows += [(e.position, e.doc_id, "failed", 0, reason_kind(e.reason)) for e in failed]
-    rows.sort(key=lambda row: row[0])
-    return {
-        "source": [source] * len(rows),
-        "position": [r[0] for r in rows],
-        "doc_id": [r[1] for r in rows],
-        "outcome": [r[2] for r in rows],
-        "entities": [r[3] for r in rows],
-        "error": [r[4] for r in rows],
-        "model": [model] * len(rows),
-    }
 
 
 def _take(items: list) -> list:

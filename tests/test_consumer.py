@@ -36,7 +36,7 @@ from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, part_n
 from nerbatch.documents import Document, DocumentError, parse_document
 from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
-from nerbatch.records import ERROR_SCHEMA_NAME, validate_record
+from nerbatch.records import ERROR_SCHEMA_NAME, OUTCOME_SCHEMA_NAME, validate_record
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "fixtures" / "gmb_sample.csv"
@@ -269,6 +269,7 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path)), None),  # fine
         (dict(), "nowhere to write"),
         (dict(output_topic="out"), "would vanish"),
+        (dict(output_topic="out", dead_letter_topic="dlq", outcomes=True), "outcome files go next to the parquet"),
         (dict(output_topic="out", output_dir=str(tmp_path), exactly_once=True), "parquet files cannot join"),
         (dict(output_topic="in", dead_letter_topic="dlq"), "also an input topic"),
         (dict(output_dir=str(tmp_path), security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
@@ -330,8 +331,8 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     options = ConsumeOptions(
         bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
         output_dir=str(folder), dead_letter_topic=dlq, max_batch_docs=40, max_batch_ms=300,
-        keep_fields=("lang",), max_doc_chars=5000, part_max_seconds=1.0, idle_timeout=4.0, log_interval=1.0,
-        metrics_port=0,
+        keep_fields=("lang",), max_doc_chars=5000, part_max_seconds=1.0, outcomes=True, idle_timeout=4.0,
+        log_interval=1.0, metrics_port=0,
     )
     worker = Worker(options, worker_pipeline)
     thread, box = _start(worker)
@@ -392,6 +393,21 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
         validate_record(e, ERROR_SCHEMA_NAME)
     assert sorted(e["position"] for e in errors) == sorted(
         int(dict(r.headers)["nerbatch-source-offset"]) for r in dead)
+
+    # outcomes: one row per offset of each part, agreeing with the rows, the topic and the errors
+    outcomes = []
+    for p in parts:
+        table = pq.read_table(folder / part_name(source, p["partition"], p["first"], "outcomes"))
+        assert table.column("position").to_pylist() == list(range(p["first"], p["last"] + 1))
+        assert set(table.column("source").to_pylist()) == {f"{source}/{p['partition']}"}
+        outcomes += table.to_pylist()
+    for row in outcomes:
+        validate_record(row, OUTCOME_SCHEMA_NAME)
+    assert sorted(r["position"] for r in outcomes if r["outcome"] == "failed") == sorted(
+        e["position"] for e in errors)
+    entity_counts = {v["doc_id"]: len(v["entities"]) for v in values}
+    assert {r["doc_id"]: r["entities"] for r in outcomes if r["outcome"] != "failed"} == entity_counts
+    assert {r["outcome"] for r in outcomes} == {"entities", "no_entities", "failed"}
 
     # every offset committed, nothing left behind
     assert _committed(kafka_admin, group, source) == ends
