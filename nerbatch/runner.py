@@ -258,6 +258,10 @@ def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, o
                 f"the output folder {output!r} holds input {inside[0]!r}, whose part files the output would "
                 "replace; write the records to another folder"
             )
+        for what, path in named[1:]:
+            if os.path.realpath(path).startswith(folder + os.sep):
+                raise OutputError(f"the {what} {path!r} is inside the output folder {output!r}, whose files "
+                                  "parquet readers take for entity records; write it elsewhere")
         bare = output.rstrip("/" + os.sep) or output  # "name/" hides a file called name
         if os.path.exists(bare) and not os.path.isdir(bare):
             raise OutputError(f"cannot write the output folder {output!r}: a file has that name")

@@ -247,6 +247,10 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, n
         (dict(output=out, report=str(tmp_path / "o.jsonl.errors.jsonl")), "the report .* is also the errors file"),
         (dict(output=out, outcomes=str(src)), "the outcomes file .* is also an input"),
         (dict(output=out, outcomes=out), "the outcomes file .* is also the output"),
+        (dict(output=str(tmp_path / "ds") + "/", outcomes=str(tmp_path / "ds" / "o.parquet")),
+         "the outcomes file .* is inside the output folder"),
+        (dict(output=str(tmp_path / "ds") + "/", errors=str(tmp_path / "ds" / "sub" / "e.jsonl")),
+         "the errors file .* is inside the output folder"),
     ]:
         with pytest.raises(NerbatchError, match=message):
             run_job(RunOptions(inputs=[str(src)], **options), tiny_pipeline)
