@@ -24,6 +24,7 @@ def nerbatch_daily():
             inputs=[f"/data/news/{ds}/"],
             output=f"/data/entities/{ds}.parquet",
             report=f"/data/entities/{ds}.report.json",
+            outcomes=f"/data/entities/{ds}.outcomes.parquet",  # names the documents without entities too
             keep_fields=("title", "url", "date"),
             resume=True,
         ))

@@ -11,4 +11,4 @@ fi
 input_dir=$1
 output=$2
 exec nerbatch run --input "$input_dir" --output "$output" --resume --quiet \
-    --report "${output%.parquet}.report.json" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"
+    --report "${output%.parquet}.report.json" --outcomes "${output%.parquet}.outcomes.parquet" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"
