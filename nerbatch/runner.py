@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import math
 import os
@@ -279,7 +280,7 @@ def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str])
     leftovers = []
     for path in paths:
         directory, name = os.path.split(os.path.abspath(path))
-        leftovers += Path(directory).glob(f".{name}.tmp-*")
+        leftovers += Path(directory).glob(f".{glob.escape(name)}.tmp-*")
     if folder and os.path.isdir(folder):
         leftovers += Path(folder).glob(".part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*")
     for leftover in leftovers:

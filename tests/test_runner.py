@@ -347,6 +347,14 @@ def test_temp_files_of_a_killed_merge_are_removed(tmp_path, tiny_pipeline, news_
     run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
     assert not any(path.exists() for path in stale)
 
+    # an output name is not a glob pattern: another output's live temp file is not this run's to remove
+    others = tmp_path / ".o1.jsonl.tmp-4242-0"
+    own = tmp_path / ".o[1].jsonl.tmp-99999-0"
+    for path in (others, own):
+        path.write_text("half written")
+    run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o[1].jsonl")), tiny_pipeline)
+    assert others.exists() and not own.exists()
+
 
 def test_hard_links_work_folder_and_temp_names_never_cost_an_input(tmp_path, tiny_pipeline, news_documents):
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
