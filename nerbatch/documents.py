@@ -191,8 +191,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
     order; a file reached twice (same real path) is kept once, at its first
     place.  Raises :class:`~nerbatch.errors.InputError` naming the argument when
     there are no arguments, a glob matches nothing, a path does not exist, a
-    folder holds no input files, a file cannot be opened for reading, or a
-    path is not a regular file (a pipe such as ``/dev/stdin``).
+    folder holds no input files, a file cannot be opened for reading, a
+    path is not a regular file (a pipe such as ``/dev/stdin``), or a file
+    name is not valid UTF-8.
     """
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -202,6 +203,12 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
     seen: set[str] = set()
 
     def add(path: str, given: str) -> None:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # Python's surrogate escapes of the name's bytes
+            shown = os.fsencode(path).decode("utf-8", errors="backslashreplace")
+            raise InputError(f"input file name '{shown}' (from {given!r}) is not valid UTF-8, so no record "
+                             "could name it; rename the file") from None
         _check_readable(path, given)
         key = os.path.realpath(path)
         if key not in seen:

@@ -397,6 +397,16 @@ def test_expand_inputs_errors_name_the_argument(corpus, monkeypatch):
         expand_inputs([])
 
 
+def test_an_input_file_name_that_is_not_utf8_is_refused_by_name(tmp_path):
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    with open(os.fsencode(folder) + b"/caf\xe9.jsonl", "wb") as handle:  # a legal Linux name
+        handle.write(b'{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    for arg in (str(folder), str(folder / "*.jsonl")):
+        with pytest.raises(InputError, match=r"input file name '.*/caf\\xe9\.jsonl' .* is not valid UTF-8"):
+            expand_inputs([arg])
+
+
 def test_expand_then_read_mixed_formats(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"text": "plain"}])
     write_jsonl(tmp_path / "b.jsonl.gz", [{"text": "gzipped"}], gz=True)
