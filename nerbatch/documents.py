@@ -75,6 +75,7 @@ REASON_KINDS: dict[str, str] = {
     "malformed_json": "the line is not valid JSON (also: whitespace-only line, nesting too deep)",
     "not_object": "the JSON value is not an object (array, string, number...)",
     "invalid_utf8": "the line's bytes, or a parquet string value's, are not valid UTF-8",
+    "unreadable_value": "a parquet value has no Python form (a date or timestamp past year 9999, a huge duration...)",
     "invalid_unicode": "a string holds an unpaired surrogate escape (e.g. \\ud800) that UTF-8 cannot encode",
     "invalid_id": "the id is neither a non-blank string nor an integer (float, bool, list, blank...)",
     "missing_text": "the text field is absent or null",
@@ -87,6 +88,7 @@ REASON_KINDS: dict[str, str] = {
         "corrupt parquet row group (covers the rows from position to the end of that row group; "
         "reading resumes with the next row group)"
     ),
+    "duplicate_column": "a parquet file names a needed column (id, text or a kept field) more than once; covers the whole file (position 0)",
     "read_error": "the file could not be opened (position 0) or an I/O error stopped reading; covers the rest of the file",
 }
 
@@ -678,6 +680,12 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
         return
     wanted = [rules.id_field, rules.text_field, *rules.keep_fields]
     columns = [c for c in dict.fromkeys(wanted) if c in names]
+    for name in columns:
+        if (times := pf.schema_arrow.names.count(name)) > 1:
+            yield rules.error(0, f"duplicate_column: column {name!r} appears {times} times in the file's schema, "
+                                 f"so which one holds the documents' values is unknown; no row was read")
+            pf.close()
+            return
     position = 0  # next row index to yield
     try:
         # One row group at a time, so a corrupt row group costs only its own rows.
@@ -705,48 +713,47 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
         pf.close()
 
 
-class _Undecodable:
-    """A parquet value whose string bytes are not valid UTF-8."""
+class _Unreadable:
+    """A parquet value with no Python form: ``problem`` is the reason after the column name."""
 
-    __slots__ = ("error",)
+    __slots__ = ("problem", "shown")
 
-    def __init__(self, error: UnicodeDecodeError) -> None:
-        self.error = error
-
-    def shown(self) -> str:
-        return self.error.object.decode("utf-8", errors="backslashreplace")
+    def __init__(self, scalar, exc: Exception) -> None:
+        if isinstance(exc, UnicodeDecodeError):
+            self.problem = ("invalid_utf8", f"byte 0x{exc.object[exc.start]:02x} at byte offset {exc.start} "
+                            f"is not valid UTF-8 ({exc.reason})")
+            self.shown = exc.object.decode("utf-8", errors="backslashreplace")
+        else:
+            self.problem = ("unreadable_value", f"a {scalar.type} value has no Python form "
+                            f"({type(exc).__name__}: {_detail(exc)})")
+            self.shown = f"<unreadable {scalar.type}>"
 
 
 def _column_values(column) -> list:
-    """A column's Python values; a value with invalid UTF-8 becomes ``_Undecodable``.
+    """A column's Python values; a value without a Python form becomes ``_Unreadable``.
 
-    Parquet writers do not all check UTF-8, so one bad string must not cost
-    the other rows of its batch.
+    Parquet writers do not all check UTF-8, and Arrow holds dates and times
+    Python cannot, so one bad value must not cost the other rows of its batch.
     """
     try:
         return column.to_pylist()
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, OverflowError, ValueError):
         values = []
         for scalar in column:
             try:
                 values.append(scalar.as_py())
-            except UnicodeDecodeError as exc:
-                values.append(_Undecodable(exc))
+            except (UnicodeDecodeError, OverflowError, ValueError) as exc:
+                values.append(_Unreadable(scalar, exc))
         return values
 
 
 def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | DocumentError:
-    bad = next((name for name, value in row.items() if isinstance(value, _Undecodable)), None)
+    bad = next((name for name, value in row.items() if isinstance(value, _Unreadable)), None)
     if bad is not None:
-        error = row[bad].error
+        kind, detail = row[bad].problem
         raw_id = row.get(rules.id_field)
         own_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
-        doc = rules.error(
-            position,
-            f"invalid_utf8: column {bad!r}: byte 0x{error.object[error.start]:02x} at byte offset "
-            f"{error.start} is not valid UTF-8 ({error.reason})",
-            own_id,
-        )
+        doc = rules.error(position, f"{kind}: column {bad!r}: {detail}", own_id)
     else:
         doc = rules.build(row, position, None, check_unicode=False)
     if isinstance(doc, DocumentError):
@@ -756,8 +763,8 @@ def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | Document
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, _Undecodable):
-        return value.shown()
+    if isinstance(value, _Unreadable):
+        return value.shown
     if value is None or isinstance(value, (str, int, float)):
         return value
     try:

@@ -35,7 +35,7 @@ from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_ki
 WORK_FORMAT_VERSION = 2
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
-_BREAK_KINDS = frozenset({"corrupt_file", "read_error"})
+_BREAK_KINDS = frozenset({"corrupt_file", "duplicate_column", "read_error"})
 
 
 class RunConfigError(NerbatchError, ValueError):

@@ -455,3 +455,38 @@ def test_a_pipe_is_refused_as_input(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(InputError, match="not a regular file"):
         expand_inputs([str(fifo)])
+
+
+def test_parquet_values_without_a_python_form_cost_only_their_row(tmp_path):
+    far = 253402300800 * 10  # seconds: a timestamp past year 9999, which Python's datetime cannot hold
+    table = pa.table({
+        "id": ["a", "b", "c", "d"],
+        "text": ["Angela Merkel spoke.", "In Berlin.", "On Monday.", "In Paris."],
+        "ts": pa.array([0, far, 0, 0], pa.timestamp("s")),
+        "took": pa.array([1, 1, 10**15, 1], pa.duration("s")),
+    })
+    path = tmp_path / "far.parquet"
+    pq.write_table(table, path)
+
+    docs, errs = split(list(read_documents(str(path), keep_fields=["ts", "took"])))
+    assert [d.doc_id for d in docs] == ["a", "d"]
+    assert [(e.position, e.doc_id) for e in errs] == [(1, "b"), (2, "c")]
+    assert errs[0].reason.startswith("unreadable_value: column 'ts': a timestamp[ms] value has no Python form")  # parquet keeps ms
+    assert errs[1].reason.startswith("unreadable_value: column 'took': a duration[s] value has no Python form")
+    assert json.loads(errs[0].raw)["ts"] == "<unreadable timestamp[ms]>"
+    # the same columns not asked for are never converted
+    assert len(list(read_documents(str(path)))) == 4
+
+
+def test_a_needed_parquet_column_named_twice_fails_the_file_by_name(tmp_path):
+    arrays = [pa.array(["a"]), pa.array(["Angela Merkel spoke."]), pa.array(["x"]), pa.array(["y"])]
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays(arrays, names=["id", "text", "text", "extra"]), path)
+    [err] = list(read_documents(str(path)))
+    assert (err.position, err.doc_id) == (0, None)
+    assert err.reason.startswith("duplicate_column: column 'text' appears 2 times")
+
+    other = tmp_path / "dup-unneeded.parquet"  # a repeated column nobody asked for is no problem
+    pq.write_table(pa.Table.from_arrays(arrays, names=["id", "text", "extra", "extra"]), other)
+    [doc] = list(read_documents(str(other)))
+    assert doc.text == "Angela Merkel spoke."
