@@ -282,7 +282,9 @@ def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str])
         directory, name = os.path.split(os.path.abspath(path))
         leftovers += Path(directory).glob(f".{glob.escape(name)}.tmp-*")
     if folder and os.path.isdir(folder):
+        # staged parts (.part-N.ext.tmp-staged-PID) and the temp files they are written through (..part-...)
         leftovers += Path(folder).glob(".part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*")
+        leftovers += Path(folder).glob("..part-[0-9][0-9][0-9][0-9][0-9].*.tmp-*")
     for leftover in leftovers:
         if _identity(str(leftover)) not in keep:
             leftover.unlink(missing_ok=True)

@@ -456,10 +456,14 @@ class DatasetSink(_CommitOnExit):
     the same schema and metadata.  Names are deterministic: the same rows give
     the same files.  An empty run writes one empty ``part-00000``.  The folder
     is created if missing (its parent must exist).  A folder that already holds
-    part files is refused (``OutputError``) unless ``overwrite=True``, which
-    deletes them first: mixing parts of two runs would corrupt the dataset.  If
-    the ``with`` body raises or :meth:`abort` is called, the parts this sink
-    wrote are deleted (and the folder, if this sink created it and it is empty).
+    part files is refused (``OutputError``) unless ``overwrite=True``: mixing
+    parts of two runs would corrupt the dataset.  Parts are staged under hidden
+    names (which dataset readers skip) and renamed into place only by
+    :meth:`close`, which then removes the old parts the new ones did not
+    replace; so until then readers see the old dataset whole, and a crash
+    leaves it whole.  If the ``with`` body raises or :meth:`abort` is called,
+    the staged parts are deleted (and the folder, if this sink created it and
+    it is empty) and the old parts stay.
     """
 
     def __init__(
@@ -484,7 +488,8 @@ class DatasetSink(_CommitOnExit):
         self.part_rows = part_rows
         self.row_group_size = row_group_size
         self.rows_written = 0
-        self.paths: list[str] = []  # completed parts, in order
+        self.paths: list[str] = []  # parts in place after close(), in order
+        self._staged: list[tuple[str, str]] = []  # (staged file, final name) of completed parts
         self.closed = False
         self.committed = False
         self._done = False
@@ -508,21 +513,33 @@ class DatasetSink(_CommitOnExit):
                     f"output folder {self.path!r} already holds part files ({old[0]}...); "
                     "remove them or choose another folder"
                 )
-            try:
-                for n in old:
-                    os.remove(os.path.join(self.path, n))
-            except OSError as exc:
-                raise OutputError(f"cannot remove old part files in {self.path!r}: {exc.strerror or exc}") from exc
+        self._old = [os.path.join(self.path, n) for n in old]
 
     def _open_part(self) -> _AtomicSink:
-        part = os.path.join(self.path, f"part-{len(self.paths):05d}{_PART_SUFFIX[self.fmt]}")
+        final = f"part-{len(self._staged):05d}{_PART_SUFFIX[self.fmt]}"
+        staged = os.path.join(self.path, f".{final}.tmp-staged-{os.getpid()}")
+        self._final = os.path.join(self.path, final)
         if self.fmt == "parquet":
-            return ParquetSink(part, self.schema, self.metadata, row_group_size=self.row_group_size)
-        return JsonlSink(part, self.schema)
+            return ParquetSink(staged, self.schema, self.metadata, row_group_size=self.row_group_size)
+        return JsonlSink(staged, self.schema)
 
     def _close_part(self) -> None:
         sink, self._current = self._current, None
-        self.paths.append(sink.close())
+        self._staged.append((sink.close(), self._final))
+
+    def _publish(self) -> None:
+        """Rename the staged parts into place, then remove the old parts they did not replace."""
+        try:
+            for staged, final in self._staged:
+                os.replace(staged, final)
+            kept = {final for _, final in self._staged}
+            for old in self._old:
+                if old not in kept:
+                    os.remove(old)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            raise OutputError(f"cannot put the parts in place in {self.path!r}: {exc.strerror or exc}") from exc
+        self.paths = [final for _, final in self._staged]
 
     def write(self, columns: Mapping[str, Any]) -> None:
         """Append rows given as ``{column name: values}``, rolling parts as they fill."""
@@ -552,10 +569,11 @@ class DatasetSink(_CommitOnExit):
                 raise ValueError(f"dataset sink for {self.path!r} was aborted")
             return self.paths
         try:
-            if self._current is None and not self.paths:
+            if self._current is None and not self._staged:
                 self._current = self._open_part()
             if self._current is not None:
                 self._close_part()
+            self._publish()
         except BaseException:
             self.abort()
             raise
@@ -570,12 +588,12 @@ class DatasetSink(_CommitOnExit):
         if self._current is not None:
             self._current.abort()
             self._current = None
-        for p in self.paths:
+        for staged, _ in self._staged:
             try:
-                os.remove(p)
+                os.remove(staged)
             except FileNotFoundError:
                 pass
-        self.paths = []
+        self._staged = []
         if self._created:
             try:
                 os.rmdir(self.path)

@@ -347,6 +347,14 @@ def test_temp_files_of_a_killed_merge_are_removed(tmp_path, tiny_pipeline, news_
     run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
     assert not any(path.exists() for path in stale)
 
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    stale = [folder / ".part-00000.parquet.tmp-staged-99999", folder / "..part-00001.parquet.tmp-staged-99999.tmp-99999-1"]
+    for path in stale:
+        path.write_text("half written")
+    run_job(RunOptions(inputs=[str(src)], output=f"{folder}/"), tiny_pipeline)
+    assert sorted(os.listdir(folder)) == ["part-00000.parquet"]
+
     # an output name is not a glob pattern: another output's live temp file is not this run's to remove
     others = tmp_path / ".o1.jsonl.tmp-4242-0"
     own = tmp_path / ".o[1].jsonl.tmp-99999-0"

@@ -300,10 +300,9 @@ def test_dataset_rolls_parts_atomically_with_deterministic_names(tmp_path):
     schema = entity_arrow_schema()
     with open_sink(f"{out}/", schema=schema, metadata={"model": "m@1"}, part_rows=4, row_group_size=3) as ds:
         ds.write(columns(6))
-        # part 0 is complete and in place; part 1 is still a hidden temp file
-        names = sorted(os.listdir(out))
-        assert len(names) == 2 and names[0].startswith(".part-00001.parquet.tmp-")
-        assert names[1] == "part-00000.parquet"
+        # part 0 is complete but staged; part 1 is still being written; readers see neither
+        names = os.listdir(out)
+        assert len(names) == 2 and {n.split(".tmp-")[0] for n in names} == {".part-00000.parquet", "..part-00001.parquet"}
         ds.write(columns(5))
         assert isinstance(ds, DatasetSink)
     names = sorted(os.listdir(out))
@@ -318,7 +317,22 @@ def test_dataset_rolls_parts_atomically_with_deterministic_names(tmp_path):
         open_sink(out, schema=schema)
     with open_sink(out, schema=schema, overwrite=True) as ds:
         ds.write(columns(1))
+        assert pq.read_table(out).num_rows == 11  # the old dataset stays whole until the new one is complete
     assert sorted(os.listdir(out)) == ["part-00000.parquet"]
+    assert pq.read_table(out).num_rows == 1
+
+
+def test_an_aborted_overwrite_keeps_the_old_dataset(tmp_path):
+    out = tmp_path / "ds"
+    with DatasetSink(out, entity_arrow_schema(), part_rows=2) as ds:
+        ds.write(columns(3))
+    before = pq.read_table(out)
+    with pytest.raises(RuntimeError):
+        with DatasetSink(out, entity_arrow_schema(), part_rows=2, overwrite=True) as ds:
+            ds.write(columns(7))
+            raise RuntimeError  # a crash before the new dataset is complete
+    assert sorted(os.listdir(out)) == ["part-00000.parquet", "part-00001.parquet"]
+    assert pq.read_table(out).equals(before)
 
 
 def test_dataset_abort_removes_its_parts(tmp_path):
@@ -326,7 +340,7 @@ def test_dataset_abort_removes_its_parts(tmp_path):
     with pytest.raises(RuntimeError):
         with DatasetSink(out, entity_arrow_schema(), part_rows=2) as ds:
             ds.write(columns(5))
-            assert len(ds.paths) == 2
+            assert len(os.listdir(out)) == 3  # two staged parts, one being written
             raise RuntimeError
     assert not out.exists()
 
