@@ -435,6 +435,10 @@ def _is_fatal(exc: BaseException) -> bool:
     return bool(names.intersection(_FATAL_KAFKA_ERRORS))
 
 
+def _cut_for_log(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _describe(exc: BaseException) -> str:
     name = type(exc).__name__
     text = " ".join(str(exc).split())
@@ -720,6 +724,10 @@ class Worker:
             "acks": "all",
             "enable_idempotence": True,
             "linger_ms": 5,
+            # A batch of several records stays within max_message_bytes, so the broker never refuses
+            # one as too large: kafka-python 3.0.12's flush fails ("Future not done") while it
+            # splits such a batch, and the batch would be retried forever.
+            "batch_size": min(16_384, o.max_message_bytes),
             "max_request_size": max(o.max_message_bytes + 64 * 1024, 1_048_576),
             "max_block_ms": 15_000,
             "bootstrap_timeout_ms": o.bootstrap_timeout_ms,
@@ -993,32 +1001,54 @@ class Worker:
                     out.append((o.output_topic, key, value, None, "output"))
             if x.error is not None:
                 log.warning("failed document at %s/%d offset %d%s: %s", r.topic, r.partition, r.offset,
-                            f" (id {x.error.doc_id})" if x.error.doc_id else "", x.error.reason)
+                            f" (id {_cut_for_log(x.error.doc_id)})" if x.error.doc_id else "", x.error.reason)
                 if o.dead_letter_topic:
                     out.append(self._dead_letter(x))
         return out
 
     def _dead_letter(self, x: _Outcome) -> tuple:
+        """The dead-letter message of a failed document; it always fits ``max_message_bytes``.
+
+        What gives way, in order, when it would not: the payload is cut, then
+        the input's own headers, then our doc-id header, then the key are
+        dropped, each marked by a header.  A null header value is sent empty
+        and a tombstone without a key as an empty value: the producer cannot
+        send either as it is.
+        """
         o = self.options
         r = x.record
-        headers = [(k, v) for k, v in (r.headers or [])]
+        headers = [(k, b"" if v is None else v) for k, v in (r.headers or [])]
         ours = [("reason", x.error.reason), ("reason-kind", reason_kind(x.error.reason)),
                 ("source-topic", r.topic), ("source-partition", str(r.partition)),
                 ("source-offset", str(r.offset))]
         if x.error.doc_id is not None:
             ours.append(("doc-id", x.error.doc_id))
         ours = [(_HEADER_PREFIX + k, v.encode("utf-8", errors="backslashreplace")) for k, v in ours]
-        value = r.value
-        if _record_bytes(r.key, value, headers + ours) > o.max_message_bytes and value is not None:
-            ours.append((_HEADER_PREFIX + "payload-truncated", str(len(value)).encode()))
-            if _record_bytes(r.key, b"", headers + ours) > o.max_message_bytes:
+        key, value = r.key, r.value
+
+        def fits(payload) -> bool:
+            return _record_bytes(key, payload, headers + ours) <= o.max_message_bytes
+
+        if not fits(value):
+            if value:
+                ours.append((_HEADER_PREFIX + "payload-truncated", str(len(value)).encode()))
+            if not fits(b"") and headers:
                 ours.append((_HEADER_PREFIX + "headers-dropped", str(len(headers)).encode()))
                 headers = []  # the input's own headers leave no room for any payload
-            keep = max(0, len(value) - (_record_bytes(r.key, value, headers + ours) - o.max_message_bytes))
-            value = value[:keep]
-            log.error("dead-letter payload of %s/%d offset %d cut from %d to %d bytes to fit max_message_bytes",
-                      r.topic, r.partition, r.offset, len(r.value), keep)
-        return (o.dead_letter_topic, r.key, value, headers + ours, "dead_letter")
+            if not fits(b"") and x.error.doc_id is not None:
+                ours = [(k, v) for k, v in ours if k != _HEADER_PREFIX + "doc-id"]
+                ours.append((_HEADER_PREFIX + "doc-id-dropped", str(len(x.error.doc_id)).encode()))
+            if not fits(b"") and key:
+                ours.append((_HEADER_PREFIX + "key-dropped", str(len(key)).encode()))
+                key = None
+            if value:
+                keep = max(0, len(value) - (_record_bytes(key, value, headers + ours) - o.max_message_bytes))
+                value = value[:keep]
+                log.error("dead-letter payload of %s/%d offset %d cut from %d to %d bytes to fit "
+                          "max_message_bytes", r.topic, r.partition, r.offset, len(r.value), keep)
+        if key is None and value is None:
+            value = b""
+        return (o.dead_letter_topic, key, value, headers + ours, "dead_letter")
 
     def _send(self, messages: list[tuple]) -> None:
         kafka = _kafka()

@@ -27,12 +27,13 @@ import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, part_name
+from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, _Outcome, part_name
 from nerbatch.documents import Document, DocumentError, parse_document
 from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
@@ -462,6 +463,69 @@ def test_messages_at_the_topic_size_limit_never_stall_a_partition(kafka_bootstra
     assert _committed(kafka_admin, group, source) == {0: 21}
     # the delay from message to commit is observed in this mode too (topic output only)
     assert "nerbatch_consume_latency_seconds_count 21.0" in metrics
+
+
+def _produce_unchecked(bootstrap: str, topic: str, records) -> None:
+    """Records that kafka-python's ``send`` refuses but the protocol and other clients (Java, librdkafka)
+    allow, such as neither key nor value: appended to a producer batch directly."""
+    from kafka import KafkaProducer, TopicPartition
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.partitions_for(topic)  # metadata, as send() would fetch it
+        futures = [producer._accumulator.append(TopicPartition(topic, 0), int(time.time() * 1000), key, value,
+                                                headers)[0] for key, value, headers in records]
+        producer._sender.wakeup()
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)
+    finally:
+        producer.close(timeout=30)
+
+
+def test_dead_letters_the_producer_would_refuse_still_go_out_and_fit(kafka_bootstrap, kafka_admin,
+                                                                     kafka_topic_factory, pipeline):
+    limit = {"max.message.bytes": "5000"}
+    source, out, dlq = kafka_topic_factory(1), kafka_topic_factory(1, configs=limit), kafka_topic_factory(1, configs=limit)
+    group = _uid("unsendable")
+    good = lambda n: json.dumps({"id": f"ok-{n}", "text": "Angela Merkel visited Paris."}).encode()  # noqa: E731
+    long_id = "x" * 6000
+    _produce_unchecked(kafka_bootstrap, source, [
+        (None, good(0), []),
+        (None, None, []),  # a tombstone without a key
+        (b"badjson", b"{not json", [("trace", b"t")]),
+        (b"k" * 6000, json.dumps({"id": long_id, "body": "no text"}).encode(), [("trace", b"t")]),  # id over the limit
+        (None, good(1), []),
+    ])
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                             dead_letter_topic=dlq, max_message_bytes=5000, idle_timeout=3.0, max_backoff_s=1.0)
+    report = _finish(*_start(Worker(options, pipeline)))
+    assert (report.docs_ok, report.docs_failed, report.batch_failures) == (2, 3, 0)
+    assert _committed(kafka_admin, group, source) == {0: 5}
+    tombstone, bad_json, long = _read_all(kafka_bootstrap, dlq, 1)
+    assert (tombstone.key, tombstone.value) == (None, b"")
+    assert dict(tombstone.headers)["nerbatch-source-offset"] == b"1"
+    assert (bad_json.key, bad_json.value, dict(bad_json.headers)["trace"]) == (b"badjson", b"{not json", b"t")
+    headers = dict(long.headers)
+    payload = json.dumps({"id": long_id, "body": "no text"}).encode()
+    assert headers["nerbatch-reason-kind"] == b"missing_text" and long.key is None
+    assert long.value and payload.startswith(long.value) and headers["nerbatch-payload-truncated"] == b"6029"
+    assert (headers["nerbatch-doc-id-dropped"], headers["nerbatch-key-dropped"]) == (b"6000", b"6000")
+    assert "nerbatch-doc-id" not in headers and "trace" not in headers
+    assert len(_read_all(kafka_bootstrap, out, 1)) == 2
+
+
+def test_a_null_header_value_is_dead_lettered_empty(pipeline):
+    # The protocol allows a null header value and kafka-python reads one, but its producer cannot send it.
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
+                             dead_letter_topic="dlq")
+    record = SimpleNamespace(topic="in", partition=0, offset=7, key=b"k", value=b"{not json",
+                             headers=[("trace", None), ("span", b"s")])
+    error = parse_document(record.value, source="in/0", position=7)
+    topic, key, value, headers, _ = Worker(options, pipeline)._dead_letter(_Outcome(record, error=error))
+    assert (topic, key, value) == ("dlq", b"k", b"{not json")
+    assert headers[:2] == [("trace", b""), ("span", b"s")]
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
 
 
 def _broker_pid() -> int:
