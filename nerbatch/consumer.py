@@ -528,7 +528,6 @@ class _Part:
 class _PartitionState:
     resume_at: int | None = None  # first offset of work not yet committed
     part: _Part | None = None
-    next_offset: int | None = None  # after the last record seen (lag)
 
 
 @dataclass
@@ -804,7 +803,6 @@ class Worker:
                 state = self._states.setdefault(tp, _PartitionState())
                 if state.resume_at is None:
                     state.resume_at = recs[0].offset
-                state.next_offset = recs[-1].offset + 1
                 hand.extend(recs)
             now = time.monotonic()
             if records:
@@ -1289,18 +1287,22 @@ class Worker:
             self._log_progress(now)
 
     def lag(self) -> int:
-        """Messages between this worker's position and the end of its assigned partitions (known ones)."""
+        """Messages between this worker's position and the end of its assigned partitions (known ones).
+
+        The fetch position, not the last record seen: it also passes the transaction markers (and
+        aborted records) of transactional input, which no poll returns.
+        """
         total = 0
         if self._consumer is None:
             return 0
         for tp in self._consumer.assignment():
-            state = self._states.get(tp)
             try:
                 high = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue
-            if high is not None and state is not None and state.next_offset is not None:
-                total += max(0, high - state.next_offset)
+            if high is not None and position is not None:
+                total += max(0, high - position)
         return total
 
     def _log_progress(self, now: float) -> None:

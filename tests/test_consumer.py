@@ -528,6 +528,30 @@ def test_a_null_header_value_is_dead_lettered_empty(pipeline):
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
 
 
+def test_transactional_input_is_consumed_to_its_end(kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline):
+    # Each transaction ends with a commit marker that takes an offset and that no poll returns.
+    from kafka import KafkaProducer
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=_uid("txn-input"))
+    try:
+        producer.init_transactions()
+        for n in range(3):
+            producer.begin_transaction()
+            producer.send(source, value=json.dumps({"id": f"t{n}", "text": "Angela Merkel visited Paris."}).encode())
+            producer.commit_transaction()
+    finally:
+        producer.close(timeout=30)
+    group = _uid("txn-input")
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                             dead_letter_topic=out, idle_timeout=2.0, max_backoff_s=1.0)
+    worker = Worker(options, pipeline)
+    report = _finish(*_start(worker), timeout=60)
+    assert (report.docs_ok, report.stopped_by) == (3, "idle_timeout")
+    # records at offsets 0, 2, 4; the commit follows the last record, before the last marker
+    assert worker.lag() == 0 and _committed(kafka_admin, group, source) == {0: 5}
+
+
 def _broker_pid() -> int:
     status = subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "status"], capture_output=True, text=True)
     match = re.search(r"\(pid (\d+)\)", status.stdout)
