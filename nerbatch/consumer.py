@@ -415,6 +415,10 @@ _FATAL_KAFKA_ERRORS = (
     "AuthenticationMethodNotSupported",
     "UnsupportedSaslMechanismError",
     "IllegalSaslStateError",
+    # settings the broker refuses: retrying cannot help
+    "InvalidSessionTimeoutError",  # --session-timeout-ms outside group.min/max.session.timeout.ms
+    "InvalidTransactionTimeoutError",  # --transaction-timeout-ms above transaction.max.timeout.ms
+    "InvalidGroupIdError",
 )
 
 
@@ -432,7 +436,9 @@ def _record_bytes(key: bytes | None, value: bytes | None, headers) -> int:
 
 def _is_fatal(exc: BaseException) -> bool:
     names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names.intersection(_FATAL_KAFKA_ERRORS))
+    # kafka-python raises some broker errors as a plain KafkaError that names them
+    # ("Unexpected error in InitProducerIdResponse: [Error 50] InvalidTransactionTimeoutError").
+    return bool(names.intersection(_FATAL_KAFKA_ERRORS)) or any(name in str(exc) for name in _FATAL_KAFKA_ERRORS)
 
 
 def _cut_for_log(text: str, limit: int = 200) -> str:

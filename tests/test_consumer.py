@@ -729,6 +729,22 @@ def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog
     assert not worker.running.is_set()
 
 
+@pytest.mark.parametrize("setting, refused", [
+    (dict(session_timeout_ms=4000), "InvalidSessionTimeoutError"),  # below the broker's group.min.session.timeout.ms
+    (dict(exactly_once=True, transaction_timeout_ms=2_000_000), "InvalidTransactionTimeoutError"),  # above its max
+])
+def test_settings_the_broker_refuses_stop_the_worker_at_once(kafka_bootstrap, kafka_topic_factory, pipeline,
+                                                             setting, refused):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(1, "refused"))
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("refused"),
+                             output_topic=out, dead_letter_topic=out, max_backoff_s=1.0, **setting)
+    started = time.monotonic()
+    with pytest.raises(ConsumeConfigError, match=f"Kafka refused the worker: .*{refused}"):
+        _finish(*_start(Worker(options, pipeline)), timeout=60)
+    assert time.monotonic() - started < 30  # not after rounds of backoff
+
+
 def test_two_workers_share_a_topic_exactly_once_in_steady_state(kafka_bootstrap, kafka_admin, kafka_topic_factory,
                                                                  pipeline, tmp_path):
     source, out, dlq = kafka_topic_factory(4), kafka_topic_factory(4), kafka_topic_factory(1)
