@@ -73,7 +73,8 @@ everything produced for the messages up to them is durable:
   are committed;
 * with an output folder: after the partition's part (and error file) is
   renamed into place, which happens after the output messages of every batch
-  in it were acknowledged.  Offsets therefore trail by up to
+  in it were acknowledged, and after a commit of the offsets already
+  committed has shown that this worker still owns the partition.  Offsets therefore trail by up to
   ``part_max_seconds``.
 
 Any failure (a send not acknowledged, a commit refused, a part not written)
@@ -211,6 +212,7 @@ class ConsumeOptions:
     auto_offset_reset: str = "earliest"  # where a group without committed offsets starts
     group_instance_id: str | None = None  # static membership: a restart takes its partitions back at once
     session_timeout_ms: int | None = None  # None: the client default (45 s)
+    max_poll_interval_ms: int | None = None  # None: the client default (300 s); a batch must finish within it
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -269,6 +271,8 @@ class ConsumeOptions:
                      "write parquet from a separate at-least-once worker group")
         if self.session_timeout_ms is not None and self.session_timeout_ms < 1:
             fail(f"session timeout must be positive, got {self.session_timeout_ms!r}")
+        if self.max_poll_interval_ms is not None and self.max_poll_interval_ms < 1:
+            fail(f"max poll interval must be positive, got {self.max_poll_interval_ms!r}")
         if self.group_instance_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.group_instance_id):
             fail(f"group instance id must be 1-249 of A-Z a-z 0-9 . _ -, got {self.group_instance_id!r}")
         for name in ("max_batch_docs", "max_batch_ms", "max_doc_chars", "max_message_bytes", "part_max_rows",
@@ -718,6 +722,7 @@ class Worker:
             "bootstrap_timeout_ms": o.bootstrap_timeout_ms,
             **({"group_instance_id": o.group_instance_id} if o.group_instance_id else {}),
             **({"session_timeout_ms": o.session_timeout_ms} if o.session_timeout_ms else {}),
+            **({"max_poll_interval_ms": o.max_poll_interval_ms} if o.max_poll_interval_ms else {}),
         }
 
     def _make_producer(self):
@@ -1221,15 +1226,22 @@ class Worker:
 
     def _roll(self, tps) -> None:
         """Write the parts of ``tps`` into place, then commit their offsets."""
+        from kafka.structs import OffsetAndMetadata
+
         from nerbatch.sinks import ParquetSink, open_error_sink
 
         o = self.options
+        parts = {tp: self._states[tp].part for tp in tps if tp in self._states and self._states[tp].part}
+        if not parts:
+            return
+        # Still these partitions' owner? Part names depend only on the first offset, so a worker the
+        # group has moved on from (a batch that outlasted max.poll.interval.ms, a paused process) would
+        # replace the part their new owner wrote. Committing the offsets already committed fails
+        # (CommitFailedError) for such a worker, before it writes anything.
+        self._consumer.commit({tp: OffsetAndMetadata(part.first_offset, "", -1) for tp, part in parts.items()},
+                              timeout_ms=o.commit_timeout_ms)
         offsets, timestamps, written = {}, [], []
-        for tp in tps:
-            state = self._states.get(tp)
-            if state is None or state.part is None:
-                continue
-            part = state.part
+        for tp, part in parts.items():
             errors_path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, "errors"))
             if part.errors:
                 with open_error_sink(errors_path) as sink:
@@ -1259,12 +1271,10 @@ class Worker:
             written.append(path)
             offsets[tp] = part.last_offset + 1
             timestamps.extend(part.timestamps)
-        if not offsets:
-            return
+        self._commit(offsets, timestamps)
         self.report.parts += len(written)
         self.report.part_paths.extend(written)
         self.metrics.parts.inc(len(written))
-        self._commit(offsets, timestamps)
 
     def _roll_due(self) -> None:
         kafka = _kafka()

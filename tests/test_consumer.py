@@ -552,6 +552,61 @@ def test_transactional_input_is_consumed_to_its_end(kafka_bootstrap, kafka_admin
     assert worker.lag() == 0 and _committed(kafka_admin, group, source) == {0: 5}
 
 
+class _HeldPipeline:
+    """The real pipeline; its first call waits until ``release`` is set (a batch outlasting the poll interval)."""
+
+    def __init__(self, pipeline) -> None:
+        self._pipeline = pipeline
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def annotate(self, documents):
+        if not self.held.is_set():
+            self.held.set()
+            self.release.wait(WAIT_S)
+        return self._pipeline.annotate(documents)
+
+
+def test_a_worker_the_group_moved_on_from_never_replaces_the_new_owners_part(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+    source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
+    group, folder = _uid("zombie"), tmp_path / "parts"
+    docs = _docs(10, "z")
+    _produce(kafka_bootstrap, source, docs[:5])
+
+    def options(**extra):
+        return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                              output_dir=str(folder), dead_letter_topic=dlq, part_max_rows=1, part_max_seconds=600,
+                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, **extra)
+
+    held = _HeldPipeline(pipeline)
+    stale = Worker(options(max_poll_interval_ms=6000), held)  # its first batch outlasts 6 s: the group drops it
+    stale_run = _start(stale)
+    _wait(held.held.is_set, "the first worker to hold its batch")
+    _produce(kafka_bootstrap, source, docs[5:])
+    owner = Worker(options(), pipeline)
+    owner_run = _start(owner)
+    try:
+        _wait(lambda: _committed(kafka_admin, group, source) == {0: 10}, "the new owner to commit all ten")
+        [part] = _parts(folder)
+        assert (part["first"], part["last"]) == (0, 9)
+        held.release.set()  # the dropped worker wakes up with its part of offsets 0-4
+        _wait(lambda: stale.report.batch_failures >= 1, "the dropped worker's part to be refused")
+    finally:
+        held.release.set()
+        stale.stop()
+        owner.stop()
+    stale_report, _ = _finish(*stale_run), _finish(*owner_run)
+    assert stale_report.parts == 0
+    [part] = _parts(folder)
+    assert (part["first"], part["last"]) == (0, 9)  # still the new owner's part, every document in it
+    outcomes = pq.read_table(folder / part_name(source, 0, 0, "outcomes"))
+    assert outcomes.column("doc_id").to_pylist() == [key for key, _ in docs]
+    assert _committed(kafka_admin, group, source) == {0: 10}
+
+
 def _broker_pid() -> int:
     status = subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "status"], capture_output=True, text=True)
     match = re.search(r"\(pid (\d+)\)", status.stdout)
