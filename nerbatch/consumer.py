@@ -158,6 +158,7 @@ from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_sc
 
 __all__ = [
     "ConsumeConfigError",
+    "UnreadableRecordError",
     "ConsumeOptions",
     "ConsumeReport",
     "PASSWORD_ENV",
@@ -179,6 +180,10 @@ _HEADER_PREFIX = "nerbatch-"
 
 class ConsumeConfigError(NerbatchError, ValueError):
     """The worker's options cannot work (or the cluster refuses them: topics, credentials)."""
+
+
+class UnreadableRecordError(NerbatchError):
+    """A record of an input partition cannot be decoded, so it can be neither annotated nor dead-lettered."""
 
 
 @dataclass(frozen=True)
@@ -837,6 +842,15 @@ class Worker:
         kafka = _kafka()
         try:
             return self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except kafka.errors.CorruptRecordError as exc:
+            # Polling again would not skip it: kafka-python 3.0.12 then loops at full CPU, deaf to SIGTERM.
+            # Stopping leaves the record where it is; skipping it is the operator's call.
+            at = ", ".join(f"{tp.topic}/{tp.partition} at offset {self._consumer.position(tp, timeout_ms=0)}"
+                           for tp in sorted(self._consumer.assignment()))
+            raise UnreadableRecordError(
+                f"a record that cannot be decoded ({_describe(exc)}) is next in one of: {at}; the worker stops "
+                "rather than skip it (move the group past it with kafka-consumer-groups --reset-offsets)"
+            ) from None
         except kafka.errors.KafkaError as exc:
             if _is_fatal(exc):
                 raise ConsumeConfigError(f"Kafka refused the worker: {_describe(exc)}") from None

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, Worker, _Outcome, part_name
+from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, UnreadableRecordError, Worker, _Outcome, part_name
 from nerbatch.documents import Document, DocumentError, parse_document
 from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
@@ -605,6 +605,25 @@ def test_a_worker_the_group_moved_on_from_never_replaces_the_new_owners_part(
     outcomes = pq.read_table(folder / part_name(source, 0, 0, "outcomes"))
     assert outcomes.column("doc_id").to_pylist() == [key for key, _ in docs]
     assert _committed(kafka_admin, group, source) == {0: 10}
+
+
+class _UndecodableKey(str):
+    """A header key whose bytes are not UTF-8: the protocol says UTF-8, but not every client checks."""
+
+    def encode(self, *args, **kwargs) -> bytes:
+        return b"\xffkey"
+
+
+def test_a_record_that_cannot_be_decoded_stops_the_worker_by_name(kafka_bootstrap, kafka_topic_factory, pipeline):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    good = json.dumps({"id": "ok", "text": "Angela Merkel visited Paris."}).encode()
+    _produce_unchecked(kafka_bootstrap, source, [(None, good, [(_UndecodableKey("trace"), b"t")])])
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("undecodable"),
+                             output_topic=out, dead_letter_topic=out, max_backoff_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(UnreadableRecordError, match=f"cannot be decoded .* next in one of: {source}/0 at offset 0"):
+        _finish(*_start(Worker(options, pipeline)), timeout=60)
+    assert time.monotonic() - started < 30
 
 
 def _broker_pid() -> int:
