@@ -490,6 +490,7 @@ class DatasetSink(_CommitOnExit):
         self.rows_written = 0
         self.paths: list[str] = []  # parts in place after close(), in order
         self._staged: list[tuple[str, str]] = []  # (staged file, final name) of completed parts
+        self._final = ""  # final name of the part being written
         self.closed = False
         self.committed = False
         self._done = False
