@@ -533,10 +533,9 @@ class _Part:
     tables: list = field(default_factory=list)
     rows: int = 0
     docs: int = 0
-    errors: list = field(default_factory=list)
+    errors: list = field(default_factory=list)  # DocumentError of the failed documents
     timestamps: list = field(default_factory=list)
     annotated: list = field(default_factory=list)  # (document, entity count), for the outcome file
-    failed: list = field(default_factory=list)  # DocumentError, for the outcome file
 
 
 @dataclass
@@ -1223,12 +1222,9 @@ class Worker:
                     for name, values in x.rows.items():
                         columns[name].extend(values)
                 elif x.error is not None:
-                    part.errors.append(error_record(x.error))
-                if self.options.outcomes:
-                    if x.doc is not None:
-                        part.annotated.append((x.doc, len(x.rows["doc_id"]) if x.rows else 0))
-                    else:
-                        part.failed.append(x.error)
+                    part.errors.append(x.error)
+                if self.options.outcomes and x.doc is not None:
+                    part.annotated.append((x.doc, len(x.rows["doc_id"]) if x.rows else 0))
             n = len(columns["doc_id"])
             if n:
                 part.tables.append(pa.Table.from_pydict(columns, schema=self.schema))
@@ -1259,7 +1255,7 @@ class Worker:
             errors_path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, "errors"))
             if part.errors:
                 with open_error_sink(errors_path) as sink:
-                    sink.write_records(part.errors)
+                    sink.write_records(error_record(e) for e in part.errors)
             else:
                 try:  # a stale file from an attempt that was redone
                     os.remove(errors_path)
@@ -1278,7 +1274,7 @@ class Worker:
             if o.outcomes:
                 docs, counts = zip(*part.annotated) if part.annotated else ((), ())
                 with ParquetSink(outcomes_path, outcome_arrow_schema(), metadata) as sink:
-                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", docs, counts, part.failed, self.model))
+                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", docs, counts, part.errors, self.model))
             with ParquetSink(path, self.schema, metadata) as sink:
                 for table in part.tables:
                     sink.write_table(table)
