@@ -86,6 +86,8 @@ def verify_bundle(directory: str | Path) -> dict:
             f"{directory}: bundle format {version} is newer than this nerbatch reads ({FORMAT_VERSION}); upgrade nerbatch"
         )
     files = manifest.get("files") or {}
+    if not isinstance(files, dict) or not all(isinstance(entry, dict) for entry in files.values()):
+        raise BundleError(f"{manifest_path}: malformed file list")
     for name in REQUIRED_FILES:
         if name not in files:
             raise BundleError(f"{directory}: manifest does not list required file {name}")
@@ -150,15 +152,15 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     from nerbatch.backend import keras
 
     directory = Path(directory) if directory is not None else default_model_path()
-    verify_bundle(directory)
+    listed = verify_bundle(directory)["files"]  # only files the checksums vouch for are read
     config = read_bundle_json(directory, "config.json")
     if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise BundleError(f"{directory}: config format is newer than this nerbatch reads")
     vocab = read_bundle_json(directory, "vocab.json")
     tags = read_bundle_json(directory, "tags.json")
-    metrics = read_bundle_json(directory, "metrics.json") if (directory / "metrics.json").is_file() else {}
+    metrics = read_bundle_json(directory, "metrics.json") if "metrics.json" in listed else {}
     transition_scores = None
-    if (directory / "transitions.json").is_file():
+    if "transitions.json" in listed:
         import numpy as np
 
         transitions = read_bundle_json(directory, "transitions.json")
@@ -179,19 +181,35 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
 
 
+def _listed_files(directory: Path) -> set[str] | None:
+    """Names a folder's nerbatch manifest lists, or None when it has no such manifest."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        return None
+    return set(manifest["files"])
+
+
 def check_bundle_target(directory: str | Path) -> Path:
     """The absolute folder a bundle may be written to; ``BundleError`` (one line) when it may not.
 
-    Writing replaces the folder whole, so it must be missing, empty, or a bundle already:
-    never a folder holding other files (the corpus, say).
+    Writing replaces the folder whole, so it must be missing, empty, or a bundle holding
+    nothing its manifest does not list: never a folder holding other files (the corpus, say).
     """
     directory = Path(directory).resolve()
     if directory.exists():
         if not directory.is_dir():
             raise BundleError(f"{directory}: exists and is not a folder; choose another --out")
-        if any(directory.iterdir()) and not (directory / MANIFEST).is_file():
-            raise BundleError(f"{directory}: folder holds files that are not a nerbatch bundle; "
-                              "choose a new or empty folder")
+        present = {p.name for p in directory.iterdir()}
+        if present:
+            listed = _listed_files(directory)
+            foreign = sorted(present - {MANIFEST} - (listed or set()))
+            if listed is None or foreign:
+                example = f" (such as {foreign[0]})" if listed is not None else ""
+                raise BundleError(f"{directory}: folder holds files that are not part of a nerbatch bundle{example}; "
+                                  "choose a new or empty folder")
     ancestor = directory.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -219,6 +237,7 @@ def save_bundle(
     directory = check_bundle_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         model.save(staging / "model.keras")
@@ -238,13 +257,17 @@ def save_bundle(
             shutil.copyfile(source, staging / name)
         write_manifest(staging)
         if directory.exists():
-            backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, backup)
             os.replace(staging, directory)
             shutil.rmtree(backup)
         else:
             os.replace(staging, directory)
     except BaseException:
+        if backup.exists():
+            if directory.exists():
+                shutil.rmtree(backup, ignore_errors=True)
+            else:  # interrupted between the two renames: the previous bundle goes back
+                os.replace(backup, directory)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory

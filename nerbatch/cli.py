@@ -151,7 +151,7 @@ def info(model: ModelOpt = None) -> None:
     path = model or default_model_path()
     manifest = verify_bundle(path)
     config = read_bundle_json(path, "config.json")
-    metrics = read_bundle_json(path, "metrics.json") if (path / "metrics.json").is_file() else {}
+    metrics = read_bundle_json(path, "metrics.json") if "metrics.json" in manifest["files"] else {}
     summary = {
         "path": str(path),
         "model": f"{config['name']}@{config['version']}",

@@ -110,9 +110,15 @@ def _tag_probabilities(shape: ModelShape, inputs: dict, prefix: str):
         )
     x = layers.Concatenate(name=f"{prefix}token_features")(features) if len(features) > 1 else features[0]
     x = layers.Dropout(shape.dropout)(x)
+    # Concatenate ORs its inputs' masks, and the character and casing features have none, so
+    # the word mask is lost there; without it the backward LSTM reads the padding, and a
+    # sentence's tags would depend on how far its batch is padded. It is passed explicitly.
+    padding_mask = keras().ops.not_equal(inputs["words"], 0)
     for depth in range(1, shape.lstm_layers + 1):
         suffix = "" if depth == 1 else f"_{depth}"
-        x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=f"{prefix}bilstm{suffix}")(x)
+        x = layers.Bidirectional(layers.LSTM(shape.lstm_units, return_sequences=True), name=f"{prefix}bilstm{suffix}")(
+            x, mask=padding_mask
+        )
         x = layers.Dropout(shape.dropout)(x)
     return _per_token_softmax(shape, x, prefix)
 

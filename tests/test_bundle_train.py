@@ -93,6 +93,68 @@ def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
         load_bundle(tmp_path / "absent")
 
 
+def test_padding_does_not_change_a_sentences_tags(tiny_bundle):
+    # Batches are padded to the longest sentence's bucket: a short sentence must get the
+    # same probabilities alone as beside a long one (the backward LSTM must not read padding).
+    tagger = load_bundle(tiny_bundle).tagger()
+    short = ["Prophet", "Muhammad", "spoke", "in", "Mecca", "."]
+    alone = tagger.tag_probabilities([short])[0]
+    beside_long = tagger.tag_probabilities([short, ["word"] * 45])[0]
+    np.testing.assert_allclose(alone, beside_long, rtol=1e-5, atol=1e-6)
+
+
+def test_unlisted_bundle_files_are_not_read(tiny_bundle, tmp_path):
+    copy = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["transitions.json"]  # the file stays, but nothing vouches for it
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert load_bundle(copy).transition_scores is None
+    manifest["files"] = sorted(manifest["files"])
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="malformed file list"):
+        load_bundle(copy)
+
+
+def test_only_a_bundle_folder_is_replaced(tiny_bundle, tmp_path):
+    from nerbatch.bundle import check_bundle_target
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "manifest.json").write_text('{"name": "web app"}')
+    (site / "index.html").write_text("<html>")
+    with pytest.raises(BundleError, match="not part of a nerbatch bundle"):
+        check_bundle_target(site)
+    copy = _copy(tiny_bundle, tmp_path)
+    assert check_bundle_target(copy) == copy.resolve()
+    (copy / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="such as notes.txt"):
+        check_bundle_target(copy)
+
+
+def test_interrupted_replace_puts_the_previous_bundle_back(tiny_bundle, tmp_path, monkeypatch):
+    import os
+
+    from nerbatch import bundle as bundle_module
+
+    copy = _copy(tiny_bundle, tmp_path)
+    loaded = load_bundle(copy)
+    real_replace, calls = os.replace, []
+
+    def replace_then_interrupt(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the staged bundle's rename into place
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_module.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        bundle_module.save_bundle(copy, model=loaded.model, encoder=loaded.encoder, tags=loaded.tags,
+                                  config=loaded.config)
+    monkeypatch.undo()
+    verify_bundle(copy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
 def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):
     from nerbatch.train import TrainSettings, train
 
