@@ -18,6 +18,11 @@ from nerbatch.vocab import FeatureEncoder
 from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 
 
+# Bounds of one decoding chunk: its arrays are rows x longest sentence x tags, several times over.
+DECODE_ROWS = 1024
+DECODE_CELLS = 1 << 16
+
+
 @dataclass(frozen=True, slots=True)
 class TaggedSentence:
     tag_ids: np.ndarray  # int32 [n_tokens]
@@ -114,11 +119,21 @@ class Tagger:
 
     @staticmethod
     def _padded_chunks(probabilities: Sequence[np.ndarray]):
-        """Sentences of similar length padded together, so the decoders do little waste."""
+        """Sentences of similar length padded together, so the decoders do little waste.
+
+        A chunk holds at most ``DECODE_ROWS`` sentences and ``DECODE_CELLS`` padded
+        positions: a very long sentence (a document without sentence punctuation) is
+        decoded alone instead of padding a thousand short ones to its length.
+        """
         lengths = np.fromiter((len(p) for p in probabilities), np.int64, len(probabilities))
         order = np.argsort(lengths, kind="stable")
-        for first in range(0, len(order), 1024):
-            chunk = order[first : first + 1024]
+        chunks, first = [], 0
+        for end in range(1, len(order) + 1):
+            rows_after = end + 1 - first
+            if end == len(order) or rows_after > DECODE_ROWS or rows_after * lengths[order[end]] > DECODE_CELLS:
+                chunks.append(order[first:end])
+                first = end
+        for chunk in chunks:
             padded = np.zeros((len(chunk), int(lengths[chunk].max()), probabilities[0].shape[1]), dtype=np.float32)
             for row, index in enumerate(chunk):
                 padded[row, : lengths[index]] = probabilities[index]

@@ -72,3 +72,21 @@ def test_transition_prior_shifts_the_path_and_is_learned_from_bigrams():
     primed = constrained_viterbi(probs, np.array([2]), TAGS, 1.0 * log_probs)
     assert [TAGS[i] for i in plain[0]] == ["B-per", "O"]
     assert [TAGS[i] for i in primed[0]] == ["B-per", "I-per"]
+
+
+def test_a_very_long_sentence_is_decoded_apart_from_short_ones():
+    from nerbatch.predictor import DECODE_CELLS, Tagger
+
+    rng = np.random.default_rng(5)
+    lengths = list(rng.integers(3, 30, size=1500)) + [6000]
+    probabilities = [rng.dirichlet(np.ones(len(TAGS)), size=n).astype(np.float32) for n in lengths]
+    chunks = list(Tagger._padded_chunks(probabilities))
+    assert sorted(i for chunk, _, _ in chunks for i in chunk) == list(range(len(lengths)))
+    # without the cell bound, 1024 sentences would be padded to 6,000 positions each
+    assert all(padded.shape[0] == 1 or padded.shape[0] * padded.shape[1] <= DECODE_CELLS for _, _, padded in chunks)
+    tagger = Tagger(None, None, TAGS, max_len=50, decoder="viterbi")
+    together = tagger.decode(probabilities)
+    for index in (0, 700, len(lengths) - 1):
+        alone = tagger.decode([probabilities[index]])[0]
+        np.testing.assert_array_equal(together[index].tag_ids, alone.tag_ids)
+        np.testing.assert_allclose(together[index].tag_probs, alone.tag_probs, rtol=1e-5, atol=1e-6)
