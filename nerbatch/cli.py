@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from nerbatch.errors import NerbatchError
+from nerbatch.errors import InputError, NerbatchError
 
 app = typer.Typer(
     name="nerbatch",
@@ -71,7 +72,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
     max_len: Annotated[int, typer.Option(help="Window length in tokens.")] = 50,
-    seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling, validation split).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed (weights, shuffling); the validation split is fixed.")] = 1,
     patience: Annotated[Optional[int], typer.Option(help="Epochs without validation F1 gain before stopping.")] = None,
     ensemble: Annotated[int, typer.Option(help="Train this many networks (seeds seed, seed+1, ...) and average them.")] = 1,
     rare_copies: Annotated[Optional[int], typer.Option(help="Times a sentence with an art/eve/nat entity is seen per epoch.")] = None,
@@ -239,7 +240,13 @@ def predict(
     from nerbatch.pipeline import NerPipeline
 
     if text == "-":
-        text = sys.stdin.read()
+        source, raw = "<stdin>", sys.stdin.buffer.read()
+    else:  # an argument's undecodable bytes arrive as surrogates (PEP 383)
+        source, raw = "<argument>", os.fsencode(text)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source}: not valid UTF-8 at byte {exc.start}") from None
     pipeline = NerPipeline(load_bundle(model))
     chunk = pipeline.annotate_all([Document("input", text, {}, "<argument>", 1)])
     for record in chunk.records_by_document(pipeline.model_name)[0]:

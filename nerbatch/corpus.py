@@ -57,8 +57,12 @@ def file_sha256(path: str | Path) -> str:
 def read_corpus(path: str | Path) -> Corpus:
     """Read ``ner_dataset.csv`` (or a zip holding it) into sentences.
 
-    Raises CorpusError naming the file and row (1-based line number, header is
-    line 1) for malformed input.
+    The file is latin1, as published; a file re-encoded as UTF-8 is recognised
+    (its words decode as UTF-8) and read as such. A sentence starts at a row
+    whose ``Sentence #`` differs from the row above, so ids given on the first
+    row only (as published) and ids repeated on every row both work. Blank
+    lines are skipped. Raises CorpusError naming the file and line (1-based,
+    the header is line 1) for malformed input.
     """
     path = Path(path)
     if not path.is_file():
@@ -73,6 +77,7 @@ def read_corpus(path: str | Path) -> Corpus:
             quotechar='"',
             on_bad_lines="error",
             engine="c",
+            skip_blank_lines=False,  # skipped below, so that line numbers stay those of the file
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError,
             zipfile.BadZipFile, EOFError, zlib.error) as exc:
@@ -82,15 +87,18 @@ def read_corpus(path: str | Path) -> Corpus:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    blank = (frame == "").all(axis=1).to_numpy()
+    lines = np.flatnonzero(~blank) + 2  # header is line 1
+    frame = frame[~blank]
     if frame.empty:
         raise CorpusError(f"{path}: corpus has no rows")
 
     sentence_col = frame["Sentence #"].to_numpy(dtype=object)
-    words = frame["Word"].to_numpy(dtype=object)
+    words = _utf8_if_reencoded(frame["Word"].to_numpy(dtype=object))
     tags = frame["Tag"].to_numpy(dtype=object)
 
     def line_of(row: int) -> int:
-        return row + 2  # header is line 1
+        return int(lines[row])
 
     if sentence_col[0] == "":
         raise CorpusError(f"{path}: line {line_of(0)}: first row has no sentence id")
@@ -103,7 +111,8 @@ def read_corpus(path: str | Path) -> Corpus:
             row = int(np.flatnonzero(tag_index == position)[0])
             raise CorpusError(f"{path}: line {line_of(row)}: invalid IOB2 tag {tag!r}")
 
-    starts = np.flatnonzero(sentence_col != "")
+    previous = np.concatenate([[None], sentence_col[:-1]])
+    starts = np.flatnonzero((sentence_col != "") & (sentence_col != previous))
     bounds = np.append(starts, len(words))
     word_list = words.tolist()
     tag_list = tags.tolist()
@@ -112,6 +121,25 @@ def read_corpus(path: str | Path) -> Corpus:
         words=[word_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
         tags=[tag_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
     )
+
+
+def _utf8_if_reencoded(words: np.ndarray) -> np.ndarray:
+    """The words decoded as UTF-8 when their latin1 bytes are valid UTF-8 holding non-ASCII text.
+
+    Latin1 text of the corpus's kind (accented letters, cp1252 quotes) is almost never
+    valid UTF-8, while a UTF-8 file read as latin1 turns every accented letter into two
+    characters (``Ã©``) that the vocabulary would learn as they are.
+    """
+    joined = "\n".join(words.tolist())  # a CSV word holds no newline unless quoted
+    if joined.isascii():
+        return words
+    try:
+        decoded = joined.encode("latin1").decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        return words
+    if len(decoded) != len(words):
+        return words
+    return np.array(decoded, dtype=object)
 
 
 MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides

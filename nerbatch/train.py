@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from nerbatch.backend import keras
 from nerbatch.bundle import check_bundle_target
-from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus, validation_split
+from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus, validation_split
 from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
@@ -72,8 +72,9 @@ class TrainSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise TrainConfigError(f"{name.replace('_', '-')} must be an integer of at least {low}, got {value!r}")
-        if self.seed >= 2**32:
-            raise TrainConfigError(f"seed must be below 2**32, got {self.seed}")
+        seed_limit = 2**32 - (self.ensemble - 1)  # member i of an ensemble trains with seed + i
+        if self.seed >= seed_limit:
+            raise TrainConfigError(f"seed must be below {seed_limit} with ensemble {self.ensemble}, got {self.seed}")
         for name, low, high in (("word_dropout", 0.0, 0.99), ("validation_fraction", 0.01, 0.5),
                                 ("plateau_lr_factor", 0.01, 1.0)):
             if not low <= getattr(self, name) <= high:
@@ -405,6 +406,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     data_path = Path(data_path)
     corpus = read_corpus(data_path)
     fit, val, test = protocol_parts(corpus, settings)
+    if all(tag == "O" for tags in fit.tags for tag in tags):
+        raise CorpusError(f"{data_path}: the training part holds no entity tags (only O); there is nothing to learn")
 
     lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
     vectors = read_word_vectors(vectors_path, lowercase) if vectors_path is not None else None

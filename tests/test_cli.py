@@ -109,3 +109,31 @@ def test_corrupt_corpus_zip_is_one_line(tmp_path, gmb_sample, tiny_bundle):
     corrupt.write_bytes(bytes(data))
     result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corrupt)])
     assert result.exit_code == 2 and "cannot read corpus" in result.output and "Traceback" not in result.output
+
+
+def test_predict_prints_entities_and_refuses_text_that_is_not_utf8(tiny_bundle):
+    text = "Thousands of demonstrators have marched through London to protest the war in Iraq ."
+    for args, stdin in ((["predict", text], None), (["predict", "-"], text.encode("utf-8"))):
+        result = runner.invoke(app, [*args, "--model", str(tiny_bundle)], input=stdin)
+        assert result.exit_code == 0, result.output
+        records = [json.loads(line) for line in result.output.splitlines()]
+        assert records and all(text[r["start"]:r["end"]] == r["text"] for r in records)
+    for args, stdin, source in ((["predict", "-"], b"Barack \xffObama visited London .", "<stdin>"),
+                                (["predict", "Barack \udcffObama visited London ."], None, "<argument>")):
+        result = runner.invoke(app, [*args, "--model", str(tiny_bundle)], input=stdin)
+        assert result.exit_code == 2 and f"{source}: not valid UTF-8 at byte 7" in result.output, result.output
+
+
+def test_train_refuses_a_corpus_without_entities_and_an_ensemble_seed_past_the_range(tmp_path, gmb_sample):
+    import pandas as pd
+
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    frame["Tag"] = "O"
+    only_o = tmp_path / "only_o.csv"
+    frame.to_csv(only_o, index=False, encoding="latin1")
+    result = runner.invoke(app, ["train", "--data", str(only_o), "--out", str(tmp_path / "o"), "--arch", "seed", "-q"])
+    assert result.exit_code == 2 and "holds no entity tags" in result.output, result.output
+    assert not (tmp_path / "o").exists()
+    result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(tmp_path / "e"),
+                                 "--seed", str(2**32 - 1), "--ensemble", "2"])
+    assert result.exit_code == 2 and "seed must be below 4294967295 with ensemble 2" in result.output

@@ -30,6 +30,34 @@ def test_latin1_words(tmp_path):
     assert read_corpus(path).words == [["Café"]]
 
 
+def test_utf8_reencoded_corpus_is_read_as_utf8(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,Caf\xe9,NN,O\n,Z\xfcrich,NNP,B-geo\n".encode("utf-8"))
+    assert read_corpus(path).words == [["Café", "Zürich"]]
+
+
+def test_sentence_ids_repeated_on_every_row(tmp_path, gmb_sample):
+    # A common preprocessing step fills the id down every row of its sentence.
+    import pandas as pd
+
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    frame["Sentence #"] = frame["Sentence #"].replace("", None).ffill()
+    path = tmp_path / "filled.csv"
+    frame.to_csv(path, index=False, encoding="latin1")
+    filled, published = read_corpus(path), read_corpus(gmb_sample)
+    assert filled.words == published.words and filled.tags == published.tags
+
+
+def test_blank_lines_are_skipped_and_lines_still_named(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,B-geo\n\n,is,VBZ,O\n\n,x,NN,Q-geo\n\n",
+                    encoding="latin1")
+    with pytest.raises(CorpusError, match="line 6: invalid IOB2 tag 'Q-geo'"):
+        read_corpus(path)
+    path.write_text("Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,B-geo\n\n,is,VBZ,O\n\n", encoding="latin1")
+    assert read_corpus(path).words == [["Paris", "is"]]
+
+
 @pytest.mark.parametrize(
     "body, where",
     [
