@@ -672,11 +672,11 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
         pf = pq.ParquetFile(rules.source)
         names = set(pf.schema_arrow.names)
         group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
-    except pa.ArrowException as exc:
-        yield rules.error(0, f"corrupt_file: not a readable parquet file ({_detail(exc)})")
-        return
     except OSError as exc:
         yield rules.error(0, f"read_error: cannot open file: {exc.strerror or _detail(exc)}")
+        return
+    except (pa.ArrowException, UnicodeDecodeError) as exc:  # a column name in the footer may not be UTF-8
+        yield rules.error(0, f"corrupt_file: not a readable parquet file ({type(exc).__name__}: {_detail(exc)})")
         return
     wanted = [rules.id_field, rules.text_field, *rules.keep_fields]
     columns = [c for c in dict.fromkeys(wanted) if c in names]
@@ -708,6 +708,13 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
                     f"({type(exc).__name__}: {_detail(exc)}); rows {position} to {group_end - 1} "
                     "could not be read",
                 )
+            else:
+                if position < group_end:  # a damaged column chunk can read as fewer rows, without an error
+                    yield rules.error(
+                        position,
+                        f"corrupt_file: row group {group} yielded {position - group_start} of the {nrows} rows "
+                        f"its metadata lists; rows {position} to {group_end - 1} could not be read",
+                    )
             position = group_start = group_end
     finally:
         pf.close()

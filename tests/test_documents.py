@@ -309,6 +309,49 @@ def test_corrupt_parquet_row_group_costs_only_that_group(tmp_path):
     assert [d.position for d in docs] == list(range(500)) + list(range(750, 1000))
 
 
+def _footer_flip_that_drops_rows(data: bytes) -> bytes:
+    """``data`` with one footer byte changed so that the last row group reads as fewer rows, silently."""
+    import io
+
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    for offset in range(footer_start, len(data) - 8):
+        damaged = bytearray(data)
+        damaged[offset] = 181
+        try:
+            pf = pq.ParquetFile(io.BytesIO(bytes(damaged)))
+            listed = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+            read = sum(b.num_rows for b in pf.iter_batches(row_groups=[len(listed) - 1]))
+        except Exception:
+            continue
+        if listed == [100, 100, 100] and read < 100:
+            return bytes(damaged)
+    raise AssertionError("no footer byte makes pyarrow read the last row group short without an error")
+
+
+def test_parquet_row_group_read_short_is_an_error_not_a_silent_loss(tmp_path):
+    import io
+
+    table = pa.table({"id": [f"d{i}" for i in range(300)], "text": [f"Obama visited Paris {i} ." for i in range(300)]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=100, compression="zstd")
+    path = tmp_path / "bitrot.parquet"
+    path.write_bytes(_footer_flip_that_drops_rows(buffer.getvalue()))
+
+    docs, errs = split(list(read_documents(str(path))))
+    assert 200 <= len(docs) < 300 and [e.position for e in errs] == [len(docs)]
+    assert errs[0].reason.startswith("corrupt_file: row group 2 yielded")
+    assert errs[0].reason.endswith(f"rows {errs[0].position} to 299 could not be read")
+    assert [d.position for d in docs] == list(range(len(docs)))
+
+
+def test_parquet_column_name_that_is_not_utf8_costs_only_its_file(tmp_path):
+    path = tmp_path / "badname.parquet"
+    pq.write_table(pa.table({"id": ["a"], "text": ["Paris ."], "zzzz": [1]}), path, store_schema=False)
+    path.write_bytes(path.read_bytes().replace(b"zzzz", b"\xff\xfezz"))
+    [err] = read_documents(str(path))
+    assert err.position == 0 and err.reason.startswith("corrupt_file: not a readable parquet file (UnicodeDecodeError")
+
+
 def test_parquet_is_streamed_in_batches_of_needed_columns(tmp_path, monkeypatch):
     rows = 50_000
     path = tmp_path / "big.parquet"
