@@ -42,9 +42,10 @@ def _field_list(value: str) -> tuple[str, ...]:
 
 def _write_report(path: Path, data: dict) -> None:
     from nerbatch.errors import OutputError
+    from nerbatch.sinks import write_text_atomic
 
     try:
-        path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write the report {str(path)!r}: {exc.strerror or exc}") from None
 

@@ -30,9 +30,10 @@ from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
-from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind
+from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind, write_text_atomic
 
 WORK_FORMAT_VERSION = 2
+PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
 _BREAK_KINDS = frozenset({"corrupt_file", "duplicate_column", "read_error"})
@@ -162,26 +163,30 @@ class WorkFolder:
         if resume and self.manifest_path.is_file():
             manifest = json.loads(self.manifest_path.read_text())
         if manifest.get("fingerprint") == fingerprint:
-            self.completed = manifest.get("completed", {})
+            # An entry whose parts are gone (a kill while a finished run removed this folder)
+            # is done again rather than merged from nothing.
+            self.completed = {
+                source: entry for source, entry in manifest.get("completed", {}).items()
+                if all((self.path / entry[key]).is_file() for key in PART_KEYS if entry.get(key))
+            }
         elif manifest:
             raise OutputError(
                 f"cannot resume into {self.output!r}: the previous run used other inputs, fields, format or model; "
                 "rerun without --resume"
             )
         else:
+            self.manifest_path.unlink(missing_ok=True)  # first: it must never outlive the parts it lists
             for entry in self.path.iterdir():
                 if entry.name != "lock":
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def mark_complete(self, source: str, entry: dict) -> None:
         self.completed[source] = entry
-        staging = self.manifest_path.with_suffix(".tmp")
-        with open(staging, "w", encoding="utf-8") as handle:
-            json.dump({"version": WORK_FORMAT_VERSION, "fingerprint": self.fingerprint,
-                       "completed": self.completed}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(staging, self.manifest_path)
+        manifest = {"version": WORK_FORMAT_VERSION, "fingerprint": self.fingerprint, "completed": self.completed}
+        try:
+            write_text_atomic(self.manifest_path, json.dumps(manifest, indent=1))
+        except OSError as exc:
+            raise OutputError(f"cannot record progress in {str(self.manifest_path)!r}: {exc.strerror or exc}") from None
 
     def release(self) -> None:
         """Let another run take the folder; finished parts stay for ``resume``."""
@@ -192,6 +197,7 @@ class WorkFolder:
         self._lock.close()
 
     def remove(self) -> None:
+        self.manifest_path.unlink(missing_ok=True)  # first, as in begin()
         shutil.rmtree(self.path, ignore_errors=True)
         self._lock.close()
 
@@ -309,7 +315,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
             pipeline = NerPipeline(load_bundle(options.model), batch_size=options.batch_size)
         model = pipeline.model_name
         work.begin(_fingerprint(options, inputs, model), options.resume)
-        _remove_stale_temps([options.output, errors_path, *([options.outcomes] if options.outcomes else [])],
+        _remove_stale_temps([options.output, errors_path, *[p for p in (options.outcomes, options.report) if p]],
                             options.output if to_folder else None, inputs)
         report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,
                            outcomes=options.outcomes)
@@ -346,7 +352,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         work.release()  # a failed run keeps its finished parts for --resume
     if options.report:
         try:
-            Path(options.report).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+            write_text_atomic(options.report, json.dumps(asdict(report), indent=2) + "\n")
         except OSError as exc:
             raise OutputError(
                 f"records are in {options.output!r}, but the report {options.report!r} cannot be written: "

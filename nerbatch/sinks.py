@@ -26,6 +26,7 @@ Choosing a sink: :func:`open_sink` (entity records) and
 from __future__ import annotations
 
 import gzip
+import contextlib
 import itertools
 import json
 import os
@@ -56,6 +57,26 @@ _tmp_counter = itertools.count()
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` whole: readers (and a crash) see the old file or the new one.
+
+    Written through ``.<name>.tmp-<pid>-<n>`` beside it, like the sinks' files.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{next(_tmp_counter)}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
 
 
 def _fsync_dir(directory: str) -> None:

@@ -388,3 +388,58 @@ def test_an_output_folder_that_is_a_file_fails_before_any_work(tmp_path, tiny_pi
     with pytest.raises(NerbatchError, match="a file has that name"):
         run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "afile") + "/"), tiny_pipeline)
     assert not list(tmp_path.glob(".*nerbatch-work"))
+
+
+def test_a_kill_while_the_work_folder_is_removed_does_not_stick_resume(tmp_path, tiny_pipeline, news_documents,
+                                                                       monkeypatch):
+    from nerbatch import runner
+
+    sources = [str(_write_jsonl(tmp_path / f"in{i}.jsonl", news_documents[i * 3:(i + 1) * 3])) for i in range(3)]
+    out = str(tmp_path / "o.jsonl")
+    options = RunOptions(inputs=sources, output=out, outcomes=str(tmp_path / "outcomes.jsonl"), resume=True)
+    run_job(options, tiny_pipeline)
+    expected = Path(out).read_text()
+    work = runner.work_folder_path(out)
+
+    def killed(path, ignore_errors=False):  # the process dies as removal starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(RunOptions(inputs=sources, output=out, outcomes=options.outcomes), tiny_pipeline)
+    monkeypatch.undo()
+    assert work.is_dir() and not (work / "manifest.json").exists()  # the manifest goes first
+    assert run_job(options, tiny_pipeline).docs_in == 9 and Path(out).read_text() == expected
+
+    # A manifest that lists parts which are gone (left so by an older nerbatch): those inputs are done again.
+    worker = runner.WorkFolder(out)
+    worker.begin(runner._fingerprint(options, sources, tiny_pipeline.model_name), resume=False)
+    worker.mark_complete(sources[1], {"part": "part-00001.jsonl", "errors_part": "errors-00001.jsonl",
+                                      "outcomes_part": "outcomes-00001.jsonl", "counts": {}, "incomplete": False})
+    worker.release()
+    report = run_job(options, tiny_pipeline)
+    assert report.resumed_inputs == [] and report.docs_in == 9 and Path(out).read_text() == expected
+
+
+@pytest.mark.parametrize("failing, message", [("report.json", "report .* cannot be written: No space left"),
+                                               ("manifest.json", "cannot record progress in .*: No space left")])
+def test_a_full_disk_leaves_no_half_written_report_or_manifest(tmp_path, tiny_pipeline, news_documents, monkeypatch,
+                                                                 failing, message):
+    from nerbatch import sinks
+
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": "run"}')
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        if f"/.{failing}.tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(sinks.os, "fsync", disk_full)
+    with pytest.raises(NerbatchError, match=message):
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl"), report=str(report)), tiny_pipeline)
+    assert json.loads(report.read_text()) == {"previous": "run"}
+    leftovers = [p.name for p in tmp_path.rglob(f".{failing}.tmp-*")]
+    assert leftovers == []
