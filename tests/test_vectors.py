@@ -55,12 +55,39 @@ def test_the_npm_package_reads_like_the_text_file(tmp_path):
     np.testing.assert_allclose(vectors.matrix, matrix, rtol=1e-6)
 
 
-@pytest.mark.parametrize("text, where", [("a 1 2\nb 3\n", "line 2"), ("a 1 x\n", "line 1"), ("", "holds no vectors")])
+@pytest.mark.parametrize("text, where", [
+    (b"a 1 2\nb 3\n", "line 2"), (b"a 1 x\n", "line 1"), (b"", "holds no vectors"),
+    (b"a 1 2\nb 3 4 5\n", "line 2: more numbers than the 2 of line 1"),
+    (b"a 1 2\nb\xe9 3 4\n", "line 2: not UTF-8"),
+])
 def test_malformed_vectors_are_named_by_file_and_line(tmp_path, text, where):
     path = tmp_path / "bad.txt"
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text)
     with pytest.raises(VectorsError, match=f"bad.txt.*{where}"):
         read_word_vectors(path, lowercase=True)
+
+
+@pytest.mark.parametrize("name", ["damaged.tgz", "damaged.zip", "damaged.txt.gz"])
+def test_a_damaged_archive_is_one_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(VectorsError, match=f"{name}: cannot read word vectors"):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_a_ragged_package_vector_is_refused(tmp_path):
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"dimensions": 3, "words": ["a", "b"], "vectors": {"a": [1, 2, 3, 0, 0], "b": [1, 2]}}))
+    with pytest.raises(VectorsError, match="vector of 'b' has fewer than the file's 3 dimensions"):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_words_with_spaces_keep_their_numbers(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("the 1 2\n. . . 3 4\nat&t 5 6\n", encoding="utf-8")
+    vectors = read_word_vectors(path, lowercase=False)
+    assert vectors.keys == ["the", ". . .", "at&t"]
+    np.testing.assert_array_equal(vectors.matrix, [[1, 2], [3, 4], [5, 6]])
 
 
 def test_a_tgz_that_is_not_the_package_is_refused(tmp_path):
