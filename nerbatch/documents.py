@@ -190,8 +190,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
       directly inside it (not recursive), sorted by name.
 
     Paths are returned as given/expanded (not made absolute), in argument
-    order; a file reached twice (same real path) is kept once, at its first
-    place.  Raises :class:`~nerbatch.errors.InputError` naming the argument when
+    order; a file reached twice (by the same real path or through a hard link)
+    is kept once, at its first place.  Raises :class:`~nerbatch.errors.InputError` naming the argument when
     there are no arguments, a glob matches nothing, a path does not exist, a
     folder holds no input files, a file cannot be opened for reading, a
     path is not a regular file (a pipe such as ``/dev/stdin``), or a file
@@ -202,7 +202,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
     if not inputs:
         raise InputError("no input given")
     out: list[str] = []
-    seen: set[str] = set()
+    seen: set[tuple[int, int]] = set()
 
     def add(path: str, given: str) -> None:
         try:
@@ -212,7 +212,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
             raise InputError(f"input file name '{shown}' (from {given!r}) is not valid UTF-8, so no record "
                              "could name it; rename the file") from None
         _check_readable(path, given)
-        key = os.path.realpath(path)
+        info = os.stat(path)
+        key = (info.st_dev, info.st_ino)  # one file however reached: symlinks, "..", hard links
         if key not in seen:
             seen.add(key)
             out.append(path)

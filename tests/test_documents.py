@@ -421,6 +421,11 @@ def test_expand_folder_glob_and_file(corpus, monkeypatch):
         "news/d.parquet",
     ]
     assert expand_inputs("news/d.parquet") == ["news/d.parquet"]
+    os.link("news/a.jsonl", "a-copy.jsonl")  # the same file under a second name: read once
+    os.symlink("news/b.jsonl", "b-link.jsonl")
+    assert expand_inputs(["news/a.jsonl", "a-copy.jsonl", "b-link.jsonl", "news/b.jsonl"]) == [
+        "news/a.jsonl", "b-link.jsonl",
+    ]
 
 
 def test_expand_inputs_errors_name_the_argument(corpus, monkeypatch):
