@@ -268,6 +268,8 @@ def _compiled() -> _Compiled:
         ("clitic", f"['\u2019]{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
         ("nt", f"[nN]['\u2019][tT]{NOT_W}"),  # n't
         ("decade", f"['\u2019`]\\d\\ds?{NOT_W}"),  # '80s
+        # john.doe@mail.example.co.uk; the bounded look-ahead keeps a long dotted run linear-time
+        ("email", f"(?=[^{sep}@]{{1,64}}@){W}++(?:[.+-]{W}++)*+@{W}++(?:[.-]{W}++)*\\.{W}++{NOT_W}"),
         ("word", f"{seg}(?:{join}{seg})*(?:-(?=[ \t]+(?:and|or|to|nor|from)\\s))?"),  # oil- and
         ("handle", f"@{W}+"),  # @handle
         ("degree", f"\u00b0[CFK]{NOT_W}"),  # 300 °C

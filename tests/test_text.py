@@ -124,6 +124,10 @@ GMB_CASES = [
         "Visit www.voanews.com or https://example.org/a?b=1 (or mail news@example.com).",
         "Visit www.voanews.com or https://example.org/a?b=1 ( or mail news@example.com ) .",
     ),
+    (
+        "Write to john.doe@example.com or jane_doe@mail.example.co.uk, not to a@b.",
+        "Write to john.doe@example.com or jane_doe@mail.example.co.uk , not to a@b .",
+    ),
 ]
 
 
@@ -332,6 +336,8 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
         '."' * (n // 2) + " A",
         "\U0001f600\u200d" * (n // 2),
         "a" + "\u0301" * n,
+        "ab." * (n // 3) + "@x",
+        "ab@" + "cd." * (n // 3),
     ]
     t0 = time.perf_counter()
     for text in cases:
