@@ -17,6 +17,7 @@ import numpy as np
 
 from nerbatch.decode import TagKinds, flat_spans
 from nerbatch.documents import Document
+from nerbatch.records import normalise_keep_fields
 from nerbatch.text import SentenceTokens, segment
 
 
@@ -59,7 +60,7 @@ class AnnotatedChunk:
             "score": self.score.tolist(),
             "model": [model] * len(index),
         }
-        for name in keep_fields:
+        for name in normalise_keep_fields(keep_fields):
             columns[name] = [docs[i].fields.get(name) for i in index]
         return columns
 
@@ -94,20 +95,24 @@ class NerPipeline:
         chunks: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
 
+        def hand_over(item) -> bool:
+            """Queue ``item`` for the consumer; False once the consumer has stopped iterating."""
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def produce() -> None:
             try:
                 for chunk in self._segmented_chunks(documents):
-                    while not stop.is_set():
-                        try:
-                            chunks.put(chunk, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not hand_over(chunk):
                         return
-                chunks.put(_DONE)
+                hand_over(_DONE)
             except BaseException as exc:  # handed to the consumer, re-raised there
-                chunks.put(exc)
+                hand_over(exc)
 
         worker = threading.Thread(target=produce, name="nerbatch-segment", daemon=True)
         worker.start()
@@ -137,7 +142,8 @@ class NerPipeline:
             docs.append(doc)
             segmented.append(sentences)
             pending += len(sentences)
-            if pending >= self.chunk_sentences:
+            # Documents count too, so a stream of empty documents still comes in bounded chunks.
+            if pending >= self.chunk_sentences or len(docs) >= self.chunk_sentences:
                 yield docs, segmented
                 docs, segmented, pending = [], [], 0
         if docs:

@@ -137,7 +137,8 @@ def arrow_schema_from_json_schema(
     return pa.schema(fields)
 
 
-def _normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
+def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
+    """Kept field names, first occurrence of each; ``OutputError`` for one a record could not hold."""
     if isinstance(keep_fields, str):
         raise TypeError("keep_fields must be a sequence of field names, not a string")
     out: list[str] = []
@@ -163,7 +164,7 @@ def entity_arrow_schema(keep_fields: Sequence[str] = ()) -> pa.Schema:
     record could not hold both.  The schema metadata carries
     ``{RECORD_SCHEMA_METADATA_KEY: "entity_record.v1"}``.
     """
-    keep = _normalise_keep_fields(keep_fields)
+    keep = normalise_keep_fields(keep_fields)
     schema = arrow_schema_from_json_schema(load_schema(ENTITY_SCHEMA_NAME), keep)
     return schema.with_metadata({RECORD_SCHEMA_METADATA_KEY: ENTITY_SCHEMA_NAME})
 

@@ -396,7 +396,7 @@ class JsonlSink(_AtomicSink):
         self._fh = None
         try:
             self._raw = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in _finish/_drop
-            if self.path.endswith(".gz"):
+            if self.path.lower().endswith(".gz"):
                 self._fh = gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, mtime=0)
             else:
                 self._fh = self._raw

@@ -9,6 +9,7 @@ unique words of a batch, so no per-token Python work is done.
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class FeatureEncoder:
     cache_size: int = 500_000
     _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _table: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    # Taggers of one bundle share this encoder, and pipelines may run in several threads.
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def unique_features(self, unique_words: Sequence[str]) -> dict[str, np.ndarray]:
         """Features of distinct words; callers index them back to tokens."""
@@ -131,18 +134,19 @@ class FeatureEncoder:
 
     def _feature_rows(self, tokens: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Row of each token in the feature table, adding unseen words to it."""
-        if len(self._rows) > self.cache_size:
-            self._rows, self._table = {}, {}
-        rows = self._rows
-        missing = list(dict.fromkeys(w for w in tokens if w not in rows))
-        if missing or not self._table:
-            fresh = self.unique_features(missing)
-            base = len(rows)
-            rows.update((w, base + i) for i, w in enumerate(missing))
-            self._table = fresh if not self._table else {
-                name: np.concatenate([self._table[name], fresh[name]]) for name in fresh
-            }
-        return np.fromiter((rows[w] for w in tokens), np.int64, len(tokens)), self._table
+        with self._cache_lock:
+            if len(self._rows) > self.cache_size:
+                self._rows, self._table = {}, {}
+            rows = self._rows
+            missing = list(dict.fromkeys(w for w in tokens if w not in rows))
+            if missing or not self._table:
+                fresh = self.unique_features(missing)
+                base = len(rows)
+                rows.update((w, base + i) for i, w in enumerate(missing))
+                self._table = fresh if not self._table else {
+                    name: np.concatenate([self._table[name], fresh[name]]) for name in fresh
+                }
+            return np.fromiter((rows[w] for w in tokens), np.int64, len(tokens)), self._table
 
     def _char_ids(self, unique_words: Sequence[str]) -> np.ndarray:
         width = self.max_word_len

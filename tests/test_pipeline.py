@@ -71,3 +71,78 @@ def test_default_model_on_a_real_article(default_pipeline, news_documents):
     assert ("geo", "Hyde Park") in found or ("org", "Hyde Park") in found
     assert any(label == "per" and "Mahmoud Ahmadinejad" in text for label, text in found)  # GMB spans keep titles
     assert ("gpe", "Iranian") in found
+
+
+def _three_chunks_then(tail):
+    """Documents that make exactly three chunks at chunk_sentences=2, then ``tail()``."""
+    for i in range(3):
+        yield Document(str(i), "Angela Merkel visited Paris on Monday. It rained in Berlin.", {}, "mem", i)
+    tail()
+
+
+def _stops_promptly(pipeline, documents) -> float:
+    import threading
+    import time
+
+    started = time.perf_counter()
+    for _ in pipeline.annotate(documents):
+        time.sleep(0.3)  # the reader fills the queue meanwhile, then finishes or fails
+        break
+    elapsed = time.perf_counter() - started
+    assert not any(t.name == "nerbatch-segment" for t in threading.enumerate())
+    return elapsed
+
+
+def test_a_consumer_that_stops_early_does_not_wait_for_the_reader(tiny_bundle):
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=2)
+
+    def fail():
+        raise OSError("disk gone")
+
+    # The reader finishing (or failing) while the queue is full used to block it for good,
+    # and the consumer's clean-up waited 5 s for it.
+    assert _stops_promptly(pipeline, _three_chunks_then(lambda: None)) < 3
+    assert _stops_promptly(pipeline, _three_chunks_then(fail)) < 3
+
+
+def test_pipelines_sharing_a_bundle_run_in_threads(tiny_bundle):
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    bundle = load_bundle(tiny_bundle)
+
+    def work(seed: int) -> int:
+        rng = random.Random(seed)
+        pipeline = NerPipeline(bundle)  # every pipeline's tagger shares the bundle's word-feature cache
+        found = 0
+        for _ in range(15):
+            docs = [Document(str(i), " ".join(rng.choice("ABCDEFGH") + "".join(rng.choices("xyzuvw", k=6))
+                                              for _ in range(12)) + ".", {}, "mem", i) for i in range(20)]
+            found += len(pipeline.annotate_all(docs).documents)
+        return found
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(work, range(4))) == [300] * 4
+
+
+def test_empty_documents_still_come_in_bounded_chunks_and_kept_fields_are_checked(tiny_bundle):
+    import pytest
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.errors import OutputError
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=100)
+    chunks = list(pipeline.annotate(Document(str(i), " ", {}, "mem", i) for i in range(1000)))
+    assert [len(c.documents) for c in chunks] == [100] * 10
+    chunk = pipeline.annotate_all([Document("1", "Angela Merkel visited Paris .", {"title": "T"}, "mem", 1)])
+    with pytest.raises(OutputError, match="collides with the entity record field"):
+        chunk.record_columns("m@1", ["text"])
+    with pytest.raises(TypeError, match="not a string"):
+        chunk.record_columns("m@1", "title")
