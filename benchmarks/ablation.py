@@ -7,7 +7,9 @@ the shipped model does not peek at the test sentences. Also prints each
 model's prediction throughput on the validation sentences.
 
     python benchmarks/ablation.py --data ../shared/data/ner_dataset.csv.zip --epochs 6 \
-        --out docs/ablation.md
+        --out /tmp/ablation-table.md
+
+(``--out`` is overwritten with the table alone; docs/ablation.md quotes such tables.)
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Airflow DAG: daily entity extraction over a dated folder of news files.
 
 Only wiring: the work is ``nerbatch.runner.run_job``. Retries are safe because
-``resume=True`` reuses the input files a failed attempt already finished.
+``resume=True`` reuses the input files a failed attempt already finished. ``ds``
+names a finished day, whose folder should no longer change; if its files did change
+after a failed attempt, the retry refuses to resume (one-line error) and the run must
+be started afresh without ``resume``.
 """
 
 from __future__ import annotations

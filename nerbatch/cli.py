@@ -271,7 +271,7 @@ def consume(
     transaction_timeout_ms: Annotated[int, typer.Option(help="With --exactly-once: broker aborts a transaction left open this long.")] = 60_000,
     part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows.")] = 100_000,
     part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
-    outcomes: Annotated[bool, typer.Option("--outcomes", help="With --output-dir: also write outcomes-<part>.parquet, one row per document (entities, no_entities or failed).")] = False,
+    outcomes: Annotated[bool, typer.Option("--outcomes", help="With --output-dir: also write _outcomes-<topic>-<partition>-<first offset>.parquet beside each part, one row per document (entities, no_entities or failed).")] = False,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on --metrics-host:PORT.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds (0.0.0.0 inside a container).")] = "127.0.0.1",
     id_field: IdFieldOpt = "id",
