@@ -841,9 +841,9 @@ class Worker:
         kafka = _kafka()
         try:
             return self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except kafka.errors.CorruptRecordError as exc:
+        except (kafka.errors.CorruptRecordError, kafka.errors.UnsupportedCodecError) as exc:
             # Polling again would not skip it: kafka-python 3.0.12 then loops at full CPU, deaf to SIGTERM.
-            # Stopping leaves the record where it is; skipping it is the operator's call.
+            # Stopping leaves the record where it is; skipping it (or installing a codec) is the operator's call.
             at = ", ".join(f"{tp.topic}/{tp.partition} at offset {self._consumer.position(tp, timeout_ms=0)}"
                            for tp in sorted(self._consumer.assignment()))
             raise UnreadableRecordError(

@@ -626,6 +626,33 @@ def test_a_record_that_cannot_be_decoded_stops_the_worker_by_name(kafka_bootstra
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.parametrize("codec", ["lz4", "snappy", "zstd"])
+def test_topics_the_broker_compresses_are_read(kafka_bootstrap, kafka_topic_factory, pipeline, codec):
+    # The topic's compression.type makes the broker recompress every batch with the codec.
+    source, out = kafka_topic_factory(1, configs={"compression.type": codec}), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(4, codec))
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid(codec),
+                             output_topic=out, dead_letter_topic=out, idle_timeout=3.0, max_backoff_s=1.0)
+    report = _finish(*_start(Worker(options, pipeline)), timeout=60)
+    assert (report.docs_in, report.docs_ok) == (4, 4)
+    assert len(_read_all(kafka_bootstrap, out, 1)) == 4
+
+
+def test_a_codec_without_its_library_stops_the_worker_by_name(kafka_bootstrap, kafka_topic_factory, pipeline,
+                                                               monkeypatch):
+    import kafka.codec
+
+    source, out = kafka_topic_factory(1, configs={"compression.type": "zstd"}), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(2, "nozstd"))
+    monkeypatch.setattr(kafka.codec, "has_zstd", lambda: False)  # as on a machine without zstandard
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("nozstd"),
+                             output_topic=out, dead_letter_topic=out, max_backoff_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(UnreadableRecordError, match=f"zstd compression codec not found.* {source}/0 at offset 0"):
+        _finish(*_start(Worker(options, pipeline)), timeout=60)
+    assert time.monotonic() - started < 30
+
+
 def _broker_pid() -> int:
     status = subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "status"], capture_output=True, text=True)
     match = re.search(r"\(pid (\d+)\)", status.stdout)
