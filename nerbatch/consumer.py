@@ -178,6 +178,9 @@ _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "G
 _HEADER_PREFIX = "nerbatch-"
 
 
+REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
+
+
 class ConsumeConfigError(NerbatchError, ValueError):
     """The worker's options cannot work (or the cluster refuses them: topics, credentials)."""
 
@@ -247,6 +250,11 @@ class ConsumeOptions:
 
         if not self.bootstrap_servers:
             fail("no bootstrap servers given")
+        for option, value in (("id-field", self.id_field), ("text-field", self.text_field)):
+            if not isinstance(value, str) or not value:
+                fail(f"--{option} must be a non-empty field name, got {value!r}")
+        if self.transactional_id and not self.exactly_once:
+            fail("--transactional-id is used only with --exactly-once")
         servers = self.bootstrap_servers
         for server in servers.split(",") if isinstance(servers, str) else servers:
             host, _, port = server.strip().rpartition(":")
@@ -808,6 +816,10 @@ class Worker:
             if len(hand) < take or self._rebalancing:
                 # short polls: the stop flag, part rolls and log lines are looked at between them
                 timeout = min(max(0.0, deadline - now) if hand and deadline is not None else batch_s, 0.5)
+                if self._rebalancing:
+                    # held records wait for the new assignment; polls of 0 s would spin the CPU and
+                    # give the client no time to rejoin the group
+                    timeout = max(timeout, REBALANCE_POLL_S)
                 records = self._poll(timeout, o.max_batch_docs)
             else:
                 records = {}

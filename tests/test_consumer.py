@@ -264,6 +264,29 @@ def test_parse_document_uses_the_jsonl_rules():
     assert parse_document(b'\xef\xbb\xbf{"text": "BOM"}\n', source="t/0", position=9).text == "BOM"
 
 
+def test_a_rebalance_with_records_in_hand_does_not_spin(tmp_path):
+    from types import SimpleNamespace
+
+    from nerbatch.consumer import REBALANCE_POLL_S
+
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_dir=str(tmp_path),
+                             max_batch_ms=1, log_interval=3600)
+    worker = Worker(options, SimpleNamespace(model_name="m@1"))
+    worker._rebalancing = True  # partitions revoked, the new assignment not there yet
+    timeouts = []
+
+    def poll(timeout_s, max_records):
+        timeouts.append(timeout_s)
+        if len(timeouts) == 20:
+            worker.stop()
+        # the first poll brings records, which must wait in hand for the assignment
+        return {("in", 0): [SimpleNamespace(offset=0)]} if len(timeouts) == 1 else {}
+
+    worker._poll = poll
+    worker._loop()
+    assert len(worker._hand) == 1 and min(timeouts[1:]) >= REBALANCE_POLL_S
+
+
 def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
     base = dict(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g")
     bad = [
@@ -280,6 +303,9 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), bootstrap_servers="127.0.0.1:99999"), "is not HOST:PORT"),
         (dict(output_dir=str(tmp_path), bootstrap_servers=" , "), "is not HOST:PORT"),
         (dict(output_dir=str(tmp_path), bootstrap_servers="[::1]:9092,kafka-2:9092"), None),
+        (dict(output_dir=str(tmp_path), id_field=""), "--id-field must be a non-empty field name"),
+        (dict(output_dir=str(tmp_path), text_field=""), "--text-field must be a non-empty field name"),
+        (dict(output_dir=str(tmp_path), transactional_id="tx"), "only with --exactly-once"),
     ]
     for extra, message in bad:
         options = ConsumeOptions(**{**base, **extra})
