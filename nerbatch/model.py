@@ -3,7 +3,7 @@
 ``seed`` is the tutorial network (Embedding 50, SpatialDropout1D 0.1, BiLSTM
 100 with recurrent dropout 0.1, per-token softmax) with padding masked.
 ``default`` adds character and casing features to a larger word embedding.
-Both use only stock Keras layers, so a bundle loads with ``safe_mode=True``
+Both use only stock Keras layers and ops, so a bundle loads with ``safe_mode=True``
 under any Keras backend. (``TimeDistributed`` is avoided: in Keras 3 it loops
 over the time axis and mishandles an open time dimension.) The time axis is left open: callers pad a batch to
 the length bucket it needs, never past ``max_len``.
