@@ -25,8 +25,8 @@ Choosing a sink: :func:`open_sink` (entity records) and
 
 from __future__ import annotations
 
-import gzip
 import contextlib
+import gzip
 import itertools
 import json
 import os
@@ -529,12 +529,11 @@ class DatasetSink(_CommitOnExit):
         elif not os.access(self.path, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write dataset {self.path!r}: folder is not writable")
         old = sorted(n for n in os.listdir(self.path) if _is_part_file(n))
-        if old:
-            if not overwrite:
-                raise OutputError(
-                    f"output folder {self.path!r} already holds part files ({old[0]}...); "
-                    "remove them or choose another folder"
-                )
+        if old and not overwrite:
+            raise OutputError(
+                f"output folder {self.path!r} already holds part files ({old[0]}...); "
+                "remove them or choose another folder"
+            )
         self._old = [os.path.join(self.path, n) for n in old]
 
     def _open_part(self) -> _AtomicSink:

@@ -15,7 +15,6 @@ words share a key the more frequent one, listed first, wins.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import tarfile
 import zipfile
