@@ -128,9 +128,11 @@ hand is finished, flushed and committed, open parts are written and
 committed, the consumer leaves the group and the worker returns.  ``max_docs``
 (that many messages processed) and ``idle_timeout`` (no message for that many
 seconds while no lag is known, so an unreachable broker does not end a run)
-end a run the same way.  Waiting for acknowledgements gives up 5 s after a
-stop request (the batch stays uncommitted); in exactly-once mode a
-transaction commit or abort already sent waits for the broker.
+end a run the same way.  Waiting for the broker (acknowledgements, and in
+exactly-once mode a transaction's offsets, commit or abort) gives up 5 s after
+a stop request: the batch stays uncommitted, and an open transaction is
+aborted by the broker after ``transaction_timeout_ms`` (or at once by the next
+worker with the same transactional id).
 """
 
 from __future__ import annotations
@@ -179,6 +181,7 @@ _HEADER_PREFIX = "nerbatch-"
 
 
 REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
+STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
 
 
 class ConsumeConfigError(NerbatchError, ValueError):
@@ -627,11 +630,14 @@ class Worker:
         self._last_log = time.monotonic()
         self._last_log_counts = (0, 0)
         self.running = threading.Event()  # set once connected and subscribed
+        self._stop_at = 0.0  # monotonic time of the first stop request
 
     # ---- control
 
     def stop(self) -> None:
         """Ask the worker to finish the batch in hand, commit and return (thread- and signal-safe)."""
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()
         self._stop.set()
 
     @property
@@ -1111,7 +1117,7 @@ class Worker:
             except kafka.errors.KafkaTimeoutError:
                 now = time.monotonic()
                 if self._stop.is_set():
-                    give_up = min(give_up, now + 5.0)
+                    give_up = min(give_up, now + STOP_GRACE_S)
                 if now >= give_up:
                     raise kafka.errors.KafkaTimeoutError(
                         f"{count} message(s) not acknowledged after {now - started:.0f} s") from None
@@ -1124,12 +1130,42 @@ class Worker:
 
         if self._producer is None:
             self._producer = self._make_producer()
-        self._producer.begin_transaction()
+        producer = self._producer
+        producer.begin_transaction()
         self._send(messages)
         offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "", -1) for tp, recs in tps.items()}
-        self._producer.send_offsets_to_transaction(offsets, self._consumer.group_metadata())
-        self._producer.commit_transaction()
+        group = self._consumer.group_metadata()
+        self._await_broker(lambda: producer.send_offsets_to_transaction(offsets, group), "the transaction's offsets")
+        self._await_broker(producer.commit_transaction, "the transaction's commit")
         self._committed(tps.keys(), [r.timestamp for recs in tps.values() for r in recs])
+
+    def _await_broker(self, call, what: str) -> None:
+        """Run one of kafka-python's transaction calls, which wait for the broker without a
+        timeout, in a thread of its own, so that a stop request is still honoured during a broker
+        outage: the wait gives up ``STOP_GRACE_S`` after the stop.  The input offsets travel in the
+        transaction, so one left open is aborted by the broker (or by the next worker with the same
+        transactional id) and its documents are read again: nothing is lost or doubled."""
+        kafka = _kafka()
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 - raised again in the worker's thread
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name="nerbatch-transaction", daemon=True).start()
+        started = time.monotonic()
+        while not done.wait(0.5):
+            if self._stop.is_set() and time.monotonic() >= self._stop_at + STOP_GRACE_S:
+                raise kafka.errors.KafkaTimeoutError(
+                    f"{what} not answered by the broker after {time.monotonic() - started:.0f} s; "
+                    "stopping with the transaction open")
+        if failure:
+            raise failure[0]
 
     def _reset_producer(self) -> None:
         """Abort the open transaction, or drop a producer that may hold unsent or unfinished work."""
@@ -1137,7 +1173,7 @@ class Worker:
             return
         if self.options.exactly_once:
             try:
-                self._producer.abort_transaction()
+                self._await_broker(self._producer.abort_transaction, "the transaction's abort")
                 return
             except Exception as exc:  # noqa: BLE001 - fatal producer state: start a new one
                 log.warning("aborting the transaction failed (%s); restarting the producer", _describe(exc))

@@ -1048,3 +1048,35 @@ def test_crash_restart_exactly_once_has_no_duplicates(kafka_bootstrap, kafka_adm
     print(f"\nexactly-once crash test: {len(expected)} documents, {run['kills']} kills, "
           f"lost {len(expected - set(ids))}, duplicated {sum(n - 1 for n in ids.values())} (read_committed); "
           f"{len(everything) - len(committed)} aborted output messages in the log")
+
+
+def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline):
+    # kafka-python waits for a transaction's offsets, commit and abort without a timeout, so the
+    # worker must bound those waits itself once it is asked to stop.
+    from kafka import KafkaAdminClient
+
+    bootstrap, broker = doomed_broker
+    source, out, dlq = _uid("in"), _uid("out"), _uid("dlq")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in (source, out, dlq)},
+                            timeout_ms=30_000)
+        admin.wait_for_topics([source, out, dlq], timeout_ms=30_000)
+    finally:
+        admin.close()
+    _produce(bootstrap, source, _docs(3, "doomed-eos"))
+    options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed-eos"),
+                             output_topic=out, dead_letter_topic=dlq, exactly_once=True,
+                             flush_timeout_s=2.0, max_backoff_s=1.0)
+    signalling = _SignallingPipeline(pipeline, broker, signal.SIGKILL, on_call=2)
+    worker = Worker(options, signalling)
+    thread, box = _start(worker)
+    _wait(lambda: worker.report.docs_ok == 3, "the first transaction to be committed")
+    _produce(bootstrap, source, _docs(3, "doomed-eos-2"))
+    _wait(lambda: signalling.calls >= 2, "the second batch")
+    time.sleep(3)  # past the flush timeout: the worker is now waiting on the dead broker
+    stopped = time.monotonic()
+    worker.stop()
+    report = _finish(thread, box, timeout=30)
+    assert time.monotonic() - stopped < 20
+    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
