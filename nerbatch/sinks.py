@@ -30,6 +30,7 @@ import gzip
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nerbatch.errors import OutputError
-from nerbatch.records import error_arrow_schema
+from nerbatch.records import RECORD_SCHEMA_METADATA_KEY, error_arrow_schema
 
 __all__ = [
     "DEFAULT_PART_ROWS",
@@ -466,7 +467,28 @@ _PART_SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl"}
 
 
 def _is_part_file(name: str) -> bool:
+    """Any name a dataset reader takes for a part, whoever wrote it."""
     return name.startswith("part-") and name.endswith((".parquet", ".jsonl", ".jsonl.gz"))
+
+
+_OWN_PART = re.compile(r"part-\d{5}\.(?:parquet|jsonl)")
+
+
+def _foreign_part(path: str, schema: pa.Schema) -> bool:
+    """Whether a part file was not written by a DatasetSink of this record schema: another name
+    pattern (Spark's ``part-00000-<uuid>.snappy.parquet``, say), or a parquet footer without
+    this schema's ``nerbatch.record_schema`` tag."""
+    name = os.path.basename(path)
+    if not _OWN_PART.fullmatch(name):
+        return True
+    if not name.endswith(".parquet"):
+        return False
+    ours = (schema.metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
+    try:
+        theirs = (pq.read_schema(path).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
+    except (OSError, pa.ArrowException):
+        return True
+    return theirs != ours
 
 
 class DatasetSink(_CommitOnExit):
@@ -478,7 +500,10 @@ class DatasetSink(_CommitOnExit):
     the same files.  An empty run writes one empty ``part-00000``.  The folder
     is created if missing (its parent must exist).  A folder that already holds
     part files is refused (``OutputError``) unless ``overwrite=True``: mixing
-    parts of two runs would corrupt the dataset.  Parts are staged under hidden
+    parts of two runs would corrupt the dataset.  Even then only parts this sink
+    could have written are replaced; a folder holding others (another name
+    pattern, or a parquet footer without this schema's record tag) is refused,
+    so another writer's data is never deleted.  Parts are staged under hidden
     names (which dataset readers skip) and renamed into place only by
     :meth:`close`, which then removes the old parts the new ones did not
     replace; so until then readers see the old dataset whole, and a crash
@@ -528,13 +553,20 @@ class DatasetSink(_CommitOnExit):
             self._created = True
         elif not os.access(self.path, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write dataset {self.path!r}: folder is not writable")
-        old = sorted(n for n in os.listdir(self.path) if _is_part_file(n))
+        old = [os.path.join(self.path, n) for n in sorted(os.listdir(self.path)) if _is_part_file(n)]
         if old and not overwrite:
             raise OutputError(
-                f"output folder {self.path!r} already holds part files ({old[0]}...); "
+                f"output folder {self.path!r} already holds part files ({os.path.basename(old[0])}...); "
                 "remove them or choose another folder"
             )
-        self._old = [os.path.join(self.path, n) for n in old]
+        foreign = [p for p in old if _foreign_part(p, schema)]
+        if foreign:
+            raise OutputError(
+                f"output folder {self.path!r} holds part files nerbatch did not write "
+                f"({', '.join(os.path.basename(p) for p in foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                "they are not replaced: remove them or choose another folder"
+            )
+        self._old = old
 
     def _open_part(self) -> _AtomicSink:
         final = f"part-{len(self._staged):05d}{_PART_SUFFIX[self.fmt]}"

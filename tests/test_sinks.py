@@ -335,6 +335,30 @@ def test_an_aborted_overwrite_keeps_the_old_dataset(tmp_path):
     assert pq.read_table(out).equals(before)
 
 
+def test_an_overwrite_never_deletes_parts_another_writer_made(tmp_path):
+    # A folder also used by Spark, or a hand-made part: replacing "part-*" files there would delete
+    # data nerbatch did not write.
+    schema = entity_arrow_schema()
+    for name in ("part-00000-1b2c3d4e-c000.snappy.parquet", "part-00000.parquet"):
+        out = tmp_path / name.split(".")[0]
+        out.mkdir()
+        pq.write_table(pa.table({"x": [1]}), out / name)
+        (out / "_SUCCESS").write_text("")
+        with pytest.raises(OutputError, match=f"part files nerbatch did not write \\({name}\\)"):
+            DatasetSink(out, schema, overwrite=True)
+        assert sorted(os.listdir(out)) == ["_SUCCESS", name]
+    other = tmp_path / "other-schema"
+    with DatasetSink(other, error_arrow_schema()) as ds:  # nerbatch's error records, not entities
+        ds.write_records([])
+    with pytest.raises(OutputError, match="did not write"):
+        DatasetSink(other, schema, overwrite=True)
+    with DatasetSink(tmp_path / "own", schema, part_rows=1) as ds:
+        ds.write(columns(2))
+    with DatasetSink(tmp_path / "own", schema, overwrite=True) as ds:  # its own parts are replaced
+        ds.write(columns(1))
+    assert sorted(os.listdir(tmp_path / "own")) == ["part-00000.parquet"]
+
+
 def test_dataset_abort_removes_its_parts(tmp_path):
     out = tmp_path / "ds"
     with pytest.raises(RuntimeError):
