@@ -90,8 +90,9 @@ class RunReport:
     sentences: int = 0
     tokens: int = 0
     entities: int = 0
-    seconds: float = 0.0
-    tokens_per_s: float = 0.0
+    seconds: float = 0.0  # the whole job
+    model_load_seconds: float = 0.0
+    tokens_per_s: float = 0.0  # of the inputs read in this run, model loading not included
     resumed_inputs: list[str] = field(default_factory=list)
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
     # they hold documents that no record or error stands for one by one.
@@ -125,7 +126,8 @@ class RunReport:
         return (
             f"{self.docs_in} docs ({self.docs_ok} ok, {self.docs_without_entities} without entities, "
             f"{self.docs_failed} failed), {self.sentences} sentences, {self.tokens} tokens, "
-            f"{self.entities} entities in {self.seconds:.1f}s ({self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
+            f"{self.entities} entities in {self.seconds:.1f}s ({self.model_load_seconds:.1f}s loading the model, "
+            f"{self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
         )
 
 
@@ -204,7 +206,10 @@ class WorkFolder:
 
 def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
     def stat(path: str) -> list:
-        info = os.stat(path)
+        try:
+            info = os.stat(path)
+        except OSError:  # gone since it was listed: its read fails and is reported as an error record
+            return [None, None]
         return [info.st_size, info.st_mtime_ns]
 
     fmt, to_folder = output_kind(options.output, options.fmt)
@@ -314,11 +319,13 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         if pipeline is None:
             pipeline = NerPipeline(load_bundle(options.model), batch_size=options.batch_size)
         model = pipeline.model_name
+        loaded = time.perf_counter()
         work.begin(_fingerprint(options, inputs, model), options.resume)
         _remove_stale_temps([options.output, errors_path, *[p for p in (options.outcomes, options.report) if p]],
                             options.output if to_folder else None, inputs)
         report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,
                            outcomes=options.outcomes)
+        tokens_read = 0
         for number, source in enumerate(inputs):
             if source in work.completed:
                 entry = work.completed[source]
@@ -327,12 +334,15 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
                 entry = _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work,
                                        on_progress)
                 work.mark_complete(source, entry)
+                tokens_read += entry["counts"]["tokens"]
             report.add(entry["counts"])
             if entry["incomplete"]:
                 report.incomplete_inputs.append(source)
 
-        report.seconds = round(time.perf_counter() - started, 3)
-        report.tokens_per_s = round(report.tokens / report.seconds, 1) if report.seconds else 0.0
+        now = time.perf_counter()
+        report.seconds = round(now - started, 3)
+        report.model_load_seconds = round(loaded - started, 3)
+        report.tokens_per_s = round(tokens_read / (now - loaded), 1) if now > loaded else 0.0
         metadata = {
             "model": model,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -304,6 +304,34 @@ def test_an_input_not_read_to_its_end_fails_the_run(tmp_path, tiny_bundle, news_
     assert saved["docs_failed"] == 1 and 0 < saved["docs_ok"] < len(docs)  # one error stands for the unread rest
 
 
+def test_an_input_that_vanishes_while_the_model_loads_is_an_error_record(tmp_path, tiny_bundle, news_documents,
+                                                                           monkeypatch):
+    from typer.testing import CliRunner
+
+    from nerbatch import bundle
+    from nerbatch.cli import app
+
+    kept = _write_jsonl(tmp_path / "kept.jsonl", news_documents[:2])
+    gone = _write_jsonl(tmp_path / "gone.jsonl", news_documents[2:4])
+    load_bundle = bundle.load_bundle
+
+    def load_while_the_input_is_deleted(path):
+        gone.unlink()
+        return load_bundle(path)
+
+    monkeypatch.setattr(bundle, "load_bundle", load_while_the_input_is_deleted)
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["run", "-i", str(kept), "-i", str(gone), "-o", str(tmp_path / "o.parquet"),
+                                      "-q", "--model", str(tiny_bundle), "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and "could not be read to the end" in result.output
+    saved = json.loads(report.read_text())
+    assert saved["docs_ok"] == 2 and saved["docs_failed"] == 1 and saved["incomplete_inputs"] == [str(gone)]
+    errors = [json.loads(line) for line in (tmp_path / "o.parquet.errors.jsonl").read_text().splitlines()]
+    assert [(e["source"], e["reason"].split(":")[0]) for e in errors] == [(str(gone), "read_error")]
+    assert saved["seconds"] >= saved["model_load_seconds"] > 0 and saved["tokens_per_s"] > 0
+
+
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_pipeline, news_documents):
     from nerbatch.runner import WorkFolder
 
