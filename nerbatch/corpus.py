@@ -84,6 +84,8 @@ def read_corpus(path: str | Path) -> Corpus:
         detail = " ".join(str(exc).split())  # pandas' messages end in a newline
         raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
 
+    # A UTF-8 byte-order mark (spreadsheets' "CSV UTF-8" export), read as latin1.
+    frame.columns = [str(frame.columns[0]).removeprefix("\u00ef\u00bb\u00bf"), *frame.columns[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")

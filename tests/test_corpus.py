@@ -34,6 +34,9 @@ def test_utf8_reencoded_corpus_is_read_as_utf8(tmp_path):
     path = tmp_path / "c.csv"
     path.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,Caf\xe9,NN,O\n,Z\xfcrich,NNP,B-geo\n".encode("utf-8"))
     assert read_corpus(path).words == [["Café", "Zürich"]]
+    with_bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
+    with_bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_corpus(with_bom).words == [["Café", "Zürich"]]
 
 
 def test_sentence_ids_repeated_on_every_row(tmp_path, gmb_sample):
