@@ -2,7 +2,7 @@
 
 Every input file is processed into its own part (entity records plus error
 records) inside a work folder next to the output, and recorded as complete in
-that folder's manifest only once its parts are durably in place. When every
+that folder's journal only once its parts are durably in place. When every
 input is done the parts are merged into the output (a file, or a folder of
 part files), which appears atomically, and the work folder is removed. A crash
 leaves no output that looks complete; ``resume=True`` reuses the completed
@@ -32,7 +32,7 @@ from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind, write_text_atomic
 
-WORK_FORMAT_VERSION = 2
+WORK_FORMAT_VERSION = 3
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
@@ -132,11 +132,15 @@ class RunReport:
 
 
 class WorkFolder:
-    """Per-input parts and the manifest of completed inputs, next to the output.
+    """Per-input parts and the record of completed inputs, next to the output.
 
-    The folder's lock file is held for the whole run, so a second run writing
-    the same output (an overlapping cron job) stops at once instead of
-    deleting the first one's parts.
+    ``manifest.json`` holds the run's fingerprint and is written once, when the
+    run starts; each completed input then appends one fsynced line to
+    ``completed.jsonl``, so recording progress costs the same for the ten
+    thousandth input as for the first.  A line torn by a crash is ignored on
+    resume (that input is done again).  The folder's lock file is held for the
+    whole run, so a second run writing the same output (an overlapping cron
+    job) stops at once instead of deleting the first one's parts.
     """
 
     def __init__(self, output: str) -> None:
@@ -145,8 +149,9 @@ class WorkFolder:
         if not self.path.parent.is_dir():
             raise OutputError(f"cannot write {output!r}: folder {str(self.path.parent)!r} does not exist")
         self.manifest_path = self.path / "manifest.json"
-        self.fingerprint: dict = {}
+        self.journal_path = self.path / "completed.jsonl"
         self.completed: dict[str, dict] = {}
+        self._journal = None  # open from a successful begin() on
         try:
             self.path.mkdir(exist_ok=True)
             self._lock = open(self.path / "lock", "a")  # noqa: SIM115 - released in release()
@@ -160,48 +165,85 @@ class WorkFolder:
 
     def begin(self, fingerprint: dict, resume: bool) -> None:
         """Take over a matching interrupted run's finished inputs (``resume``), else start empty."""
-        self.fingerprint = fingerprint
         manifest = {}
         if resume and self.manifest_path.is_file():
             manifest = json.loads(self.manifest_path.read_text())
-        if manifest.get("fingerprint") == fingerprint:
+        if manifest.get("version") == WORK_FORMAT_VERSION and manifest.get("fingerprint") == fingerprint:
             # An entry whose parts are gone (a kill while a finished run removed this folder)
             # is done again rather than merged from nothing.
             self.completed = {
-                source: entry for source, entry in manifest.get("completed", {}).items()
+                source: entry for source, entry in self._read_journal().items()
                 if all((self.path / entry[key]).is_file() for key in PART_KEYS if entry.get(key))
             }
-        elif manifest:
+            # Rewritten whole, so that no line is appended to one a crash tore.
+            self._record(lambda: write_text_atomic(self.journal_path, "".join(
+                _journal_line(source, entry) for source, entry in self.completed.items())))
+        elif manifest.get("version") == WORK_FORMAT_VERSION:
             raise OutputError(
                 f"cannot resume into {self.output!r}: the previous run used other inputs, fields, format or model; "
                 "rerun without --resume"
             )
-        else:
+        else:  # a fresh start, or the folder of an older nerbatch: done again
             self.manifest_path.unlink(missing_ok=True)  # first: it must never outlive the parts it lists
             for entry in self.path.iterdir():
                 if entry.name != "lock":
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            self._record(lambda: write_text_atomic(self.manifest_path, json.dumps(
+                {"version": WORK_FORMAT_VERSION, "fingerprint": fingerprint})))
+        self._journal = self._record(lambda: open(self.journal_path, "a", encoding="utf-8"))  # noqa: SIM115
+
+    def _read_journal(self) -> dict[str, dict]:
+        completed = {}
+        with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    source, entry = json.loads(line)
+                except ValueError:  # torn by a crash while it was appended
+                    continue
+                completed[source] = entry
+        return completed
+
+    def _record(self, write: Callable):
+        try:
+            return write()
+        except OSError as exc:
+            raise OutputError(f"cannot record progress in {str(self.path)!r}: {exc.strerror or exc}") from None
 
     def mark_complete(self, source: str, entry: dict) -> None:
+        def append() -> None:
+            self._journal.write(_journal_line(source, entry))
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+
+        self._record(append)
         self.completed[source] = entry
-        manifest = {"version": WORK_FORMAT_VERSION, "fingerprint": self.fingerprint, "completed": self.completed}
-        try:
-            write_text_atomic(self.manifest_path, json.dumps(manifest, indent=1))
-        except OSError as exc:
-            raise OutputError(f"cannot record progress in {str(self.manifest_path)!r}: {exc.strerror or exc}") from None
 
     def release(self) -> None:
         """Let another run take the folder; finished parts stay for ``resume``."""
         if self._lock.closed:
             return
-        if self.path.is_dir() and {e.name for e in self.path.iterdir()} <= {"lock"}:
+        begun = self._journal is not None
+        self._close_journal()
+        if self.path.is_dir() and not self.completed and (
+                begun or {e.name for e in self.path.iterdir()} <= {"lock"}):
             shutil.rmtree(self.path, ignore_errors=True)  # nothing finished: leave no trace
         self._lock.close()
 
     def remove(self) -> None:
+        self._close_journal()
         self.manifest_path.unlink(missing_ok=True)  # first, as in begin()
         shutil.rmtree(self.path, ignore_errors=True)
         self._lock.close()
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            with contextlib.suppress(OSError):
+                self._journal.close()
+            self._journal = None
+
+
+def _journal_line(source: str, entry: dict) -> str:
+    return json.dumps([source, entry]) + "\n"
 
 
 def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
@@ -224,7 +266,12 @@ def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
 
 
 def _outcomes_format(options: RunOptions) -> str | None:
-    return output_kind(options.outcomes, None, dataset=False)[0] if options.outcomes else None
+    if not options.outcomes:
+        return None
+    try:
+        return output_kind(options.outcomes, None, dataset=False)[0]
+    except OutputError:
+        raise OutputError(f"--outcomes {options.outcomes!r}: name a .parquet, .jsonl or .jsonl.gz file") from None
 
 
 def work_folder_path(output: str) -> Path:

@@ -208,18 +208,18 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
     assert not re.findall(rb"(?m)^[IWEF]\d{4} ", stderr), stderr.decode(errors="replace")
 
     out = tmp_path / "resumed.parquet"
-    work = tmp_path / ".resumed.parquet.nerbatch-work" / "manifest.json"
+    journal = tmp_path / ".resumed.parquet.nerbatch-work" / "completed.jsonl"
     proc = _run_cli([*common, "-o", str(out), "--outcomes", str(tmp_path / "resumed-outcomes.parquet")])
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        if work.is_file() and len(json.loads(work.read_text())["completed"]) >= 2:
+        if journal.is_file() and journal.read_text().count("\n") >= 2:
             break
         time.sleep(0.02)
     assert proc.poll() is None, "run finished before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()  # a crashed run leaves nothing that looks complete
-    done_before = len(json.loads(work.read_text())["completed"])
+    done_before = journal.read_text().count("\n")
     assert 2 <= done_before < 12
 
     resumed = _run_cli([*common, "-o", str(out), "--outcomes", str(tmp_path / "resumed-outcomes.parquet"),
@@ -269,10 +269,12 @@ def test_unwritable_errors_or_report_fail_before_any_work(tmp_path, tiny_pipelin
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
     out = tmp_path / "o.parquet"
     for options in (dict(errors=str(tmp_path / "no" / "e.jsonl")), dict(report=str(tmp_path / "no" / "r.json")),
-                    dict(report=str(tmp_path)), dict(outcomes=str(tmp_path / "no" / "d.parquet")),
-                    dict(outcomes=str(tmp_path / "d.csv"))):
-        with pytest.raises(NerbatchError, match="cannot write|cannot tell the output format"):
+                    dict(report=str(tmp_path)), dict(outcomes=str(tmp_path / "no" / "d.parquet"))):
+        with pytest.raises(NerbatchError, match="cannot write"):
             run_job(RunOptions(inputs=[str(src)], output=str(out), **options), tiny_pipeline)
+    for outcomes in ("d.csv", "outcomes/"):  # no folder of outcomes and no format option: say what works
+        with pytest.raises(NerbatchError, match="^--outcomes .*: name a .parquet, .jsonl or .jsonl.gz file$"):
+            run_job(RunOptions(inputs=[str(src)], output=str(out), outcomes=str(tmp_path / outcomes)), tiny_pipeline)
     assert not out.exists() and not list(tmp_path.glob(".*nerbatch-work"))
 
 
@@ -416,6 +418,39 @@ def test_an_output_folder_that_is_a_file_fails_before_any_work(tmp_path, tiny_pi
     with pytest.raises(NerbatchError, match="a file has that name"):
         run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "afile") + "/"), tiny_pipeline)
     assert not list(tmp_path.glob(".*nerbatch-work"))
+
+
+def test_progress_is_appended_once_per_input_and_a_torn_line_is_done_again(tmp_path, tiny_pipeline, news_documents,
+                                                                           monkeypatch):
+    # Rewriting a whole manifest per finished input made runs over thousands of files quadratic.
+    from nerbatch import runner
+
+    sources = [str(_write_jsonl(tmp_path / f"in{i}.jsonl", news_documents[i * 2:(i + 1) * 2])) for i in range(4)]
+    out = str(tmp_path / "o.jsonl")
+    options = RunOptions(inputs=sources, output=out, resume=True)
+    run_job(options, tiny_pipeline)
+    expected = Path(out).read_text()
+    work = runner.work_folder_path(out)
+    manifests = []
+    process_input = runner._process_input
+
+    def killed_at_the_fourth(number, *args):
+        manifests.append(os.stat(work / "manifest.json"))
+        if number == 3:
+            raise KeyboardInterrupt
+        return process_input(number, *args)
+
+    monkeypatch.setattr(runner, "_process_input", killed_at_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(RunOptions(inputs=sources, output=out), tiny_pipeline)
+    monkeypatch.undo()
+    assert len({(m.st_ino, m.st_mtime_ns) for m in manifests}) == 1  # written once, at the start
+    journal = work / "completed.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)[0] for line in lines] == sources[:3]
+    journal.write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # the kill tore the third line
+    report = run_job(options, tiny_pipeline)
+    assert report.resumed_inputs == sources[:2] and report.docs_in == 8 and Path(out).read_text() == expected
 
 
 def test_a_kill_while_the_work_folder_is_removed_does_not_stick_resume(tmp_path, tiny_pipeline, news_documents,
