@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 #: File name endings picked up from folder inputs (globs and explicit files take any name).
-INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".parquet")
+# What a folder argument takes, in any letter case; the same names as output files may have.
+INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
 
 #: ``DocumentError.raw`` holds at most this many characters of the offending input.
 RAW_LIMIT = 1024
@@ -149,7 +150,7 @@ def _folder_files(folder: str, *, required: bool = True) -> list[str]:
                 e.name
                 for e in it
                 if not e.name.startswith(".")
-                and e.name.endswith(INPUT_SUFFIXES)
+                and e.name.lower().endswith(INPUT_SUFFIXES)
                 and e.is_file()
             ]
     except OSError as exc:
@@ -186,8 +187,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
       extension, matched folders are expanded like folder arguments; hidden
       names (leading ``.``) only match a pattern that starts with ``.``;
     * file: taken as is, whatever its extension (the format is sniffed);
-    * folder: the non-hidden ``*.jsonl``, ``*.jsonl.gz`` and ``*.parquet`` files
-      directly inside it (not recursive), sorted by name.
+    * folder: the non-hidden files directly inside it (not recursive) named
+      ``*.jsonl``, ``*.ndjson`` (optionally ``.gz``), ``*.parquet`` or ``*.pq``
+      in any letter case, sorted by name.
 
     Paths are returned as given/expanded (not made absolute), in argument
     order; a file reached twice (by the same real path or through a hard link)

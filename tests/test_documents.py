@@ -400,7 +400,8 @@ def test_parquet_is_streamed_in_batches_of_needed_columns(tmp_path, monkeypatch)
 def corpus(tmp_path):
     (tmp_path / "news").mkdir()
     (tmp_path / "news" / "sub").mkdir()
-    for name in ["b.jsonl", "a.jsonl", "c.jsonl.gz", "d.parquet", "notes.txt", ".hidden.jsonl", "sub/e.jsonl"]:
+    for name in ["b.jsonl", "a.jsonl", "c.jsonl.gz", "d.parquet", "f.NDJSON", "g.pq", "h.ndjson.gz", "notes.txt",
+                 ".hidden.jsonl", "sub/e.jsonl"]:
         (tmp_path / "news" / name).write_bytes(b"")
     return tmp_path
 
@@ -408,7 +409,8 @@ def corpus(tmp_path):
 def test_expand_folder_glob_and_file(corpus, monkeypatch):
     monkeypatch.chdir(corpus)
     assert expand_inputs(["news"]) == [
-        os.path.join("news", n) for n in ["a.jsonl", "b.jsonl", "c.jsonl.gz", "d.parquet"]
+        os.path.join("news", n) for n in ["a.jsonl", "b.jsonl", "c.jsonl.gz", "d.parquet", "f.NDJSON", "g.pq",
+                                          "h.ndjson.gz"]
     ]
     assert expand_inputs(["news/*.jsonl"]) == ["news/a.jsonl", "news/b.jsonl"]
     assert expand_inputs(["news/**/*.jsonl"]) == ["news/a.jsonl", "news/b.jsonl", "news/sub/e.jsonl"]
@@ -419,6 +421,9 @@ def test_expand_folder_glob_and_file(corpus, monkeypatch):
         "news/b.jsonl",
         "news/c.jsonl.gz",
         "news/d.parquet",
+        "news/f.NDJSON",
+        "news/g.pq",
+        "news/h.ndjson.gz",
     ]
     assert expand_inputs("news/d.parquet") == ["news/d.parquet"]
     os.link("news/a.jsonl", "a-copy.jsonl")  # the same file under a second name: read once
@@ -434,7 +439,7 @@ def test_expand_inputs_errors_name_the_argument(corpus, monkeypatch):
     cases = {
         "news/*.csv": "no input files match 'news/*.csv'",
         "nope.jsonl": "input 'nope.jsonl' does not exist",
-        "empty": "input folder 'empty' holds no *.jsonl, *.jsonl.gz, *.parquet files",
+        "empty": "input folder 'empty' holds no *.jsonl, *.jsonl.gz, *.ndjson, *.ndjson.gz, *.parquet, *.pq files",
     }
     for arg, message in cases.items():
         with pytest.raises(InputError) as info:
