@@ -20,9 +20,16 @@ from nerbatch.corpus import read_corpus
 from nerbatch.evaluate import test_part
 
 
+def _named_bundle(spec: str) -> tuple[str, str]:
+    name, _, path = spec.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {spec!r}")
+    return name, path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundles", nargs="+", help="NAME=PATH, the first is the reference")
+    parser.add_argument("bundles", nargs="+", type=_named_bundle, help="NAME=PATH, the first is the reference")
     parser.add_argument("--data", default="../shared/data/ner_dataset.csv.zip")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -31,8 +38,7 @@ def main() -> None:
     sentences = test_part(read_corpus(args.data)).words
     tokens = sum(len(s) for s in sentences)
     taggers = {}
-    for spec in args.bundles:
-        name, _, path = spec.partition("=")
+    for name, path in args.bundles:
         taggers[name] = load_bundle(path).tagger(batch_size=args.batch_size)
         taggers[name].tag(sentences[:512])  # warm-up: trace the predict function per bucket
     rates: dict[str, list[float]] = {name: [] for name in taggers}
