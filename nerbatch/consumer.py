@@ -119,7 +119,8 @@ unless ``sasl_password_env`` names another) and never logged.  A
 ``group_instance_id`` (static membership) lets a restarted worker take its
 partitions back at once instead of after the session timeout of its dead
 predecessor.  Missing topics and refused credentials are errors
-(:class:`ConsumeConfigError`); an unreachable broker is retried.
+(:class:`ConsumeConfigError`), also for a topic deleted while the worker runs;
+an unreachable broker is retried.
 
 Stopping
 --------
@@ -772,6 +773,39 @@ class Worker:
                 raise
         return producer
 
+    def _stop_if_deleted(self, kind: str, topics: list[str]) -> None:
+        """Raise ConsumeConfigError for those of ``topics`` the cluster no longer has: nothing could be
+        read from (or written to) them again, and waiting would look like a healthy idle worker.
+
+        Asked of a client of its own with short timeouts (kafka-python's consumer would wait for the
+        answer without a limit): when the broker does not answer, nothing is known and the worker
+        goes on retrying."""
+        from kafka import KafkaAdminClient
+
+        kafka = _kafka()
+        if not topics or self._stop.is_set():
+            return
+
+        def existing() -> set[str]:
+            admin = KafkaAdminClient(**self.options.client_config(), request_timeout_ms=5_000,
+                                     bootstrap_timeout_ms=5_000)
+            try:
+                return {t["name"] for t in admin.describe_topics(topics) if not t["error_code"]}
+            finally:
+                admin.close()
+
+        try:
+            found = self._await_broker(existing, "the topic check", limit_s=15.0)
+        except kafka.errors.KafkaError:
+            return
+        missing = [t for t in topics if t not in found]
+        if missing:
+            several = len(missing) > 1
+            raise ConsumeConfigError(
+                f"{kind} topic{'s' if several else ''} {', '.join(missing)} no longer exist{'' if several else 's'} "
+                f"on {self.options.bootstrap_servers}; the worker stops (its uncommitted work is read again "
+                "once the topic is back)")
+
     def _check_topics(self) -> None:
         o = self.options
         available = self._consumer.topics()
@@ -891,6 +925,9 @@ class Worker:
                 if gone:
                     self._drop(gone, "revoked")
                 current = set(self._consumer.assignment())
+                # A subscribed topic deleted while the worker runs only shows as an assignment without it.
+                self._stop_if_deleted("input", [t for t in self.options.topics
+                                                if not any(tp.topic == t for tp in current)])
                 for tp in list(self._states):
                     if tp not in current:
                         self._states.pop(tp)
@@ -949,6 +986,10 @@ class Worker:
             if o.exactly_once or isinstance(exc, kafka.errors.KafkaError):
                 self._reset_producer()
             self._rewind(tps)
+            if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
+                for kind, topic in (("output", o.output_topic), ("dead-letter", o.dead_letter_topic)):
+                    if topic:
+                        self._stop_if_deleted(kind, [topic])
             self.report.batch_failures += 1
             self.metrics.batch_failures.inc()
             self._backoff(f"batch of {len(hand)} message(s) failed; rewound "
@@ -1139,33 +1180,36 @@ class Worker:
         self._await_broker(producer.commit_transaction, "the transaction's commit")
         self._committed(tps.keys(), [r.timestamp for recs in tps.values() for r in recs])
 
-    def _await_broker(self, call, what: str) -> None:
-        """Run one of kafka-python's transaction calls, which wait for the broker without a
-        timeout, in a thread of its own, so that a stop request is still honoured during a broker
-        outage: the wait gives up ``STOP_GRACE_S`` after the stop.  The input offsets travel in the
-        transaction, so one left open is aborted by the broker (or by the next worker with the same
+    def _await_broker(self, call, what: str, limit_s: float | None = None):
+        """Run a kafka-python call that may wait for the broker without a timeout (a transaction's
+        offsets, commit or abort) in a thread of its own, and return its result, so that a stop
+        request is still honoured during a broker outage: the wait gives up ``STOP_GRACE_S`` after
+        the stop (or after ``limit_s``) with KafkaTimeoutError.  A transaction's input offsets travel
+        in it, so one left open is aborted by the broker (or by the next worker with the same
         transactional id) and its documents are read again: nothing is lost or doubled."""
         kafka = _kafka()
         done = threading.Event()
+        outcome: list = []
         failure: list[BaseException] = []
 
         def target() -> None:
             try:
-                call()
+                outcome.append(call())
             except BaseException as exc:  # noqa: BLE001 - raised again in the worker's thread
                 failure.append(exc)
             finally:
                 done.set()
 
-        threading.Thread(target=target, name="nerbatch-transaction", daemon=True).start()
+        threading.Thread(target=target, name="nerbatch-broker-call", daemon=True).start()
         started = time.monotonic()
         while not done.wait(0.5):
-            if self._stop.is_set() and time.monotonic() >= self._stop_at + STOP_GRACE_S:
-                raise kafka.errors.KafkaTimeoutError(
-                    f"{what} not answered by the broker after {time.monotonic() - started:.0f} s; "
-                    "stopping with the transaction open")
+            now = time.monotonic()
+            if (limit_s is not None and now - started >= limit_s) or (
+                    self._stop.is_set() and now >= self._stop_at + STOP_GRACE_S):
+                raise kafka.errors.KafkaTimeoutError(f"{what} not answered by the broker after {now - started:.0f} s")
         if failure:
             raise failure[0]
+        return outcome[0]
 
     def _reset_producer(self) -> None:
         """Abort the open transaction, or drop a producer that may hold unsent or unfinished work."""

@@ -1080,3 +1080,26 @@ def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doome
     report = _finish(thread, box, timeout=30)
     assert time.monotonic() - stopped < 20
     assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
+
+
+@pytest.mark.parametrize("deleted", ["input", "output"])
+def test_a_topic_deleted_while_the_worker_runs_stops_it_by_name(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                                 pipeline, deleted):
+    # Before, a deleted input topic left a worker reporting lag 0 forever (and "idle" success with
+    # --idle-timeout); a deleted output topic left it retrying with only metadata timeouts to show.
+    source, out, dlq = kafka_topic_factory(2), kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(4, f"deleted-{deleted}"))
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("deleted"),
+                             output_topic=out, dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0,
+                             idle_timeout=60.0)
+    worker = Worker(options, pipeline)
+    thread, box = _start(worker)
+    _wait(lambda: worker.report.docs_ok == 4, "the first documents")
+    kafka_admin.delete_topics([source if deleted == "input" else out], timeout_ms=30_000)
+    if deleted == "output":
+        _produce(kafka_bootstrap, source, _docs(2, "deleted-more"))
+    thread.join(WAIT_S)
+    assert not thread.is_alive(), "worker did not stop"
+    name = source if deleted == "input" else out
+    assert isinstance(box.get("error"), ConsumeConfigError), box
+    assert f"{deleted} topic {name} no longer exists" in str(box["error"])
