@@ -692,10 +692,13 @@ class Worker:
         return tuple(self._metrics_server.server_address[:2]) if self._metrics_server else None
 
     def _backoff(self, what: str, exc: BaseException | None) -> None:
+        detail = f" ({_describe(exc)})" if exc else ""
+        if self._stop.is_set():
+            log.warning("%s%s; not retried: the worker is stopping", what, detail)
+            return
         delay = min(self.options.max_backoff_s, 2.0 ** min(self._failures, 16))
         self._failures += 1
-        log.warning("%s%s; retrying in %.0f s (attempt %d)", what, f" ({_describe(exc)})" if exc else "",
-                    delay, self._failures)
+        log.warning("%s%s; retrying in %.0f s (attempt %d)", what, detail, delay, self._failures)
         self._stop.wait(delay)
 
     def _connect(self) -> bool:

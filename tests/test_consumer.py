@@ -246,6 +246,15 @@ def _finish(thread: threading.Thread, box: dict, timeout: float = WAIT_S):
 # --------------------------------------------------------------------------- no broker needed
 
 
+def test_a_failure_after_a_stop_request_is_not_announced_as_retried(caplog, tiny_pipeline):
+    worker = Worker(ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
+                                   dead_letter_topic="dlq"), tiny_pipeline)
+    worker.stop()
+    with caplog.at_level("WARNING", logger="nerbatch.consumer"):
+        worker._backoff("batch of 3 message(s) failed", None)
+    assert [r.message for r in caplog.records] == ["batch of 3 message(s) failed; not retried: the worker is stopping"]
+
+
 def test_parse_document_uses_the_jsonl_rules():
     doc = parse_document(b'{"id": 7, "text": "Rain in Paris.", "lang": "fr"}', source="news/2", position=41,
                          keep_fields=["lang"])
