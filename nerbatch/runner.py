@@ -30,7 +30,14 @@ from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
-from nerbatch.sinks import check_writable, open_error_sink, open_sink, output_kind, write_text_atomic
+from nerbatch.sinks import (
+    check_writable,
+    finish_interrupted_publish,
+    open_error_sink,
+    open_sink,
+    output_kind,
+    write_text_atomic,
+)
 
 WORK_FORMAT_VERSION = 3
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
@@ -368,6 +375,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         model = pipeline.model_name
         loaded = time.perf_counter()
         work.begin(_fingerprint(options, inputs, model), options.resume)
+        if to_folder and os.path.isdir(options.output):
+            finish_interrupted_publish(options.output)  # before its staged parts look stale
         _remove_stale_temps([options.output, errors_path, *[p for p in (options.outcomes, options.report) if p]],
                             options.output if to_folder else None, inputs)
         report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,

@@ -46,6 +46,7 @@ __all__ = [
     "DatasetSink",
     "JsonlSink",
     "ParquetSink",
+    "finish_interrupted_publish",
     "open_error_sink",
     "open_sink",
     "output_kind",
@@ -491,6 +492,41 @@ def _foreign_part(path: str, schema: pa.Schema) -> bool:
     return theirs != ours
 
 
+PUBLISH_PLAN = ".nerbatch-publish.json"  # in a dataset folder while its parts are being renamed into place
+
+
+def _carry_out(folder: str, plan: Mapping[str, Any]) -> None:
+    try:
+        for staged, final in plan["renames"]:
+            staged = os.path.join(folder, staged)
+            if os.path.exists(staged):  # else renamed before an interruption
+                os.replace(staged, os.path.join(folder, final))
+        for old in plan["removes"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, old))
+        _fsync_dir(folder)
+        os.remove(os.path.join(folder, PUBLISH_PLAN))
+        _fsync_dir(folder)
+    except OSError as exc:
+        raise OutputError(f"cannot put the parts in place in {folder!r}: {exc.strerror or exc}") from exc
+
+
+def finish_interrupted_publish(folder: str | os.PathLike[str]) -> bool:
+    """Complete the renames of a dataset folder whose publishing was interrupted (a crash, a full
+    disk), so that it holds the new parts whole; True if there was one.  Done by every
+    :class:`DatasetSink` opened on the folder, and before a run removes stale temporary files."""
+    folder = os.fspath(folder)
+    try:
+        with open(os.path.join(folder, PUBLISH_PLAN), encoding="utf-8") as handle:
+            plan = json.load(handle)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot read {PUBLISH_PLAN!r} in {folder!r} (an interrupted publish): {exc}") from None
+    _carry_out(folder, plan)
+    return True
+
+
 class DatasetSink(_CommitOnExit):
     """A folder of part files ``part-00000.<ext>``, ``part-00001.<ext>``, ...
 
@@ -507,7 +543,8 @@ class DatasetSink(_CommitOnExit):
     names (which dataset readers skip) and renamed into place only by
     :meth:`close`, which then removes the old parts the new ones did not
     replace; so until then readers see the old dataset whole, and a crash
-    leaves it whole.  If the ``with`` body raises or :meth:`abort` is called,
+    leaves it whole.  A crash during those renames is completed by the next
+    sink opened on the folder (see :func:`finish_interrupted_publish`).  If the ``with`` body raises or :meth:`abort` is called,
     the staged parts are deleted (and the folder, if this sink created it and
     it is empty) and the old parts stay.
     """
@@ -542,6 +579,7 @@ class DatasetSink(_CommitOnExit):
         self._done = False
         self._current: _AtomicSink | None = None
         self._created = False
+        self._publishing = False
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise OutputError(f"cannot write dataset {self.path!r}: it exists and is not a folder")
         if not os.path.isdir(self.path):
@@ -553,6 +591,8 @@ class DatasetSink(_CommitOnExit):
             self._created = True
         elif not os.access(self.path, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write dataset {self.path!r}: folder is not writable")
+        else:
+            finish_interrupted_publish(self.path)
         old = [os.path.join(self.path, n) for n in sorted(os.listdir(self.path)) if _is_part_file(n)]
         if old and not overwrite:
             raise OutputError(
@@ -581,17 +621,20 @@ class DatasetSink(_CommitOnExit):
         self._staged.append((sink.close(), self._final))
 
     def _publish(self) -> None:
-        """Rename the staged parts into place, then remove the old parts they did not replace."""
+        """Rename the staged parts into place, then remove the old parts they did not replace.
+
+        The plan is written first (``PUBLISH_PLAN``), so that a crash between two renames, which
+        leaves old and new parts side by side, is completed by the next sink opened on the folder
+        (:func:`finish_interrupted_publish`) instead of leaving a mixed dataset."""
+        kept = {final for _, final in self._staged}
+        plan = {"renames": [[os.path.basename(staged), os.path.basename(final)] for staged, final in self._staged],
+                "removes": [os.path.basename(old) for old in self._old if old not in kept]}
         try:
-            for staged, final in self._staged:
-                os.replace(staged, final)
-            kept = {final for _, final in self._staged}
-            for old in self._old:
-                if old not in kept:
-                    os.remove(old)
-            _fsync_dir(self.path)
+            write_text_atomic(os.path.join(self.path, PUBLISH_PLAN), json.dumps(plan))
         except OSError as exc:
             raise OutputError(f"cannot put the parts in place in {self.path!r}: {exc.strerror or exc}") from exc
+        self._publishing = True  # from here on the staged parts belong to the plan
+        _carry_out(self.path, plan)
         self.paths = [final for _, final in self._staged]
 
     def write(self, columns: Mapping[str, Any]) -> None:
@@ -641,6 +684,8 @@ class DatasetSink(_CommitOnExit):
         if self._current is not None:
             self._current.abort()
             self._current = None
+        if self._publishing:
+            return  # some parts are in place: the plan left in the folder completes the rest
         for staged, _ in self._staged:
             try:
                 os.remove(staged)

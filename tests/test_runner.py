@@ -453,6 +453,44 @@ def test_progress_is_appended_once_per_input_and_a_torn_line_is_done_again(tmp_p
     assert report.resumed_inputs == sources[:2] and report.docs_in == 8 and Path(out).read_text() == expected
 
 
+def test_a_run_first_completes_a_publish_that_a_crash_interrupted(tmp_path, tiny_pipeline, news_documents,
+                                                                   monkeypatch):
+    # Its staged parts would otherwise be removed as stale temp files, leaving old and new parts mixed.
+    from nerbatch import runner
+    from nerbatch.records import entity_arrow_schema
+    from nerbatch.sinks import DatasetSink
+
+    out = tmp_path / "entities"
+    schema = entity_arrow_schema()
+    row = {"doc_id": "old", "sentence": 0, "label": "geo", "text": "Paris", "start": 0, "end": 5, "score": 0.9,
+           "model": "m"}
+    with DatasetSink(out, schema, part_rows=1) as ds:
+        ds.write_records([dict(row, doc_id=f"old-{i}") for i in range(3)])
+    replace, renamed = os.replace, []
+
+    def killed_at_the_second_part(src, dst):
+        if os.path.basename(dst).startswith("part-"):
+            renamed.append(dst)
+            if len(renamed) == 2:
+                raise KeyboardInterrupt
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_at_the_second_part)
+    with pytest.raises(KeyboardInterrupt):
+        with DatasetSink(out, schema, part_rows=1, overwrite=True) as ds:
+            ds.write_records([dict(row, doc_id=f"new-{i}") for i in range(3)])
+    monkeypatch.undo()
+
+    def killed_reading(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_process_input", killed_reading)
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    with pytest.raises(KeyboardInterrupt):  # the next run dies before it writes anything
+        run_job(RunOptions(inputs=[str(src)], output=str(out) + "/"), tiny_pipeline)
+    assert sorted(pq.read_table(out).column("doc_id").to_pylist()) == ["new-0", "new-1", "new-2"]
+
+
 def test_a_kill_while_the_work_folder_is_removed_does_not_stick_resume(tmp_path, tiny_pipeline, news_documents,
                                                                        monkeypatch):
     from nerbatch import runner
