@@ -62,7 +62,8 @@ def read_corpus(path: str | Path) -> Corpus:
     whose ``Sentence #`` differs from the row above, so ids given on the first
     row only (as published) and ids repeated on every row both work. Blank
     lines are skipped. Raises CorpusError naming the file and line (1-based,
-    the header is line 1) for malformed input.
+    the header is line 1) for malformed input. IOB1 tags (an entity starting
+    with ``I-``) are read as IOB2.
     """
     path = Path(path)
     if not path.is_file():
@@ -121,8 +122,22 @@ def read_corpus(path: str | Path) -> Corpus:
     return Corpus(
         sentence_ids=sentence_col[starts].tolist(),
         words=[word_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
-        tags=[tag_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
+        tags=[_as_iob2(tag_list[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
     )
+
+
+def _as_iob2(tags: list[str]) -> list[str]:
+    """``I-X`` that starts an entity (IOB1, as in the original CoNLL-2003 files) becomes ``B-X``.
+
+    The spans stay those the scorer reads, but the network and the decoder then learn and
+    allow only IOB2 paths; with stray ``I-`` tags kept, no gold path was valid for them and a
+    model trained on an IOB1 corpus found no entity at all."""
+    previous = "O"
+    for i, tag in enumerate(tags):
+        if tag[:2] == "I-" and previous[2:] != tag[2:]:
+            tags[i] = tag = "B-" + tag[2:]
+        previous = tag
+    return tags
 
 
 def _utf8_if_reencoded(words: np.ndarray) -> np.ndarray:

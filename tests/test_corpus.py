@@ -39,6 +39,23 @@ def test_utf8_reencoded_corpus_is_read_as_utf8(tmp_path):
     assert read_corpus(with_bom).words == [["Café", "Zürich"]]
 
 
+def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):
+    # Kept as I-, no gold path was IOB2-valid: a default network trained on such a corpus found nothing.
+    from nerbatch.decode import iob2_spans
+
+    published = read_corpus(gmb_sample)
+    iob1 = tmp_path / "iob1.csv"
+    iob1.write_bytes(gmb_sample.read_bytes().replace(b",B-", b",I-"))
+    read = read_corpus(iob1)
+    assert read.tags == published.tags
+    path = tmp_path / "adjacent.csv"
+    path.write_text("Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,I-geo\n,London,NNP,B-geo\n,Rome,NNP,I-geo\n"
+                    ",and,CC,O\n,UN,NNP,I-org\n,EU,NNP,I-geo\n")
+    tags = read_corpus(path).tags[0]
+    assert tags == ["B-geo", "B-geo", "I-geo", "O", "B-org", "B-geo"]
+    assert iob2_spans(tags) == iob2_spans(["I-geo", "B-geo", "I-geo", "O", "I-org", "I-geo"])
+
+
 def test_sentence_ids_repeated_on_every_row(tmp_path, gmb_sample):
     # A common preprocessing step fills the id down every row of its sentence.
     import pandas as pd
