@@ -111,7 +111,7 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
     dim = None
     for number, raw in enumerate(lines, start=1):
         try:
-            parts = raw.decode("utf-8").rstrip("\r\n").split(" ")
+            parts = raw.decode("utf-8").rstrip("\r\n ").split(" ")  # fastText .vec lines end in a space
         except UnicodeDecodeError as exc:
             raise VectorsError(f"{path}, line {number}: not UTF-8 (byte {exc.start} of the line)") from None
         if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
@@ -156,7 +156,8 @@ def _wink_json(handle, path: Path) -> tuple[list[str], list[list[float]]]:
 
 
 def embedding_matrix(vocabulary_keys: list[str], vectors: WordVectors, seed: int) -> tuple[np.ndarray, int]:
-    """Initial word-embedding weights: the key's vector where there is one, else random at the vectors' scale.
+    """Initial word-embedding weights: the key's vector (else its lowercase form's) where there is one,
+    else random at the vectors' scale.
 
     Row 0 (padding) is zero. Returns the matrix and how many rows came from the vectors.
     """
@@ -164,7 +165,9 @@ def embedding_matrix(vocabulary_keys: list[str], vectors: WordVectors, seed: int
     matrix = rng.normal(0.0, float(vectors.matrix.std()), (len(vocabulary_keys), vectors.dim)).astype(np.float32)
     matrix[0] = 0.0
     row_of = vectors.row_of()
-    found = [(i, row_of[key]) for i, key in enumerate(vocabulary_keys) if i >= 2 and key in row_of]
+    # A cased vocabulary (--arch seed) still finds "Iraq" in a lowercased file such as GloVe 6B's.
+    found = [(i, row_of[key] if key in row_of else row_of[key.lower()])
+             for i, key in enumerate(vocabulary_keys) if i >= 2 and (key in row_of or key.lower() in row_of)]
     if found:
         targets, sources = map(list, zip(*found))
         matrix[targets] = vectors.matrix[sources]

@@ -108,6 +108,18 @@ def test_embedding_rows_come_from_the_vectors_where_they_exist():
     np.testing.assert_array_equal(matrix[4], vectors.matrix[vectors.keys.index("vilnius")])
     # words without a vector start at the vectors' scale, not at zero
     assert 0.5 * vectors.matrix.std() < matrix[[1, 3]].std() < 2 * vectors.matrix.std()
+    # a cased vocabulary (--arch seed) takes a lowercased file's vector of its lowercase form
+    cased, found = embedding_matrix(["<pad>", "<unk>", "Vilnius", "vilnius"], read_word_vectors(
+        GLOVE_SAMPLE, lowercase=False), seed=1)
+    assert found == 2
+    np.testing.assert_array_equal(cased[2], vectors.matrix[vectors.keys.index("vilnius")])
+
+
+def test_fasttext_vec_files_with_a_header_and_trailing_spaces_are_read(tmp_path):
+    path = tmp_path / "wiki.vec"
+    path.write_text("2 3\nparis 0.1 0.2 0.3 \nrome 0.4 0.5 0.6 \n", encoding="utf-8")
+    vectors = read_word_vectors(path, lowercase=True)
+    assert vectors.keys == ["paris", "rome"] and vectors.dim == 3
 
 
 def test_training_with_vectors_keeps_their_words_for_unseen_text(gmb_sample, tmp_path):
