@@ -411,7 +411,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
 
     lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
     vectors = read_word_vectors(vectors_path, lowercase) if vectors_path is not None else None
-    tagset = TagSet.build(corpus.tags)
+    tagset = TagSet.build(fit.tags + val.tags)  # a tag seen only in test could never be learnt
     encoder, shape, batches, initial_embedding = _training_inputs(fit, tagset, lowercase, settings, vectors)
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
     decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"

@@ -77,7 +77,7 @@ class Vocabulary:
 
     def lookup(self, keys: Sequence[str] | np.ndarray) -> np.ndarray:
         ids = self._index.get_indexer(keys)
-        ids[ids < 0] = UNK_ID
+        ids[ids <= PAD_ID] = UNK_ID  # a real token spelt "<pad>" is unknown, never padding
         return ids.astype(np.int32)
 
 

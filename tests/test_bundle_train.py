@@ -156,6 +156,30 @@ def test_interrupted_replace_puts_the_previous_bundle_back(tiny_bundle, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
+def test_a_tag_seen_only_in_the_test_part_is_not_an_output(gmb_sample, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from nerbatch import train as training
+    from nerbatch.corpus import protocol_split
+
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    starts = frame.index[frame["Sentence #"] != ""].tolist()
+    _, test_idx = protocol_split(len(starts))
+    frame.loc[starts[int(test_idx[0])], "Tag"] = "B-zzz"
+    corpus = tmp_path / "c.csv"
+    frame.to_csv(corpus, index=False, encoding="latin1")
+    built = []
+
+    def stop(corpus, tagset, *args):
+        built.append(tagset.tags)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_training_inputs", stop)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(corpus, tmp_path / "b", training.TrainSettings.for_arch("seed", epochs=1), verbose=0)
+    assert built and "B-zzz" not in built[0] and "B-geo" in built[0]
+
+
 def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):
     from nerbatch.train import TrainSettings, train
 

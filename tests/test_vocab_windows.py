@@ -10,6 +10,7 @@ def test_reserved_ids_and_unknown_words_never_raise():
     assert vocab.items[:2] == ["<pad>", "<unk>"]
     ids = vocab.lookup(["the", "cat", "never-seen", "<pad>"])
     assert ids[0] == 2 and ids[1] == UNK_ID and ids[2] == UNK_ID
+    assert ids[3] == UNK_ID  # a token spelt like the padding is a word, not padding the network masks
     assert PAD_ID not in vocab.lookup(["the"])
 
 
