@@ -138,6 +138,7 @@ worker with the same transactional id).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -183,6 +184,7 @@ _HEADER_PREFIX = "nerbatch-"
 
 REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
 STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
+TOPIC_CHECK_S = 60.0  # how often the worker asks whether its input topics still exist
 
 
 class ConsumeConfigError(NerbatchError, ValueError):
@@ -632,6 +634,7 @@ class Worker:
         self._last_log_counts = (0, 0)
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
+        self._last_topic_check = time.monotonic()
 
     # ---- control
 
@@ -790,8 +793,16 @@ class Worker:
             return
 
         def existing() -> set[str]:
-            admin = KafkaAdminClient(**self.options.client_config(), request_timeout_ms=5_000,
-                                     bootstrap_timeout_ms=5_000)
+            admin = KafkaAdminClient.__new__(KafkaAdminClient)
+            try:
+                admin.__init__(**self.options.client_config(), request_timeout_ms=5_000, bootstrap_timeout_ms=5_000)
+            except BaseException:
+                # Its network thread starts before it bootstraps, and close() skips a client that never
+                # finished starting: without this each check during an outage leaked a thread and sockets.
+                admin._closed = False
+                with contextlib.suppress(Exception):
+                    admin.close()
+                raise
             try:
                 return {t["name"] for t in admin.describe_topics(topics) if not t["error_code"]}
             finally:
@@ -887,6 +898,7 @@ class Worker:
             self._housekeeping()
             if (o.idle_timeout is not None and not hand and time.monotonic() - last_message >= o.idle_timeout
                     and not self._rebalancing and self.lag() == 0):
+                self._stop_if_deleted("input", list(o.topics))  # no input left is not the same as no topic
                 self.report.stopped_by = "idle_timeout"
                 break
         if not self.report.stopped_by:
@@ -1187,7 +1199,7 @@ class Worker:
         """Run a kafka-python call that may wait for the broker without a timeout (a transaction's
         offsets, commit or abort) in a thread of its own, and return its result, so that a stop
         request is still honoured during a broker outage: the wait gives up ``STOP_GRACE_S`` after
-        the stop (or after ``limit_s``) with KafkaTimeoutError.  A transaction's input offsets travel
+        the stop (or after it began, if later; or after ``limit_s``) with KafkaTimeoutError.  A transaction's input offsets travel
         in it, so one left open is aborted by the broker (or by the next worker with the same
         transactional id) and its documents are read again: nothing is lost or doubled."""
         kafka = _kafka()
@@ -1208,7 +1220,7 @@ class Worker:
         while not done.wait(0.5):
             now = time.monotonic()
             if (limit_s is not None and now - started >= limit_s) or (
-                    self._stop.is_set() and now >= self._stop_at + STOP_GRACE_S):
+                    self._stop.is_set() and now >= max(self._stop_at, started) + STOP_GRACE_S):
                 raise kafka.errors.KafkaTimeoutError(f"{what} not answered by the broker after {now - started:.0f} s")
         if failure:
             raise failure[0]
@@ -1406,6 +1418,12 @@ class Worker:
         now = time.monotonic()
         if now - self._last_log >= self.options.log_interval:
             self._log_progress(now)
+        if now - self._last_topic_check >= TOPIC_CHECK_S:
+            # Not only after rebalances: a deleted topic makes the group rebalance only once the
+            # member that computed the assignment refreshes its metadata, which an idle one does
+            # every metadata_max_age_ms (5 minutes).
+            self._last_topic_check = now
+            self._stop_if_deleted("input", list(self.options.topics))
 
     def lag(self) -> int:
         """Messages between this worker's position and the end of its assigned partitions (known ones).

@@ -1112,3 +1112,82 @@ def test_a_topic_deleted_while_the_worker_runs_stops_it_by_name(kafka_bootstrap,
     name = source if deleted == "input" else out
     assert isinstance(box.get("error"), ConsumeConfigError), box
     assert f"{deleted} topic {name} no longer exists" in str(box["error"])
+
+
+def _gauge(gauge) -> float:
+    return gauge.collect()[0].samples[0].value
+
+
+def test_a_deleted_input_topic_stops_a_group_whose_leader_reads_nothing(kafka_bootstrap, kafka_admin,
+                                                                        kafka_topic_factory, pipeline, monkeypatch):
+    # Only the member that computed the assignment rejoins when metadata changes, and an idle one
+    # refreshes metadata every 5 minutes: the topic check must not wait for a rebalance.
+    from nerbatch import consumer
+
+    monkeypatch.setattr(consumer, "TOPIC_CHECK_S", 2.0)
+    kept, deleted, out = kafka_topic_factory(1), kafka_topic_factory(1), kafka_topic_factory(1)
+    group = _uid("leader")
+
+    def worker(client_id: str) -> Worker:
+        return Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(kept, deleted), group=group,
+                                     output_topic=out, dead_letter_topic=out, client_id=client_id,
+                                     idle_timeout=60.0), pipeline)
+
+    # The first member leads the group; the range assignor gives each topic's one partition to the
+    # member whose id sorts first, so the leader ends up with nothing to read.
+    leader = worker("z-leader")
+    leader_run = _start(leader)
+    _wait(lambda: _gauge(leader.metrics.assigned) == 2, "the leader's assignment")
+    reader = worker("a-reader")
+    reader_run = _start(reader)
+    _wait(lambda: _gauge(reader.metrics.assigned) == 2 and _gauge(leader.metrics.assigned) == 0,
+          "the reader to take both partitions")
+    kafka_admin.delete_topics([deleted], timeout_ms=30_000)
+    for thread, box in (leader_run, reader_run):
+        thread.join(30)
+        assert not thread.is_alive(), "worker did not stop"
+        assert isinstance(box.get("error"), ConsumeConfigError), box
+        assert f"input topic {deleted} no longer exists" in str(box["error"])
+
+
+def test_a_topic_check_that_cannot_reach_the_broker_leaves_no_thread_behind(tiny_pipeline):
+    worker = Worker(ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
+                                   dead_letter_topic="dlq"), tiny_pipeline)
+    before = {t.ident for t in threading.enumerate()}
+    worker._stop_if_deleted("output", ["out"])  # nothing known: no error
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and {t.ident for t in threading.enumerate()} - before:
+        time.sleep(0.1)
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+
+
+def test_a_stop_during_a_long_batch_still_gives_its_transaction_time_to_commit(kafka_bootstrap, kafka_admin,
+                                                                               kafka_topic_factory, pipeline,
+                                                                               monkeypatch):
+    from kafka import KafkaProducer
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    group = _uid("slow-commit")
+    _produce(kafka_bootstrap, source, _docs(3, "slow-commit"))
+    commit = KafkaProducer.commit_transaction
+
+    def slow_commit(self):  # a healthy broker that takes a moment
+        time.sleep(1.0)
+        return commit(self)
+
+    monkeypatch.setattr(KafkaProducer, "commit_transaction", slow_commit)
+
+    class StopThenWork:
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def annotate(self, documents):
+            worker.stop()  # SIGTERM arrives as a batch starts that takes longer than the stop grace
+            time.sleep(6.0)
+            return pipeline.annotate(documents)
+
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                                   output_topic=out, dead_letter_topic=out, exactly_once=True), StopThenWork())
+    report = _finish(*_start(worker))
+    assert (report.docs_ok, report.commits, report.batch_failures) == (3, 1, 0)
+    assert _committed(kafka_admin, group, source) == {0: 3}
