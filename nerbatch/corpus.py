@@ -86,7 +86,12 @@ def read_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
 
     # A UTF-8 byte-order mark (spreadsheets' "CSV UTF-8" export), read as latin1.
-    frame.columns = [str(frame.columns[0]).removeprefix("\u00ef\u00bb\u00bf"), *frame.columns[1:]]
+    first = str(frame.columns[0])
+    if first.startswith("\u00ef\u00bb\u00bf"):
+        first = first[3:]
+        if len(first) > 1 and first[0] == first[-1] == '"':  # the mark kept the CSV reader from unquoting it
+            first = first[1:-1].replace('""', '"')
+    frame.columns = [first, *frame.columns[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")

@@ -31,6 +31,7 @@ from nerbatch.documents import Document, DocumentError, expand_inputs, read_docu
 from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import (
+    check_dataset_folder,
     check_writable,
     finish_interrupted_publish,
     open_error_sink,
@@ -368,6 +369,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     outcomes_fmt = _outcomes_format(options)
     _check_paths(inputs, options.output, to_folder, errors_path, options.outcomes, options.report)
     schema = entity_arrow_schema(options.keep_fields)
+    if to_folder:
+        check_dataset_folder(options.output, schema)
     work = WorkFolder(options.output)  # locked before the model loads: an overlapping run stops at once
     try:
         if pipeline is None:

@@ -46,6 +46,7 @@ __all__ = [
     "DatasetSink",
     "JsonlSink",
     "ParquetSink",
+    "check_dataset_folder",
     "finish_interrupted_publish",
     "open_error_sink",
     "open_sink",
@@ -492,6 +493,29 @@ def _foreign_part(path: str, schema: pa.Schema) -> bool:
     return theirs != ours
 
 
+def _refuse_foreign_parts(folder: str, parts: list[str], schema: pa.Schema) -> None:
+    foreign = [p for p in parts if _foreign_part(p, schema)]
+    if foreign:
+        raise OutputError(
+            f"output folder {folder!r} holds part files nerbatch did not write "
+            f"({', '.join(os.path.basename(p) for p in foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+            "they are not replaced: remove them or choose another folder"
+        )
+
+
+def check_dataset_folder(folder: str | os.PathLike[str], schema: pa.Schema) -> None:
+    """Refuse (``OutputError``) a folder a :class:`DatasetSink` with ``overwrite=True`` would refuse
+    for its part files, so that a job can stop before its work rather than after it."""
+    folder = os.fspath(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot read output folder {folder!r}: {exc.strerror or exc}") from None
+    _refuse_foreign_parts(folder, [os.path.join(folder, n) for n in names if _is_part_file(n)], schema)
+
+
 PUBLISH_PLAN = ".nerbatch-publish.json"  # in a dataset folder while its parts are being renamed into place
 
 
@@ -599,13 +623,7 @@ class DatasetSink(_CommitOnExit):
                 f"output folder {self.path!r} already holds part files ({os.path.basename(old[0])}...); "
                 "remove them or choose another folder"
             )
-        foreign = [p for p in old if _foreign_part(p, schema)]
-        if foreign:
-            raise OutputError(
-                f"output folder {self.path!r} holds part files nerbatch did not write "
-                f"({', '.join(os.path.basename(p) for p in foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
-                "they are not replaced: remove them or choose another folder"
-            )
+        _refuse_foreign_parts(self.path, old, schema)
         self._old = old
 
     def _open_part(self) -> _AtomicSink:

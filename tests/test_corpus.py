@@ -37,6 +37,9 @@ def test_utf8_reencoded_corpus_is_read_as_utf8(tmp_path):
     with_bom = tmp_path / "bom.csv"  # a spreadsheet's "CSV UTF-8" export starts with a byte-order mark
     with_bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert read_corpus(with_bom).words == [["Café", "Zürich"]]
+    quoted = tmp_path / "quoted.csv"  # every field quoted, as R's write.csv does
+    quoted.write_bytes(b"\xef\xbb\xbf" + '"Sentence #","Word","POS","Tag"\n"Sentence: 1","Café","NN","O"\n'.encode())
+    assert read_corpus(quoted).words == [["Café"]]
 
 
 def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):

@@ -265,6 +265,18 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, n
     assert not list(tmp_path.glob(".*nerbatch-work"))
 
 
+def test_an_output_folder_with_another_writers_parts_is_refused_before_any_work(tmp_path, tiny_pipeline,
+                                                                                 news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    pq.write_table(pa.table({"x": [1]}), folder / "part-00000-1b2c3d4e-c000.snappy.parquet")
+    with pytest.raises(NerbatchError, match="holds part files nerbatch did not write"):
+        run_job(RunOptions(inputs=[str(src)], output=str(folder) + "/"), tiny_pipeline)
+    assert not list(tmp_path.glob(".*nerbatch-work"))  # no input was read
+    assert os.listdir(folder) == ["part-00000-1b2c3d4e-c000.snappy.parquet"]
+
+
 def test_unwritable_errors_or_report_fail_before_any_work(tmp_path, tiny_pipeline, news_documents):
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
     out = tmp_path / "o.parquet"
