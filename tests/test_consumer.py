@@ -763,13 +763,10 @@ def doomed_broker(kafka_bootstrap, tmp_path):
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, timeout=120)
 
 
-def test_a_worker_whose_broker_dies_mid_batch_stops_cleanly_without_a_traceback(
-        doomed_broker, pipeline, monkeypatch):
+def _doomed_topics(bootstrap: str, prefix: str) -> tuple[str, str, str]:
+    """Input (holding 3 documents), output and dead-letter topics on the doomed broker."""
     from kafka import KafkaAdminClient
 
-    unraisable = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    bootstrap, broker = doomed_broker
     source, out, dlq = _uid("in"), _uid("out"), _uid("dlq")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -778,7 +775,16 @@ def test_a_worker_whose_broker_dies_mid_batch_stops_cleanly_without_a_traceback(
         admin.wait_for_topics([source, out, dlq], timeout_ms=30_000)
     finally:
         admin.close()
-    _produce(bootstrap, source, _docs(3, "doomed"))
+    _produce(bootstrap, source, _docs(3, prefix))
+    return source, out, dlq
+
+
+def test_a_worker_whose_broker_dies_mid_batch_stops_cleanly_without_a_traceback(
+        doomed_broker, pipeline, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    bootstrap, broker = doomed_broker
+    source, out, dlq = _doomed_topics(bootstrap, "doomed")
     options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed"),
                              output_topic=out, dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0)
     # The broker dies during the second batch, once the producer is connected and knows the
@@ -1062,18 +1068,8 @@ def test_crash_restart_exactly_once_has_no_duplicates(kafka_bootstrap, kafka_adm
 def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline):
     # kafka-python waits for a transaction's offsets, commit and abort without a timeout, so the
     # worker must bound those waits itself once it is asked to stop.
-    from kafka import KafkaAdminClient
-
     bootstrap, broker = doomed_broker
-    source, out, dlq = _uid("in"), _uid("out"), _uid("dlq")
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in (source, out, dlq)},
-                            timeout_ms=30_000)
-        admin.wait_for_topics([source, out, dlq], timeout_ms=30_000)
-    finally:
-        admin.close()
-    _produce(bootstrap, source, _docs(3, "doomed-eos"))
+    source, out, dlq = _doomed_topics(bootstrap, "doomed-eos")
     options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed-eos"),
                              output_topic=out, dead_letter_topic=dlq, exactly_once=True,
                              flush_timeout_s=2.0, max_backoff_s=1.0)

@@ -469,29 +469,13 @@ def test_a_run_first_completes_a_publish_that_a_crash_interrupted(tmp_path, tiny
                                                                    monkeypatch):
     # Its staged parts would otherwise be removed as stale temp files, leaving old and new parts mixed.
     from nerbatch import runner
-    from nerbatch.records import entity_arrow_schema
-    from nerbatch.sinks import DatasetSink
+    from tests.crash_helpers import publish_killed_at_the_second_part
 
     out = tmp_path / "entities"
-    schema = entity_arrow_schema()
     row = {"doc_id": "old", "sentence": 0, "label": "geo", "text": "Paris", "start": 0, "end": 5, "score": 0.9,
            "model": "m"}
-    with DatasetSink(out, schema, part_rows=1) as ds:
-        ds.write_records([dict(row, doc_id=f"old-{i}") for i in range(3)])
-    replace, renamed = os.replace, []
-
-    def killed_at_the_second_part(src, dst):
-        if os.path.basename(dst).startswith("part-"):
-            renamed.append(dst)
-            if len(renamed) == 2:
-                raise KeyboardInterrupt
-        replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_at_the_second_part)
-    with pytest.raises(KeyboardInterrupt):
-        with DatasetSink(out, schema, part_rows=1, overwrite=True) as ds:
-            ds.write_records([dict(row, doc_id=f"new-{i}") for i in range(3)])
-    monkeypatch.undo()
+    publish_killed_at_the_second_part(out, [dict(row, doc_id=f"old-{i}") for i in range(3)],
+                                      [dict(row, doc_id=f"new-{i}") for i in range(3)], monkeypatch)
 
     def killed_reading(*args):
         raise KeyboardInterrupt

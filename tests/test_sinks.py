@@ -26,6 +26,7 @@ from nerbatch.records import (
     validate_record,
 )
 from nerbatch.sinks import DatasetSink, JsonlSink, ParquetSink, open_error_sink, open_sink
+from tests.crash_helpers import publish_killed_at_the_second_part
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -362,23 +363,8 @@ def test_an_overwrite_never_deletes_parts_another_writer_made(tmp_path):
 def test_a_crash_between_the_final_renames_is_completed_by_the_next_sink(tmp_path, monkeypatch):
     out = tmp_path / "ds"
     schema = entity_arrow_schema()
-    with DatasetSink(out, schema, part_rows=2) as ds:
-        ds.write(columns(5))  # three old parts
     new_rows = [dict(entity(i), doc_id=f"new-{i}") for i in range(4)]
-    replace, renamed = os.replace, []
-
-    def killed_at_the_second_part(src, dst):
-        if os.path.basename(dst).startswith("part-"):
-            renamed.append(src)
-            if len(renamed) == 2:
-                raise KeyboardInterrupt
-        replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", killed_at_the_second_part)
-    with pytest.raises(KeyboardInterrupt):
-        with DatasetSink(out, schema, part_rows=1, overwrite=True) as ds:
-            ds.write_records(new_rows)
-    monkeypatch.undo()
+    publish_killed_at_the_second_part(out, [entity(i) for i in range(3)], new_rows, monkeypatch)
     mixed = pq.read_table(out).column("doc_id").to_pylist()
     assert "new-0" in mixed and "new-1" not in mixed  # one new part beside old ones
     DatasetSink(out, schema, overwrite=True).abort()  # opening the folder completes the renames
