@@ -810,7 +810,10 @@ class Worker:
 
         try:
             found = self._await_broker(existing, "the topic check", limit_s=15.0)
-        except kafka.errors.KafkaError:
+        except kafka.errors.KafkaError as exc:
+            # Also the one sign of an outage from a worker with nothing to read.
+            log.warning("cannot ask %s whether topic(s) %s exist (%s); asked again later",
+                        self.options.bootstrap_servers, ", ".join(topics), _describe(exc))
             return
         missing = [t for t in topics if t not in found]
         if missing:

@@ -1146,11 +1146,14 @@ def test_a_deleted_input_topic_stops_a_group_whose_leader_reads_nothing(kafka_bo
         assert f"input topic {deleted} no longer exists" in str(box["error"])
 
 
-def test_a_topic_check_that_cannot_reach_the_broker_leaves_no_thread_behind(tiny_pipeline):
+def test_a_topic_check_that_cannot_reach_the_broker_leaves_no_thread_behind(tiny_pipeline, caplog):
     worker = Worker(ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
                                    dead_letter_topic="dlq"), tiny_pipeline)
     before = {t.ident for t in threading.enumerate()}
-    worker._stop_if_deleted("output", ["out"])  # nothing known: no error
+    with caplog.at_level("WARNING", logger="nerbatch.consumer"):
+        worker._stop_if_deleted("output", ["out"])  # nothing known: no error, but a warning
+    assert [r.message.split(" (")[0] for r in caplog.records if r.name == "nerbatch.consumer"] == [
+        "cannot ask 127.0.0.1:9 whether topic(s) out exist"]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and {t.ident for t in threading.enumerate()} - before:
         time.sleep(0.1)
