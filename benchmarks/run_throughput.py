@@ -3,8 +3,9 @@
 Builds JSONL corpora of the requested sizes from the GMB corpus's sentences
 (joined back into prose, grouped into news-sized documents), runs the real CLI
 (``python -m nerbatch run``) on each, side by side in one invocation, and prints
-docs/s and tokens/s (model loading not included) and peak RSS of each run, plus the RSS difference between the
-smallest and largest input (the job streams, so it should stay flat).
+docs/s and tokens/s (model loading not included) and peak RSS of each run, plus
+the RSS difference between the smallest and largest input (the job streams, so
+it should stay flat).
 
     python benchmarks/run_throughput.py --sizes-mb 10 200
 """

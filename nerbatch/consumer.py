@@ -779,8 +779,9 @@ class Worker:
                 raise
         return producer
 
-    def _stop_if_deleted(self, kind: str, topics: list[str]) -> None:
-        """Raise ConsumeConfigError for those of ``topics`` the cluster no longer has: nothing could be
+    def _stop_if_deleted(self, kind: str, topics: list[str], more: dict[str, list[str]] | None = None) -> None:
+        """Raise ConsumeConfigError for those of ``topics`` (named as ``kind`` topics; ``more`` maps
+        other kinds to theirs, asked in the same request) the cluster no longer has: nothing could be
         read from (or written to) them again, and waiting would look like a healthy idle worker.
 
         Asked of a client of its own with short timeouts (kafka-python's consumer would wait for the
@@ -789,6 +790,8 @@ class Worker:
         from kafka import KafkaAdminClient
 
         kafka = _kafka()
+        kinds = {kind: topics, **(more or {})}
+        topics = list(dict.fromkeys(t for named in kinds.values() for t in named))
         if not topics or self._stop.is_set():
             return
 
@@ -815,13 +818,14 @@ class Worker:
             log.warning("cannot ask %s whether topic(s) %s exist (%s); asked again later",
                         self.options.bootstrap_servers, ", ".join(topics), _describe(exc))
             return
-        missing = [t for t in topics if t not in found]
-        if missing:
-            several = len(missing) > 1
+        missing = {kind: [t for t in named if t not in found] for kind, named in kinds.items()}
+        gone = [f"{kind} topic{'s' if len(named) > 1 else ''} {', '.join(named)}"
+                for kind, named in missing.items() if named]
+        if gone:
+            several = sum(len(named) for named in missing.values()) > 1
             raise ConsumeConfigError(
-                f"{kind} topic{'s' if several else ''} {', '.join(missing)} no longer exist{'' if several else 's'} "
-                f"on {self.options.bootstrap_servers}; the worker stops (its uncommitted work is read again "
-                "once the topic is back)")
+                f"{' and '.join(gone)} no longer exist{'' if several else 's'} on {self.options.bootstrap_servers}; "
+                "the worker stops (its uncommitted work is read again once the topic is back)")
 
     def _check_topics(self) -> None:
         o = self.options
@@ -1005,9 +1009,8 @@ class Worker:
                 self._reset_producer()
             self._rewind(tps)
             if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
-                for kind, topic in (("output", o.output_topic), ("dead-letter", o.dead_letter_topic)):
-                    if topic:
-                        self._stop_if_deleted(kind, [topic])
+                self._stop_if_deleted("output", [o.output_topic] if o.output_topic else [],
+                                      {"dead-letter": [o.dead_letter_topic] if o.dead_letter_topic else []})
             self.report.batch_failures += 1
             self.metrics.batch_failures.inc()
             self._backoff(f"batch of {len(hand)} message(s) failed; rewound "
@@ -1201,10 +1204,11 @@ class Worker:
     def _await_broker(self, call, what: str, limit_s: float | None = None):
         """Run a kafka-python call that may wait for the broker without a timeout (a transaction's
         offsets, commit or abort) in a thread of its own, and return its result, so that a stop
-        request is still honoured during a broker outage: the wait gives up ``STOP_GRACE_S`` after
-        the stop (or after it began, if later; or after ``limit_s``) with KafkaTimeoutError.  A transaction's input offsets travel
-        in it, so one left open is aborted by the broker (or by the next worker with the same
-        transactional id) and its documents are read again: nothing is lost or doubled."""
+        request is still honoured during a broker outage: the wait gives up with KafkaTimeoutError
+        ``STOP_GRACE_S`` after the stop (or after the wait began, if later), or after ``limit_s``.
+        A transaction's input offsets travel in it, so one left open is aborted by the broker (or by
+        the next worker with the same transactional id) and its documents are read again: nothing is
+        lost or doubled."""
         kafka = _kafka()
         done = threading.Event()
         outcome: list = []

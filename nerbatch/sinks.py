@@ -568,9 +568,10 @@ class DatasetSink(_CommitOnExit):
     :meth:`close`, which then removes the old parts the new ones did not
     replace; so until then readers see the old dataset whole, and a crash
     leaves it whole.  A crash during those renames is completed by the next
-    sink opened on the folder (see :func:`finish_interrupted_publish`).  If the ``with`` body raises or :meth:`abort` is called,
-    the staged parts are deleted (and the folder, if this sink created it and
-    it is empty) and the old parts stay.
+    sink opened on the folder (see :func:`finish_interrupted_publish`).  If
+    the ``with`` body raises or :meth:`abort` is called, the staged parts are
+    deleted (and the folder, if this sink created it and it is empty) and the
+    old parts stay.
     """
 
     def __init__(

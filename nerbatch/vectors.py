@@ -166,8 +166,8 @@ def embedding_matrix(vocabulary_keys: list[str], vectors: WordVectors, seed: int
     matrix[0] = 0.0
     row_of = vectors.row_of()
     # A cased vocabulary (--arch seed) still finds "Iraq" in a lowercased file such as GloVe 6B's.
-    found = [(i, row_of[key] if key in row_of else row_of[key.lower()])
-             for i, key in enumerate(vocabulary_keys) if i >= 2 and (key in row_of or key.lower() in row_of)]
+    rows = ((i, row_of.get(key, row_of.get(key.lower()))) for i, key in enumerate(vocabulary_keys) if i >= 2)
+    found = [(i, row) for i, row in rows if row is not None]
     if found:
         targets, sources = map(list, zip(*found))
         matrix[targets] = vectors.matrix[sources]
