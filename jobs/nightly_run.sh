@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Cron entry point: tag yesterday's news files (a complete folder by 02:00). Rerunning it with the
-# same arguments after an interruption resumes the interrupted run (--resume); a resume is refused
-# (exit 2) if the folder's files changed since, and the run must then be started afresh without it.
+# same arguments after an interruption resumes the interrupted run (--resume). A resume is refused
+# (exit 2) if the folder's files changed since; rerun with NERBATCH_FRESH=1 to start afresh.
 #   0 2 * * *  /opt/nerbatch/jobs/nightly_run.sh /data/news/$(date -d yesterday +\%F) /data/entities/$(date -d yesterday +\%F).parquet
+# The nerbatch it runs: $NERBATCH if set, else the one on PATH, else this checkout's .venv (what
+# scripts/quickstart.sh installs), since cron's PATH is only /usr/bin:/bin.
 # Exit codes are nerbatch's: 0 ok, 1 too many bad documents or an input not readable to its end,
-# 2 configuration error, another run still writing the same output, or an output that could not be
-# written (a full disk, say).
+# 2 configuration error (nerbatch not found included), another run still writing the same output,
+# or an output that could not be written (a full disk, say).
 set -euo pipefail
 if [ $# -ne 2 ]; then
     echo "usage: nightly_run.sh INPUT_DIR OUTPUT.parquet" >&2
@@ -13,5 +15,14 @@ if [ $# -ne 2 ]; then
 fi
 input_dir=$1
 output=$2
-exec nerbatch run --input "$input_dir" --output "$output" --resume --quiet \
+nerbatch=${NERBATCH:-$(command -v nerbatch || echo "$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/nerbatch")}
+if [ ! -x "$nerbatch" ]; then
+    echo "nightly_run.sh: nerbatch not found (tried ${nerbatch}); set NERBATCH=/path/to/nerbatch" >&2
+    exit 2
+fi
+resume=(--resume)
+if [ "${NERBATCH_FRESH:-0}" = 1 ]; then
+    resume=()
+fi
+exec "$nerbatch" run --input "$input_dir" --output "$output" "${resume[@]}" --quiet \
     --report "${output%.parquet}.report.json" --outcomes "${output%.parquet}.outcomes.parquet" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"

@@ -25,5 +25,9 @@ class OutputError(NerbatchError):
     """An output path cannot be written."""
 
 
+class ResumeRefusedError(OutputError):
+    """``--resume`` found an interrupted run whose inputs, fields, format or model differ."""
+
+
 class VectorsError(NerbatchError):
     """A pretrained word-vector file cannot be read (names the line)."""

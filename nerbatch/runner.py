@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from nerbatch import __version__
 from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
-from nerbatch.errors import NerbatchError, OutputError
+from nerbatch.errors import NerbatchError, OutputError, ResumeRefusedError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import (
     check_dataset_folder,
@@ -187,7 +187,7 @@ class WorkFolder:
             self._record(lambda: write_text_atomic(self.journal_path, "".join(
                 _journal_line(source, entry) for source, entry in self.completed.items())))
         elif manifest.get("version") == WORK_FORMAT_VERSION:
-            raise OutputError(
+            raise ResumeRefusedError(
                 f"cannot resume into {self.output!r}: the previous run used other inputs, fields, format or model; "
                 "rerun without --resume"
             )

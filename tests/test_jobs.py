@@ -1,0 +1,117 @@
+"""The scheduled-job entry points in jobs/, run on real files with the shipped model."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from nerbatch.runner import WorkFolder
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"
+
+
+def _day_folder(root: Path, news_documents, bad: int = 0) -> Path:
+    root.mkdir(parents=True)
+    docs = [json.dumps(d) for d in news_documents[:3]] + ["{not json"] * bad
+    (root / "a.jsonl").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    return root
+
+
+def _interrupted_run_of_other_inputs(output: Path) -> None:
+    """A work folder as a killed run leaves it, whose inputs have changed since."""
+    work = WorkFolder(str(output))
+    work.begin({"inputs": "as they were"}, resume=False)
+    work.mark_complete("gone.jsonl", {"part": "part-00000.parquet"})
+    work.release()
+
+
+def test_the_cron_wrapper_finds_nerbatch_without_path_and_can_start_afresh(tmp_path, news_documents):
+    app = tmp_path / "app"  # a checkout as scripts/quickstart.sh leaves it
+    (app / "jobs").mkdir(parents=True)
+    wrapper = shutil.copy(JOBS / "nightly_run.sh", app / "jobs")
+    day = _day_folder(tmp_path / "news", news_documents)
+    output = tmp_path / "entities.parquet"
+    cron_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def wrapper_run(**env):
+        return subprocess.run(["bash", wrapper, str(day), str(output)], env={**cron_env, **env},
+                              capture_output=True, text=True, timeout=300)
+
+    missing = wrapper_run()
+    assert missing.returncode == 2 and "nerbatch not found" in missing.stderr
+
+    (app / ".venv" / "bin").mkdir(parents=True)
+    os.symlink(Path(sys.executable).parent / "nerbatch", app / ".venv" / "bin" / "nerbatch")
+    _interrupted_run_of_other_inputs(output)
+    refused = wrapper_run()
+    assert refused.returncode == 2 and "cannot resume" in refused.stderr, refused.stderr
+    fresh = wrapper_run(NERBATCH_FRESH="1")
+    assert fresh.returncode == 0, fresh.stderr
+    report = json.loads((tmp_path / "entities.report.json").read_text())
+    assert report["docs_ok"] == 3 and report["resumed_inputs"] == []
+    assert (tmp_path / "entities.outcomes.parquet").is_file()
+
+
+@pytest.fixture
+def airflow_dag(monkeypatch, tmp_path):
+    """jobs/airflow_dag.py imported over a stand-in for Airflow's decorators: the DAG's own
+    task function, unwrapped, and what it gave the DAG."""
+    built: dict = {}
+
+    class AirflowFailException(Exception):
+        pass
+
+    class CronDataIntervalTimetable:
+        def __init__(self, cron, timezone):
+            self.cron, self.timezone = cron, timezone
+
+    def dag(**settings):
+        def decorate(build):
+            def make_dag():
+                built["settings"] = settings
+                build()
+            return make_dag
+        return decorate
+
+    def task(function):
+        built[function.__name__] = function
+        return lambda *args, **kwargs: None  # building the DAG does not run the task
+
+    stand_ins = {
+        "airflow": {},
+        "airflow.decorators": {"dag": dag, "task": task},
+        "airflow.exceptions": {"AirflowFailException": AirflowFailException},
+        "airflow.timetables": {},
+        "airflow.timetables.interval": {"CronDataIntervalTimetable": CronDataIntervalTimetable},
+    }
+    for name, attributes in stand_ins.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
+    spec = importlib.util.spec_from_file_location("nerbatch_airflow_dag", JOBS / "airflow_dag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.NEWS_ROOT, module.ENTITIES_ROOT = str(tmp_path / "news"), str(tmp_path / "entities")
+    (tmp_path / "entities").mkdir()
+    built["fail"] = AirflowFailException
+    return built
+
+
+def test_the_airflow_task_tags_the_finished_day_and_redoes_a_changed_one(airflow_dag, tmp_path, news_documents):
+    timetable = airflow_dag["settings"]["schedule"]
+    assert (timetable.cron, timetable.timezone) == ("0 0 * * *", "UTC")  # ds = the day that ended
+    _day_folder(tmp_path / "news" / "2026-01-01", news_documents)
+    _interrupted_run_of_other_inputs(tmp_path / "entities" / "2026-01-01.parquet")
+    report = airflow_dag["extract_entities"](ds="2026-01-01")
+    assert report["docs_ok"] == 3 and report["resumed_inputs"] == []
+    assert (tmp_path / "entities" / "2026-01-01.outcomes.parquet").is_file()
+
+
+def test_the_airflow_task_fails_without_retries_over_the_error_rate(airflow_dag, tmp_path, news_documents):
+    _day_folder(tmp_path / "news" / "2026-01-02", news_documents, bad=1)
+    with pytest.raises(airflow_dag["fail"], match="1 of 4 documents failed"):
+        airflow_dag["extract_entities"](ds="2026-01-02")
