@@ -127,13 +127,13 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size.")] = 256,
 ) -> None:
     """Score a bundle on the fixed protocol's test split (entity-level F1, per type)."""
-    from nerbatch.bundle import load_bundle
+    from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.evaluate import evaluate_bundle
     from nerbatch.metrics import format_table
     from nerbatch.sinks import check_writable
 
     if report:
-        check_writable(report, "report")
+        check_writable(report, "report", spare={"corpus": data, "model": model or default_model_path()})
     bundle = load_bundle(model)
     result = evaluate_bundle(bundle, data, batch_size=batch_size)
     test = result["test"]
@@ -299,7 +299,7 @@ def consume(
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""
     import logging
 
-    from nerbatch.bundle import load_bundle
+    from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.consumer import ConsumeOptions, consume as run_worker, report_dict
     from nerbatch.pipeline import NerPipeline
     from nerbatch.sinks import check_writable
@@ -327,7 +327,7 @@ def consume(
     )
     options.validate()  # before loading the model
     if report:
-        check_writable(report, "report")
+        check_writable(report, "report", spare={"model": model or default_model_path()})
     # A stop asked for while the model loads is honoured once it has: nothing was consumed yet.
     early: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))

@@ -298,8 +298,9 @@ def _identity(path: str) -> tuple:
 
 
 def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, outcomes: str | None,
-                 report: str | None) -> None:
-    """Refuse outputs that would overwrite an input or each other, or cannot be written (``OutputError``)."""
+                 report: str | None, model: str) -> None:
+    """Refuse outputs that would overwrite an input, the model or each other, or cannot be written
+    (``OutputError``)."""
     input_ids = {_identity(p): p for p in inputs}
     named = [("output", output), ("errors file", errors)]
     named += [("outcomes file", outcomes)] if outcomes else []
@@ -335,9 +336,9 @@ def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, o
         if os.path.isdir(bare) and not os.access(bare, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write the output folder {output!r}: it is not writable")
     else:
-        check_writable(output, "output")
+        check_writable(output, "output", spare={"model": model})
     for what, path in named[1:]:
-        check_writable(path, what)
+        check_writable(path, what, spare={"model": model})
 
 
 def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str]) -> None:
@@ -358,7 +359,7 @@ def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str])
 
 def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int], None] | None = None) -> RunReport:
     """Run the batch job; returns the report (also written to ``options.report``)."""
-    from nerbatch.bundle import load_bundle
+    from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.pipeline import NerPipeline
 
     started = time.perf_counter()
@@ -367,7 +368,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     fmt, to_folder = output_kind(options.output, options.fmt)
     errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
     outcomes_fmt = _outcomes_format(options)
-    _check_paths(inputs, options.output, to_folder, errors_path, options.outcomes, options.report)
+    _check_paths(inputs, options.output, to_folder, errors_path, options.outcomes, options.report,
+                 options.model or str(default_model_path()))
     schema = entity_arrow_schema(options.keep_fields)
     if to_folder:
         check_dataset_folder(options.output, schema)

@@ -107,14 +107,32 @@ def _check_parent(path: str) -> str:
     return parent
 
 
-def check_writable(path: str | os.PathLike[str], what: str = "output") -> None:
-    """``OutputError`` unless a file can be written at ``path``: checked before a long job starts."""
+def check_writable(path: str | os.PathLike[str], what: str = "output",
+                   spare: Mapping[str, str | os.PathLike[str]] | None = None) -> None:
+    """``OutputError`` unless a file can be written at ``path``: checked before a long job starts.
+
+    ``spare`` names what the job reads (``{"corpus": path, "model": folder}``): ``path`` must not
+    be one of those files nor lie in one of those folders.
+    """
     path = os.fspath(path)
+    for name, kept in (spare or {}).items():
+        if _is_or_inside(path, os.fspath(kept)):
+            raise OutputError(f"the {what} {path!r} would overwrite the {name} {os.fspath(kept)!r}; write it elsewhere")
     if os.path.isdir(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
     _check_parent(path)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
+
+
+def _is_or_inside(path: str, kept: str) -> bool:
+    real, kept_real = os.path.realpath(path), os.path.realpath(kept)
+    if real == kept_real or real.startswith(kept_real + os.sep):
+        return True
+    try:
+        return os.path.samefile(path, kept)  # hard links
+    except OSError:
+        return False
 
 
 def _column_values(value: Any) -> list:

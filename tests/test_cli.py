@@ -79,6 +79,26 @@ def test_evaluate_checks_its_report_path_before_scoring(tmp_path, gmb_sample, ti
     assert result.exit_code == 2 and "cannot write" in result.output and "micro" not in result.output
 
 
+def test_a_report_never_overwrites_the_corpus_or_the_model(tmp_path, gmb_sample, tiny_bundle, news_documents):
+    import shutil
+
+    corpus = shutil.copy(gmb_sample, tmp_path / "corpus.csv")
+    model = shutil.copytree(tiny_bundle, tmp_path / "model")
+    before = {path: path.read_bytes() for path in [tmp_path / "corpus.csv", *model.iterdir()]}
+    for report in (corpus, model / "metrics.json", model / "new.json"):
+        result = runner.invoke(app, ["evaluate", "--model", str(model), "--data", str(corpus), "--report", str(report)])
+        assert result.exit_code == 2 and "would overwrite the" in result.output, result.output
+    news = tmp_path / "news.jsonl"
+    news.write_text("".join(json.dumps(d) + "\n" for d in news_documents[:2]))
+    for option, path in [("--report", model / "history.json"), ("--output", model / "records.parquet"),
+                         ("--outcomes", model / "outcomes.parquet")]:
+        result = runner.invoke(app, ["run", "--input", str(news), "--output", str(tmp_path / "o.parquet"),
+                                     "--model", str(model), option, str(path)])
+        assert result.exit_code == 2 and "would overwrite the model" in result.output, result.output
+    assert {path: path.read_bytes() for path in before} == before and sorted(model.iterdir()) == sorted(
+        p for p in before if p.parent == model)
+
+
 def test_train_refuses_a_folder_it_would_wipe_and_bad_settings_before_reading(tmp_path, gmb_sample):
     precious = tmp_path / "project"
     (precious / "data").mkdir(parents=True)
