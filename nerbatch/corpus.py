@@ -34,6 +34,15 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.words)
 
+    def entity_types(self) -> dict[str, str]:
+        """Each entity type, with the id of the first sentence that tags it."""
+        first: dict[str, str] = {}
+        for sentence_id, tags in zip(self.sentence_ids, self.tags):
+            for tag in tags:
+                if tag != "O" and tag[2:] not in first:
+                    first[tag[2:]] = sentence_id
+        return first
+
     def subset(self, indices: np.ndarray | list[int]) -> "Corpus":
         return Corpus(
             [self.sentence_ids[i] for i in indices],

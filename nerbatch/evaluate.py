@@ -12,7 +12,7 @@ import platform
 import time
 from pathlib import Path
 
-from nerbatch.corpus import Corpus, file_sha256, protocol_split, read_corpus
+from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus
 from nerbatch.metrics import entity_scores
 
 PROTOCOL = {
@@ -43,6 +43,10 @@ def test_part(corpus: Corpus) -> Corpus:
 def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dict:
     """Score a loaded bundle on the protocol's test split of ``data_path``."""
     corpus = read_corpus(data_path)
+    known = {tag[2:] for tag in bundle.tags if tag != "O"}
+    if not known & set(corpus.entity_types()):
+        raise CorpusError(f"{data_path}: its entity types ({', '.join(corpus.entity_types()) or 'none'}) and the "
+                          f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
     scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
     return {
         "model": bundle.name,

@@ -8,6 +8,7 @@ test part and writes the bundle.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
+from nerbatch.records import ENTITY_LABELS
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
 from nerbatch.windows import plan_windows
@@ -79,6 +81,9 @@ class TrainSettings:
                                 ("plateau_lr_factor", 0.01, 1.0)):
             if not low <= getattr(self, name) <= high:
                 raise TrainConfigError(f"{name.replace('_', '-')} must be from {low} to {high}, got {getattr(self, name)!r}")
+        if self.name is not None and not re.fullmatch(r"[^@\s]+", self.name):
+            raise TrainConfigError(f"name must be non-empty, without '@' or white space (records carry "
+                                   f"name@version), got {self.name!r}")
         if not self.learning_rate > 0:
             raise TrainConfigError(f"learning-rate must be positive, got {self.learning_rate!r}")
 
@@ -405,6 +410,13 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     k.utils.set_random_seed(settings.seed)
     data_path = Path(data_path)
     corpus = read_corpus(data_path)
+    foreign = {kind: sentence for kind, sentence in corpus.entity_types().items() if kind not in ENTITY_LABELS}
+    if foreign:
+        kind, sentence = next(iter(foreign.items()))
+        raise CorpusError(
+            f"{data_path}: entity type(s) {', '.join(foreign)} are not labels of the entity records "
+            f"({', '.join(ENTITY_LABELS)}); {kind!r} first tags sentence {sentence!r}; rename them in the corpus"
+        )
     fit, val, test = protocol_parts(corpus, settings)
     if all(tag == "O" for tags in fit.tags for tag in tags):
         raise CorpusError(f"{data_path}: the training part holds no entity tags (only O); there is nothing to learn")

@@ -165,7 +165,8 @@ def test_a_tag_seen_only_in_the_test_part_is_not_an_output(gmb_sample, tmp_path,
     frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
     starts = frame.index[frame["Sentence #"] != ""].tolist()
     _, test_idx = protocol_split(len(starts))
-    frame.loc[starts[int(test_idx[0])], "Tag"] = "B-zzz"
+    frame.loc[frame["Tag"].str.endswith("-nat"), "Tag"] = "O"
+    frame.loc[starts[int(test_idx[0])], "Tag"] = "B-nat"
     corpus = tmp_path / "c.csv"
     frame.to_csv(corpus, index=False, encoding="latin1")
     built = []
@@ -177,7 +178,25 @@ def test_a_tag_seen_only_in_the_test_part_is_not_an_output(gmb_sample, tmp_path,
     monkeypatch.setattr(training, "_training_inputs", stop)
     with pytest.raises(KeyboardInterrupt):
         training.train(corpus, tmp_path / "b", training.TrainSettings.for_arch("seed", epochs=1), verbose=0)
-    assert built and "B-zzz" not in built[0] and "B-geo" in built[0]
+    assert built and "B-nat" not in built[0] and "B-geo" in built[0]
+
+
+def test_entity_types_outside_the_record_labels_and_bad_names_are_refused_before_training(gmb_sample, tmp_path):
+    import pandas as pd
+
+    from nerbatch.errors import CorpusError
+    from nerbatch.train import TrainConfigError, TrainSettings, train
+
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    frame["Tag"] = frame["Tag"].str.replace("-per", "-PER")
+    corpus = tmp_path / "conll-style.csv"
+    frame.to_csv(corpus, index=False, encoding="latin1")
+    with pytest.raises(CorpusError, match=r"entity type\(s\) PER are not labels .*'PER' first tags sentence 'Sentence: \d+'"):
+        train(corpus, tmp_path / "b", TrainSettings.for_arch("seed", epochs=1), verbose=0)
+    for name in ("my model", "a@b", ""):
+        with pytest.raises(TrainConfigError, match="name must be"):
+            train(gmb_sample, tmp_path / "b", TrainSettings.for_arch("seed", epochs=1, name=name), verbose=0)
+    assert not (tmp_path / "b").exists()
 
 
 def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):

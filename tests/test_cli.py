@@ -79,6 +79,18 @@ def test_evaluate_checks_its_report_path_before_scoring(tmp_path, gmb_sample, ti
     assert result.exit_code == 2 and "cannot write" in result.output and "micro" not in result.output
 
 
+def test_evaluate_refuses_a_corpus_without_a_type_the_model_knows(tmp_path, gmb_sample, tiny_bundle):
+    import pandas as pd
+
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    frame["Tag"] = frame["Tag"].str.replace(r"^([BI])-.*", r"\1-PER", regex=True)
+    corpus = tmp_path / "conll-style.csv"
+    frame.to_csv(corpus, index=False, encoding="latin1")
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corpus)])
+    assert result.exit_code == 2 and "(PER) and the model's (art, eve, geo" in result.output, result.output
+    assert "micro" not in result.output
+
+
 def test_a_report_never_overwrites_the_corpus_or_the_model(tmp_path, gmb_sample, tiny_bundle, news_documents):
     import shutil
 
