@@ -99,6 +99,10 @@ class TrainConfigError(NerbatchError, ValueError):
     """A training setting that cannot work (one line, before the corpus is read)."""
 
 
+class TrainingDivergedError(NerbatchError):
+    """The training loss stopped being a finite number: the weights are lost."""
+
+
 RARE_TYPES = ("art", "eve", "nat")
 OBJECTIVES = ("crf", "softmax")
 
@@ -224,6 +228,10 @@ def _train_epoch(trainer, crf, batches, label: str, verbose: int) -> float:
             logs = trainer.train_on_batch({**inputs, "tag_ids": target}, np.zeros(len(target), np.float32),
                                           return_dict=True)
         losses.append(float(logs["loss"]))
+        if not math.isfinite(losses[-1]):
+            progress.close()
+            raise TrainingDivergedError(f"{label}: the training loss became {losses[-1]} at batch {len(losses)}; "
+                                        "no bundle was written")
         if len(losses) % 50 == 0:
             progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     return float(np.mean(losses))

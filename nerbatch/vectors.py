@@ -71,8 +71,26 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
             seen.add(key)
             keys.append(key)
             kept.append(row)
-    matrix = np.asarray(rows, dtype=np.float32)[kept]
-    return WordVectors(keys, matrix, path.name, file_sha256(path))
+    return WordVectors(keys, _finite_matrix(words, rows, path)[kept], path.name, file_sha256(path))
+
+
+def _finite_matrix(words: list[str], rows: list, path: Path) -> np.ndarray:
+    """The vectors as one float32 matrix; ``VectorsError`` naming the first word whose vector
+    holds something else than a finite number (one would turn every trained weight into NaN)."""
+    try:
+        matrix = np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError):
+        for word, row in zip(words, rows):
+            try:
+                np.asarray(row, dtype=np.float32)
+            except (ValueError, TypeError):
+                raise VectorsError(f"{path}: the vector of {word!r} holds a value that is not a number") from None
+        raise
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        raise VectorsError(f"{path}: the vector of {words[bad[0]]!r} holds a number that is not finite "
+                           "(nan, inf or beyond float32)")
+    return matrix
 
 
 def _read_container(path: Path) -> tuple[list[str], list]:
@@ -162,7 +180,7 @@ def embedding_matrix(vocabulary_keys: list[str], vectors: WordVectors, seed: int
     Row 0 (padding) is zero. Returns the matrix and how many rows came from the vectors.
     """
     rng = np.random.default_rng(seed)
-    matrix = rng.normal(0.0, float(vectors.matrix.std()), (len(vocabulary_keys), vectors.dim)).astype(np.float32)
+    matrix = rng.normal(0.0, float(vectors.matrix.std(dtype=np.float64)), (len(vocabulary_keys), vectors.dim)).astype(np.float32)
     matrix[0] = 0.0
     row_of = vectors.row_of()
     # A cased vocabulary (--arch seed) still finds "Iraq" in a lowercased file such as GloVe 6B's.

@@ -75,6 +75,31 @@ def test_a_damaged_archive_is_one_error(tmp_path, name):
         read_word_vectors(path, lowercase=True)
 
 
+@pytest.mark.parametrize("text", [b"the 1 2\nof nan 2\n", b"the 1 2\nof 1 -inf\n", b"the 1 2\nof 1e39 2\n"])
+def test_a_vector_that_is_not_finite_is_refused(tmp_path, text):
+    path = tmp_path / "v.txt"
+    path.write_bytes(text)
+    with pytest.raises(VectorsError, match="v.txt: the vector of 'of' holds a number that is not finite"):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_a_package_vector_that_is_not_numbers_is_refused(tmp_path):
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"dimensions": 2, "words": ["a", "b"], "vectors": {"a": [1, 2, 0, 0], "b": [1, "x"]}}))
+    with pytest.raises(VectorsError, match="vector of 'b' holds a value that is not a number"):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_training_that_diverges_stops_without_a_bundle(gmb_sample, tmp_path):
+    from nerbatch.train import TrainingDivergedError, TrainSettings, train
+
+    path = tmp_path / "v.txt"
+    path.write_text("the 1e30 -1e30\nof 3e38 1\n")  # finite, but no network survives them
+    with pytest.raises(TrainingDivergedError, match="epoch 1/1: the training loss became nan at batch 1"):
+        train(gmb_sample, tmp_path / "b", TrainSettings.for_arch("seed", epochs=1), verbose=0, vectors_path=path)
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_ragged_package_vector_is_refused(tmp_path):
     path = tmp_path / "v.json"
     path.write_text(json.dumps({"dimensions": 3, "words": ["a", "b"], "vectors": {"a": [1, 2, 3, 0, 0], "b": [1, 2]}}))
