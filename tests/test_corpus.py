@@ -119,3 +119,11 @@ def test_full_corpus_reads_in_seconds(full_corpus):
     corpus = read_corpus(full_corpus)
     assert len(corpus) == 47959
     assert corpus.n_tokens == 1048575
+
+
+@pytest.mark.parametrize("name", ["c.csv.gz", "c.csv.bz2", "c.csv.xz", "c.csv.zst", "c.csv.zip", "c.tar", "c.tar.gz"])
+def test_a_damaged_compressed_corpus_is_one_error(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"garbage, not what the name says" * 10)
+    with pytest.raises(CorpusError, match=f"{name}: cannot read corpus"):
+        read_corpus(path)
