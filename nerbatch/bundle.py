@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from nerbatch.errors import BundleError
-from nerbatch.vocab import FeatureEncoder, Vocabulary
+from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN, FeatureEncoder, Vocabulary
 
 FORMAT = "nerbatch-bundle"
 FORMAT_VERSION = 1
@@ -147,36 +148,92 @@ def read_bundle_json(directory: Path, name: str) -> Any:
         raise BundleError(f"{directory / name}: unreadable ({exc})") from None
 
 
+# What loading reads from config.json, and the JSON type each must have.
+CONFIG_FIELDS = {"name": str, "version": str, "arch": str, "max_len": int, "lowercase": bool,
+                 "max_word_len": int, "features": list, "decoder": str}
+_TAG = re.compile(r"O|[BI]-[A-Za-z]+")
+
+
+def _malformed(directory: Path, name: str, why: str) -> BundleError:
+    return BundleError(f"{directory / name}: malformed bundle file: {why}")
+
+
+def read_bundle_config(directory: str | Path) -> dict:
+    """config.json, checked to hold what loading and ``nerbatch info`` read (``BundleError`` if not)."""
+    directory = Path(directory)
+    config = read_bundle_json(directory, "config.json")
+    if not isinstance(config, dict):
+        raise _malformed(directory, "config.json", "not a JSON object")
+    version = config.get("format_version", FORMAT_VERSION)
+    if type(version) is not int:
+        raise _malformed(directory, "config.json", f"format_version {version!r} is not an integer")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{directory}: config format is newer than this nerbatch reads")
+    for key, kind in CONFIG_FIELDS.items():
+        if not isinstance(config.get(key), kind) or (kind is int and isinstance(config[key], bool)):
+            raise _malformed(directory, "config.json", f"{key!r} is missing or not a {kind.__name__}")
+    if config["decoder"] not in ("argmax", "viterbi"):
+        raise _malformed(directory, "config.json", f"unknown decoder {config['decoder']!r}")
+    return config
+
+
+def _read_vocab(directory: Path) -> dict:
+    vocab = read_bundle_json(directory, "vocab.json")
+    for key in ("words", "chars"):
+        items = vocab.get(key) if isinstance(vocab, dict) else None
+        if key == "chars" and items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items) or items[:2] != [PAD_TOKEN, UNK_TOKEN]:
+            raise _malformed(directory, "vocab.json", f"{key!r} is not a list of strings starting with the "
+                                                      "padding and unknown tokens")
+    return vocab
+
+
+def _read_tags(directory: Path) -> list[str]:
+    tags = read_bundle_json(directory, "tags.json")
+    if not isinstance(tags, list) or not tags or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags):
+        raise _malformed(directory, "tags.json", "not a list of IOB2 tags")
+    return tags
+
+
+def _read_transition_scores(directory: Path, n_tags: int):
+    import numpy as np
+
+    transitions = read_bundle_json(directory, "transitions.json")
+    try:
+        if "scores" in transitions:
+            scores = np.asarray(transitions["scores"], dtype=np.float64)
+        else:  # written by nerbatch 0.1.0: a weighted bigram prior
+            scores = float(transitions["weight"]) * np.asarray(transitions["log_probs"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _malformed(directory, "transitions.json", f"no scores ({type(exc).__name__}: {exc})") from None
+    if scores.shape != (n_tags, n_tags):
+        raise BundleError(f"{directory / 'transitions.json'}: shape does not match tags.json")
+    return scores
+
+
 def load_bundle(directory: str | Path | None = None) -> Bundle:
     """Verify and load a bundle; ``None`` means the shipped default model."""
     from nerbatch.backend import keras
 
     directory = Path(directory) if directory is not None else default_model_path()
     listed = verify_bundle(directory)["files"]  # only files the checksums vouch for are read
-    config = read_bundle_json(directory, "config.json")
-    if config.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise BundleError(f"{directory}: config format is newer than this nerbatch reads")
-    vocab = read_bundle_json(directory, "vocab.json")
-    tags = read_bundle_json(directory, "tags.json")
+    config = read_bundle_config(directory)
+    vocab = _read_vocab(directory)
+    tags = _read_tags(directory)
     metrics = read_bundle_json(directory, "metrics.json") if "metrics.json" in listed else {}
-    transition_scores = None
-    if "transitions.json" in listed:
-        import numpy as np
-
-        transitions = read_bundle_json(directory, "transitions.json")
-        if "scores" not in transitions:  # written by nerbatch 0.1.0: a weighted bigram prior
-            transitions["scores"] = transitions["weight"] * np.asarray(transitions["log_probs"])
-        transition_scores = np.asarray(transitions["scores"], dtype=np.float64)
-        if transition_scores.shape != (len(tags), len(tags)):
-            raise BundleError(f"{directory / 'transitions.json'}: shape does not match tags.json")
     try:
         model = keras().saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise BundleError(f"{directory / 'model.keras'}: cannot load model ({type(exc).__name__}: {exc})") from None
+    if tuple(model.output_shape)[-1] != len(tags):
+        raise BundleError(f"{directory / 'model.keras'}: scores {model.output_shape[-1]} tags, "
+                          f"tags.json lists {len(tags)}")
+    transition_scores = _read_transition_scores(directory, len(tags)) if "transitions.json" in listed else None
     chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
     encoder = FeatureEncoder(
-        Vocabulary(vocab["words"]), chars, lowercase=bool(config["lowercase"]),
-        max_word_len=int(config["max_word_len"]), casing="casing" in config["features"],
+        Vocabulary(vocab["words"]), chars, lowercase=config["lowercase"],
+        max_word_len=config["max_word_len"], casing="casing" in config["features"],
     )
     return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
 

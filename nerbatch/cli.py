@@ -148,11 +148,12 @@ def evaluate(
 @_user_errors
 def info(model: ModelOpt = None) -> None:
     """What a bundle is, how it was trained, and its test-split metrics."""
-    from nerbatch.bundle import default_model_path, read_bundle_json, verify_bundle
+    from nerbatch.bundle import default_model_path, read_bundle_config, read_bundle_json, verify_bundle
+    from nerbatch.errors import BundleError
 
     path = model or default_model_path()
     manifest = verify_bundle(path)
-    config = read_bundle_json(path, "config.json")
+    config = read_bundle_config(path)
     metrics = read_bundle_json(path, "metrics.json") if "metrics.json" in manifest["files"] else {}
     summary = {
         "path": str(path),
@@ -166,13 +167,16 @@ def info(model: ModelOpt = None) -> None:
         "bytes": sum(f["bytes"] for f in manifest["files"].values()),
     }
     if metrics:
-        test = metrics.get("test", {})
-        summary["test_micro_f1"] = round(test.get("micro", {}).get("f1", 0.0), 4)
-        summary["test_per_type_f1"] = {k: round(v["f1"], 4) for k, v in test.get("per_type", {}).items()}
-        summary["data"] = metrics.get("data")
-        summary["vectors"] = metrics.get("vectors")
-        summary["training"] = {k: v for k, v in metrics.get("training", {}).items() if k != "seconds_per_epoch"}
-        summary["versions"] = metrics.get("versions")
+        try:
+            test = metrics.get("test", {})
+            summary["test_micro_f1"] = round(test.get("micro", {}).get("f1", 0.0), 4)
+            summary["test_per_type_f1"] = {k: round(v["f1"], 4) for k, v in test.get("per_type", {}).items()}
+            summary["data"] = metrics.get("data")
+            summary["vectors"] = metrics.get("vectors")
+            summary["training"] = {k: v for k, v in metrics.get("training", {}).items() if k != "seconds_per_epoch"}
+            summary["versions"] = metrics.get("versions")
+        except (AttributeError, KeyError, TypeError) as exc:
+            raise BundleError(f"{Path(path) / 'metrics.json'}: malformed bundle file ({type(exc).__name__}: {exc})") from None
     typer.echo(json.dumps(summary, indent=2))
 
 

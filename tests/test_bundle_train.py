@@ -1,8 +1,10 @@
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from nerbatch.bundle import FORMAT_VERSION, load_bundle, verify_bundle
 from nerbatch.corpus import read_corpus
@@ -91,6 +93,46 @@ def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
         load_bundle(copy)
     with pytest.raises(BundleError, match="not found"):
         load_bundle(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("config.json", lambda c: c.pop("features"), "'features' is missing or not a list"),
+    ("config.json", lambda c: c.update(format_version="2"), "format_version '2' is not an integer"),
+    ("config.json", lambda c: c.update(decoder="beam"), "unknown decoder 'beam'"),
+    ("vocab.json", lambda v: v.pop("words"), "'words' is not a list of strings"),
+    ("tags.json", lambda t: t.pop(), "scores 17 tags, tags.json lists 16"),
+    ("tags.json", lambda t: t.append(3), "not a list of IOB2 tags"),
+    ("transitions.json", lambda t: t.pop("scores"), "transitions.json: malformed bundle file: no scores"),
+])
+def test_a_malformed_file_in_a_signed_bundle_is_one_error(tiny_bundle, tmp_path, file, edit, message):
+    from nerbatch.bundle import write_manifest
+    from nerbatch.cli import app
+
+    copy = _copy(tiny_bundle, tmp_path)
+    data = json.loads((copy / file).read_text())
+    edit(data)
+    (copy / file).write_text(json.dumps(data))
+    write_manifest(copy)  # signed again: only the contents are wrong
+    with pytest.raises(BundleError, match=re.escape(message)):
+        load_bundle(copy)
+    news = tmp_path / "news.jsonl"
+    news.write_text(json.dumps({"id": "1", "text": "Angela Merkel visited Paris."}) + "\n")
+    result = CliRunner().invoke(app, ["run", "--input", str(news), "--output", str(tmp_path / "o.parquet"),
+                                      "--model", str(copy)])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_info_names_a_malformed_metrics_file(tiny_bundle, tmp_path):
+    from nerbatch.bundle import write_manifest
+    from nerbatch.cli import app
+
+    copy = _copy(tiny_bundle, tmp_path)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["test"]["per_type"]["geo"] = {"precision": 1.0}
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    write_manifest(copy)
+    result = CliRunner().invoke(app, ["info", "--model", str(copy)])
+    assert result.exit_code == 2 and "metrics.json: malformed bundle file (KeyError: 'f1')" in result.output
 
 
 @pytest.mark.parametrize("which", ["tiny", "shipped"])
