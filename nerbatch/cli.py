@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -258,6 +259,32 @@ def predict(
         typer.echo(json.dumps(record, ensure_ascii=False))
 
 
+class _WorkerLogFilter(logging.Filter):
+    """What the worker's log shows.
+
+    kafka-python's own records only at DEBUG: the worker logs each failure it handles once, and
+    kafka-python would add lines per socket. Its records are still made, so that the worker can
+    read the reason of a failed connection from them. The SASL password never shows, not even in
+    the request dumps of kafka-python's DEBUG records.
+    """
+
+    def __init__(self, show_kafka: bool, secret: str | None) -> None:
+        super().__init__()
+        self.show_kafka = show_kafka
+        self.secrets = [s for s in dict.fromkeys([secret, secret and repr(secret.encode())[2:-1]]) if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.show_kafka and (record.name == "kafka" or record.name.startswith("kafka.")):
+            return False
+        if self.secrets:
+            text = record.getMessage()
+            if any(secret in text for secret in self.secrets):
+                for secret in self.secrets:
+                    text = text.replace(secret, "***")
+                record.msg, record.args = text, None
+        return True
+
+
 @app.command()
 @_user_errors
 def consume(
@@ -291,7 +318,7 @@ def consume(
     max_docs: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
     idle_timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without a message, once caught up.")] = None,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")] = "PLAINTEXT",
-    sasl_mechanism: Annotated[Optional[str], typer.Option(help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512...")] = None,
+    sasl_mechanism: Annotated[Optional[str], typer.Option(help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_PLAINTEXT or SASL_SSL).")] = None,
     sasl_username: Annotated[Optional[str], typer.Option(help="SASL user; the password is read from $NERBATCH_KAFKA_PASSWORD.")] = None,
     ssl_cafile: Annotated[Optional[str], typer.Option(help="CA certificate file (PEM).")] = None,
     ssl_certfile: Annotated[Optional[str], typer.Option(help="Client certificate file (PEM).")] = None,
@@ -301,19 +328,19 @@ def consume(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""
-    import logging
 
     from nerbatch.bundle import default_model_path, load_bundle
-    from nerbatch.consumer import ConsumeOptions, consume as run_worker, report_dict
+    from nerbatch.consumer import PASSWORD_ENV, ConsumeOptions, consume as run_worker, report_dict
     from nerbatch.pipeline import NerPipeline
     from nerbatch.sinks import check_writable
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The worker logs each failure it handles once; kafka-python would add lines per socket.
-    logging.getLogger("kafka").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_WorkerLogFilter(show_kafka=level <= logging.DEBUG, secret=os.environ.get(PASSWORD_ENV)))
+    logging.basicConfig(level=level, handlers=[handler])
     options = ConsumeOptions(
         bootstrap_servers=bootstrap_servers, topics=tuple(topic), group=group, output_topic=output_topic,
         output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,

@@ -112,10 +112,14 @@ work.
 
 Connections
 -----------
-Consumer and producer get the same settings: bootstrap servers, security
-protocol, SASL mechanism and username, CA/certificate/key files; the SASL
-password is only read from an environment variable (``NERBATCH_KAFKA_PASSWORD``
-unless ``sasl_password_env`` names another) and never logged.  A
+Consumer, producer and admin client get the same settings: bootstrap servers,
+security protocol, SASL mechanism and username, CA/certificate/key files; the
+SASL password is only read from an environment variable
+(``NERBATCH_KAFKA_PASSWORD`` unless ``sasl_password_env`` names another) and
+never logged (the CLI's log filter also blanks it out of kafka-python's DEBUG
+request dumps).  kafka-python reports a failed bootstrap only as a timeout; the
+worker reads the reason from kafka-python's log record and stops on refused
+credentials or certificates instead of retrying them.  A
 ``group_instance_id`` (static membership) lets a restarted worker take its
 partitions back at once instead of after the session timeout of its dead
 predecessor.  Missing topics and refused credentials are errors
@@ -178,7 +182,8 @@ log = logging.getLogger("nerbatch.consumer")
 PASSWORD_ENV = "NERBATCH_KAFKA_PASSWORD"
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+# Those a username and password configure (OAUTHBEARER and GSSAPI need more than options can give).
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _HEADER_PREFIX = "nerbatch-"
 
 
@@ -312,21 +317,30 @@ class ConsumeOptions:
             fail(f"auto offset reset must be 'earliest' or 'latest', got {self.auto_offset_reset!r}")
         if self.security_protocol not in _SECURITY_PROTOCOLS:
             fail(f"security protocol must be one of {', '.join(_SECURITY_PROTOCOLS)}, got {self.security_protocol!r}")
+        if self.sasl_mechanism is not None and self.sasl_mechanism not in _SASL_MECHANISMS:
+            fail(f"SASL mechanism must be one of {', '.join(_SASL_MECHANISMS)}, got {self.sasl_mechanism!r}")
         if self.security_protocol.startswith("SASL_"):
-            if self.sasl_mechanism not in _SASL_MECHANISMS:
+            if not self.sasl_mechanism:
                 fail(f"{self.security_protocol} needs a SASL mechanism ({', '.join(_SASL_MECHANISMS)})")
-            if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-                if not self.sasl_username:
-                    fail(f"SASL {self.sasl_mechanism} needs a username")
-                if not os.environ.get(self.sasl_password_env):
-                    fail(f"SASL {self.sasl_mechanism} needs the password in the environment variable "
-                         f"{self.sasl_password_env}")
-        elif self.sasl_mechanism:
-            fail(f"a SASL mechanism needs security protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(self, name)
-            if path and not os.path.isfile(path):
-                fail(f"{name.replace('_', ' ')} {path!r} is not a file")
+            if not self.sasl_username:
+                fail(f"SASL {self.sasl_mechanism} needs a username")
+            if not os.environ.get(self.sasl_password_env):
+                fail(f"SASL {self.sasl_mechanism} needs the password in the environment variable "
+                     f"{self.sasl_password_env}")
+        elif self.sasl_mechanism or self.sasl_username:
+            # Ignoring them would connect without the authentication the operator asked for.
+            fail(f"SASL settings need security protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
+        given = [name for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile") if getattr(self, name)]
+        if given and self.security_protocol not in ("SSL", "SASL_SSL"):
+            fail(f"{given[0].replace('_', ' ')} needs security protocol SSL or SASL_SSL, not {self.security_protocol}: "
+                 "the connection would not be encrypted")
+        for name in given:
+            if not os.path.isfile(getattr(self, name)):
+                fail(f"{name.replace('_', ' ')} {getattr(self, name)!r} is not a file")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            fail("ssl keyfile needs ssl certfile")
+        if given:
+            _check_tls_files(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile, fail)
         if self.output_dir:
             if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
                 fail(f"output folder {self.output_dir!r} exists and is not a folder")
@@ -442,6 +456,7 @@ _FATAL_KAFKA_ERRORS = (
     "InvalidSessionTimeoutError",  # --session-timeout-ms outside group.min/max.session.timeout.ms
     "InvalidTransactionTimeoutError",  # --transaction-timeout-ms above transaction.max.timeout.ms
     "InvalidGroupIdError",
+    "SSLCertVerificationError",  # the broker's certificate does not match --ssl-cafile or its host name
 )
 
 
@@ -455,6 +470,47 @@ def _record_bytes(key: bytes | None, value: bytes | None, headers) -> int:
     """Upper bound of the size the broker compares with ``max.message.bytes`` for one record."""
     return (_BATCH_FRAMING + len(key or b"") + len(value or b"")
             + sum(_HEADER_FRAMING + len(k.encode() if isinstance(k, str) else k) + len(v or b"") for k, v in headers))
+
+
+def _check_tls_files(cafile: str | None, certfile: str | None, keyfile: str | None, fail) -> None:
+    """Load the PEM files as the clients will, so that a wrong file fails now, by name, instead of
+    every connection failing its handshake."""
+    import ssl
+
+    context = ssl.create_default_context()
+    try:
+        if cafile:
+            context.load_verify_locations(cafile)
+    except (ssl.SSLError, OSError) as exc:
+        fail(f"ssl cafile {cafile!r} cannot be used for TLS ({_describe(exc)})")
+    try:
+        if certfile:  # a key that needs a password fails here instead of prompting on a terminal
+            context.load_cert_chain(certfile, keyfile, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        fail(f"ssl certfile {certfile!r}{f' with ssl keyfile {keyfile!r}' if keyfile else ''} cannot be used "
+             f"for TLS ({_describe(exc)})")
+
+
+class _BootstrapFailures(logging.Handler):
+    """The last reason kafka-python gave for a failed bootstrap connection.
+
+    After it, kafka-python raises only 'Unable to bootstrap', whatever refused the connection (a
+    password, a certificate, a TLS handshake); the reason is in its log record's arguments.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.last: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if str(record.msg).startswith("Bootstrap connection to") and len(args) > 1 \
+                and isinstance(args[1], BaseException):
+            self.last = args[1]
+
+    def take(self) -> BaseException | None:
+        last, self.last = self.last, None
+        return last
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -635,6 +691,8 @@ class Worker:
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
         self._last_topic_check = time.monotonic()
+        self._last_lag = 0.0
+        self._bootstrap_failures = _BootstrapFailures()
 
     # ---- control
 
@@ -658,6 +716,8 @@ class Worker:
                  " and " if o.output_topic and o.output_dir else "",
                  f"folder {o.output_dir}" if o.output_dir else "", self.model,
                  "exactly-once" if o.exactly_once else "at-least-once")
+        bootstrap_log = logging.getLogger("kafka.net.manager")
+        bootstrap_log.addHandler(self._bootstrap_failures)
         try:
             self._start_metrics_server()
             if o.output_dir:
@@ -669,6 +729,7 @@ class Worker:
             elif not self.report.stopped_by:
                 self.report.stopped_by = "signal"
         finally:
+            bootstrap_log.removeHandler(self._bootstrap_failures)
             self._close()
             self.report.seconds = round(time.monotonic() - started, 3)
         log.info("worker stopped: %s", self.report.summary())
@@ -727,9 +788,12 @@ class Worker:
                 raise
             except kafka.errors.KafkaError as exc:
                 self._close_clients()
-                if _is_fatal(exc):
-                    raise ConsumeConfigError(f"Kafka refused the worker: {_describe(exc)}") from None
-                self._backoff(f"cannot reach Kafka at {o.bootstrap_servers}", exc)
+                cause = self._bootstrap_failures.take()
+                for reason in (exc, cause):
+                    if reason is not None and _is_fatal(reason):
+                        raise ConsumeConfigError(f"Kafka refused the worker: {_describe(reason)}") from None
+                self._backoff(f"cannot reach Kafka at {o.bootstrap_servers}"
+                              + (f" (the last connection failed: {_describe(cause)})" if cause else ""), exc)
             except OSError as exc:
                 self._close_clients()
                 self._backoff(f"cannot reach Kafka at {o.bootstrap_servers}", exc)
@@ -1423,6 +1487,9 @@ class Worker:
         if self.options.output_dir and not self._rebalancing:
             self._roll_due()
         now = time.monotonic()
+        if now - self._last_lag >= 1.0:  # the gauge follows a backlog between progress lines
+            self._last_lag = now
+            self.metrics.lag.set(self.lag())
         if now - self._last_log >= self.options.log_interval:
             self._log_progress(now)
         if now - self._last_topic_check >= TOPIC_CHECK_S:

@@ -13,6 +13,10 @@ Fixtures:
     session, but only if this session started it (a broker a developer
     already had running is reused and left running).
 
+``kafka_sasl`` (session)
+    The same broker's SASL_PLAINTEXT listener and its one user:
+    ``{"bootstrap", "user", "password"}``.
+
 ``kafka_admin`` (session)
     A ``kafka.KafkaAdminClient`` connected to that broker.
 
@@ -111,6 +115,22 @@ def kafka_bootstrap() -> Iterator[str]:
             stop = _run_kafka_sh("stop", timeout=120)
             if stop.returncode != 0:
                 sys.stderr.write("scripts/kafka.sh stop failed:\n" + stop.stdout + stop.stderr)
+
+
+SASL_ENV = ("NERBATCH_KAFKA_SASL_BOOTSTRAP", "NERBATCH_KAFKA_SASL_USER", "NERBATCH_KAFKA_SASL_PASSWORD")
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl(kafka_bootstrap: str) -> dict:
+    """The same broker's SASL_PLAINTEXT (PLAIN) listener: ``bootstrap``, ``user`` and ``password``,
+    from the environment ``scripts/kafka.sh env`` prints, else asked of the script."""
+    values = {name: os.environ.get(name, "").strip() for name in SASL_ENV}
+    if not all(values.values()):
+        values = dict(re.findall(r"(NERBATCH_KAFKA_SASL_\w+)=(\S+)", _run_kafka_sh("env", timeout=60).stdout))
+    if not all(values.get(name) for name in SASL_ENV):
+        pytest.fail("the broker has no SASL listener: restart it with scripts/kafka.sh stop; scripts/kafka.sh start",
+                    pytrace=False)
+    return {"bootstrap": values[SASL_ENV[0]], "user": values[SASL_ENV[1]], "password": values[SASL_ENV[2]]}
 
 
 @pytest.fixture(scope="session")

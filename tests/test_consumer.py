@@ -315,6 +315,17 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), id_field=""), "--id-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), text_field=""), "--text-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), transactional_id="tx"), "only with --exactly-once"),
+        # security settings that would be ignored, or fail every connection
+        (dict(output_dir=str(tmp_path), sasl_username="u"), "SASL settings need security protocol SASL_"),
+        (dict(output_dir=str(tmp_path), ssl_cafile=str(SAMPLE)), "ssl cafile needs security protocol SSL or "
+                                                                  "SASL_SSL, not PLAINTEXT: the connection would not"),
+        (dict(output_dir=str(tmp_path), security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER",
+              sasl_username="u"), "SASL mechanism must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, got 'OAUTHB"),
+        (dict(output_dir=str(tmp_path), security_protocol="SASL_SSL", sasl_mechanism="plain",
+              sasl_username="u"), "got 'plain'"),
+        (dict(output_dir=str(tmp_path), security_protocol="SSL", ssl_cafile=str(SAMPLE)),
+         "ssl cafile '.*gmb_sample.csv' cannot be used for TLS"),
+        (dict(output_dir=str(tmp_path), security_protocol="SSL", ssl_keyfile=str(SAMPLE)), "ssl keyfile needs ssl certfile"),
     ]
     for extra, message in bad:
         options = ConsumeOptions(**{**base, **extra})
@@ -327,7 +338,7 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         ConsumeOptions(**base, dead_letter_topic="dlq", output_dir=str(tmp_path), exactly_once=True).validate()
     monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", "s3cret")
     options = ConsumeOptions(**base, output_dir=str(tmp_path), security_protocol="SASL_SSL",
-                             sasl_mechanism="SCRAM-SHA-512", sasl_username="u")
+                             sasl_mechanism="SCRAM-SHA-512", sasl_username="u", **_tls_files(tmp_path))
     options.validate()
     assert options.client_config()["sasl_plain_password"] == "s3cret"
     assert "s3cret" not in repr(options)
@@ -339,6 +350,14 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g",
                                       "--output-topic", "out"])
     assert result.exit_code == 2 and "would vanish" in result.output and "Traceback" not in result.output
+
+
+def _tls_files(folder: Path) -> dict:
+    """A self-signed certificate and its key (PEM), as a client presents them; it is its own CA."""
+    cert, key = folder / "client.pem", folder / "client.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=nerbatch",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return {"ssl_cafile": str(cert), "ssl_certfile": str(cert), "ssl_keyfile": str(key)}
 
 
 # --------------------------------------------------------------------------- against the broker
@@ -870,6 +889,85 @@ def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog
         report = _finish(thread, box, timeout=30)
     assert report.docs_in == 0 and report.stopped_by == "signal"
     assert not worker.running.is_set()
+
+
+def test_a_worker_authenticates_over_sasl_and_a_refused_password_stops_it_by_name(
+        kafka_bootstrap, kafka_sasl, kafka_topic_factory, pipeline, monkeypatch):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(3, "sasl"))
+    sasl = dict(bootstrap_servers=kafka_sasl["bootstrap"], security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_username=kafka_sasl["user"], topics=(source,), output_topic=out, dead_letter_topic=out,
+                bootstrap_timeout_ms=3000, max_backoff_s=1.0)
+    monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", kafka_sasl["password"])
+    report = _finish(*_start(Worker(ConsumeOptions(group=_uid("sasl"), idle_timeout=3.0, **sasl), pipeline)))
+    assert report.docs_ok == 3 and report.stopped_by == "idle_timeout"  # its topic checks authenticated too
+    assert len(_read_all(kafka_bootstrap, out, 1)) == 3
+
+    monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", "not-" + kafka_sasl["password"])
+    started = time.monotonic()
+    with pytest.raises(ConsumeConfigError, match="Kafka refused the worker: .*SaslAuthenticationFailedError"):
+        _finish(*_start(Worker(ConsumeOptions(group=_uid("sasl"), **sasl), pipeline)), timeout=60)
+    assert time.monotonic() - started < 30  # one bootstrap timeout, not rounds of backoff
+
+
+def test_the_worker_log_never_shows_the_sasl_password(kafka_bootstrap, kafka_sasl, kafka_topic_factory, tiny_bundle,
+                                                      tmp_path, monkeypatch):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(1, "secret"))
+    monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", kafka_sasl["password"])
+    log = tmp_path / "worker.log"
+    proc = _spawn(["-b", kafka_sasl["bootstrap"], "-t", source, "-g", _uid("secret"), "--output-topic", out,
+                   "--dead-letter-topic", out, "--security-protocol", "SASL_PLAINTEXT", "--sasl-mechanism", "PLAIN",
+                   "--sasl-username", kafka_sasl["user"], "--model", str(tiny_bundle), "--idle-timeout", "3",
+                   "--log-level", "DEBUG"], log)
+    assert proc.wait(timeout=180) == 0, _tail(log)
+    text = log.read_text()
+    assert "SaslAuthenticateRequest" in text  # kafka-python's request dumps were logged ...
+    assert kafka_sasl["password"] not in text and "***" in text  # ... without the password
+
+
+def test_a_connection_the_broker_keeps_failing_is_retried_with_its_reason(kafka_bootstrap, pipeline, tmp_path, caplog):
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=("in",), group="g", security_protocol="SSL",
+                             output_dir=str(tmp_path / "o"), bootstrap_timeout_ms=1000, max_backoff_s=1.0)
+    worker = Worker(options, pipeline)  # TLS to a plaintext listener: every handshake fails
+    with caplog.at_level("WARNING", logger="nerbatch.consumer"):
+        thread, box = _start(worker)
+        try:
+            _wait(lambda: any("the last connection failed:" in r.message for r in caplog.records),
+                  "a retry with its reason", timeout=60)
+        finally:
+            worker.stop()
+            _finish(thread, box, timeout=30)
+
+
+def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_bootstrap, kafka_topic_factory, pipeline):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(60, "lag"))
+
+    class Slow:
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def annotate(self, documents):
+            time.sleep(0.5)
+            return pipeline.annotate(documents)
+
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("lag"),
+                                   output_topic=out, dead_letter_topic=out, max_batch_docs=5, log_interval=600.0,
+                                   metrics_port=0), Slow())
+    thread, box = _start(worker)
+    _wait(worker.running.is_set, "the worker to connect")
+    host, port = worker.metrics_address
+
+    def lag() -> float:
+        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+        return float(re.search(r"^nerbatch_consume_lag(?:\{.*\})? (\S+)$", text, re.M).group(1))
+
+    try:
+        _wait(lambda: lag() > 0, "the gauge to show the backlog", timeout=5)
+    finally:
+        worker.stop()
+        _finish(thread, box)
 
 
 @pytest.mark.parametrize("setting, refused", [
