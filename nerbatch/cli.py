@@ -214,9 +214,12 @@ def run(
         model=str(model) if model else None,
     )
     bar = tqdm(desc="docs", unit="doc", disable=True if quiet else None, dynamic_ncols=True)
-    tokens = [0]
+    tokens: list[int] = []
 
     def on_progress(docs: int, new_tokens: int) -> None:
+        if not tokens:  # the first call: the model has loaded, and rates count from now
+            tokens.append(0)
+            bar.reset()
         tokens[0] += new_tokens
         bar.update(docs)
         elapsed = bar.format_dict["elapsed"] or 1e-9

@@ -358,7 +358,11 @@ def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str])
 
 
 def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int], None] | None = None) -> RunReport:
-    """Run the batch job; returns the report (also written to ``options.report``)."""
+    """Run the batch job; returns the report (also written to ``options.report``).
+
+    ``on_progress(docs, tokens)`` is called with ``(0, 0)`` once the model has loaded (rates count
+    from there), then with the documents and tokens each chunk adds.
+    """
     from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.pipeline import NerPipeline
 
@@ -379,6 +383,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
             pipeline = NerPipeline(load_bundle(options.model), batch_size=options.batch_size)
         model = pipeline.model_name
         loaded = time.perf_counter()
+        if on_progress:
+            on_progress(0, 0)
         work.begin(_fingerprint(options, inputs, model), options.resume)
         if to_folder and os.path.isdir(options.output):
             finish_interrupted_publish(options.output)  # before its staged parts look stale

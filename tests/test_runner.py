@@ -346,6 +346,20 @@ def test_an_input_that_vanishes_while_the_model_loads_is_an_error_record(tmp_pat
     assert saved["seconds"] >= saved["model_load_seconds"] > 0 and saved["tokens_per_s"] > 0
 
 
+def test_progress_is_told_when_the_model_has_loaded_then_of_every_document(tmp_path, tiny_bundle, news_documents,
+                                                                            monkeypatch):
+    from nerbatch import bundle
+
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:5])
+    events = []
+    load = bundle.load_bundle
+    monkeypatch.setattr(bundle, "load_bundle", lambda path: events.append("loading") or load(path))
+    report = run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet"), model=str(tiny_bundle)),
+                     on_progress=lambda docs, tokens: events.append((docs, tokens)))
+    assert events[:2] == ["loading", (0, 0)]  # progress rates count from here, not from the model's load
+    assert sum(docs for docs, _ in events[2:]) == 5 and sum(t for _, t in events[2:]) == report.tokens
+
+
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_pipeline, news_documents):
     from nerbatch.runner import WorkFolder
 
