@@ -28,7 +28,7 @@ from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
 from nerbatch.records import ENTITY_LABELS
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
-from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, normalize_word
+from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, composed, normalize_word
 from nerbatch.windows import plan_windows
 
 
@@ -355,7 +355,7 @@ def _training_inputs(corpus: Corpus, tagset: TagSet, lowercase: bool, settings: 
                  if k not in known and (row < settings.vector_words or k in in_corpus)]
         words = Vocabulary(words.items + extra)
         overrides["word_dim"] = vectors.dim
-    char_vocab = Vocabulary.build((c for s in corpus.words for w in s for c in w), 2)
+    char_vocab = Vocabulary.build((c for s in corpus.words for w in s for c in composed(w)), 2)
     shape = default_shape(settings.arch, len(words), len(tagset), len(char_vocab), **overrides)
     encoder = FeatureEncoder(words, char_vocab if shape.use_chars else None, lowercase=lowercase,
                              max_word_len=shape.max_word_len, casing=shape.use_casing)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,15 @@ _PUNCT = re.compile(r"^[^\w\s]+$")
 
 
 def normalize_word(word: str, lowercase: bool) -> str:
-    """The vocabulary key of a word: optionally lowercased, digits folded to 0."""
-    key = _DIGITS.sub("0", word)
+    """The vocabulary key of a word: composed (NFC), optionally lowercased, digits folded to 0."""
+    key = _DIGITS.sub("0", composed(word))
     return key.lower() if lowercase else key
+
+
+def composed(word: str) -> str:
+    """The NFC form: "Se\u0301gole\u0300ne" (as macOS file names and some editors write it) reads as
+    "Ségolène", the form the corpus and the vocabulary hold."""
+    return word if word.isascii() else unicodedata.normalize("NFC", word)
 
 
 def casing_class(word: str) -> int:
@@ -106,9 +113,10 @@ class TagSet:
 class FeatureEncoder:
     """Turns token strings into the model's inputs (words, chars, casing).
 
-    Features are computed once per distinct word and kept in a bounded cache,
-    so a batch costs one dictionary lookup per token plus the work for words
-    not seen before.
+    Features are computed once per distinct word and kept in a cache bounded in
+    words and in characters (text full of unique long tokens, such as URLs with
+    tracking ids, must not grow a long-running worker), so a batch costs one
+    dictionary lookup per token plus the work for words not seen before.
     """
 
     words: Vocabulary
@@ -117,13 +125,16 @@ class FeatureEncoder:
     max_word_len: int = 16
     casing: bool = True  # emit the word-shape input
     cache_size: int = 500_000
+    cache_chars: int = 16_000_000
     _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _cached_chars: int = field(default=0, init=False, repr=False)
     _table: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     # Taggers of one bundle share this encoder, and pipelines may run in several threads.
     _cache_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def unique_features(self, unique_words: Sequence[str]) -> dict[str, np.ndarray]:
         """Features of distinct words; callers index them back to tokens."""
+        unique_words = [composed(w) for w in unique_words]
         keys = [normalize_word(w, self.lowercase) for w in unique_words]
         out = {"words": self.words.lookup(keys)}
         if self.casing:
@@ -135,10 +146,11 @@ class FeatureEncoder:
     def _feature_rows(self, tokens: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Row of each token in the feature table, adding unseen words to it."""
         with self._cache_lock:
-            if len(self._rows) > self.cache_size:
-                self._rows, self._table = {}, {}
+            if len(self._rows) > self.cache_size or self._cached_chars > self.cache_chars:
+                self._rows, self._table, self._cached_chars = {}, {}, 0
             rows = self._rows
             missing = list(dict.fromkeys(w for w in tokens if w not in rows))
+            self._cached_chars += sum(map(len, missing))
             if missing or not self._table:
                 fresh = self.unique_features(missing)
                 base = len(rows)

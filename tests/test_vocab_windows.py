@@ -37,6 +37,34 @@ def test_encode_batch_pads_with_zero_and_maps_chars():
     assert batch["casing"][0].tolist() == [2, 1, 1, 0]
 
 
+def test_decomposed_text_gets_the_features_of_its_composed_form():
+    import unicodedata
+
+    from nerbatch.bundle import load_bundle
+
+    words = Vocabulary.build(["ségolène", "royal"])
+    encoder = FeatureEncoder(words, Vocabulary.build("Ségolène"), lowercase=True)
+    nfc = ["Ségolène", "Royal"]
+    nfd = [unicodedata.normalize("NFD", w) for w in nfc]
+    assert nfd != nfc
+    composed, decomposed = encoder.encode_batch([nfc], width=2), encoder.encode_batch([nfd], width=2)
+    assert all((composed[name] == decomposed[name]).all() for name in composed)
+    assert composed["words"][0, 0] != UNK_ID
+
+    tagger = load_bundle(None).tagger()
+    sentence = "Ségolène Royal visited Besançon and Orléans on Tuesday .".split()
+    tagged = tagger.tag_strings([sentence, [unicodedata.normalize("NFD", w) for w in sentence]])
+    assert tagged[0] == tagged[1]
+
+
+def test_unique_long_tokens_do_not_grow_the_feature_cache_without_bound():
+    encoder = FeatureEncoder(Vocabulary.build(["a"]), Vocabulary.build("abc"), lowercase=True, cache_chars=100_000)
+    for batch in range(50):  # 50 x 10 distinct 5,000-character tokens
+        encoder.encode_batch([[f"{batch}-{i}-" + "a" * 5000 for i in range(10)]], width=10)
+        assert encoder._cached_chars <= 100_000 + 10 * 5010
+    assert len(encoder._rows) <= 30
+
+
 def test_tagset_orders_o_first():
     tagset = TagSet.build([["O", "B-per", "I-per"], ["B-geo", "O"]])
     assert tagset.tags == ["O", "B-geo", "B-per", "I-per"]
