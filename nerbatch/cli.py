@@ -262,6 +262,20 @@ def predict(
         typer.echo(json.dumps(record, ensure_ascii=False))
 
 
+def _written_forms(secret: str) -> set[str]:
+    """The secret as text, and as %r writes it inside a str, bytes or bytearray value (non-ASCII
+    as escapes; a quote escaped or not, as the quotes repr picks for the whole value demand):
+    kafka-python's DEBUG records dump requests with %r."""
+    forms = {secret}
+    for value in (secret, secret.encode()):
+        for suffix in ("'", "'\""):  # forces each quoting style repr can pick
+            text = repr(value + (suffix if isinstance(value, str) else suffix.encode()))
+            quote = text[-1]
+            written_suffix = suffix if quote == '"' else suffix.replace("'", "\\'")
+            forms.add(text[text.index(quote) + 1:-1 - len(written_suffix)])
+    return {form for form in forms if form}
+
+
 class _WorkerLogFilter(logging.Filter):
     """What the worker's log shows.
 
@@ -274,7 +288,7 @@ class _WorkerLogFilter(logging.Filter):
     def __init__(self, show_kafka: bool, secret: str | None) -> None:
         super().__init__()
         self.show_kafka = show_kafka
-        self.secrets = [s for s in dict.fromkeys([secret, secret and repr(secret.encode())[2:-1]]) if s]
+        self.secrets = sorted(_written_forms(secret), key=len, reverse=True) if secret else []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.show_kafka and (record.name == "kafka" or record.name.startswith("kafka.")):

@@ -143,6 +143,7 @@ worker with the same transactional id).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -152,7 +153,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -491,26 +492,80 @@ def _check_tls_files(cafile: str | None, certfile: str | None, keyfile: str | No
              f"for TLS ({_describe(exc)})")
 
 
-class _BootstrapFailures(logging.Handler):
-    """The last reason kafka-python gave for a failed bootstrap connection.
+class _BootstrapFailures:
+    """Why one worker's bootstrap connections failed, read from kafka-python's log records.
 
-    After it, kafka-python raises only 'Unable to bootstrap', whatever refused the connection (a
-    password, a certificate, a TLS handshake); the reason is in its log record's arguments.
+    After its bootstrap timeout kafka-python raises only 'Unable to bootstrap', whatever refused
+    the connections (a password, a certificate, a TLS handshake); each reason is an argument of
+    its 'Bootstrap connection to ... failed' record. A refusal is kept once seen: a broker may
+    answer the next attempt by just closing the socket. The records of this worker's clients are
+    told from other workers' by their thread: the worker's own, or kafka-python's IO thread, named
+    after the client id.
     """
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
+    def __init__(self, client_id: str) -> None:
+        self.io_thread = f"kafka-io-{client_id}"
+        self.thread: int | None = None
+        self.refusal: BaseException | None = None
         self.last: BaseException | None = None
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def see(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
-        if str(record.msg).startswith("Bootstrap connection to") and len(args) > 1 \
-                and isinstance(args[1], BaseException):
+        if (str(record.msg).startswith("Bootstrap connection to") and len(args) > 1
+                and isinstance(args[1], BaseException)
+                and (record.thread == self.thread or record.threadName == self.io_thread)):
             self.last = args[1]
+            if self.refusal is None and _is_fatal(args[1]):
+                self.refusal = args[1]
 
     def take(self) -> BaseException | None:
-        last, self.last = self.last, None
-        return last
+        """The refusal if there was one, else the last reason; forgotten once taken."""
+        reason = self.refusal or self.last
+        self.refusal = self.last = None
+        return reason
+
+
+class _BootstrapLog:
+    """Shows kafka-python's bootstrap records to the running workers' ``_BootstrapFailures``.
+
+    The records must be made even where logging hides kafka-python (the CLI does, and so may an
+    application): while a worker runs, that logger is enabled at WARNING, and a filter on it hands
+    each record to the workers, then lets through only what the logging configuration showed.
+    """
+
+    NAME = "kafka.net.manager"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watchers: list[_BootstrapFailures] = []
+        self._level = logging.NOTSET
+        self._shown_from = logging.WARNING
+
+    def watch(self, watcher: _BootstrapFailures) -> None:
+        with self._lock:
+            if not self._watchers:
+                logger = logging.getLogger(self.NAME)
+                self._level, self._shown_from = logger.level, logger.getEffectiveLevel()
+                logger.setLevel(min(self._shown_from, logging.WARNING))
+                logger.addFilter(self._filter)
+            self._watchers.append(watcher)
+
+    def unwatch(self, watcher: _BootstrapFailures) -> None:
+        with self._lock:
+            self._watchers.remove(watcher)
+            if not self._watchers:
+                logger = logging.getLogger(self.NAME)
+                logger.removeFilter(self._filter)
+                logger.setLevel(self._level)
+
+    def _filter(self, record: logging.LogRecord) -> bool:
+        for watcher in list(self._watchers):
+            watcher.see(record)
+        return record.levelno >= self._shown_from
+
+
+_BOOTSTRAP_LOG = _BootstrapLog()
+_worker_numbers = itertools.count(1)
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -669,6 +724,8 @@ class Worker:
 
     def __init__(self, options: ConsumeOptions, pipeline) -> None:
         options.validate()
+        if options.client_id is None:  # one per worker: its clients' log records name it
+            options = replace(options, client_id=f"nerbatch-{socket.gethostname()}-{os.getpid()}-{next(_worker_numbers)}")
         self.options = options
         self.pipeline = pipeline
         self.model = pipeline.model_name
@@ -692,7 +749,7 @@ class Worker:
         self._stop_at = 0.0  # monotonic time of the first stop request
         self._last_topic_check = time.monotonic()
         self._last_lag = 0.0
-        self._bootstrap_failures = _BootstrapFailures()
+        self._bootstrap_failures = _BootstrapFailures(self.options.client_id)
 
     # ---- control
 
@@ -716,8 +773,8 @@ class Worker:
                  " and " if o.output_topic and o.output_dir else "",
                  f"folder {o.output_dir}" if o.output_dir else "", self.model,
                  "exactly-once" if o.exactly_once else "at-least-once")
-        bootstrap_log = logging.getLogger("kafka.net.manager")
-        bootstrap_log.addHandler(self._bootstrap_failures)
+        self._bootstrap_failures.thread = threading.get_ident()
+        _BOOTSTRAP_LOG.watch(self._bootstrap_failures)
         try:
             self._start_metrics_server()
             if o.output_dir:
@@ -729,7 +786,7 @@ class Worker:
             elif not self.report.stopped_by:
                 self.report.stopped_by = "signal"
         finally:
-            bootstrap_log.removeHandler(self._bootstrap_failures)
+            _BOOTSTRAP_LOG.unwatch(self._bootstrap_failures)
             self._close()
             self.report.seconds = round(time.monotonic() - started, 3)
         log.info("worker stopped: %s", self.report.summary())

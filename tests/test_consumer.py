@@ -352,6 +352,25 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
     assert result.exit_code == 2 and "would vanish" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("secret", ["plain-secret", "ab'cd", 'ab"cd', "a'b\"c", "pé\\ß-€", "tab\there"])
+def test_the_log_filter_blanks_the_password_however_a_record_writes_it(secret):
+    import logging
+
+    from nerbatch.cli import _WorkerLogFilter
+
+    shown = _WorkerLogFilter(show_kafka=True, secret=secret)
+    payload = b"user\x00user\x00" + secret.encode() + b"\x00"
+    for value in (secret, secret.encode(), bytearray(payload), payload + b'"', {"sasl_plain_password": secret}):
+        record = logging.LogRecord("kafka.protocol.parser", logging.DEBUG, __file__, 1, "Send: %r", (value,), None)
+        assert shown.filter(record)
+        message = record.getMessage()
+        assert "***" in message and not any(form in message for form in ("ab", "b\"c", "p\\xc3", "pé", "there",
+                                                                          "secret")), message
+    hidden = _WorkerLogFilter(show_kafka=False, secret=None)
+    assert not hidden.filter(logging.LogRecord("kafka.conn", logging.WARNING, __file__, 1, "x", None, None))
+    assert hidden.filter(logging.LogRecord("nerbatch.consumer", logging.INFO, __file__, 1, "x", None, None))
+
+
 def _tls_files(folder: Path) -> dict:
     """A self-signed certificate and its key (PEM), as a client presents them; it is its own CA."""
     cert, key = folder / "client.pem", folder / "client.key"
@@ -892,7 +911,7 @@ def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog
 
 
 def test_a_worker_authenticates_over_sasl_and_a_refused_password_stops_it_by_name(
-        kafka_bootstrap, kafka_sasl, kafka_topic_factory, pipeline, monkeypatch):
+        kafka_bootstrap, kafka_sasl, kafka_topic_factory, pipeline, monkeypatch, tmp_path):
     source, out = kafka_topic_factory(1), kafka_topic_factory(1)
     _produce(kafka_bootstrap, source, _docs(3, "sasl"))
     sasl = dict(bootstrap_servers=kafka_sasl["bootstrap"], security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
@@ -904,10 +923,28 @@ def test_a_worker_authenticates_over_sasl_and_a_refused_password_stops_it_by_nam
     assert len(_read_all(kafka_bootstrap, out, 1)) == 3
 
     monkeypatch.setenv("NERBATCH_KAFKA_PASSWORD", "not-" + kafka_sasl["password"])
-    started = time.monotonic()
-    with pytest.raises(ConsumeConfigError, match="Kafka refused the worker: .*SaslAuthenticationFailedError"):
-        _finish(*_start(Worker(ConsumeOptions(group=_uid("sasl"), **sasl), pipeline)), timeout=60)
-    assert time.monotonic() - started < 30  # one bootstrap timeout, not rounds of backoff
+    import logging
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = Worker(ConsumeOptions(bootstrap_servers=f"127.0.0.1:{port}", topics=("in",), group="g",
+                                        output_dir=str(tmp_path / "o"), bootstrap_timeout_ms=1000, max_backoff_s=1.0),
+                         pipeline)
+    kafka_log = logging.getLogger("kafka")
+    kafka_log.setLevel(logging.ERROR)  # as an application hiding kafka-python's warnings does
+    try:
+        other = _start(unreachable)
+        started = time.monotonic()
+        with pytest.raises(ConsumeConfigError, match="Kafka refused the worker: .*SaslAuthenticationFailedError"):
+            _finish(*_start(Worker(ConsumeOptions(group=_uid("sasl"), **sasl), pipeline)), timeout=60)
+        assert time.monotonic() - started < 15  # the first refusal ends it, not rounds of backoff
+        assert other[0].is_alive()  # the refusal was not the other worker's
+        unreachable.stop()
+        assert _finish(*other).stopped_by == "signal"
+    finally:
+        kafka_log.setLevel(logging.NOTSET)
 
 
 def test_the_worker_log_never_shows_the_sasl_password(kafka_bootstrap, kafka_sasl, kafka_topic_factory, tiny_bundle,
