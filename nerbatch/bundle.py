@@ -174,14 +174,17 @@ def read_bundle_config(directory: str | Path) -> dict:
             raise _malformed(directory, "config.json", f"{key!r} is missing or not a {kind.__name__}")
     if config["decoder"] not in ("argmax", "viterbi"):
         raise _malformed(directory, "config.json", f"unknown decoder {config['decoder']!r}")
+    for key, least in (("max_len", 2), ("max_word_len", 1)):
+        if config[key] < least:
+            raise _malformed(directory, "config.json", f"{key!r} must be at least {least}, got {config[key]}")
     return config
 
 
-def _read_vocab(directory: Path) -> dict:
+def _read_vocab(directory: Path, config: dict) -> dict:
     vocab = read_bundle_json(directory, "vocab.json")
     for key in ("words", "chars"):
         items = vocab.get(key) if isinstance(vocab, dict) else None
-        if key == "chars" and items is None:
+        if key == "chars" and items is None and "chars" not in config["features"]:
             continue
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items) or items[:2] != [PAD_TOKEN, UNK_TOKEN]:
             raise _malformed(directory, "vocab.json", f"{key!r} is not a list of strings starting with the "
@@ -219,7 +222,7 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     directory = Path(directory) if directory is not None else default_model_path()
     listed = verify_bundle(directory)["files"]  # only files the checksums vouch for are read
     config = read_bundle_config(directory)
-    vocab = _read_vocab(directory)
+    vocab = _read_vocab(directory, config)
     tags = _read_tags(directory)
     metrics = read_bundle_json(directory, "metrics.json") if "metrics.json" in listed else {}
     try:

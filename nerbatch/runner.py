@@ -32,6 +32,7 @@ from nerbatch.errors import NerbatchError, OutputError, ResumeRefusedError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import (
     check_dataset_folder,
+    check_spared,
     check_writable,
     finish_interrupted_publish,
     open_error_sink,
@@ -319,6 +320,7 @@ def _check_paths(inputs: list[str], output: str, to_folder: bool, errors: str, o
             raise OutputError(f"the {what} {path!r} is inside {str(work_folder_path(output))!r}, "
                               "which the run deletes when it ends")
     if to_folder:
+        check_spared(output, "output folder", {"model": model})
         folder = os.path.realpath(output)
         inside = [p for p in inputs if os.path.dirname(os.path.realpath(p)) == folder]
         if inside:

@@ -115,14 +115,19 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
     be one of those files nor lie in one of those folders.
     """
     path = os.fspath(path)
-    for name, kept in (spare or {}).items():
-        if _is_or_inside(path, os.fspath(kept)):
-            raise OutputError(f"the {what} {path!r} would overwrite the {name} {os.fspath(kept)!r}; write it elsewhere")
+    check_spared(path, what, spare or {})
     if os.path.isdir(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
     _check_parent(path)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
+
+
+def check_spared(path: str, what: str, spare: Mapping[str, str | os.PathLike[str]]) -> None:
+    """``OutputError`` if ``path`` is one of the ``spare`` files or folders or lies inside one."""
+    for name, kept in spare.items():
+        if _is_or_inside(path, os.fspath(kept)):
+            raise OutputError(f"the {what} {path!r} would overwrite the {name} {os.fspath(kept)!r}; write it elsewhere")
 
 
 def _is_or_inside(path: str, kept: str) -> bool:

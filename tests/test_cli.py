@@ -103,7 +103,8 @@ def test_a_report_never_overwrites_the_corpus_or_the_model(tmp_path, gmb_sample,
     news = tmp_path / "news.jsonl"
     news.write_text("".join(json.dumps(d) + "\n" for d in news_documents[:2]))
     for option, path in [("--report", model / "history.json"), ("--output", model / "records.parquet"),
-                         ("--outcomes", model / "outcomes.parquet")]:
+                         ("--outcomes", model / "outcomes.parquet"), ("--output", f"{model}/"),
+                         ("--output", f"{model}/parts/")]:
         result = runner.invoke(app, ["run", "--input", str(news), "--output", str(tmp_path / "o.parquet"),
                                      "--model", str(model), option, str(path)])
         assert result.exit_code == 2 and "would overwrite the model" in result.output, result.output
