@@ -136,7 +136,9 @@ class RunReport:
             f"{self.docs_in} docs ({self.docs_ok} ok, {self.docs_without_entities} without entities, "
             f"{self.docs_failed} failed), {self.sentences} sentences, {self.tokens} tokens, "
             f"{self.entities} entities in {self.seconds:.1f}s ({self.model_load_seconds:.1f}s loading the model, "
-            f"{self.tokens_per_s:,.0f} tokens/s) -> {self.output}"
+            f"{self.tokens_per_s:,.0f} tokens/s"
+            + (f" over the inputs done now; {len(self.resumed_inputs)} resumed" if self.resumed_inputs else "")
+            + f") -> {self.output}"
         )
 
 

@@ -477,6 +477,7 @@ def test_progress_is_appended_once_per_input_and_a_torn_line_is_done_again(tmp_p
     journal.write_bytes(b"".join(lines[:2]) + lines[2][:-9])  # the kill tore the third line
     report = run_job(options, tiny_pipeline)
     assert report.resumed_inputs == sources[:2] and report.docs_in == 8 and Path(out).read_text() == expected
+    assert "tokens/s over the inputs done now; 2 resumed)" in report.summary()
 
 
 def test_a_run_first_completes_a_publish_that_a_crash_interrupted(tmp_path, tiny_pipeline, news_documents,
