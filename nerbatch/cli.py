@@ -138,6 +138,9 @@ def evaluate(
     bundle = load_bundle(model)
     result = evaluate_bundle(bundle, data, batch_size=batch_size)
     test = result["test"]
+    if result["types_unknown_to_model"]:
+        typer.echo(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
+                   "they are scored, and never found", err=True)
     typer.echo(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens")
     typer.echo(format_table(test))
     typer.echo(f"{test['tokens_per_s']:.0f} tokens/s")

@@ -44,7 +44,8 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
     """Score a loaded bundle on the protocol's test split of ``data_path``."""
     corpus = read_corpus(data_path)
     known = {tag[2:] for tag in bundle.tags if tag != "O"}
-    if not known & set(corpus.entity_types()):
+    types = set(corpus.entity_types())
+    if not known & types:
         raise CorpusError(f"{data_path}: its entity types ({', '.join(corpus.entity_types()) or 'none'}) and the "
                           f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
     scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
@@ -52,6 +53,7 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
         "model": bundle.name,
         "protocol": PROTOCOL,
         "data": {"file": Path(data_path).name, "sha256": file_sha256(data_path)},
+        "types_unknown_to_model": sorted(types - known),  # scored, and never found
         "test": scores,
     }
 

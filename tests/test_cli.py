@@ -90,6 +90,13 @@ def test_evaluate_refuses_a_corpus_without_a_type_the_model_knows(tmp_path, gmb_
     assert result.exit_code == 2 and "(PER) and the model's (art, eve, geo" in result.output, result.output
     assert "micro" not in result.output
 
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    frame["Tag"] = frame["Tag"].str.replace("-nat", "-NAT")
+    frame.to_csv(corpus, index=False, encoding="latin1")
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corpus)])
+    assert result.exit_code == 0 and "does not know the corpus's type(s) NAT" in result.output, result.output
+    assert "micro" in result.output
+
 
 def test_a_report_never_overwrites_the_corpus_or_the_model(tmp_path, gmb_sample, tiny_bundle, news_documents):
     import shutil
