@@ -232,6 +232,10 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     if tuple(model.output_shape)[-1] != len(tags):
         raise BundleError(f"{directory / 'model.keras'}: scores {model.output_shape[-1]} tags, "
                           f"tags.json lists {len(tags)}")
+    chars_input = next((tuple(t.shape) for t in model.inputs if t.name == "chars"), None)
+    if chars_input is not None and chars_input[-1] != config["max_word_len"]:
+        raise BundleError(f"{directory / 'model.keras'}: reads {chars_input[-1]} characters a word, "
+                          f"config.json says max_word_len {config['max_word_len']}")
     transition_scores = _read_transition_scores(directory, len(tags)) if "transitions.json" in listed else None
     chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
     encoder = FeatureEncoder(

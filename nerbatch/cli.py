@@ -270,7 +270,7 @@ def _written_forms(secret: str) -> set[str]:
     as escapes; a quote escaped or not, as the quotes repr picks for the whole value demand):
     kafka-python's DEBUG records dump requests with %r."""
     forms = {secret}
-    for value in (secret, secret.encode()):
+    for value in (secret, secret.encode(errors="surrogateescape")):
         for suffix in ("'", "'\""):  # forces each quoting style repr can pick
             text = repr(value + (suffix if isinstance(value, str) else suffix.encode()))
             quote = text[-1]
@@ -285,7 +285,8 @@ class _WorkerLogFilter(logging.Filter):
     kafka-python's own records only at DEBUG: the worker logs each failure it handles once, and
     kafka-python would add lines per socket. Its records are still made, so that the worker can
     read the reason of a failed connection from them. The SASL password never shows, not even in
-    the request dumps of kafka-python's DEBUG records.
+    the request dumps of kafka-python's DEBUG records; only kafka-python's records can hold it, so
+    only theirs are masked (a short password would otherwise mask letters all over the log).
     """
 
     def __init__(self, show_kafka: bool, secret: str | None) -> None:
@@ -294,9 +295,10 @@ class _WorkerLogFilter(logging.Filter):
         self.secrets = sorted(_written_forms(secret), key=len, reverse=True) if secret else []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.show_kafka and (record.name == "kafka" or record.name.startswith("kafka.")):
+        from_kafka = record.name == "kafka" or record.name.startswith("kafka.")
+        if not self.show_kafka and from_kafka:
             return False
-        if self.secrets:
+        if self.secrets and from_kafka:
             text = record.getMessage()
             if any(secret in text for secret in self.secrets):
                 for secret in self.secrets:

@@ -325,9 +325,14 @@ class ConsumeOptions:
                 fail(f"{self.security_protocol} needs a SASL mechanism ({', '.join(_SASL_MECHANISMS)})")
             if not self.sasl_username:
                 fail(f"SASL {self.sasl_mechanism} needs a username")
-            if not os.environ.get(self.sasl_password_env):
+            password = os.environ.get(self.sasl_password_env)
+            if not password:
                 fail(f"SASL {self.sasl_mechanism} needs the password in the environment variable "
                      f"{self.sasl_password_env}")
+            try:
+                password.encode()
+            except UnicodeEncodeError:
+                fail(f"the password in {self.sasl_password_env} is not valid UTF-8")
         elif self.sasl_mechanism or self.sasl_username:
             # Ignoring them would connect without the authentication the operator asked for.
             fail(f"SASL settings need security protocol SASL_PLAINTEXT or SASL_SSL, not {self.security_protocol}")
@@ -505,15 +510,19 @@ class _BootstrapFailures:
 
     def __init__(self, client_id: str) -> None:
         self.io_thread = f"kafka-io-{client_id}"
+        self.io_thread_shared = False  # another running worker has the same client id
         self.thread: int | None = None
         self.refusal: BaseException | None = None
         self.last: BaseException | None = None
 
     def see(self, record: logging.LogRecord) -> None:
+        """Called in the thread that logs the record (``record.thread`` is None without logThreads)."""
         args = record.args if isinstance(record.args, tuple) else ()
-        if (str(record.msg).startswith("Bootstrap connection to") and len(args) > 1
-                and isinstance(args[1], BaseException)
-                and (record.thread == self.thread or record.threadName == self.io_thread)):
+        if not (str(record.msg).startswith("Bootstrap connection to") and len(args) > 1
+                and isinstance(args[1], BaseException)):
+            return
+        if threading.get_ident() == self.thread or (
+                threading.current_thread().name == self.io_thread and not self.io_thread_shared):
             self.last = args[1]
             if self.refusal is None and _is_fatal(args[1]):
                 self.refusal = args[1]
@@ -538,25 +547,40 @@ class _BootstrapLog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watchers: list[_BootstrapFailures] = []
-        self._level = logging.NOTSET
+        self._saved = (logging.NOTSET, False)  # the logger's level and disabled flag before the first watcher
+        self._set_level = logging.WARNING
         self._shown_from = logging.WARNING
 
     def watch(self, watcher: _BootstrapFailures) -> None:
         with self._lock:
             if not self._watchers:
                 logger = logging.getLogger(self.NAME)
-                self._level, self._shown_from = logger.level, logger.getEffectiveLevel()
-                logger.setLevel(min(self._shown_from, logging.WARNING))
+                # dictConfig disables the loggers of libraries imported before it
+                self._saved, self._shown_from = (logger.level, logger.disabled), logger.getEffectiveLevel()
+                self._set_level = min(self._shown_from, logging.WARNING)
+                if logger.disabled:
+                    self._shown_from = logging.CRITICAL + 1
+                logger.setLevel(self._set_level)
+                logger.disabled = False
                 logger.addFilter(self._filter)
             self._watchers.append(watcher)
+            self._mark_shared()
 
     def unwatch(self, watcher: _BootstrapFailures) -> None:
         with self._lock:
             self._watchers.remove(watcher)
+            self._mark_shared()
             if not self._watchers:
                 logger = logging.getLogger(self.NAME)
                 logger.removeFilter(self._filter)
-                logger.setLevel(self._level)
+                if logger.level == self._set_level:  # else the application has set it since
+                    logger.setLevel(self._saved[0])
+                logger.disabled = self._saved[1]
+
+    def _mark_shared(self) -> None:
+        names = [w.io_thread for w in self._watchers]
+        for w in self._watchers:
+            w.io_thread_shared = names.count(w.io_thread) > 1
 
     def _filter(self, record: logging.LogRecord) -> bool:
         for watcher in list(self._watchers):

@@ -101,6 +101,7 @@ def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
     ("config.json", lambda c: c.update(decoder="beam"), "unknown decoder 'beam'"),
     ("config.json", lambda c: c.update(max_len=0), "'max_len' must be at least 2, got 0"),
     ("config.json", lambda c: c.update(max_word_len=-1), "'max_word_len' must be at least 1, got -1"),
+    ("config.json", lambda c: c.update(max_word_len=8), "reads 16 characters a word, config.json says max_word_len 8"),
     ("vocab.json", lambda v: v.update(chars=None), "'chars' is not a list of strings"),
     ("vocab.json", lambda v: v.pop("words"), "'words' is not a list of strings"),
     ("tags.json", lambda t: t.pop(), "scores 17 tags, tags.json lists 16"),

@@ -326,7 +326,10 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), security_protocol="SSL", ssl_cafile=str(SAMPLE)),
          "ssl cafile '.*gmb_sample.csv' cannot be used for TLS"),
         (dict(output_dir=str(tmp_path), security_protocol="SSL", ssl_keyfile=str(SAMPLE)), "ssl keyfile needs ssl certfile"),
+        (dict(output_dir=str(tmp_path), security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u",
+              sasl_password_env="NERBATCH_TEST_LATIN1_PASSWORD"), "NERBATCH_TEST_LATIN1_PASSWORD is not valid UTF-8"),
     ]
+    monkeypatch.setenv("NERBATCH_TEST_LATIN1_PASSWORD", "p\udce4ss")  # b"p\xe4ss" from a latin-1 environment
     for extra, message in bad:
         options = ConsumeOptions(**{**base, **extra})
         if message is None:
@@ -366,9 +369,53 @@ def test_the_log_filter_blanks_the_password_however_a_record_writes_it(secret):
         message = record.getMessage()
         assert "***" in message and not any(form in message for form in ("ab", "b\"c", "p\\xc3", "pé", "there",
                                                                           "secret")), message
+    own = logging.LogRecord("nerbatch.consumer", logging.INFO, __file__, 1, "attempt 1 at 127.0.0.1", None, None)
+    assert _WorkerLogFilter(show_kafka=True, secret="1").filter(own) and own.getMessage() == "attempt 1 at 127.0.0.1"
     hidden = _WorkerLogFilter(show_kafka=False, secret=None)
     assert not hidden.filter(logging.LogRecord("kafka.conn", logging.WARNING, __file__, 1, "x", None, None))
     assert hidden.filter(logging.LogRecord("nerbatch.consumer", logging.INFO, __file__, 1, "x", None, None))
+
+
+def test_bootstrap_failures_reach_their_own_worker_whatever_the_logging_setup(monkeypatch):
+    import logging
+
+    from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
+
+    from nerbatch.consumer import _BOOTSTRAP_LOG, _BootstrapFailures
+
+    logger = logging.getLogger("kafka.net.manager")
+    monkeypatch.setattr(logging, "logThreads", False)  # records then name no thread
+    monkeypatch.setattr(logger, "disabled", True)  # as logging.config.dictConfig leaves a library's logger
+    logger.setLevel(logging.ERROR)  # as an application hiding kafka-python's warnings does
+    mine, other, twin_a, twin_b = (_BootstrapFailures(c) for c in ("w1", "w2", "same", "same"))
+    mine.thread = threading.get_ident()
+
+    def log(reason, thread_name=None):
+        def emit():
+            logger.warning("Bootstrap connection to %s failed: %s (backoff %.2f secs)", "bootstrap-0", reason, 1.0)
+        if thread_name is None:
+            return emit()
+        thread = threading.Thread(target=emit, name=thread_name)
+        thread.start()
+        thread.join()
+
+    refusal, dropped, other_reason = (SaslAuthenticationFailedError("bad password"),
+                                      KafkaConnectionError("socket disconnected"), KafkaConnectionError("refused"))
+    try:
+        for watcher in (mine, other, twin_a, twin_b):
+            _BOOTSTRAP_LOG.watch(watcher)
+        log(refusal)
+        log(dropped)  # the broker's next answer: it must not hide the refusal
+        log(other_reason, "kafka-io-w2")
+        log(other_reason, "kafka-io-same")  # two workers with one client id: neither can tell whose it is
+        logger.setLevel(logging.INFO)  # the application changes its mind while workers run
+    finally:
+        for watcher in (mine, other, twin_a, twin_b):
+            _BOOTSTRAP_LOG.unwatch(watcher)
+    assert mine.take() is refusal and mine.take() is None
+    assert other.take() is other_reason and twin_a.take() is None and twin_b.take() is None
+    assert logger.level == logging.INFO and logger.disabled and not logger.filters
+    logger.setLevel(logging.NOTSET)
 
 
 def _tls_files(folder: Path) -> dict:
