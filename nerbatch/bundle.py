@@ -19,6 +19,7 @@ newer-format bundle with a one-line reason.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from nerbatch.errors import BundleError
 from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN, FeatureEncoder, Vocabulary
@@ -266,6 +267,8 @@ def check_bundle_target(directory: str | Path) -> Path:
     if directory.exists():
         if not directory.is_dir():
             raise BundleError(f"{directory}: exists and is not a folder; choose another --out")
+        if os.path.ismount(directory):  # a volume: the folder itself cannot be renamed into place
+            raise BundleError(f"{directory}: is a mount point; write the bundle to a folder inside it")
         present = {p.name for p in directory.iterdir()}
         if present:
             listed = _listed_files(directory)
@@ -292,9 +295,13 @@ def save_bundle(
     metrics: dict | None = None,
     history: dict | None = None,
     transitions: dict | None = None,
-    extra_files: dict[str, Path] | None = None,
+    extra_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
-    """Write a complete bundle atomically: a temp sibling renamed into place."""
+    """Write a complete bundle atomically: a temp sibling renamed into place.
+
+    ``extra_files`` maps a file name to a function that writes that file at the path it is given.
+    A write that fails (a full disk) is a ``BundleError``; the previous bundle stays.
+    """
     import shutil
     import tempfile
 
@@ -317,8 +324,8 @@ def save_bundle(
             write_json(staging / "history.json", history)
         if transitions is not None:
             write_json(staging / "transitions.json", transitions)
-        for name, source in (extra_files or {}).items():
-            shutil.copyfile(source, staging / name)
+        for name, write in (extra_files or {}).items():
+            write(staging / name)
         write_manifest(staging)
         if directory.exists():
             os.replace(directory, backup)
@@ -326,12 +333,36 @@ def save_bundle(
             shutil.rmtree(backup)
         else:
             os.replace(staging, directory)
-    except BaseException:
+    except BaseException as exc:
         if backup.exists():
             if directory.exists():
                 shutil.rmtree(backup, ignore_errors=True)
             else:  # interrupted between the two renames: the previous bundle goes back
                 os.replace(backup, directory)
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise BundleError(f"{directory}: cannot write the bundle ({exc.strerror or exc}); "
+                              "the previous one, if any, is unchanged") from None
         raise
     return directory
+
+
+@contextlib.contextmanager
+def lock_bundle_target(directory: str | Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside the bundle folder, so that a second training into the same
+    folder stops at once instead of replacing the first one's bundle; removed when released."""
+    import fcntl
+
+    directory = Path(directory).resolve()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    path = directory.with_name(f".{directory.name}.lock")
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError(f"{directory}: another nerbatch train is writing this bundle; "
+                              "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)

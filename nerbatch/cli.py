@@ -114,7 +114,21 @@ def train(
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
         objective=objective, refit=refit, vector_words=vector_words,
     )
-    metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors)
+    received = [signal.SIGINT]
+
+    def stop(signum, frame):  # SIGTERM (docker, Airflow, Kubernetes) stops a training as Ctrl-C does
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors)
+    except KeyboardInterrupt:
+        typer.echo(f"nerbatch: {signal.Signals(received[0]).name} received: training stopped, no bundle written "
+                   f"({out} is as it was)", err=True)
+        raise typer.Exit(128 + received[0]) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(format_table(metrics["test"]))
     typer.echo(f"bundle written to {out}")
 

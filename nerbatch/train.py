@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nerbatch.backend import keras
-from nerbatch.bundle import check_bundle_target
+from nerbatch.bundle import check_bundle_target, lock_bundle_target, save_bundle
 from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus, validation_split
 from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.errors import NerbatchError
@@ -269,7 +268,7 @@ def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, setting
         if verbose:
             print(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
                   f"({epoch_seconds[-1]:.0f}s)", flush=True)
-        if f1 > best["f1"]:
+        if f1 > best["f1"] or best["f1"] <= 0:  # while it finds nothing, the latest epoch is the most trained
             best = {"f1": f1, "epoch": epoch, "weights": model.get_weights(), "transitions": tagger.transition_scores}
             waited = 0
         elif best["f1"] > 0:  # before it finds any entity a network is still learning, not on a plateau
@@ -414,6 +413,11 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     """
     settings.validate()
     check_bundle_target(out_dir)  # before hours of training, not after
+    with lock_bundle_target(out_dir):
+        return _train(data_path, out_dir, settings, verbose, vectors_path)
+
+
+def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_path) -> dict:
     k = keras()
     k.utils.set_random_seed(settings.seed)
     data_path = Path(data_path)
@@ -516,14 +520,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         "decoder": decoder,
         "shape": shape.to_dict(),
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        plot = Path(scratch) / "training.png"
-        _plot_history(history, plot)
-        save_from = {"training.png": plot}
-        from nerbatch.bundle import save_bundle
-
-        save_bundle(
-            out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config,
-            metrics=metrics, history=history, transitions=transitions, extra_files=save_from,
-        )
+    save_bundle(
+        out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config, metrics=metrics, history=history,
+        transitions=transitions, extra_files={"training.png": lambda path: _plot_history(history, path)},
+    )
     return metrics

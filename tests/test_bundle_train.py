@@ -202,6 +202,82 @@ def test_interrupted_replace_puts_the_previous_bundle_back(tiny_bundle, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
+def test_a_failed_write_is_one_error_and_keeps_the_previous_bundle(tiny_bundle, tmp_path):
+    from nerbatch import bundle as bundle_module
+
+    copy = _copy(tiny_bundle, tmp_path)
+    loaded = load_bundle(copy)
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(BundleError, match="cannot write the bundle \\(No space left on device\\); the previous"):
+        bundle_module.save_bundle(copy, model=loaded.model, encoder=loaded.encoder, tags=loaded.tags,
+                                  config=loaded.config, extra_files={"training.png": full_disk})
+    verify_bundle(copy)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_a_second_training_into_the_same_folder_or_a_mount_point_is_refused_before_training(
+        gmb_sample, tmp_path, monkeypatch):
+    import os
+
+    from nerbatch.bundle import lock_bundle_target
+    from nerbatch.train import TrainSettings, train
+
+    settings = TrainSettings.for_arch("seed", epochs=1)
+    with lock_bundle_target(tmp_path / "m"):  # as a training in progress holds it
+        with pytest.raises(BundleError, match="another nerbatch train is writing this bundle"):
+            train(gmb_sample, tmp_path / "m", settings, verbose=0)
+    (tmp_path / "volume").mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda path: str(path) == str(tmp_path / "volume"))
+    with pytest.raises(BundleError, match="is a mount point; write the bundle to a folder inside it"):
+        train(gmb_sample, tmp_path / "volume", settings, verbose=0)
+
+
+def test_a_network_that_finds_nothing_on_validation_keeps_its_latest_epoch(gmb_sample, tmp_path):
+    import pandas as pd
+
+    from nerbatch.corpus import read_corpus
+    from nerbatch.train import TrainSettings, protocol_parts, train
+
+    settings = TrainSettings.for_arch("seed", epochs=2)
+    _, validation, _ = protocol_parts(read_corpus(gmb_sample), settings)
+    frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
+    sentence = frame["Sentence #"].replace("", pd.NA).ffill()
+    frame.loc[sentence.isin(set(validation.sentence_ids)), "Tag"] = "O"  # nothing to find there
+    corpus = tmp_path / "no-validation-entities.csv"
+    frame.to_csv(corpus, index=False, encoding="latin1")
+    metrics = train(corpus, tmp_path / "m", settings, verbose=0)
+    member = metrics["validation"]["members"][0]
+    assert member["best_entity_f1"] == 0.0 and member["best_epoch"] == 2  # not the least trained one
+
+
+def test_sigterm_stops_a_training_with_a_message_and_no_bundle(gmb_sample, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "nerbatch", "train", "--data", str(gmb_sample), "--out", str(out),
+                             "--arch", "seed", "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        for line in proc.stdout:  # the first epoch has ended: it is training now
+            if line.startswith("epoch 1:"):
+                break
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM and time.monotonic() - started < 30
+    assert "SIGTERM received: training stopped, no bundle written" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_tag_seen_only_in_the_test_part_is_not_an_output(gmb_sample, tmp_path, monkeypatch):
     import pandas as pd
 
