@@ -20,6 +20,7 @@ newer-format bundle with a one-line reason.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -70,6 +71,10 @@ def verify_bundle(directory: str | Path) -> dict:
     """Check the manifest and every file's checksum; return the manifest."""
     directory = Path(directory)
     if not directory.is_dir():
+        left = sorted(Path(directory).parent.glob(f".{glob.escape(Path(directory).name)}.old-*"))
+        if left and not Path(directory).exists():
+            raise BundleError(f"{directory}: model bundle not found; a training killed while replacing it left "
+                              f"the previous bundle in {left[-1]} (the next training into it puts it back)")
         raise BundleError(f"{directory}: model bundle not found (expected a directory)")
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -345,6 +350,47 @@ def save_bundle(
                               "the previous one, if any, is unchanged") from None
         raise
     return directory
+
+
+def recover_interrupted_save(directory: str | Path) -> list[str]:
+    """Undo what a killed ``save_bundle`` left beside ``directory`` (call it holding the lock).
+
+    A kill between its two renames leaves the previous bundle in ``.<name>.old-<pid>`` and no
+    ``<name>``: it is put back. Staging folders (``.<name>.`` and eight characters) of dead
+    writers are removed. Returns what was done, one line each.
+    """
+    import shutil
+
+    directory = Path(directory).resolve()
+    done = []
+    if not directory.parent.is_dir():
+        return done
+    staging = re.compile(rf"\.{re.escape(directory.name)}\.[a-z0-9_]{{8}}")
+    siblings = sorted(directory.parent.iterdir())
+    for sibling in siblings:
+        old = re.fullmatch(rf"\.{re.escape(directory.name)}\.old-(\d+)", sibling.name)
+        if old and not _alive(int(old.group(1))):
+            if directory.exists():
+                shutil.rmtree(sibling, ignore_errors=True)
+                done.append(f"removed {sibling.name}, the previous bundle of a finished write")
+            else:
+                os.replace(sibling, directory)
+                done.append(f"put back the previous bundle from {sibling.name}")
+    for sibling in siblings:
+        if staging.fullmatch(sibling.name) and sibling.is_dir():
+            shutil.rmtree(sibling, ignore_errors=True)
+            done.append(f"removed {sibling.name}, the staging folder of a killed write")
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -18,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nerbatch.backend import keras
-from nerbatch.bundle import check_bundle_target, lock_bundle_target, save_bundle
+from nerbatch.bundle import check_bundle_target, lock_bundle_target, recover_interrupted_save, save_bundle
 from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus, validation_split
 from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.errors import NerbatchError
@@ -414,6 +415,8 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     settings.validate()
     check_bundle_target(out_dir)  # before hours of training, not after
     with lock_bundle_target(out_dir):
+        for line in recover_interrupted_save(out_dir):  # a training killed while it wrote this bundle
+            print(f"nerbatch: {out_dir}: {line}", file=sys.stderr)
         return _train(data_path, out_dir, settings, verbose, vectors_path)
 
 

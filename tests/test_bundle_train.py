@@ -218,6 +218,27 @@ def test_a_failed_write_is_one_error_and_keeps_the_previous_bundle(tiny_bundle, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
+def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp_path):
+    import os
+    import subprocess
+
+    from nerbatch.bundle import recover_interrupted_save
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a writer that is gone
+    previous = _copy(tiny_bundle, tmp_path).rename(tmp_path / f".copy.old-{proc.pid}")
+    with pytest.raises(BundleError, match=f"a training killed while replacing it left the previous bundle in .*{previous.name}"):
+        load_bundle(tmp_path / "copy")
+    (tmp_path / ".copy.k1l2m3n4").mkdir()  # its staging folder, half written
+    (tmp_path / ".copy.k1l2m3n4" / "model.keras").write_bytes(b"half")
+    live = _copy(tiny_bundle, tmp_path).rename(tmp_path / f".other.old-{os.getpid()}")  # another writer, running
+    done = recover_interrupted_save(tmp_path / "copy")
+    assert done == [f"put back the previous bundle from {previous.name}",
+                    "removed .copy.k1l2m3n4, the staging folder of a killed write"]
+    verify_bundle(tmp_path / "copy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["copy", live.name])
+
+
 def test_a_second_training_into_the_same_folder_or_a_mount_point_is_refused_before_training(
         gmb_sample, tmp_path, monkeypatch):
     import os
