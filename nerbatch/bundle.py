@@ -71,8 +71,8 @@ def verify_bundle(directory: str | Path) -> dict:
     """Check the manifest and every file's checksum; return the manifest."""
     directory = Path(directory)
     if not directory.is_dir():
-        left = sorted(Path(directory).parent.glob(f".{glob.escape(Path(directory).name)}.old-*"))
-        if left and not Path(directory).exists():
+        left = sorted(directory.parent.glob(f".{glob.escape(directory.name)}.old-*"))
+        if left and not directory.exists():
             raise BundleError(f"{directory}: model bundle not found; a training killed while replacing it left "
                               f"the previous bundle in {left[-1]} (the next training into it puts it back)")
         raise BundleError(f"{directory}: model bundle not found (expected a directory)")

@@ -46,7 +46,7 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
     known = {tag[2:] for tag in bundle.tags if tag != "O"}
     types = set(corpus.entity_types())
     if not known & types:
-        raise CorpusError(f"{data_path}: its entity types ({', '.join(corpus.entity_types()) or 'none'}) and the "
+        raise CorpusError(f"{data_path}: its entity types ({', '.join(sorted(types)) or 'none'}) and the "
                           f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
     scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
     return {
