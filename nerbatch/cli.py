@@ -345,7 +345,7 @@ def consume(
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents fail (dead-letter).")] = 1_000_000,
-    max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document.")] = 1_000_000,
+    max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document (at least 1024).")] = 1_000_000,
     auto_offset_reset: Annotated[str, typer.Option(help="Where a group without committed offsets starts: earliest or latest.")] = "earliest",
     group_instance_id: Annotated[Optional[str], typer.Option(help="Static group membership: a restarted worker takes its partitions back at once.")] = None,
     session_timeout_ms: Annotated[Optional[int], typer.Option(help="Group session timeout (default 45000): how soon a dead worker's partitions move.")] = None,

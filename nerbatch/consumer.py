@@ -186,6 +186,9 @@ _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Those a username and password configure (OAUTHBEARER and GSSAPI need more than options can give).
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _HEADER_PREFIX = "nerbatch-"
+# The smallest --max-message-bytes: a dead-letter message stripped of payload, key and the input's
+# headers still carries our headers (a topic name may take 249 bytes) and at least 250 bytes of reason.
+MIN_MESSAGE_BYTES = 1024
 
 
 REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
@@ -305,6 +308,9 @@ class ConsumeOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if isinstance(self.max_message_bytes, int) and 0 < self.max_message_bytes < MIN_MESSAGE_BYTES:
+            fail(f"max message bytes must be at least {MIN_MESSAGE_BYTES} (room for a dead-letter message's "
+                 f"headers), got {self.max_message_bytes}")
         for name in ("part_max_seconds", "log_interval", "max_backoff_s", "flush_timeout_s"):
             if not getattr(self, name) > 0:
                 fail(f"{name.replace('_', ' ')} must be positive, got {getattr(self, name)!r}")
@@ -1258,7 +1264,7 @@ class Worker:
 
         What gives way, in order, when it would not: the payload is cut, then
         the input's own headers, then our doc-id header, then the key are
-        dropped, each marked by a header.  A null header value is sent empty
+        dropped, then the reason is cut, each marked by a header.  A null header value is sent empty
         and a tombstone without a key as an empty value: the producer cannot
         send either as it is.
         """
@@ -1288,6 +1294,11 @@ class Worker:
             if not fits(b"") and key:
                 ours.append((_HEADER_PREFIX + "key-dropped", str(len(key)).encode()))
                 key = None
+            if not fits(b""):
+                reason = ours[0][1]
+                ours.append((_HEADER_PREFIX + "reason-truncated", str(len(reason)).encode()))
+                excess = _record_bytes(key, b"", headers + ours) - o.max_message_bytes
+                ours[0] = (ours[0][0], reason[:len(reason) - excess].decode("utf-8", errors="ignore").encode("utf-8"))
             if value:
                 keep = max(0, len(value) - (_record_bytes(key, value, headers + ours) - o.max_message_bytes))
                 value = value[:keep]

@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from nerbatch.consumer import ConsumeConfigError, ConsumeOptions, UnreadableRecordError, Worker, _Outcome, part_name
+from nerbatch.consumer import (
+    MIN_MESSAGE_BYTES, ConsumeConfigError, ConsumeOptions, UnreadableRecordError, Worker, _Outcome, _record_bytes, part_name,
+)
 from nerbatch.documents import Document, DocumentError, parse_document
 from nerbatch.errors import NerbatchError
 from nerbatch.pipeline import AnnotatedChunk
@@ -315,6 +317,8 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), id_field=""), "--id-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), text_field=""), "--text-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), transactional_id="tx"), "only with --exactly-once"),
+        (dict(output_dir=str(tmp_path), max_message_bytes=1023), "max message bytes must be at least 1024"),
+        (dict(output_dir=str(tmp_path), max_message_bytes=1024), None),
         # security settings that would be ignored, or fail every connection
         (dict(output_dir=str(tmp_path), sasl_username="u"), "SASL settings need security protocol SASL_"),
         (dict(output_dir=str(tmp_path), ssl_cafile=str(SAMPLE)), "ssl cafile needs security protocol SSL or "
@@ -646,6 +650,27 @@ def test_a_null_header_value_is_dead_lettered_empty(pipeline):
     assert (topic, key, value) == ("dlq", b"k", b"{not json")
     assert headers[:2] == [("trace", b""), ("span", b"s")]
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
+
+
+def test_a_dead_letter_fits_the_smallest_message_limit(pipeline):
+    # Stripped of payload, key, doc id and the input's headers, a long reason still has to give way.
+    topic = "t" * 249  # Kafka's longest topic name
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=(topic,), group="g", output_topic="out",
+                             dead_letter_topic="dlq", max_message_bytes=MIN_MESSAGE_BYTES)
+    options.validate()
+    record = SimpleNamespace(topic=topic, partition=2_147_483_647, offset=9_223_372_036_854_775_807,
+                             key=b"k" * 2000, value=b"v" * 5000, headers=[("trace", b"t" * 2000)])
+    reason = "missing_text: " + "é" * 2000
+    error = DocumentError(topic, 7, "d" * 2000, reason, "")
+    _, key, value, headers, _ = Worker(options, pipeline)._dead_letter(_Outcome(record, error=error))
+    assert _record_bytes(key, value, headers) <= MIN_MESSAGE_BYTES
+    found = dict(headers)
+    cut = found["nerbatch-reason"].decode("utf-8")  # cut on a character boundary
+    assert len(found["nerbatch-reason"]) >= 250 and reason.startswith(cut)
+    assert found["nerbatch-reason-truncated"] == str(len(reason.encode())).encode()
+    assert found["nerbatch-reason-kind"] == b"missing_text" and found["nerbatch-source-topic"] == topic.encode()
+    assert (key, found["nerbatch-key-dropped"], found["nerbatch-payload-truncated"]) == (None, b"2000", b"5000")
+    assert len(value) < 4 and record.value.startswith(value)  # what a cut character left, at most
 
 
 def test_transactional_input_is_consumed_to_its_end(kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline):
