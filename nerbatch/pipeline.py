@@ -11,12 +11,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from nerbatch.decode import TagKinds, flat_spans
-from nerbatch.documents import Document
+from nerbatch.documents import Document, DocumentError
 from nerbatch.records import normalise_keep_fields
 from nerbatch.text import SentenceTokens, segment
 
@@ -26,7 +26,9 @@ class AnnotatedChunk:
     """Entities found in a run of consecutive documents, as columns.
 
     ``doc_index`` points into ``documents``; entities are ordered by document,
-    then by position in the text.
+    then by position in the text.  ``failed`` holds the input's failed
+    documents (``DocumentError``) that came among or after the chunk's
+    documents, in input order.
     """
 
     documents: list[Document]
@@ -39,6 +41,7 @@ class AnnotatedChunk:
     score: np.ndarray
     sentences: int
     tokens: int
+    failed: list[DocumentError] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.label)
@@ -90,8 +93,12 @@ class NerPipeline:
     def model_name(self) -> str:
         return self.bundle.name
 
-    def annotate(self, documents: Iterable[Document]) -> Iterator[AnnotatedChunk]:
-        """Annotated chunks in input order; every document appears in exactly one chunk."""
+    def annotate(self, documents: Iterable[Document | DocumentError]) -> Iterator[AnnotatedChunk]:
+        """Annotated chunks in input order; every document appears in exactly one chunk.
+
+        A ``DocumentError`` among the documents is passed through in its chunk's ``failed`` and counts
+        towards the chunk's size, so a run of failures is handed on as it comes, never held back.
+        """
         chunks: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
 
@@ -107,8 +114,8 @@ class NerPipeline:
 
         def produce() -> None:
             try:
-                for chunk in self._segmented_chunks(documents):
-                    if not hand_over(chunk):
+                for docs, segmented, failed in self._segmented_chunks(documents):
+                    if not hand_over((docs, segmented, failed)):
                         return
                 hand_over(_DONE)
             except BaseException as exc:  # handed to the consumer, re-raised there
@@ -123,7 +130,10 @@ class NerPipeline:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                yield self._annotate_chunk(*item)
+                docs, segmented, failed = item
+                chunk = self._annotate_chunk(docs, segmented)
+                chunk.failed = failed
+                yield chunk
         finally:
             stop.set()
             worker.join(timeout=5)
@@ -133,21 +143,26 @@ class NerPipeline:
         docs = list(documents)
         return self._annotate_chunk(docs, [segment(d.text) for d in docs])
 
-    def _segmented_chunks(self, documents: Iterable[Document]):
+    def _segmented_chunks(self, documents: Iterable[Document | DocumentError]):
         docs: list[Document] = []
         segmented: list[list[SentenceTokens]] = []
+        failed: list[DocumentError] = []
         pending = 0
         for doc in documents:
-            sentences = segment(doc.text)
-            docs.append(doc)
-            segmented.append(sentences)
-            pending += len(sentences)
-            # Documents count too, so a stream of empty documents still comes in bounded chunks.
-            if pending >= self.chunk_sentences or len(docs) >= self.chunk_sentences:
-                yield docs, segmented
-                docs, segmented, pending = [], [], 0
-        if docs:
-            yield docs, segmented
+            if isinstance(doc, DocumentError):
+                failed.append(doc)
+            else:
+                sentences = segment(doc.text)
+                docs.append(doc)
+                segmented.append(sentences)
+                pending += len(sentences)
+            # Documents and failures count too, so a stream of empty or failed documents still comes
+            # in bounded chunks.
+            if pending >= self.chunk_sentences or len(docs) + len(failed) >= self.chunk_sentences:
+                yield docs, segmented, failed
+                docs, segmented, failed, pending = [], [], [], 0
+        if docs or failed:
+            yield docs, segmented, failed
 
     def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
         sentences = [s for doc_sentences in segmented for s in doc_sentences]

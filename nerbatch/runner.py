@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from nerbatch import __version__
-from nerbatch.documents import Document, DocumentError, expand_inputs, read_documents, reason_kind
+from nerbatch.documents import DocumentError, expand_inputs, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError, ResumeRefusedError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import (
@@ -446,29 +446,25 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
     part = work.path / f"part-{number:05d}.{fmt}"
     errors_part = work.path / f"errors-{number:05d}.jsonl"
     outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
-    failures: list[DocumentError] = []
     incomplete = False
     counts = dict.fromkeys(
         ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"), 0
     )
 
     def documents():
-        # Runs on the pipeline's reader thread; list.append is atomic.
+        # Runs on the pipeline's reader thread, which has finished when the last chunk arrives.
         nonlocal incomplete
         for item in read_documents(
             source, id_field=options.id_field, text_field=options.text_field,
             keep_fields=options.keep_fields, max_doc_chars=options.max_doc_chars,
         ):
-            if isinstance(item, Document):
-                yield item
-            else:
+            if isinstance(item, DocumentError):
                 incomplete = incomplete or reason_kind(item.reason) in _BREAK_KINDS
-                failures.append(item)
+            yield item
 
     sink = open_sink(part, fmt, schema=schema, metadata={"source": source}, dataset=False)
     outcome_sink = (open_sink(outcomes_part, outcomes_fmt, schema=outcome_arrow_schema(), dataset=False)
                     if outcomes_part else contextlib.nullcontext())
-    unwritten: list[DocumentError] = []  # failures not yet in the outcomes part
     with sink, open_error_sink(errors_part) as error_sink, outcome_sink:
         for chunk in pipeline.annotate(documents()):
             sink.write(chunk.record_columns(pipeline.model_name, options.keep_fields))
@@ -478,43 +474,18 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
             counts["sentences"] += chunk.sentences
             counts["tokens"] += chunk.tokens
             counts["entities"] += len(chunk)
-            drained = _take(failures)
-            counts["docs_failed"] += len(drained)
-            error_sink.write_records(error_record(e) for e in drained)
+            counts["docs_failed"] += len(chunk.failed)
+            error_sink.write_records(error_record(e) for e in chunk.failed)
             if outcomes_part:
-                # The reader runs ahead: failures past this chunk's last document wait for their turn.
-                last = chunk.documents[-1].position if chunk.documents else math.inf
-                unwritten += drained
-                due = [e for e in unwritten if e.position < last]
-                unwritten = [e for e in unwritten if e.position >= last]
-                outcome_sink.write(outcome_columns(source, chunk.documents, per_doc.tolist(), due,
+                outcome_sink.write(outcome_columns(source, chunk.documents, per_doc.tolist(), chunk.failed,
                                                     pipeline.model_name))
             if on_progress:
-                on_progress(len(chunk.documents) + len(drained), chunk.tokens)
-        drained = _take(failures)
-        counts["docs_failed"] += len(drained)
-        error_sink.write_records(error_record(e) for e in drained)
-        if outcomes_part:
-            outcome_sink.write(outcome_columns(source, [], [], unwritten + drained, pipeline.model_name))
-        if on_progress and drained:
-            on_progress(len(drained), 0)
+                on_progress(len(chunk.documents) + len(chunk.failed), chunk.tokens)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
     entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
     if outcomes_part:
         entry["outcomes_part"] = outcomes_part.name
     return entry
-
-
-def _take(items: list) -> list:
-    """Remove and return what ``items`` holds now, while another thread may append to it.
-
-    Copying and then clearing (``items[:] = []``) would drop an append made in
-    between; deleting exactly the items copied cannot.
-    """
-    n = len(items)
-    taken = items[:n]
-    del items[:n]
-    return taken
 
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:

@@ -146,3 +146,28 @@ def test_empty_documents_still_come_in_bounded_chunks_and_kept_fields_are_checke
         chunk.record_columns("m@1", ["text"])
     with pytest.raises(TypeError, match="not a string"):
         chunk.record_columns("m@1", "title")
+
+
+def test_failed_documents_pass_through_in_bounded_chunks_in_input_order(tiny_bundle):
+    from nerbatch.bundle import load_bundle
+    from nerbatch.documents import DocumentError
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=100)
+    read = 0
+
+    def items():
+        # 5,000 failures, then one good document: failures must not wait for it in memory
+        nonlocal read
+        for i in range(5000):
+            read += 1
+            yield DocumentError("mem", i, str(i), "missing_text: no 'text' field", "")
+        yield Document("last", "Angela Merkel visited Paris .", {}, "mem", 5000)
+
+    chunks = pipeline.annotate(items())
+    first = next(chunks)
+    assert read < 1000  # handed on while the reader is still reading
+    chunks = [first, *chunks]
+    assert all(len(c.failed) + len(c.documents) <= 100 for c in chunks)
+    assert [e.position for c in chunks for e in c.failed] == list(range(5000))
+    assert [d.doc_id for c in chunks for d in c.documents] == ["last"]

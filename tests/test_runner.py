@@ -149,6 +149,24 @@ def test_outcomes_give_every_document_one_row_in_input_order(tmp_path, tiny_pipe
     assert sum(r["outcome"] == "no_entities" for r in rows) == report.docs_without_entities
 
 
+def test_a_file_of_failing_documents_is_handed_on_in_chunks(tmp_path, tiny_pipeline):
+    # A misspelt --text-field fails every row; the failures used to pile up until the file ended.
+    rows = 3000
+    src = tmp_path / "wrong-field.parquet"
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(rows)], "body": ["Angela Merkel went to Paris."] * rows}),
+                   src, row_group_size=500)
+    progress = []
+    out, outcomes = tmp_path / "e.parquet", tmp_path / "outcomes.parquet"
+    report = run_job(RunOptions(inputs=[str(src)], output=str(out), outcomes=str(outcomes), max_error_rate=1.0),
+                     tiny_pipeline, on_progress=lambda docs, tokens: progress.append(docs))
+    assert (report.docs_in, report.docs_failed) == (rows, rows)
+    assert progress[0] == 0 and max(progress) <= tiny_pipeline.chunk_sentences and sum(progress) == rows
+    table = pq.read_table(outcomes)
+    assert table.column("position").to_pylist() == list(range(rows))
+    assert set(table.column("error").to_pylist()) == {"missing_text"}
+    assert len(Path(report.errors).read_text().splitlines()) == rows
+
+
 def test_unicode_torture_document(tmp_path, tiny_pipeline):
     text = (
         "Ångström visited Zürich 🇨🇭 with José Martí.\r\nThe café\u0301 in 東京 (Tokyo) opened on Monday!"
