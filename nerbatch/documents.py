@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from nerbatch.errors import InputError
-from nerbatch.records import kept_value
+from nerbatch.records import JsonNumber, kept_value
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -590,7 +590,8 @@ def _split_lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[tuple
 
 def _detail(exc: BaseException) -> str:
     """An exception's message on one line, control characters escaped."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+    text = " ".join(str(message).split()) or type(exc).__name__
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
@@ -651,7 +652,7 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
             raw=line[:_RAW_HEAD].decode("utf-8", errors="backslashreplace"),
         )
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_float=JsonNumber)
     except RecursionError:
         return rules.error(lineno, "malformed_json: nesting too deep", raw=text)
     except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
@@ -745,14 +746,15 @@ def _column_values(column) -> list:
     Parquet writers do not all check UTF-8, and Arrow holds dates and times
     Python cannot, so one bad value must not cost the other rows of its batch.
     """
+    # Maps read as dicts, as JSON writes them (a map with a repeated key has no dict form).
     try:
-        return column.to_pylist()
-    except (UnicodeDecodeError, OverflowError, ValueError):
+        return column.to_pylist(maps_as_pydicts="strict")
+    except (UnicodeDecodeError, OverflowError, ValueError, KeyError):
         values = []
         for scalar in column:
             try:
-                values.append(scalar.as_py())
-            except (UnicodeDecodeError, OverflowError, ValueError) as exc:
+                values.append(scalar.as_py(maps_as_pydicts="strict"))
+            except (UnicodeDecodeError, OverflowError, ValueError, KeyError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
 

@@ -49,6 +49,7 @@ __all__ = [
     "ENTITY_FIELDS",
     "ENTITY_LABELS",
     "ENTITY_SCHEMA_NAME",
+    "JsonNumber",
     "ERROR_FIELDS",
     "ERROR_SCHEMA_NAME",
     "DOCUMENT_SCHEMA_NAME",
@@ -202,6 +203,38 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class JsonNumber(float):
+    """A JSON number written with a fraction or an exponent, read as a ``float`` that keeps its
+    literal, so that a kept field gives back the digits its document wrote: float64 holds about
+    17 significant digits, and ``1e400`` would become infinite."""
+
+    __slots__ = ("literal",)
+
+    def __new__(cls, literal: str) -> JsonNumber:
+        number = super().__new__(cls, literal)
+        number.literal = literal
+        return number
+
+
+def _compact_json(value: Any) -> str:
+    # json.dumps writes a float subclass as the float; a JsonNumber has to be written as its literal.
+    # Plain loops, one frame per level of nesting, so this nests about as deep as json.dumps does.
+    if isinstance(value, JsonNumber):
+        return value.literal
+    if isinstance(value, dict):
+        items = []
+        for key, item in value.items():
+            key = key if isinstance(key, str) else _compact_json(key)
+            items.append(json.dumps(key, ensure_ascii=False) + ":" + _compact_json(item))
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            items.append(_compact_json(item))
+        return "[" + ",".join(items) + "]"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
 def kept_value(value: Any) -> str | None:
     """Normalise a kept document field to its stored form: ``str`` or ``None``.
 
@@ -210,7 +243,8 @@ def kept_value(value: Any) -> str | None:
     numpy/arrow scalar its Python value's form; any other value (number,
     boolean, array, object) becomes its compact JSON text with
     ``ensure_ascii=False`` (``42`` -> ``"42"``, ``True`` -> ``"true"``,
-    ``{"a": 1}`` -> ``'{"a":1}'``).  NaN and infinities become ``NaN`` /
+    ``{"a": 1}`` -> ``'{"a":1}'``); a :class:`JsonNumber` keeps its literal
+    (``19.90`` -> ``"19.90"``).  A float NaN or infinity becomes ``NaN`` /
     ``Infinity`` (the string, not JSON).
     """
     if value is None or isinstance(value, str):
@@ -222,7 +256,7 @@ def kept_value(value: Any) -> str | None:
         if callable(item):
             return kept_value(item())
         return str(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return _compact_json(value)
 
 
 def error_record(error: Any) -> dict[str, Any]:

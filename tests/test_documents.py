@@ -543,3 +543,38 @@ def test_a_needed_parquet_column_named_twice_fails_the_file_by_name(tmp_path):
     pq.write_table(pa.Table.from_arrays(arrays, names=["id", "text", "extra", "extra"]), other)
     [doc] = list(read_documents(str(other)))
     assert doc.text == "Angela Merkel spoke."
+
+
+def test_kept_json_numbers_keep_the_digits_their_document_wrote(tmp_path):
+    path = tmp_path / "amounts.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "Paid.", "amount": 1234567890123.4567891, "big": 1e400, "price": 19.90,'
+        ' "n": 12345678901234567890123, "nested": {"x": [0.10, -2E-3, 7], "k": 1.0}, "nan": NaN}\n'
+        '{"id": 1.5, "text": "Bad id."}\n{"id": "c", "text": 2.50}\n',
+        encoding="utf-8",
+    )
+    doc, bad_id, bad_text = read_documents(str(path), keep_fields=["amount", "big", "price", "n", "nested", "nan"])
+    assert doc.fields == {"amount": "1234567890123.4567891", "big": "1e400", "price": "19.90",
+                          "n": "12345678901234567890123", "nested": '{"x":[0.10,-2E-3,7],"k":1.0}', "nan": "NaN"}
+    assert bad_id.reason.startswith("invalid_id:") and "a number" in bad_id.reason
+    assert bad_text.reason.startswith("non_string_text:") and "a number" in bad_text.reason
+
+
+def test_a_parquet_map_is_kept_as_the_json_object_a_jsonl_document_gives(tmp_path):
+    text = "Angela Merkel visited Paris."
+    maps = pa.array([[("lang", "en"), ("src", "afp")], [(1, "x")][:0], [("k", "v"), ("k", "w")]],
+                    pa.map_(pa.string(), pa.string()))
+    numbered = pa.array([[(1, "one")], [], []], pa.map_(pa.int64(), pa.string()))
+    path = tmp_path / "maps.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": [text] * 3, "attrs": maps, "by_n": numbered}), path)
+    jsonl = write_jsonl(tmp_path / "maps.jsonl", [{"id": "a", "text": text, "attrs": {"lang": "en", "src": "afp"}}])
+
+    a, b, c = read_documents(str(path), keep_fields=["attrs", "by_n"])
+    [from_jsonl] = read_documents(str(jsonl), keep_fields=["attrs"])
+    assert a.fields == {"attrs": '{"lang":"en","src":"afp"}', "by_n": '{"1":"one"}'}
+    assert a.fields["attrs"] == from_jsonl.fields["attrs"]
+    assert b.fields == {"attrs": "{}", "by_n": "{}"}
+    # a map with a repeated key has no object form: its row fails, naming the column and the key
+    assert c.reason.startswith("unreadable_value: column 'attrs': a map<string, string")
+    assert c.reason.endswith("value has no Python form (KeyError: Converting to Python dictionary is not supported "
+                             "in strict mode when duplicate keys are present (duplicate key was 'k').)")
