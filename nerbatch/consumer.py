@@ -32,7 +32,8 @@ Outputs
   Spark) skip, so the folder reads as the entity records alone.  With
   ``outcomes``, ``_outcomes-<same stem>.parquet`` (``document_outcome.v1``)
   holds one row per offset of the part: entities, no_entities or failed.  Parts roll
-  after ``part_max_rows`` entity rows or ``part_max_seconds``.  Names depend
+  after ``part_max_rows`` entity rows or documents, or ``part_max_seconds``
+  (documents count too, so a flood of failing ones is not held in memory).  Names depend
   only on the partition and the first offset, so work redone after a crash
   replaces the part it redoes instead of adding a second copy.  One output
   folder belongs to one consumer group.  A killed worker can leave hidden
@@ -155,7 +156,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -678,6 +679,14 @@ class _Metrics:
         self.assigned = Gauge("nerbatch_consume_assigned_partitions", "Partitions assigned.", registry=r)
 
 
+class _Annotated(NamedTuple):
+    """What the outcome file needs of an annotated document (its text can go)."""
+
+    position: int
+    doc_id: str
+    entities: int
+
+
 @dataclass
 class _Part:
     """Documents of one partition waiting for their parquet part."""
@@ -690,7 +699,10 @@ class _Part:
     docs: int = 0
     errors: list = field(default_factory=list)  # DocumentError of the failed documents
     timestamps: list = field(default_factory=list)
-    annotated: list = field(default_factory=list)  # (document, entity count), for the outcome file
+    annotated: list = field(default_factory=list)  # _Annotated, for the outcome file
+
+    def full(self, max_rows: int) -> bool:
+        return self.rows >= max_rows or self.docs >= max_rows
 
 
 @dataclass
@@ -830,10 +842,10 @@ class Worker:
         try:
             server = start_http_server(self.options.metrics_port, addr=self.options.metrics_host,
                                        registry=self.metrics.registry)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode ("a..b")
             raise ConsumeConfigError(
                 f"cannot serve metrics on {self.options.metrics_host}:{self.options.metrics_port}: "
-                f"{exc.strerror or exc}") from None
+                f"{getattr(exc, 'strerror', None) or exc}") from None
         self._metrics_server = server[0] if isinstance(server, tuple) else server
         log.info("metrics at http://%s:%d/metrics", self.options.metrics_host,
                  self._metrics_server.server_address[1] if self._metrics_server else self.options.metrics_port)
@@ -1494,7 +1506,8 @@ class Worker:
                 elif x.error is not None:
                     part.errors.append(x.error)
                 if self.options.outcomes and x.doc is not None:
-                    part.annotated.append((x.doc, len(x.rows["doc_id"]) if x.rows else 0))
+                    part.annotated.append(_Annotated(x.doc.position, x.doc.doc_id,
+                                                     len(x.rows["doc_id"]) if x.rows else 0))
             n = len(columns["doc_id"])
             if n:
                 part.tables.append(pa.Table.from_pydict(columns, schema=self.schema))
@@ -1502,7 +1515,7 @@ class Worker:
 
     def _part_full(self, tp) -> bool:
         state = self._states.get(tp)
-        return bool(state and state.part and state.part.rows >= self.options.part_max_rows)
+        return bool(state and state.part and state.part.full(self.options.part_max_rows))
 
     def _roll(self, tps) -> None:
         """Write the parts of ``tps`` into place, then commit their offsets."""
@@ -1542,9 +1555,10 @@ class Worker:
                 "nerbatch_version": __version__,
             }
             if o.outcomes:
-                docs, counts = zip(*part.annotated) if part.annotated else ((), ())
+                counts = [a.entities for a in part.annotated]
                 with ParquetSink(outcomes_path, outcome_arrow_schema(), metadata) as sink:
-                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", docs, counts, part.errors, self.model))
+                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", part.annotated, counts, part.errors,
+                                               self.model))
             with ParquetSink(path, self.schema, metadata) as sink:
                 for table in part.tables:
                     sink.write_table(table)
@@ -1561,7 +1575,7 @@ class Worker:
         now = time.monotonic()
         due = [tp for tp, s in self._states.items()
                if s.part is not None and (now - s.part.opened >= self.options.part_max_seconds
-                                          or s.part.rows >= self.options.part_max_rows)]
+                                          or s.part.full(self.options.part_max_rows))]
         if not due:
             return
         try:

@@ -652,6 +652,14 @@ def test_a_null_header_value_is_dead_lettered_empty(pipeline):
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
 
 
+@pytest.mark.parametrize("host, reason", [("a..b", "label empty or too long"), ("x" * 64 + ".example", "too long")])
+def test_a_metrics_host_no_resolver_accepts_is_one_line(pipeline, host, reason):
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
+                             dead_letter_topic="dlq", metrics_port=0, metrics_host=host)
+    with pytest.raises(ConsumeConfigError, match=rf"cannot serve metrics on {re.escape(host)}:0: .*{reason}"):
+        Worker(options, pipeline).run()
+
+
 def test_a_dead_letter_fits_the_smallest_message_limit(pipeline):
     # Stripped of payload, key, doc id and the input's headers, a long reason still has to give way.
     topic = "t" * 249  # Kafka's longest topic name
@@ -750,6 +758,26 @@ def test_a_worker_the_group_moved_on_from_never_replaces_the_new_owners_part(
     outcomes = pq.read_table(folder / part_name(source, 0, 0, "outcomes"))
     assert outcomes.column("doc_id").to_pylist() == [key for key, _ in docs]
     assert _committed(kafka_admin, group, source) == {0: 10}
+
+
+def test_a_flood_of_failing_documents_rolls_parts_by_document_count(kafka_bootstrap, kafka_admin,
+                                                                     kafka_topic_factory, pipeline, tmp_path):
+    # Failures add no entity rows; counted by rows alone, their part held them all until the clock rolled it.
+    source, folder, group = kafka_topic_factory(1), tmp_path / "parts", _uid("flood")
+    _produce(kafka_bootstrap, source, [(f"bad-{n}", b"{broken " + b"x" * 1000) for n in range(45)]
+                                      + [("ok", json.dumps({"id": "ok", "text": "Angela Merkel visited Paris."}).encode())])
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_dir=str(folder),
+                             part_max_rows=10, part_max_seconds=600, max_batch_docs=5, outcomes=True,
+                             idle_timeout=3.0, max_backoff_s=1.0)
+    report = _finish(*_start(Worker(options, pipeline)))
+    parts = _parts(folder)
+    assert (report.docs_failed, report.docs_ok) == (45, 1)
+    assert [p["docs"] for p in parts] == [10, 10, 10, 10, 6]
+    _check_coverage(parts, {0: 46})
+    outcomes = pq.read_table(folder / part_name(source, 0, 40, "outcomes")).to_pylist()
+    assert [(r["position"], r["outcome"]) for r in outcomes][-2:] == [(44, "failed"), (45, "entities")]
+    assert outcomes[-1]["doc_id"] == "ok" and outcomes[-1]["entities"] == 2
+    assert _committed(kafka_admin, group, source) == {0: 46}
 
 
 class _UndecodableKey(str):
