@@ -336,7 +336,7 @@ def consume(
     exactly_once: Annotated[bool, typer.Option("--exactly-once", help="Transactions: outputs and offsets commit together (topic to topic).")] = False,
     transactional_id: Annotated[Optional[str], typer.Option(help="With --exactly-once: stable id of this worker slot (default nerbatch-<group>-<host>-<pid>).")] = None,
     transaction_timeout_ms: Annotated[int, typer.Option(help="With --exactly-once: broker aborts a transaction left open this long.")] = 60_000,
-    part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows or documents.")] = 100_000,
+    part_max_rows: Annotated[int, typer.Option(help="Roll a parquet part after this many entity rows, and all parts once they hold this many documents.")] = 100_000,
     part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
     outcomes: Annotated[bool, typer.Option("--outcomes", help="With --output-dir: also write _outcomes-<topic>-<partition>-<first offset>.parquet beside each part, one row per document (entities, no_entities or failed).")] = False,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on --metrics-host:PORT.")] = None,

@@ -31,9 +31,10 @@ Outputs
   files start with ``_``, which parquet dataset readers (pyarrow, pandas,
   Spark) skip, so the folder reads as the entity records alone.  With
   ``outcomes``, ``_outcomes-<same stem>.parquet`` (``document_outcome.v1``)
-  holds one row per offset of the part: entities, no_entities or failed.  Parts roll
-  after ``part_max_rows`` entity rows or documents, or ``part_max_seconds``
-  (documents count too, so a flood of failing ones is not held in memory).  Names depend
+  holds one row per offset of the part: entities, no_entities or failed.  A part rolls
+  after ``part_max_rows`` entity rows or ``part_max_seconds``, and all parts roll
+  once they hold ``part_max_rows`` documents together, so that a flood of failing
+  documents (which add no entity rows) is never held in memory.  Names depend
   only on the partition and the first offset, so work redone after a crash
   replaces the part it redoes instead of adding a second copy.  One output
   folder belongs to one consumer group.  A killed worker can leave hidden
@@ -701,9 +702,6 @@ class _Part:
     timestamps: list = field(default_factory=list)
     annotated: list = field(default_factory=list)  # _Annotated, for the outcome file
 
-    def full(self, max_rows: int) -> bool:
-        return self.rows >= max_rows or self.docs >= max_rows
-
 
 @dataclass
 class _PartitionState:
@@ -1163,7 +1161,7 @@ class Worker:
                     self._send(messages)
                 if o.output_dir:
                     self._buffer(outcomes, tps)
-                    self._roll([tp for tp in tps if self._part_full(tp)])
+                    self._roll(self._parts_full())
                 else:
                     self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()},
                                  [r.timestamp for r in hand])
@@ -1513,9 +1511,14 @@ class Worker:
                 part.tables.append(pa.Table.from_pydict(columns, schema=self.schema))
                 part.rows += n
 
-    def _part_full(self, tp) -> bool:
-        state = self._states.get(tp)
-        return bool(state and state.part and state.part.full(self.options.part_max_rows))
+    def _parts_full(self) -> list:
+        """Partitions whose part is full; all of them once the parts together hold ``part_max_rows``
+        documents, so that memory is bounded however many partitions a worker has."""
+        limit = self.options.part_max_rows
+        open_parts = {tp: s.part for tp, s in self._states.items() if s.part is not None}
+        if sum(part.docs for part in open_parts.values()) >= limit:
+            return list(open_parts)
+        return [tp for tp, part in open_parts.items() if part.rows >= limit]
 
     def _roll(self, tps) -> None:
         """Write the parts of ``tps`` into place, then commit their offsets."""
@@ -1573,9 +1576,9 @@ class Worker:
     def _roll_due(self) -> None:
         kafka = _kafka()
         now = time.monotonic()
+        full = set(self._parts_full())
         due = [tp for tp, s in self._states.items()
-               if s.part is not None and (now - s.part.opened >= self.options.part_max_seconds
-                                          or s.part.full(self.options.part_max_rows))]
+               if s.part is not None and (tp in full or now - s.part.opened >= self.options.part_max_seconds)]
         if not due:
             return
         try:

@@ -780,6 +780,26 @@ def test_a_flood_of_failing_documents_rolls_parts_by_document_count(kafka_bootst
     assert _committed(kafka_admin, group, source) == {0: 46}
 
 
+def test_parts_roll_together_once_they_hold_part_max_rows_documents(pipeline, tmp_path):
+    from kafka.structs import TopicPartition
+
+    from nerbatch.consumer import _PartitionState, _Part
+
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_dir=str(tmp_path),
+                             part_max_rows=10)
+    worker = Worker(options, pipeline)
+    tps = [TopicPartition("in", p) for p in range(4)]
+
+    def parts(*held):  # (documents, entity rows) per partition
+        worker._states = {tp: _PartitionState(part=_Part(0, 0, 0.0, rows=rows, docs=docs))
+                          for tp, (docs, rows) in zip(tps, held)}
+        return worker._parts_full()
+
+    assert parts((3, 9), (3, 0), (3, 0), (0, 0)) == []
+    assert parts((3, 0), (3, 0), (3, 0), (1, 0)) == tps  # ten documents among four partitions
+    assert parts((2, 10), (1, 0)) == tps[:1]  # a part full of entity rows rolls alone
+
+
 class _UndecodableKey(str):
     """A header key whose bytes are not UTF-8: the protocol says UTF-8, but not every client checks."""
 
