@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nerbatch import __version__
@@ -41,7 +42,7 @@ from nerbatch.sinks import (
     write_text_atomic,
 )
 
-WORK_FORMAT_VERSION = 3
+WORK_FORMAT_VERSION = 4  # 4: entries record their parts' sizes
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
@@ -178,13 +179,16 @@ class WorkFolder:
         """Take over a matching interrupted run's finished inputs (``resume``), else start empty."""
         manifest = {}
         if resume and self.manifest_path.is_file():
-            manifest = json.loads(self.manifest_path.read_text())
+            try:
+                manifest = json.loads(self.manifest_path.read_text())
+            except (ValueError, OSError):  # damaged: nothing it lists can be trusted, so start afresh
+                manifest = {}
+            manifest = manifest if isinstance(manifest, dict) else {}
         if manifest.get("version") == WORK_FORMAT_VERSION and manifest.get("fingerprint") == fingerprint:
-            # An entry whose parts are gone (a kill while a finished run removed this folder)
+            # An entry whose parts are gone (a kill while a finished run removed this folder) or damaged
             # is done again rather than merged from nothing.
             self.completed = {
-                source: entry for source, entry in self._read_journal().items()
-                if all((self.path / entry[key]).is_file() for key in PART_KEYS if entry.get(key))
+                source: entry for source, entry in self._read_journal().items() if self._parts_intact(entry)
             }
             # Rewritten whole, so that no line is appended to one a crash tore.
             self._record(lambda: write_text_atomic(self.journal_path, "".join(
@@ -203,6 +207,22 @@ class WorkFolder:
                 {"version": WORK_FORMAT_VERSION, "fingerprint": fingerprint})))
         self._journal = self._record(lambda: open(self.journal_path, "a", encoding="utf-8"))  # noqa: SIM115
 
+    def _parts_intact(self, entry: dict) -> bool:
+        sizes = entry.get("sizes", {})
+        for key in PART_KEYS:
+            if entry.get(key):
+                try:
+                    if (self.path / entry[key]).stat().st_size != sizes.get(key):
+                        return False
+                except OSError:
+                    return False
+        return True
+
+    def part_sizes(self, entry: dict) -> dict:
+        """The sizes of a finished input's parts, for ``entry["sizes"]``."""
+        return self._record(lambda: {key: (self.path / entry[key]).stat().st_size
+                                     for key in PART_KEYS if entry.get(key)})
+
     def _read_journal(self) -> dict[str, dict]:
         completed = {}
         with contextlib.suppress(FileNotFoundError), open(self.journal_path, encoding="utf-8") as handle:
@@ -210,6 +230,8 @@ class WorkFolder:
                 try:
                     source, entry = json.loads(line)
                 except ValueError:  # torn by a crash while it was appended
+                    continue
+                if not isinstance(entry, dict):
                     continue
                 completed[source] = entry
         return completed
@@ -485,6 +507,7 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
     entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
     if outcomes_part:
         entry["outcomes_part"] = outcomes_part.name
+    entry["sizes"] = work.part_sizes(entry)
     return entry
 
 
@@ -498,21 +521,45 @@ def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None
 def _copy_parts(parts, sink, fmt) -> None:
     for part in parts:
         if fmt == "parquet":
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=65_536):
+            for batch in _parquet_batches(part):
                 sink.write({name: batch.column(name) for name in batch.schema.names})
         else:
             _copy_jsonl(part, sink)
 
 
 def _copy_jsonl(part: Path, sink) -> None:
-    with open(part, encoding="utf-8") as handle:
-        batch = []
-        for line in handle:
-            batch.append(json.loads(line))
-            if len(batch) >= 10_000:
-                sink.write_records(batch)
-                batch = []
-        sink.write_records(batch)
+    batch = []
+    for record in _jsonl_records(part):
+        batch.append(record)
+        if len(batch) >= 10_000:
+            sink.write_records(batch)
+            batch = []
+    sink.write_records(batch)
+
+
+# Readers of work parts: a part damaged after the run checked it is named in one line. Being
+# generators, they never see the sink's own errors (a full disk), which are not the part's fault.
+
+def _parquet_batches(part: Path):
+    try:
+        yield from pq.ParquetFile(part).iter_batches(batch_size=65_536)
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(part, exc) from None
+
+
+def _jsonl_records(part: Path):
+    try:
+        with open(part, encoding="utf-8") as handle:
+            for line in handle:
+                yield json.loads(line)
+    except (ValueError, OSError) as exc:
+        raise _damaged(part, exc) from None
+
+
+def _damaged(part: Path, exc: Exception) -> OutputError:
+    detail = " ".join(str(exc).split())
+    return OutputError(f"work part {str(part)!r} is damaged ({type(exc).__name__}: {detail}); "
+                       "rerun without --resume")
 
 
 def _merge_errors(work, inputs, errors_path) -> None:

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nerbatch.errors import NerbatchError
+from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.records import validate_record
 from nerbatch.runner import RunOptions, run_job
 
@@ -549,6 +549,58 @@ def test_a_kill_while_the_work_folder_is_removed_does_not_stick_resume(tmp_path,
     worker.release()
     report = run_job(options, tiny_pipeline)
     assert report.resumed_inputs == [] and report.docs_in == 9 and Path(out).read_text() == expected
+
+
+def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
+    """Run ``options`` until ``n_inputs`` inputs are finished, then stop as a kill would; the work folder."""
+    from nerbatch import runner
+
+    real = runner._process_input
+    done = []
+
+    def process(*args, **kwargs):
+        if len(done) == n_inputs:
+            raise KeyboardInterrupt
+        done.append(real(*args, **kwargs))
+        return done[-1]
+
+    monkeypatch.setattr(runner, "_process_input", process)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(options, pipeline)
+    monkeypatch.undo()
+    return runner.work_folder_path(options.output)
+
+
+def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    sources = [str(_write_jsonl(tmp_path / f"in{i}.jsonl", news_documents[i * 3:(i + 1) * 3] + ["{not json"]))
+               for i in range(4)]
+
+    def options(name: str) -> RunOptions:
+        return RunOptions(inputs=sources, output=str(tmp_path / f"{name}.parquet"), max_error_rate=1.0,
+                          outcomes=str(tmp_path / f"{name}-outcomes.jsonl"), resume=True)
+
+    whole = run_job(options("whole"), tiny_pipeline)
+    work = _interrupted_after(3, options("resumed"), tiny_pipeline, monkeypatch)
+    (work / "errors-00000.jsonl").write_text("")  # emptied
+    part = work / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:300])  # truncated
+    report = run_job(options("resumed"), tiny_pipeline)
+    assert report.resumed_inputs == [sources[2]]
+    assert (report.docs_in, report.docs_failed, report.entities) == (whole.docs_in, whole.docs_failed, whole.entities)
+    assert pq.read_table(tmp_path / "resumed.parquet").equals(pq.read_table(tmp_path / "whole.parquet"))
+    assert Path(report.errors).read_text() == Path(whole.errors).read_text()
+    assert (tmp_path / "resumed-outcomes.jsonl").read_text() == (tmp_path / "whole-outcomes.jsonl").read_text()
+
+    # A manifest cut short starts the run afresh; a part damaged without changing its size is named.
+    work = _interrupted_after(2, options("again"), tiny_pipeline, monkeypatch)
+    (work / "manifest.json").write_text('{"version": 4, "finger')
+    assert run_job(options("again"), tiny_pipeline).resumed_inputs == []
+    work = _interrupted_after(2, options("more"), tiny_pipeline, monkeypatch)
+    part = work / "part-00000.parquet"
+    part.write_bytes(b"\0" * part.stat().st_size)
+    with pytest.raises(OutputError, match=r"work part '.*part-00000.parquet' is damaged \(ArrowInvalid: .*\); "
+                                          "rerun without --resume"):
+        run_job(options("more"), tiny_pipeline)
 
 
 @pytest.mark.parametrize("failing, message", [("report.json", "report .* cannot be written: No space left"),
