@@ -17,6 +17,7 @@ import time
 
 from nerbatch.bundle import load_bundle
 from nerbatch.corpus import read_corpus
+from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import test_part
 
 
@@ -34,13 +35,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
+    names = [name for name, _ in args.bundles]
+    if len(set(names)) < len(names):
+        parser.error(f"bundle names must differ, got {', '.join(names)}")
+    if args.rounds < 1 or args.batch_size < 1:
+        parser.error("--rounds and --batch-size must be positive")
 
-    sentences = test_part(read_corpus(args.data)).words
+    try:
+        sentences = test_part(read_corpus(args.data)).words
+        taggers = {name: load_bundle(path).tagger(batch_size=args.batch_size) for name, path in args.bundles}
+    except NerbatchError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     tokens = sum(len(s) for s in sentences)
-    taggers = {}
-    for name, path in args.bundles:
-        taggers[name] = load_bundle(path).tagger(batch_size=args.batch_size)
-        taggers[name].tag(sentences[:512])  # warm-up: trace the predict function per bucket
+    for tagger in taggers.values():
+        tagger.tag(sentences[:512])  # warm-up: trace the predict function per bucket
     rates: dict[str, list[float]] = {name: [] for name in taggers}
     for _ in range(args.rounds):
         for name, tagger in taggers.items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tokenizer_agreement import detokenize  # noqa: E402
 
 from nerbatch.corpus import read_corpus  # noqa: E402
+from nerbatch.errors import NerbatchError  # noqa: E402
 
 
 def build_corpus(data: str, path: Path, size_mb: float, sentences_per_doc: int = 12) -> int:
@@ -88,19 +90,28 @@ def main() -> None:
     parser.add_argument("--sizes-mb", type=float, nargs="+", default=[10, 200])
     parser.add_argument("--model", default=None, help="bundle (default: the shipped model)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep inputs and outputs here (default: a "
+                        "temporary folder, removed at the end)")
     args = parser.parse_args()
+    if not all(size > 0 for size in args.sizes_mb) or args.batch_size < 1:
+        parser.error("--sizes-mb and --batch-size must be positive")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nerbatch-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for size in args.sizes_mb:
-        inputs = workdir / f"news-{size:g}mb.jsonl"
-        if not inputs.exists():
-            build_corpus(args.data, inputs, size)
-        row = run_once(inputs, workdir / f"entities-{size:g}mb.parquet", args.model, args.batch_size)
-        results.append(row)
-        print(json.dumps(row), flush=True)
+    try:
+        for size in args.sizes_mb:
+            inputs = workdir / f"news-{size:g}mb.jsonl"
+            if not inputs.exists():
+                build_corpus(args.data, inputs, size)
+            row = run_once(inputs, workdir / f"entities-{size:g}mb.parquet", args.model, args.batch_size)
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    except NerbatchError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(f"cpu cores: {os.cpu_count()}")
     print(f"{'input MB':>9} {'docs':>8} {'tokens':>10} {'docs/s':>8} {'tokens/s':>9} {'peak RSS MB':>12}")
     for r in results:
