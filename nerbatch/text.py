@@ -33,8 +33,10 @@ without whitespace; never after a title abbreviation (``Mr.``, ``Dr.``,
 next word is a typical sentence opener (``The``, ``He``, ``But``...).  Blank lines,
 page breaks and U+2029 always end a sentence; a single line break does when the
 next line is a bullet item, or when the previous line looks like a heading (short,
-not ending in a continuation character, Title Cased or first in its paragraph) and
-the next line starts like a sentence; hard-wrapped prose is not split at its lines.
+not ending in a continuation character or a title, Title Cased or first in its paragraph,
+and not full: the next line's first word would have fitted on it) and the next line
+starts like a sentence; hard-wrapped prose is not split at its lines, even where a
+line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -86,7 +88,9 @@ class SentenceTokens:
 _TITLES = (
     "Mr Mrs Ms Messrs Mssrs Mme Mlle Dr Drs Prof Profs Rev Hon Pres Gov Sen Sens Rep Reps "
     "Gen Lt Col Maj Capt Cmdr Cdr Adm Brig Sgt Cpl Pvt Supt Insp Det Amb Atty Fr Sra Srta "
-    "Cong vs cf viz approx ca"
+    "Cong vs v cf viz approx ca Spc Pfc Msgr "
+    # datelines and headlines: ST. LOUIS (AP), MR. SMITH GOES TO WASHINGTON
+    "MR MRS MS DR PROF REV SEN REP GOV GEN LT COL MAJ CAPT SGT ADM"
 ).split()
 _NUMBERED = "No Nos Nr Vol Vols Fig Figs Art Sec Ch Op pp".split()
 _OTHER_ABBREVIATIONS = (
@@ -94,7 +98,8 @@ _OTHER_ABBREVIATIONS = (
     "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec "
     "Ala Ariz Ark Calif Colo Conn Del Fla Ga Ill Ind Kan Kans Ky La Md Mass Mich Minn Miss "
     "Mo Mont Neb Nev Okla Ore Pa Penn Tenn Tex Va Vt Wash Wis Wyo "
-    "etc al Ph.D"
+    "Mon Tue Tues Wed Thu Thur Thurs Fri Sat "
+    "etc al Ph.D W.Va ST FT MT INC CORP LTD"
 ).split()
 _TITLE_SET = frozenset(t + "." for t in _TITLES + _NUMBERED)
 
@@ -112,6 +117,11 @@ _SENTENCE_OPENERS = frozenset(
         "Indeed Yes Last Next First Second Finally Officials Police Authorities Witnesses "
         "Analysts Critics Experts Reports According Speaking"
     ).split()
+)
+# Openers that also begin names ("U.S. First Lady", "D.C. Police Chief"): they open a
+# sentence only when no capitalised word follows them.
+_NAME_OPENERS = frozenset(
+    "Last Next First Second Officials Police Authorities Witnesses Analysts Critics Experts Reports".split()
 )
 
 # Characters of scripts written without spaces that are tokenised one per character:
@@ -132,6 +142,7 @@ _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u30
 _NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
+_MIN_WRAP_WIDTH = 40  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 
 
@@ -324,7 +335,9 @@ def _opener_follows(words: list[str], idx: int) -> bool:
     n = len(words)
     while idx < n and words[idx] in _OPENER_TOKENS:
         idx += 1
-    return idx < n and words[idx] in _SENTENCE_OPENERS
+    if idx >= n or words[idx] not in _SENTENCE_OPENERS:
+        return False
+    return words[idx] not in _NAME_OPENERS or idx + 1 == n or not words[idx + 1][0].isupper()
 
 
 def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
@@ -336,7 +349,7 @@ def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
     if not line or len(line) > 70 or line[-1] in _CONTINUATION_END:
         return False
     tokens = line.split()
-    if tokens[-1] in _TRAILING_FUNCTION_WORDS:
+    if tokens[-1] in _TRAILING_FUNCTION_WORDS or tokens[-1] in _TITLE_SET:
         return False
     if first_in_paragraph and len(line) <= 50:
         return True
@@ -377,20 +390,39 @@ def _sentence_starts(
             if 0 < idx < n:
                 cuts.add(idx)
     # line breaks
+    breaks = [(m.start(), m.end(), len(c.newline.findall(m.group())) >= 2 or any(ch in _PARA_BREAKS for ch in m.group()))
+              for m in c.linebreak.finditer(text)]
+    widths = _paragraph_widths(text, breaks)
     line_start = 0
     first_in_paragraph = True
-    for m in c.linebreak.finditer(text):
-        a, b = m.span()
+    for (a, b, paragraph), width in zip(breaks, widths):
         prev_line = text[line_start:a]
         line_start = b
-        g = m.group()
-        paragraph = len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)
         idx = bisect_left(starts, b)
         if 0 < idx < n:
             if paragraph or c.bullet.match(text, b):
                 cuts.add(idx)
-            elif c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph):
+            elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
+                  and (width < _MIN_WRAP_WIDTH or len(prev_line.rstrip()) + 1 + len(words[idx]) <= width)):
+                # A heading's line break is deliberate: the next word would have fitted on its line.
+                # A wrapped line of names ("... Defense Secretary Donald / Rumsfeld met ...") is not.
+                # Paragraphs of short lines only (a headline, a byline) are not wrapped prose.
                 cuts.add(idx)
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _paragraph_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
+    """For each line break, the length of the longest line of its paragraph (the wrap width)."""
+    widths: list[int] = []
+    block_start = 0  # index into ``breaks`` of the paragraph's first line break
+    longest = 0
+    line_start = 0
+    for i, (a, b, paragraph) in enumerate(breaks + [(len(text), len(text), True)]):
+        longest = max(longest, len(text[line_start:a].rstrip()))
+        line_start = b
+        if paragraph:
+            widths += [longest] * (i + 1 - block_start)
+            block_start, longest = i + 1, 0
+    return widths[: len(breaks)]
 

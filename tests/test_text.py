@@ -343,3 +343,30 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
     for text in cases:
         check_invariants(text, segment(text))
     assert time.perf_counter() - t0 < 8.0
+
+
+def test_hard_wrapped_lines_of_names_are_not_split() -> None:
+    # Mostly capitalised lines looked like headings; a wrapped line is full: its next word did not fit.
+    text = ("Secretary of State Condoleezza Rice and Defense Secretary Donald\n"
+            "Rumsfeld met Iraqi Prime Minister Nouri al-Maliki in Baghdad on\n"
+            "Tuesday, and Foreign Minister Sergei Lavrov spoke with Mr.\r\n"
+            "Chavez by telephone from Moscow later in the day.")
+    assert len(words(text)) == 1
+    # a heading above wrapped prose still ends its sentence
+    assert [s[0] for s in words("Rice Meets Rumsfeld in Baghdad\n" + text)] == ["Rice", "Secretary"]
+
+
+def test_abbreviations_of_datelines_court_cases_ranks_and_names_after_acronyms() -> None:
+    assert words("ST. LOUIS (AP) - A federal judge ruled.") == [
+        ["ST.", "LOUIS", "(", "AP", ")", "-", "A", "federal", "judge", "ruled", "."]]
+    assert flat("FT. WORTH, Texas") == ["FT.", "WORTH", ",", "Texas"]
+    assert words("MR. OBAMA GOES TO WASHINGTON") == [["MR.", "OBAMA", "GOES", "TO", "WASHINGTON"]]
+    assert len(words("The ruling in Roe v. Wade was overturned.")) == 1
+    assert len(words("Pfc. Lynndie England and Spc. Charles Graner met Msgr. Thomas Kelly.")) == 1
+    assert len(words("The meeting is on Wed. Jan. 5 in Charleston, W.Va. and Tue. Feb. 8.")) == 1
+    assert "W.Va." in flat("Charleston, W.Va., is the capital.")
+    # a sentence opener that also begins a name does not end a sentence after an acronym ...
+    assert len(words("The U.S. Second Circuit Court of Appeals ruled. U.S. First Lady Michelle Obama spoke.")) == 2
+    assert len(words("Washington, D.C. Police Chief Cathy Lanier spoke.")) == 1
+    # ... but does before a lower-case word
+    assert len(words("He moved to the U.S. Police said he left.")) == 2
