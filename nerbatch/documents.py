@@ -746,17 +746,25 @@ def _column_values(column) -> list:
     Parquet writers do not all check UTF-8, and Arrow holds dates and times
     Python cannot, so one bad value must not cost the other rows of its batch.
     """
-    # Maps read as dicts, as JSON writes them (a map with a repeated key has no dict form).
     try:
         return column.to_pylist(maps_as_pydicts="strict")
-    except (UnicodeDecodeError, OverflowError, ValueError, KeyError):
+    except (UnicodeDecodeError, OverflowError, ValueError, KeyError, TypeError):
         values = []
         for scalar in column:
             try:
-                values.append(scalar.as_py(maps_as_pydicts="strict"))
-            except (UnicodeDecodeError, OverflowError, ValueError, KeyError) as exc:
+                values.append(_scalar_value(scalar))
+            except (UnicodeDecodeError, OverflowError, ValueError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
+
+
+def _scalar_value(scalar) -> Any:
+    """Maps read as dicts, as JSON writes them; a map with a repeated or unhashable (struct, list)
+    key has no dict form and stays a list of its key-value pairs."""
+    try:
+        return scalar.as_py(maps_as_pydicts="strict")
+    except (KeyError, TypeError):
+        return scalar.as_py()
 
 
 def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | DocumentError:

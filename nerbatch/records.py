@@ -224,7 +224,7 @@ def _compact_json(value: Any) -> str:
     if isinstance(value, dict):
         items = []
         for key, item in value.items():
-            key = key if isinstance(key, str) else _compact_json(key)
+            key = key if isinstance(key, str) else kept_value(key) or "null"  # as json.dumps writes keys
             items.append(json.dumps(key, ensure_ascii=False) + ":" + _compact_json(item))
         return "{" + ",".join(items) + "}"
     if isinstance(value, (list, tuple)):

@@ -23,6 +23,7 @@ from nerbatch.documents import (
     reason_kind,
 )
 from nerbatch.errors import InputError, NerbatchError
+from nerbatch.records import kept_value
 
 
 def write_jsonl(path, rows, *, gz=False):
@@ -574,7 +575,14 @@ def test_a_parquet_map_is_kept_as_the_json_object_a_jsonl_document_gives(tmp_pat
     assert a.fields == {"attrs": '{"lang":"en","src":"afp"}', "by_n": '{"1":"one"}'}
     assert a.fields["attrs"] == from_jsonl.fields["attrs"]
     assert b.fields == {"attrs": "{}", "by_n": "{}"}
-    # a map with a repeated key has no object form: its row fails, naming the column and the key
-    assert c.reason.startswith("unreadable_value: column 'attrs': a map<string, string")
-    assert c.reason.endswith("value has no Python form (KeyError: Converting to Python dictionary is not supported "
-                             "in strict mode when duplicate keys are present (duplicate key was 'k').)")
+    assert c.fields["attrs"] == '[["k","v"],["k","w"]]'  # a repeated key has no object form: its pairs
+
+    # keys that are not strings are written as JSON writes them, unhashable ones leave their pairs
+    keyed = pa.table({"id": ["d"], "text": [text],
+                      "at": pa.array([[(0, "x")]], pa.map_(pa.timestamp("s"), pa.string())),
+                      "by_struct": pa.array([[({"k": 1}, "y")]], pa.map_(pa.struct([("k", pa.int32())]), pa.string()))})
+    pq.write_table(keyed, tmp_path / "keys.parquet")
+    [d] = read_documents(str(tmp_path / "keys.parquet"), keep_fields=["at", "by_struct"])
+    assert d.fields == {"at": '{"1970-01-01T00:00:00":"x"}', "by_struct": '[[{"k":1},"y"]]'}
+    assert kept_value({None: 1, True: 2, 1.5: 3, b"ab": 4}) == json.dumps({"null": 1, "true": 2, "1.5": 3, "ab": 4},
+                                                                     separators=(",", ":"))
