@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -93,8 +94,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="keep inputs and outputs here (default: a "
                         "temporary folder, removed at the end)")
     args = parser.parse_args()
-    if not all(size > 0 for size in args.sizes_mb) or args.batch_size < 1:
-        parser.error("--sizes-mb and --batch-size must be positive")
+    if not all(0 < size < math.inf for size in args.sizes_mb) or args.batch_size < 1:
+        parser.error("--sizes-mb and --batch-size must be positive (and sizes finite)")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nerbatch-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

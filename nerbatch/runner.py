@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from nerbatch.sinks import (
     write_text_atomic,
 )
 
-WORK_FORMAT_VERSION = 4  # 4: entries record their parts' sizes
+WORK_FORMAT_VERSION = 4  # 4: entries record their parts' sha256
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
@@ -208,20 +209,15 @@ class WorkFolder:
         self._journal = self._record(lambda: open(self.journal_path, "a", encoding="utf-8"))  # noqa: SIM115
 
     def _parts_intact(self, entry: dict) -> bool:
-        sizes = entry.get("sizes", {})
-        for key in PART_KEYS:
-            if entry.get(key):
-                try:
-                    if (self.path / entry[key]).stat().st_size != sizes.get(key):
-                        return False
-                except OSError:
-                    return False
-        return True
+        digests = entry.get("sha256", {})
+        try:
+            return all(_sha256(self.path / entry[key]) == digests.get(key) for key in PART_KEYS if entry.get(key))
+        except OSError:
+            return False
 
-    def part_sizes(self, entry: dict) -> dict:
-        """The sizes of a finished input's parts, for ``entry["sizes"]``."""
-        return self._record(lambda: {key: (self.path / entry[key]).stat().st_size
-                                     for key in PART_KEYS if entry.get(key)})
+    def part_digests(self, entry: dict) -> dict:
+        """The sha256 of a finished input's parts, for ``entry["sha256"]``."""
+        return self._record(lambda: {key: _sha256(self.path / entry[key]) for key in PART_KEYS if entry.get(key)})
 
     def _read_journal(self) -> dict[str, dict]:
         completed = {}
@@ -273,6 +269,11 @@ class WorkFolder:
             with contextlib.suppress(OSError):
                 self._journal.close()
             self._journal = None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _journal_line(source: str, entry: dict) -> str:
@@ -507,7 +508,7 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
     entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
     if outcomes_part:
         entry["outcomes_part"] = outcomes_part.name
-    entry["sizes"] = work.part_sizes(entry)
+    entry["sha256"] = work.part_digests(entry)
     return entry
 
 

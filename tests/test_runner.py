@@ -591,16 +591,33 @@ def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, 
     assert Path(report.errors).read_text() == Path(whole.errors).read_text()
     assert (tmp_path / "resumed-outcomes.jsonl").read_text() == (tmp_path / "whole-outcomes.jsonl").read_text()
 
-    # A manifest cut short starts the run afresh; a part damaged without changing its size is named.
-    work = _interrupted_after(2, options("again"), tiny_pipeline, monkeypatch)
-    (work / "manifest.json").write_text('{"version": 4, "finger')
-    assert run_job(options("again"), tiny_pipeline).resumed_inputs == []
+    # A part damaged without changing its size is done again too; a manifest cut short starts afresh.
     work = _interrupted_after(2, options("more"), tiny_pipeline, monkeypatch)
     part = work / "part-00000.parquet"
     part.write_bytes(b"\0" * part.stat().st_size)
+    report = run_job(options("more"), tiny_pipeline)
+    assert report.resumed_inputs == [sources[1]]
+    assert pq.read_table(tmp_path / "more.parquet").equals(pq.read_table(tmp_path / "whole.parquet"))
+    work = _interrupted_after(2, options("again"), tiny_pipeline, monkeypatch)
+    (work / "manifest.json").write_text('{"version": 4, "finger')
+    assert run_job(options("again"), tiny_pipeline).resumed_inputs == []
+
+
+def test_a_work_part_damaged_during_the_run_is_named(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    from nerbatch import runner
+
+    src = _write_jsonl(tmp_path / "in.jsonl", news_documents[:3])
+    real = runner._merge_parts
+
+    def damage_then_merge(work, *args):
+        (work.path / "part-00000.parquet").write_bytes(b"PAR1")
+        real(work, *args)
+
+    monkeypatch.setattr(runner, "_merge_parts", damage_then_merge)
     with pytest.raises(OutputError, match=r"work part '.*part-00000.parquet' is damaged \(ArrowInvalid: .*\); "
                                           "rerun without --resume"):
-        run_job(options("more"), tiny_pipeline)
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet")), tiny_pipeline)
+    assert not (tmp_path / "o.parquet").exists()
 
 
 @pytest.mark.parametrize("failing, message", [("report.json", "report .* cannot be written: No space left"),
