@@ -680,6 +680,33 @@ class _Metrics:
         self.assigned = Gauge("nerbatch_consume_assigned_partitions", "Partitions assigned.", registry=r)
 
 
+# Seconds a metrics client may take to send its request; prometheus_client's own server waits forever,
+# so idle connections (a load balancer's TCP checks, a port scan) each held a thread.
+METRICS_REQUEST_TIMEOUT_S = 10.0
+
+
+def _serve_metrics(registry, host: str, port: int):
+    """Serve ``registry`` at http://host:port/ on a daemon thread, one thread per request; the server."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Handler(WSGIRequestHandler):
+        timeout = METRICS_REQUEST_TIMEOUT_S
+
+        def log_message(self, format, *args) -> None:  # noqa: A002 - the stdlib's name
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    threading.Thread(target=server.serve_forever, name="nerbatch-metrics", daemon=True).start()
+    return server
+
+
 class _Annotated(NamedTuple):
     """What the outcome file needs of an annotated document (its text can go)."""
 
@@ -835,18 +862,14 @@ class Worker:
     def _start_metrics_server(self) -> None:
         if self.options.metrics_port is None:
             return
-        from prometheus_client import start_http_server
-
         try:
-            server = start_http_server(self.options.metrics_port, addr=self.options.metrics_host,
-                                       registry=self.metrics.registry)
+            self._metrics_server = _serve_metrics(self.metrics.registry, self.options.metrics_host,
+                                                  self.options.metrics_port)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode ("a..b")
             raise ConsumeConfigError(
                 f"cannot serve metrics on {self.options.metrics_host}:{self.options.metrics_port}: "
                 f"{getattr(exc, 'strerror', None) or exc}") from None
-        self._metrics_server = server[0] if isinstance(server, tuple) else server
-        log.info("metrics at http://%s:%d/metrics", self.options.metrics_host,
-                 self._metrics_server.server_address[1] if self._metrics_server else self.options.metrics_port)
+        log.info("metrics at http://%s:%d/metrics", self.options.metrics_host, self._metrics_server.server_address[1])
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

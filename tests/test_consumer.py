@@ -652,6 +652,31 @@ def test_a_null_header_value_is_dead_lettered_empty(pipeline):
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
 
 
+def test_idle_metrics_connections_are_closed_while_scrapes_are_served(monkeypatch):
+    import socket
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from nerbatch import consumer
+
+    monkeypatch.setattr(consumer, "METRICS_REQUEST_TIMEOUT_S", 0.5)
+    registry = CollectorRegistry()
+    Counter("probe", "A probe.", registry=registry).inc()
+    server = consumer._serve_metrics(registry, "127.0.0.1", 0)
+    try:
+        port = server.server_address[1]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]  # never send a request
+        assert "probe_total 1.0" in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for connection in idle:
+            connection.settimeout(10)
+            assert connection.recv(1) == b""  # closed by the server, its thread ended
+            connection.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("host, reason", [("a..b", "label empty or too long"), ("x" * 64 + ".example", "too long")])
 def test_a_metrics_host_no_resolver_accepts_is_one_line(pipeline, host, reason):
     options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
