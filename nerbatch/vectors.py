@@ -142,7 +142,8 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
         if len(parts) > dim + 1 and _is_number(parts[-dim - 1]):
             raise VectorsError(f"{path}, line {number}: more numbers than the {dim} of line 1")
         try:
-            values = np.asarray(parts[-dim:], dtype=np.float32)
+            with np.errstate(over="ignore"):  # a number beyond float32 is refused as non-finite, by word
+                values = np.asarray(parts[-dim:], dtype=np.float32)
         except ValueError:
             raise VectorsError(f"{path}, line {number}: expected a word followed by {dim} numbers") from None
         words.append(" ".join(parts[:-dim]))
@@ -180,7 +181,9 @@ def embedding_matrix(vocabulary_keys: list[str], vectors: WordVectors, seed: int
     Row 0 (padding) is zero. Returns the matrix and how many rows came from the vectors.
     """
     rng = np.random.default_rng(seed)
-    matrix = rng.normal(0.0, float(vectors.matrix.std(dtype=np.float64)), (len(vocabulary_keys), vectors.dim)).astype(np.float32)
+    with np.errstate(over="ignore"):  # vectors of a scale beyond float32 make training diverge, which stops it
+        matrix = rng.normal(0.0, float(vectors.matrix.std(dtype=np.float64)),
+                            (len(vocabulary_keys), vectors.dim)).astype(np.float32)
     matrix[0] = 0.0
     row_of = vectors.row_of()
     # A cased vocabulary (--arch seed) still finds "Iraq" in a lowercased file such as GloVe 6B's.
