@@ -21,7 +21,8 @@ def _native_stderr_silenced():
         return
     try:
         with open(os.devnull, "wb") as devnull:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(devnull.fileno(), 2)
             yield
     finally:
@@ -37,7 +38,14 @@ def keras():
         # a real TensorFlow error still reaches nerbatch as an exception.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with _native_stderr_silenced():
-            import keras as _keras
+            try:
+                import keras as _keras
+            except (ImportError, ValueError) as exc:  # the backend's package is missing, or no backend has that name
+                from nerbatch.errors import BackendError
+
+                raise BackendError(f"cannot use the Keras backend {os.environ['KERAS_BACKEND']!r} named by "
+                                   f"KERAS_BACKEND ({type(exc).__name__}: {exc}); install its package or unset "
+                                   "KERAS_BACKEND (TensorFlow is the default)") from None
 
             if _keras.backend.backend() == "tensorflow":
                 import tensorflow  # its banner prints on first import

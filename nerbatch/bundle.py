@@ -231,8 +231,9 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     vocab = _read_vocab(directory, config)
     tags = _read_tags(directory)
     metrics = read_bundle_json(directory, "metrics.json") if "metrics.json" in listed else {}
+    saving = keras().saving  # outside the try: a missing backend is not the model's fault
     try:
-        model = keras().saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
+        model = saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise BundleError(f"{directory / 'model.keras'}: cannot load model ({type(exc).__name__}: {exc})") from None
     if tuple(model.output_shape)[-1] != len(tags):

@@ -6,6 +6,7 @@ cause (``NerbatchError``) become one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -49,6 +50,18 @@ def _write_report(path: Path, data: dict) -> None:
         write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
         raise OutputError(f"cannot write the report {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _print(text: str | bytes) -> None:
+    """Write a result to standard output: a full or failing output is a one-line error, not a traceback."""
+    from nerbatch.errors import OutputError
+
+    try:
+        typer.echo(text)
+    except BrokenPipeError:
+        raise  # the reader has gone (| head): click ends quietly
+    except OSError as exc:
+        raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
 
 def _user_errors(command):
@@ -129,8 +142,8 @@ def train(
         raise typer.Exit(128 + received[0]) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-    typer.echo(format_table(metrics["test"]))
-    typer.echo(f"bundle written to {out}")
+    _print(format_table(metrics["test"]))
+    _print(f"bundle written to {out}")
 
 
 @app.command()
@@ -155,11 +168,10 @@ def evaluate(
     if result["types_unknown_to_model"]:
         typer.echo(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
                    "they are scored, and never found", err=True)
-    typer.echo(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens")
-    typer.echo(format_table(test))
-    typer.echo(f"{test['tokens_per_s']:.0f} tokens/s")
-    if report:
+    if report:  # first: the scores are kept even when standard output fails
         _write_report(report, result)
+    _print(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens\n"
+           f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s")
 
 
 @app.command()
@@ -195,7 +207,7 @@ def info(model: ModelOpt = None) -> None:
             summary["versions"] = metrics.get("versions")
         except (AttributeError, KeyError, TypeError) as exc:
             raise BundleError(f"{Path(path) / 'metrics.json'}: malformed bundle file ({type(exc).__name__}: {exc})") from None
-    typer.echo(json.dumps(summary, indent=2))
+    _print(json.dumps(summary, indent=2))
 
 
 @app.command()
@@ -247,7 +259,8 @@ def run(
     finally:
         bar.close()
     if not quiet:
-        typer.echo(f"nerbatch: {result.summary()}", err=True)
+        with contextlib.suppress(OSError):  # the records are written; a full stderr must not fail the run
+            typer.echo(f"nerbatch: {result.summary()}", err=True)
     failure = result.failed(max_error_rate)
     if failure:
         typer.echo(f"nerbatch: {failure}", err=True)
@@ -276,7 +289,7 @@ def predict(
     pipeline = NerPipeline(load_bundle(model))
     chunk = pipeline.annotate_all([Document("input", text, {}, "<argument>", 1)])
     for record in chunk.records_by_document(pipeline.model_name)[0]:
-        typer.echo(json.dumps(record, ensure_ascii=False))
+        _print(json.dumps(record, ensure_ascii=False).encode("utf-8"))  # JSON Lines are UTF-8 whatever the locale
 
 
 def _written_forms(secret: str) -> set[str]:
@@ -412,7 +425,23 @@ def consume(
         _write_report(report, report_dict(result))
 
 
+def _open_closed_standard_streams() -> None:
+    """Give a closed standard stream (``2>&-`` from a scheduler) /dev/null, so that progress and
+    messages cannot fail a job, and no file the job opens takes its descriptor."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def main() -> None:
+    _open_closed_standard_streams()
     app()
 
 

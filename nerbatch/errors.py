@@ -13,6 +13,10 @@ class CorpusError(NerbatchError, ValueError):
     """The annotated training corpus is malformed (names the row)."""
 
 
+class BackendError(NerbatchError):
+    """The Keras backend named by ``KERAS_BACKEND`` cannot be imported."""
+
+
 class BundleError(NerbatchError):
     """A model bundle is missing, tampered with, truncated or from the future."""
 

@@ -118,6 +118,14 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
     check_spared(path, what, spare or {})
     if os.path.isdir(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
+    # The file is written beside its path and renamed over it, which would replace a link (such as
+    # /dev/stdout), a device or a pipe with a plain file, for every process when run as root.
+    if os.path.islink(path):
+        raise OutputError(f"cannot write the {what} {path!r}: it is a symbolic link (to {os.readlink(path)!r}), "
+                          "which the finished file would replace; give the path of a regular file")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OutputError(f"cannot write the {what} {path!r}: it is not a regular file (a device, pipe or "
+                          "socket); give the path of a regular file")
     _check_parent(path)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")

@@ -1,4 +1,6 @@
 import json
+import re
+import shlex
 import zipfile
 
 from typer.testing import CliRunner
@@ -177,3 +179,62 @@ def test_train_refuses_a_corpus_without_entities_and_an_ensemble_seed_past_the_r
     result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(tmp_path / "e"),
                                  "--seed", str(2**32 - 1), "--ensemble", "2"])
     assert result.exit_code == 2 and "seed must be below 4294967295 with ensemble 2" in result.output
+
+
+def test_outputs_that_are_links_or_pipes_are_refused_before_any_work(tmp_path, tiny_bundle, gmb_sample):
+    import os
+
+    # The finished file is renamed over its path, which would replace the link or pipe itself.
+    fifo, target, link = tmp_path / "entities.jsonl", tmp_path / "real.json", tmp_path / "report.json"
+    os.mkfifo(fifo)
+    target.write_text("{}")
+    link.symlink_to(target)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    for args, message in (
+        (["run", "-i", str(src), "-o", str(fifo)], r"it is not a regular file \(a device, pipe or socket\)"),
+        (["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--report", str(link)],
+         f"it is a symbolic link \\(to '{target}'\\)"),
+        (["evaluate", "--data", str(gmb_sample), "--report", str(fifo)], "it is not a regular file"),
+    ):
+        result = runner.invoke(app, [*args, "--model", str(tiny_bundle)])
+        assert result.exit_code == 2 and re.search(message, result.output), result.output
+    assert fifo.is_fifo() and link.is_symlink() and target.read_text() == "{}"
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, tiny_bundle, gmb_sample):
+    import os
+    import subprocess
+    import sys
+
+    def nerbatch(*args, stdout=subprocess.PIPE, shell_redirect="", env=None):
+        command = " ".join(["exec", sys.executable, "-m", "nerbatch", *map(shlex.quote, args), shell_redirect])
+        return subprocess.run(["bash", "-c", command], stdout=stdout, stderr=subprocess.PIPE,
+                              env={**os.environ, **(env or {})}, timeout=300)
+
+    report = tmp_path / "scores.json"
+    with open("/dev/full", "w") as full:  # written to, never replaced
+        done = nerbatch("evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample), "--report", str(report),
+                        stdout=full)
+    assert done.returncode == 2 and done.stderr.decode().strip().endswith(
+        "nerbatch: error: cannot write to standard output: No space left on device"), done.stderr
+    assert json.loads(report.read_text())["test"]["sentences"] == 108  # written before the table
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    for quiet in ((), ("-q",)):
+        out = tmp_path / f"o{len(quiet)}.parquet"
+        done = nerbatch("run", "-i", str(src), "-o", str(out), "--model", str(tiny_bundle), *quiet,
+                        shell_redirect="2>&-")  # stderr closed, as some schedulers start jobs
+        assert done.returncode == 0 and out.is_file()
+
+    # JSON Lines are UTF-8 whatever the locale's encoding
+    done = nerbatch("predict", "Lech Wałęsa visited Łódź.", "--model", str(tiny_bundle),
+                    env={"PYTHONIOENCODING": "latin-1"})
+    assert done.returncode == 0, done.stderr
+    assert all(json.loads(line)["text"] in "Lech Wałęsa visited Łódź." for line in done.stdout.decode().splitlines())
+
+    done = nerbatch("predict", "Paris", "--model", str(tiny_bundle), env={"KERAS_BACKEND": "no-such-backend"})
+    assert done.returncode == 2 and "cannot use the Keras backend 'no-such-backend' named by KERAS_BACKEND" in \
+        done.stderr.decode()
