@@ -218,7 +218,7 @@ def run(
     model: ModelOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
     errors: Annotated[Optional[str], typer.Option(help="Error records, JSONL (default: <output>.errors.jsonl).")] = None,
-    outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet or .jsonl): entities, no_entities or failed.")] = None,
+    outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
