@@ -165,11 +165,11 @@ def evaluate(
     bundle = load_bundle(model)
     result = evaluate_bundle(bundle, data, batch_size=batch_size)
     test = result["test"]
+    if report:  # first: the scores are kept even when standard output or error fails
+        _write_report(report, result)
     if result["types_unknown_to_model"]:
         typer.echo(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
                    "they are scored, and never found", err=True)
-    if report:  # first: the scores are kept even when standard output fails
-        _write_report(report, result)
     _print(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens\n"
            f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s")
 

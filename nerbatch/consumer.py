@@ -152,6 +152,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -701,6 +702,10 @@ def _serve_metrics(registry, host: str, port: int):
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+        def handle_error(self, request, client_address) -> None:
+            if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):  # a client that went quiet
+                super().handle_error(request, client_address)
 
     server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
     threading.Thread(target=server.serve_forever, name="nerbatch-metrics", daemon=True).start()

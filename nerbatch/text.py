@@ -34,9 +34,9 @@ next word is a typical sentence opener (``The``, ``He``, ``But``...).  Blank lin
 page breaks and U+2029 always end a sentence; a single line break does when the
 next line is a bullet item, or when the previous line looks like a heading (short,
 not ending in a continuation character or a title, Title Cased or first in its paragraph,
-and not full: the next line's first word would have fitted on it) and the next line
-starts like a sentence; hard-wrapped prose is not split at its lines, even where a
-line is mostly names.
+and not a wrapped line: as long as the paragraph's other lines with the next line's first
+word too long for it, unless every word is capitalised) and the next line starts like a
+sentence; hard-wrapped prose is not split at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -88,10 +88,12 @@ class SentenceTokens:
 _TITLES = (
     "Mr Mrs Ms Messrs Mssrs Mme Mlle Dr Drs Prof Profs Rev Hon Pres Gov Sen Sens Rep Reps "
     "Gen Lt Col Maj Capt Cmdr Cdr Adm Brig Sgt Cpl Pvt Supt Insp Det Amb Atty Fr Sra Srta "
-    "Cong vs v cf viz approx ca Spc Pfc Msgr "
-    # datelines and headlines: ST. LOUIS (AP), MR. SMITH GOES TO WASHINGTON
-    "MR MRS MS DR PROF REV SEN REP GOV GEN LT COL MAJ CAPT SGT ADM"
+    "Cong vs v cf viz approx ca Spc Pfc Msgr"
 ).split()
+# Upper-case forms, abbreviations only before an upper-case word, as in datelines and headlines
+# (ST. LOUIS (AP), MR. OBAMA GOES TO WASHINGTON): "known as ADM. Cargill" ends a sentence.
+_UPPER_TITLES = "MR MRS MS DR PROF REV SEN REP GOV GEN LT COL MAJ CAPT SGT ADM".split()
+_UPPER_OTHER = "ST FT MT INC CORP LTD".split()
 _NUMBERED = "No Nos Nr Vol Vols Fig Figs Art Sec Ch Op pp".split()
 _OTHER_ABBREVIATIONS = (
     "Inc Corp Co Cos Ltd Bros Plc Jr Sr Assn Dept Univ Govt St Ste Mt Ft Ave Blvd Rd Hwy "
@@ -99,9 +101,9 @@ _OTHER_ABBREVIATIONS = (
     "Ala Ariz Ark Calif Colo Conn Del Fla Ga Ill Ind Kan Kans Ky La Md Mass Mich Minn Miss "
     "Mo Mont Neb Nev Okla Ore Pa Penn Tenn Tex Va Vt Wash Wis Wyo "
     "Mon Tue Tues Wed Thu Thur Thurs Fri Sat "
-    "etc al Ph.D W.Va ST FT MT INC CORP LTD"
+    "etc al Ph.D W.Va"
 ).split()
-_TITLE_SET = frozenset(t + "." for t in _TITLES + _NUMBERED)
+_TITLE_SET = frozenset(t + "." for t in _TITLES + _NUMBERED + _UPPER_TITLES)
 
 # Words that typically open a sentence; after an abbreviation or an ellipsis a
 # boundary is only assumed when one of these follows.
@@ -119,9 +121,13 @@ _SENTENCE_OPENERS = frozenset(
     ).split()
 )
 # Openers that also begin names ("U.S. First Lady", "D.C. Police Chief"): they open a
-# sentence only when no capitalised word follows them.
+# sentence only when no capitalised word follows them, or a day or month does ("Last Friday").
 _NAME_OPENERS = frozenset(
     "Last Next First Second Officials Police Authorities Witnesses Analysts Critics Experts Reports".split()
+)
+_DAYS_AND_MONTHS = frozenset(
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April May June July "
+    "August September October November December Week Month Year".split()
 )
 
 # Characters of scripts written without spaces that are tokenised one per character:
@@ -143,6 +149,7 @@ _NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
 _MIN_WRAP_WIDTH = 40  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
+_WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 
 
@@ -255,6 +262,7 @@ def _compiled() -> _Compiled:
     url_last = f"[^{sep}.,;:!?)\\]}}'\"\u201d\u2019>]"
 
     titles = _trie_regex(_TITLES + _OTHER_ABBREVIATIONS)
+    upper_titles = _trie_regex(_UPPER_TITLES + _UPPER_OTHER)
     numbered = _trie_regex(_NUMBERED)
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
@@ -274,6 +282,7 @@ def _compiled() -> _Compiled:
     alternatives = [
         ("url", f"(?:(?:https?|ftp)://|www\\.){NOTSEP}*{url_last}"),
         ("title", f"{titles}\\."),  # Mr. Gen. Inc. Jan. Calif.
+        ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}{UPPER})"),  # ST. LOUIS
         ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
         ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
         ("clitic", f"['\u2019]{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
@@ -335,9 +344,15 @@ def _opener_follows(words: list[str], idx: int) -> bool:
     n = len(words)
     while idx < n and words[idx] in _OPENER_TOKENS:
         idx += 1
-    if idx >= n or words[idx] not in _SENTENCE_OPENERS:
+    if idx >= n:
         return False
-    return words[idx] not in _NAME_OPENERS or idx + 1 == n or not words[idx + 1][0].isupper()
+    word = words[idx].title() if words[idx].isupper() else words[idx]  # "THE" in upper-case text
+    if word not in _SENTENCE_OPENERS:
+        return False
+    if word not in _NAME_OPENERS or idx + 1 == n:
+        return True
+    following = words[idx + 1]
+    return not following[0].isupper() or following in _DAYS_AND_MONTHS
 
 
 def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
@@ -392,7 +407,7 @@ def _sentence_starts(
     # line breaks
     breaks = [(m.start(), m.end(), len(c.newline.findall(m.group())) >= 2 or any(ch in _PARA_BREAKS for ch in m.group()))
               for m in c.linebreak.finditer(text)]
-    widths = _paragraph_widths(text, breaks)
+    widths = _wrap_widths(text, breaks)
     line_start = 0
     first_in_paragraph = True
     for (a, b, paragraph), width in zip(breaks, widths):
@@ -403,26 +418,48 @@ def _sentence_starts(
             if paragraph or c.bullet.match(text, b):
                 cuts.add(idx)
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
-                  and (width < _MIN_WRAP_WIDTH or len(prev_line.rstrip()) + 1 + len(words[idx]) <= width)):
-                # A heading's line break is deliberate: the next word would have fitted on its line.
-                # A wrapped line of names ("... Defense Secretary Donald / Rumsfeld met ...") is not.
-                # Paragraphs of short lines only (a headline, a byline) are not wrapped prose.
+                  and (not _wrapped(len(prev_line.rstrip()), len(words[idx]), width) or _title_case(prev_line))):
                 cuts.add(idx)
         first_in_paragraph = paragraph
     return sorted(cuts)
 
 
-def _paragraph_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
-    """For each line break, the length of the longest line of its paragraph (the wrap width)."""
+def _title_case(line: str) -> bool:
+    """Every word capitalised but for short function words: a headline, even one as long as the
+    body's wrapped lines."""
+    alpha = [t for t in line.split() if t[0].isalpha()]
+    return bool(alpha) and all(t[0].isupper() or t in _TRAILING_FUNCTION_WORDS for t in alpha)
+
+
+def _wrapped(length: int, next_word: int, width: int) -> bool:
+    """Whether a line of ``length`` characters was ended by wrapping rather than on purpose.
+
+    ``width`` is the longest of the paragraph's other wrapped-looking lines (0: no evidence). A
+    wrapped line is about as long as those, and the next line's first word would not have fitted
+    on it; a heading's break is deliberate (the word would have fitted), and a heading longer than
+    the body's lines is no wrapped line of it.  So "Defense Secretary Donald / Rumsfeld met ..." is
+    one sentence, and a headline above wrapped prose still ends its own.
+    """
+    if width < _MIN_WRAP_WIDTH or length > width + _WRAP_SLACK:
+        return False
+    return length + 1 + next_word > max(width, length)
+
+
+def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
+    """For each line break, the longest line of its paragraph other than the line it ends and the
+    paragraph's last line (which wrapping leaves short); 0 when there is none."""
     widths: list[int] = []
-    block_start = 0  # index into ``breaks`` of the paragraph's first line break
-    longest = 0
+    lengths: list[int] = []  # the current paragraph's lines
     line_start = 0
-    for i, (a, b, paragraph) in enumerate(breaks + [(len(text), len(text), True)]):
-        longest = max(longest, len(text[line_start:a].rstrip()))
+    for a, b, paragraph in breaks + [(len(text), len(text), True)]:
+        lengths.append(len(text[line_start:a].rstrip()))
         line_start = b
         if paragraph:
-            widths += [longest] * (i + 1 - block_start)
-            block_start, longest = i + 1, 0
+            wrapped = lengths[:-1]  # every line but the last ends in a line break of this paragraph
+            top = sorted(wrapped, reverse=True)[:2] + [0, 0]
+            for length in wrapped:
+                widths.append(top[1] if length == top[0] else top[0])  # the longest of the others
+            widths.append(0)  # the paragraph break itself: always a cut
+            lengths = []
     return widths[: len(breaks)]
 

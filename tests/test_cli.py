@@ -220,6 +220,12 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     assert done.returncode == 2 and done.stderr.decode().strip().endswith(
         "nerbatch: error: cannot write to standard output: No space left on device"), done.stderr
     assert json.loads(report.read_text())["test"]["sentences"] == 108  # written before the table
+    relabelled = tmp_path / "relabelled.csv"
+    relabelled.write_bytes(gmb_sample.read_bytes().replace(b"-nat", b"-NAT"))
+    report.unlink()
+    done = nerbatch("evaluate", "--model", str(tiny_bundle), "--data", str(relabelled), "--report", str(report),
+                    shell_redirect="2>/dev/full")  # its note on the unknown type cannot be written
+    assert json.loads(report.read_text())["types_unknown_to_model"] == ["NAT"]
 
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')

@@ -652,7 +652,7 @@ def test_a_null_header_value_is_dead_lettered_empty(pipeline):
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
 
 
-def test_idle_metrics_connections_are_closed_while_scrapes_are_served(monkeypatch):
+def test_idle_metrics_connections_are_closed_while_scrapes_are_served(monkeypatch, capsys):
     import socket
     import urllib.request
 
@@ -675,6 +675,7 @@ def test_idle_metrics_connections_are_closed_while_scrapes_are_served(monkeypatc
     finally:
         server.shutdown()
         server.server_close()
+    assert "Traceback" not in capsys.readouterr().err  # a client that went quiet is no error
 
 
 @pytest.mark.parametrize("host, reason", [("a..b", "label empty or too long"), ("x" * 64 + ".example", "too long")])

@@ -347,13 +347,18 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
 
 def test_hard_wrapped_lines_of_names_are_not_split() -> None:
     # Mostly capitalised lines looked like headings; a wrapped line is full: its next word did not fit.
-    text = ("Secretary of State Condoleezza Rice and Defense Secretary Donald\n"
-            "Rumsfeld met Iraqi Prime Minister Nouri al-Maliki in Baghdad on\n"
-            "Tuesday, and Foreign Minister Sergei Lavrov spoke with Mr.\r\n"
-            "Chavez by telephone from Moscow later in the day.")
+    text = ("The talks in Baghdad on Tuesday brought together Iraqi leaders\n"
+            "Prime Minister Nouri al-Maliki, Defense Secretary Donald\r\n"
+            "Rumsfeld and Secretary of State Condoleezza Rice, who flew\n"
+            "in from Kuwait.")
     assert len(words(text)) == 1
-    # a heading above wrapped prose still ends its sentence
-    assert [s[0] for s in words("Rice Meets Rumsfeld in Baghdad\n" + text)] == ["Rice", "Secretary"]
+    assert len(words("Foreign Minister Sergei Lavrov spoke by telephone with Mr.\nChavez on Tuesday.")) == 1
+    # a headline above wrapped prose, or as long as its lines, still ends its sentence
+    assert [s[0] for s in words("Rice Meets Rumsfeld in Baghdad\n" + text)] == ["Rice", "The"]
+    assert [s[0] for s in words("Exclusive Interview With Venezuelan President Hugo Chavez\n"
+                                "Hugo Chavez said on Monday that he will visit Cuba and\n"
+                                "Bolivia next month, his office in Caracas announced.")] == ["Exclusive", "Hugo"]
+    assert len(words("Exclusive Interview With Venezuelan President Hugo Chavez\nHugo Chavez said Monday.")) == 2
 
 
 def test_abbreviations_of_datelines_court_cases_ranks_and_names_after_acronyms() -> None:
@@ -370,3 +375,13 @@ def test_abbreviations_of_datelines_court_cases_ranks_and_names_after_acronyms()
     assert len(words("Washington, D.C. Police Chief Cathy Lanier spoke.")) == 1
     # ... but does before a lower-case word
     assert len(words("He moved to the U.S. Police said he left.")) == 2
+
+
+def test_upper_case_abbreviations_only_before_upper_case_words() -> None:
+    # "ADM" is a company here, and its period ends the sentence
+    assert [s[0] for s in words("The grain trader is known as ADM. Cargill reported record profits.")] == ["The", "Cargill"]
+    assert len(words("Troops entered the DR. Congo's army said.")) == 2
+    assert len(words("HE JOINED MICROSOFT CORP. THE DEAL CLOSED LATER.")) == 2
+    assert len(words("ST. LOUIS (AP) - A judge ruled.")) == 1
+    # a day or month after an opener that begins names: a new sentence
+    assert len(words("The minister flew back to the U.S. Last Friday, he met President Bush.")) == 2
