@@ -365,7 +365,7 @@ def consume(
     max_poll_interval_ms: Annotated[Optional[int], typer.Option(help="A batch must finish within this (default 300000), or the group moves the worker's partitions.")] = None,
     log_interval: Annotated[float, typer.Option(help="Seconds between progress log lines.")] = 30.0,
     max_docs: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
-    idle_timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without a message, once caught up.")] = None,
+    idle_timeout: Annotated[Optional[float], typer.Option(help="Stop after this many seconds without a message, once caught up (and the broker answers); exit 1 if the last work could not be committed.")] = None,
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")] = "PLAINTEXT",
     sasl_mechanism: Annotated[Optional[str], typer.Option(help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_PLAINTEXT or SASL_SSL).")] = None,
     sasl_username: Annotated[Optional[str], typer.Option(help="SASL user; the password is read from $NERBATCH_KAFKA_PASSWORD.")] = None,
@@ -423,6 +423,12 @@ def consume(
     result = run_worker(options, pipeline, handle_signals=True)
     if report:
         _write_report(report, report_dict(result))
+    if result.unfinished and result.stopped_by in ("idle_timeout", "max_docs"):
+        # A run meant to finish its input (cron, Airflow) did not: say so. A stop by signal is a
+        # service's normal end, and its uncommitted work is read again by the next run.
+        typer.echo(f"nerbatch: stopped by {result.stopped_by} with work not committed (see the log); the next run "
+                   "reads it again", err=True)
+        raise typer.Exit(1)
 
 
 def _open_closed_standard_streams() -> None:

@@ -410,6 +410,7 @@ class ConsumeReport:
     dropped_on_rebalance: int = 0
     seconds: float = 0.0
     stopped_by: str = ""
+    unfinished: bool = False  # work left uncommitted when it stopped (read again by the next run)
     part_paths: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -968,21 +969,21 @@ class Worker:
                 raise
         return producer
 
-    def _stop_if_deleted(self, kind: str, topics: list[str], more: dict[str, list[str]] | None = None) -> None:
+    def _stop_if_deleted(self, kind: str, topics: list[str], more: dict[str, list[str]] | None = None) -> bool:
         """Raise ConsumeConfigError for those of ``topics`` (named as ``kind`` topics; ``more`` maps
         other kinds to theirs, asked in the same request) the cluster no longer has: nothing could be
         read from (or written to) them again, and waiting would look like a healthy idle worker.
 
         Asked of a client of its own with short timeouts (kafka-python's consumer would wait for the
         answer without a limit): when the broker does not answer, nothing is known and the worker
-        goes on retrying."""
+        goes on retrying.  Returns whether the broker answered."""
         from kafka import KafkaAdminClient
 
         kafka = _kafka()
         kinds = {kind: topics, **(more or {})}
         topics = list(dict.fromkeys(t for named in kinds.values() for t in named))
         if not topics or self._stop.is_set():
-            return
+            return False
 
         def existing() -> set[str]:
             admin = KafkaAdminClient.__new__(KafkaAdminClient)
@@ -1006,7 +1007,7 @@ class Worker:
             # Also the one sign of an outage from a worker with nothing to read.
             log.warning("cannot ask %s whether topic(s) %s exist (%s); asked again later",
                         self.options.bootstrap_servers, ", ".join(topics), _describe(exc))
-            return
+            return False
         missing = {kind: [t for t in named if t not in found] for kind, named in kinds.items()}
         gone = [f"{kind} topic{'s' if len(named) > 1 else ''} {', '.join(named)}"
                 for kind, named in missing.items() if named]
@@ -1015,6 +1016,7 @@ class Worker:
             raise ConsumeConfigError(
                 f"{' and '.join(gone)} no longer exist{'' if several else 's'} on {self.options.bootstrap_servers}; "
                 "the worker stops (its uncommitted work is read again once the topic is back)")
+        return True
 
     def _check_topics(self) -> None:
         o = self.options
@@ -1094,9 +1096,11 @@ class Worker:
             self._housekeeping()
             if (o.idle_timeout is not None and not hand and time.monotonic() - last_message >= o.idle_timeout
                     and not self._rebalancing and self.lag() == 0):
-                self._stop_if_deleted("input", list(o.topics))  # no input left is not the same as no topic
-                self.report.stopped_by = "idle_timeout"
-                break
+                # No input left is not the same as no topic, nor as a broker that stopped answering.
+                if self._stop_if_deleted("input", list(o.topics)):
+                    self.report.stopped_by = "idle_timeout"
+                    break
+                last_message = time.monotonic()  # wait another idle period before asking again
         if not self.report.stopped_by:
             self.report.stopped_by = "signal"
 
@@ -1205,7 +1209,6 @@ class Worker:
             self._backoff(f"batch of {len(hand)} message(s) failed; rewound "
                           f"{len(tps)} partition(s) to their last committed offsets", exc)
             return
-        self._failures = 0
         self._count(outcomes, messages)
         self.report.batches += 1
         self.metrics.batches.inc()
@@ -1463,6 +1466,7 @@ class Worker:
         self._committed(offsets.keys(), timestamps)
 
     def _committed(self, tps, timestamps) -> None:
+        self._failures = 0  # only a commit ends a run of failures: a batch that only buffers does not
         tps = set(tps)
         first_left: dict = {}
         for r in self._hand:  # records polled after the committed ones
@@ -1552,8 +1556,6 @@ class Worker:
         """Write the parts of ``tps`` into place, then commit their offsets."""
         from kafka.structs import OffsetAndMetadata
 
-        from nerbatch.sinks import ParquetSink, open_error_sink
-
         o = self.options
         parts = {tp: self._states[tp].part for tp in tps if tp in self._states and self._states[tp].part}
         if not parts:
@@ -1567,32 +1569,17 @@ class Worker:
         offsets, timestamps, written = {}, [], []
         for tp, part in parts.items():
             errors_path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, "errors"))
-            if part.errors:
-                with open_error_sink(errors_path) as sink:
-                    sink.write_records(error_record(e) for e in part.errors)
-            else:
-                try:  # a stale file from an attempt that was redone
-                    os.remove(errors_path)
-                except FileNotFoundError:
-                    pass
             path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset))
             outcomes_path = os.path.join(o.output_dir,
                                          part_name(tp.topic, tp.partition, part.first_offset, "outcomes"))
-            metadata = {
-                "model": self.model, "group": o.group, "topic": tp.topic, "partition": str(tp.partition),
-                "first_offset": str(part.first_offset), "last_offset": str(part.last_offset),
-                "documents": str(part.docs), "failed": str(len(part.errors)),
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "nerbatch_version": __version__,
-            }
-            if o.outcomes:
-                counts = [a.entities for a in part.annotated]
-                with ParquetSink(outcomes_path, outcome_arrow_schema(), metadata) as sink:
-                    sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", part.annotated, counts, part.errors,
-                                               self.model))
-            with ParquetSink(path, self.schema, metadata) as sink:
-                for table in part.tables:
-                    sink.write_table(table)
+            try:
+                self._write_part(tp, part, path, errors_path, outcomes_path)
+            except BaseException:
+                if not os.path.exists(path):  # side files never tell of a part that is not in place
+                    for side in (errors_path, outcomes_path):
+                        with contextlib.suppress(OSError):
+                            os.remove(side)
+                raise
             written.append(path)
             offsets[tp] = part.last_offset + 1
             timestamps.extend(part.timestamps)
@@ -1600,6 +1587,34 @@ class Worker:
         self.report.parts += len(written)
         self.report.part_paths.extend(written)
         self.metrics.parts.inc(len(written))
+
+    def _write_part(self, tp, part: _Part, path: str, errors_path: str, outcomes_path: str) -> None:
+        from nerbatch.sinks import ParquetSink, open_error_sink
+
+        o = self.options
+        if part.errors:
+            with open_error_sink(errors_path) as sink:
+                sink.write_records(error_record(e) for e in part.errors)
+        else:
+            try:  # a stale file from an attempt that was redone
+                os.remove(errors_path)
+            except FileNotFoundError:
+                pass
+        metadata = {
+            "model": self.model, "group": o.group, "topic": tp.topic, "partition": str(tp.partition),
+            "first_offset": str(part.first_offset), "last_offset": str(part.last_offset),
+            "documents": str(part.docs), "failed": str(len(part.errors)),
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "nerbatch_version": __version__,
+        }
+        if o.outcomes:
+            counts = [a.entities for a in part.annotated]
+            with ParquetSink(outcomes_path, outcome_arrow_schema(), metadata) as sink:
+                sink.write(outcome_columns(f"{tp.topic}/{tp.partition}", part.annotated, counts, part.errors,
+                                           self.model))
+        with ParquetSink(path, self.schema, metadata) as sink:
+            for table in part.tables:
+                sink.write_table(table)
 
     def _roll_due(self) -> None:
         kafka = _kafka()
@@ -1694,8 +1709,11 @@ class Worker:
             try:
                 self._roll(pending)
             except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+                self.report.unfinished = True
                 log.warning("could not write or commit %d part(s) while stopping (%s); they are redone "
                             "from the last committed offsets", len(pending), _describe(exc))
+        # A failure not followed by a commit: rewound work (counted by max_docs) waits for the next run.
+        self.report.unfinished = self.report.unfinished or self._failures > 0
         self._log_progress(time.monotonic())
 
 

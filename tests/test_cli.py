@@ -244,3 +244,20 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     done = nerbatch("predict", "Paris", "--model", str(tiny_bundle), env={"KERAS_BACKEND": "no-such-backend"})
     assert done.returncode == 2 and "cannot use the Keras backend 'no-such-backend' named by KERAS_BACKEND" in \
         done.stderr.decode()
+
+
+def test_a_consume_run_that_ends_with_work_uncommitted_exits_1(tiny_bundle, monkeypatch):
+    from nerbatch import consumer
+
+    def ended(stopped_by):
+        def consume(options, pipeline, handle_signals=False):
+            return consumer.ConsumeReport(group=options.group, model="m", stopped_by=stopped_by, unfinished=True)
+        return consume
+
+    args = ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g", "--output-topic", "out", "--dead-letter-topic",
+            "dlq", "--model", str(tiny_bundle)]
+    for stopped_by, code in (("max_docs", 1), ("idle_timeout", 1), ("signal", 0)):  # a service's stop stays 0
+        monkeypatch.setattr(consumer, "consume", ended(stopped_by))
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, result.output
+        assert ("work not committed" in result.output) == bool(code)

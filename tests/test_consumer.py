@@ -15,6 +15,7 @@ import csv
 import gc
 import glob
 import json
+import logging
 import os
 import random
 import re
@@ -26,6 +27,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -824,6 +826,60 @@ def test_parts_roll_together_once_they_hold_part_max_rows_documents(pipeline, tm
     assert parts((3, 9), (3, 0), (3, 0), (0, 0)) == []
     assert parts((3, 0), (3, 0), (3, 0), (1, 0)) == tps  # ten documents among four partitions
     assert parts((2, 10), (1, 0)) == tps[:1]  # a part full of entity rows rolls alone
+
+
+def _parts_fail(monkeypatch):
+    """Writing a parquet part fails as on a full disk; its side files are written first."""
+    from nerbatch import sinks
+
+    real = sinks.ParquetSink
+
+    def sink(path, *args, **kwargs):
+        if os.path.basename(path).startswith("part-"):
+            raise OSError(28, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sinks, "ParquetSink", sink)
+
+
+def test_parts_that_cannot_be_written_back_off_leave_no_side_files_and_mark_the_run_unfinished(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, monkeypatch, caplog):
+    source, folder, group = kafka_topic_factory(1), tmp_path / "parts", _uid("diskfull")
+    _produce(kafka_bootstrap, source, _docs(6, "full") + [("bad", b"{broken")])
+    _parts_fail(monkeypatch)
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_dir=str(folder),
+                             outcomes=True, part_max_seconds=0.2, max_backoff_s=1.0)
+    worker = Worker(options, pipeline)
+    run = _start(worker)
+    caplog.set_level(logging.WARNING, logger="nerbatch.consumer")
+    _wait(lambda: worker.report.batch_failures >= 3, "three failed part writes")
+    worker.stop()
+    report = _finish(*run)
+    # each failed roll is one more consecutive failure, not attempt 1 again after a batch that only buffers
+    attempts = [int(m) for m in re.findall(r"\(attempt (\d+)\)", caplog.text)]
+    assert attempts[:3] == [1, 2, 3], caplog.text
+    assert report.unfinished and report.parts == 0
+    assert sorted(os.listdir(folder)) == []  # no _errors or _outcomes file for a part that is not there
+    assert _committed(kafka_admin, group, source) in ({}, {0: 0})
+
+    monkeypatch.undo()
+    options = replace(options, max_docs=7)
+    report = _finish(*_start(Worker(options, pipeline)))
+    assert (report.stopped_by, report.unfinished, report.parts) == ("max_docs", False, 1)
+    assert _committed(kafka_admin, group, source) == {0: 7}
+
+
+def test_idle_timeout_ends_a_run_only_when_the_broker_answers(kafka_bootstrap, kafka_topic_factory, pipeline,
+                                                               monkeypatch):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(2, "idle"))
+    answers = []
+    monkeypatch.setattr(Worker, "_stop_if_deleted", lambda self, kind, topics, more=None: answers.append(kind) or
+                        len(answers) > 2)  # the broker answers the third time it is asked
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("idle"), output_topic=out,
+                             dead_letter_topic=out, idle_timeout=1.0, max_backoff_s=1.0)
+    report = _finish(*_start(Worker(options, pipeline)))
+    assert report.stopped_by == "idle_timeout" and answers.count("input") >= 3 and report.docs_ok == 2
 
 
 class _UndecodableKey(str):
