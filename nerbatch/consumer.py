@@ -815,6 +815,7 @@ class Worker:
         self._pending_revoked: set = set()
         self._rebalancing = False
         self._failures = 0  # consecutive, for the backoff
+        self._failed_uncommitted: set = set()  # partitions rewound after a failure, not committed since
         self._metrics_server = None
         self._last_log = time.monotonic()
         self._last_log_counts = (0, 0)
@@ -1161,6 +1162,9 @@ class Worker:
     def _drop(self, tps: set, why: str) -> None:
         """Forget the uncommitted work of partitions this worker no longer owns (never commit it)."""
         dropped = self._discard_hand(tps)
+        if self._failed_uncommitted and not self._failed_uncommitted - set(tps):
+            self._failures = 0  # the failed work is another worker's now: a later failure starts afresh
+        self._failed_uncommitted -= set(tps)
         buffered = 0
         for tp in tps:
             state = self._states.pop(tp, None)
@@ -1444,7 +1448,8 @@ class Worker:
         self._producer = None
 
     def _rewind(self, tps) -> None:
-        """Send partitions back to their last committed offset, dropping their uncommitted work."""
+        """Send partitions back to their last committed offset, dropping their uncommitted work (on a failure)."""
+        self._failed_uncommitted.update(tps)
         assigned = set(self._consumer.assignment()) if self._consumer is not None else set()
         self._discard_hand(tps)  # re-read after the seek
         for tp in tps:
@@ -1468,6 +1473,7 @@ class Worker:
     def _committed(self, tps, timestamps) -> None:
         self._failures = 0  # only a commit ends a run of failures: a batch that only buffers does not
         tps = set(tps)
+        self._failed_uncommitted -= tps
         first_left: dict = {}
         for r in self._hand:  # records polled after the committed ones
             tp = self._tp(r)
@@ -1712,8 +1718,9 @@ class Worker:
                 self.report.unfinished = True
                 log.warning("could not write or commit %d part(s) while stopping (%s); they are redone "
                             "from the last committed offsets", len(pending), _describe(exc))
-        # A failure not followed by a commit: rewound work (counted by max_docs) waits for the next run.
-        self.report.unfinished = self.report.unfinished or self._failures > 0
+        # Work rewound after a failure and not committed since (counted by max_docs) waits for the next
+        # run; work of partitions the group has moved is their new owner's.
+        self.report.unfinished = self.report.unfinished or bool(self._failed_uncommitted)
         self._log_progress(time.monotonic())
 
 

@@ -148,6 +148,11 @@ _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u30
 _NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
+# Words a Title Cased headline leaves lower case ("Bill into Law", "Apple vs. Samsung").
+_TITLE_MINOR_WORDS = frozenset(
+    "a an the of to in on at for and or but nor by with from as that into onto over after via vs vs. per "
+    "up upon off out than under near".split()
+)
 _MIN_WRAP_WIDTH = 40  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
@@ -282,7 +287,7 @@ def _compiled() -> _Compiled:
     alternatives = [
         ("url", f"(?:(?:https?|ftp)://|www\\.){NOTSEP}*{url_last}"),
         ("title", f"{titles}\\."),  # Mr. Gen. Inc. Jan. Calif.
-        ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}{UPPER})"),  # ST. LOUIS
+        ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
         ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
         ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
         ("clitic", f"['\u2019]{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
@@ -346,7 +351,9 @@ def _opener_follows(words: list[str], idx: int) -> bool:
         idx += 1
     if idx >= n:
         return False
-    word = words[idx].title() if words[idx].isupper() else words[idx]  # "THE" in upper-case text
+    word = words[idx]
+    if len(word) > 1 and word.isupper() and idx + 1 < n and words[idx + 1].isupper():
+        word = word.title()  # "THE DEAL" in upper-case text, not "IT spending"
     if word not in _SENTENCE_OPENERS:
         return False
     if word not in _NAME_OPENERS or idx + 1 == n:
@@ -428,7 +435,7 @@ def _title_case(line: str) -> bool:
     """Every word capitalised but for short function words: a headline, even one as long as the
     body's wrapped lines."""
     alpha = [t for t in line.split() if t[0].isalpha()]
-    return bool(alpha) and all(t[0].isupper() or t in _TRAILING_FUNCTION_WORDS for t in alpha)
+    return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in _TITLE_MINOR_WORDS for t in alpha)
 
 
 def _wrapped(length: int, next_word: int, width: int) -> bool:

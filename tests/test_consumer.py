@@ -869,6 +869,20 @@ def test_parts_that_cannot_be_written_back_off_leave_no_side_files_and_mark_the_
     assert _committed(kafka_admin, group, source) == {0: 7}
 
 
+def test_failed_work_the_group_moved_elsewhere_leaves_the_run_finished(pipeline, tmp_path):
+    from kafka.structs import TopicPartition
+
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_dir=str(tmp_path))
+    worker = Worker(options, pipeline)
+    failed, kept = TopicPartition("in", 0), TopicPartition("in", 1)
+    worker._rewind({failed, kept})  # a part write failed
+    worker._failures = 2
+    worker._drop({failed}, "revoked")  # one partition now belongs to another worker
+    assert worker._failed_uncommitted == {kept} and worker._failures == 2
+    worker._drop({kept}, "revoked")
+    assert worker._failed_uncommitted == set() and worker._failures == 0  # nothing of it is this worker's to redo
+
+
 def test_idle_timeout_ends_a_run_only_when_the_broker_answers(kafka_bootstrap, kafka_topic_factory, pipeline,
                                                                monkeypatch):
     source, out = kafka_topic_factory(1), kafka_topic_factory(1)

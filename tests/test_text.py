@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import textwrap
 import time
 import unicodedata
 
@@ -385,3 +386,14 @@ def test_upper_case_abbreviations_only_before_upper_case_words() -> None:
     assert len(words("ST. LOUIS (AP) - A judge ruled.")) == 1
     # a day or month after an opener that begins names: a new sentence
     assert len(words("The minister flew back to the U.S. Last Friday, he met President Bush.")) == 2
+
+
+def test_acronyms_after_abbreviations_and_title_cased_headlines_with_minor_words() -> None:
+    assert len(words("U.S. IT spending rose 5% last year.")) == 1
+    assert len(words("Apple Inc. IT staff were cut.")) == 1
+    assert len(words("MR. O'BRIEN SAID NOTHING.")) == 1
+    body = textwrap.fill("President Barack Obama signed the economic stimulus package in Denver on Tuesday, "
+                         "saying it would create or save millions of jobs across the country.", 60)
+    for headline in ("Obama Signs $787 Billion Stimulus Bill into Law in Denver",
+                     "Apple Unveils New iPhone at Event in San Francisco on Monday"):
+        assert words(f"{headline}\n{body}")[1][0] == "President", headline
