@@ -1162,9 +1162,10 @@ class Worker:
     def _drop(self, tps: set, why: str) -> None:
         """Forget the uncommitted work of partitions this worker no longer owns (never commit it)."""
         dropped = self._discard_hand(tps)
-        if self._failed_uncommitted and not self._failed_uncommitted - set(tps):
-            self._failures = 0  # the failed work is another worker's now: a later failure starts afresh
+        failed_before = bool(self._failed_uncommitted)
         self._failed_uncommitted -= set(tps)
+        if failed_before and not self._failed_uncommitted:
+            self._failures = 0  # the failed work is another worker's now: a later failure starts afresh
         buffered = 0
         for tp in tps:
             state = self._states.pop(tp, None)

@@ -148,14 +148,13 @@ _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u30
 _NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
+_TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 # Words a Title Cased headline leaves lower case ("Bill into Law", "Apple vs. Samsung").
-_TITLE_MINOR_WORDS = frozenset(
-    "a an the of to in on at for and or but nor by with from as that into onto over after via vs vs. per "
-    "up upon off out than under near".split()
+_TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
+    "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
 _MIN_WRAP_WIDTH = 40  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
-_TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 
 
 _SCAN_LIMIT = 0x32400  # everything assigned above is tags, variation selectors, private use
@@ -412,8 +411,10 @@ def _sentence_starts(
             if 0 < idx < n:
                 cuts.add(idx)
     # line breaks
-    breaks = [(m.start(), m.end(), len(c.newline.findall(m.group())) >= 2 or any(ch in _PARA_BREAKS for ch in m.group()))
-              for m in c.linebreak.finditer(text)]
+    breaks = []  # (start, end, ends a paragraph)
+    for m in c.linebreak.finditer(text):
+        g = m.group()
+        breaks.append((m.start(), m.end(), len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)))
     widths = _wrap_widths(text, breaks)
     line_start = 0
     first_in_paragraph = True
