@@ -35,8 +35,9 @@ page breaks and U+2029 always end a sentence; a single line break does when the
 next line is a bullet item, or when the previous line looks like a heading (short,
 not ending in a continuation character or a title, Title Cased or first in its paragraph,
 and not a wrapped line: as long as the paragraph's other lines with the next line's first
-word too long for it, unless every word is capitalised) and the next line starts like a
-sentence; hard-wrapped prose is not split at its lines, even where a line is mostly names.
+word too long for it, unless every word is capitalised and the line starts a sentence and
+ends none inside) and the next line starts like a sentence; hard-wrapped prose is not split
+at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -122,6 +123,9 @@ _SENTENCE_OPENERS = frozenset(
 )
 # Openers that also begin names ("U.S. First Lady", "D.C. Police Chief"): they open a
 # sentence only when no capitalised word follows them, or a day or month does ("Last Friday").
+# In upper-case text only these open a sentence after an abbreviation: "CORP. THE DEAL", but not
+# "THE U.S. AND CHINA" or "U.S. IN TALKS", where a conjunction or preposition goes on a headline.
+_UPPER_TEXT_OPENERS = frozenset("The He She They We".split())
 _NAME_OPENERS = frozenset(
     "Last Next First Second Officials Police Authorities Witnesses Analysts Critics Experts Reports".split()
 )
@@ -219,6 +223,7 @@ class _Compiled:
     newline: re.Pattern[str]
     bullet: re.Pattern[str]
     sentence_start: re.Pattern[str]
+    next_word: re.Pattern[str]
     alternatives: tuple[tuple[str, str], ...]  # (name, pattern) of the token pattern, in order
     suffix: str  # appended to every token alternative
 
@@ -315,6 +320,7 @@ def _compiled() -> _Compiled:
         newline=re.compile(NL),
         bullet=re.compile(bullet),
         sentence_start=re.compile(f"(?:{HSEP})*[{_OPENERS}]*{START}"),
+        next_word=re.compile(f"(?:{HSEP})*({NOTSEP}*)"),  # a line's first word, quotes and brackets included
         alternatives=tuple(alternatives),
         suffix=EXTSEQ,
     )
@@ -352,7 +358,7 @@ def _opener_follows(words: list[str], idx: int) -> bool:
         return False
     word = words[idx]
     if len(word) > 1 and word.isupper() and idx + 1 < n and words[idx + 1].isupper():
-        word = word.title()  # "THE DEAL" in upper-case text, not "IT spending"
+        return word.title() in _UPPER_TEXT_OPENERS  # "THE DEAL" in upper-case text, not "IT spending"
     if word not in _SENTENCE_OPENERS:
         return False
     if word not in _NAME_OPENERS or idx + 1 == n:
@@ -417,6 +423,7 @@ def _sentence_starts(
         breaks.append((m.start(), m.end(), len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)))
     widths = _wrap_widths(text, breaks)
     line_start = 0
+    line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
     for (a, b, paragraph), width in zip(breaks, widths):
         prev_line = text[line_start:a]
@@ -426,10 +433,19 @@ def _sentence_starts(
             if paragraph or c.bullet.match(text, b):
                 cuts.add(idx)
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
-                  and (not _wrapped(len(prev_line.rstrip()), len(words[idx]), width) or _title_case(prev_line))):
+                  and (not _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
+                       or (_title_case(prev_line) and _whole_sentence(cuts, line_first, idx, first_in_paragraph)))):
                 cuts.add(idx)
+        line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _whole_sentence(cuts: set[int], first: int, end: int, first_in_paragraph: bool) -> bool:
+    """Whether the tokens first..end-1 (a line) start a sentence and hold no sentence end: only such a
+    line can be a headline; a capitalised line inside a sentence ("German Foreign Minister Frank-Walter")
+    or one that ends a sentence and starts the next ("Agency. The American Red") is wrapped prose."""
+    return (first_in_paragraph or first in cuts) and not any(k in cuts for k in range(first + 1, end))
 
 
 def _title_case(line: str) -> bool:

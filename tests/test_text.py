@@ -397,3 +397,29 @@ def test_acronyms_after_abbreviations_and_title_cased_headlines_with_minor_words
     for headline in ("Obama Signs $787 Billion Stimulus Bill into Law in Denver",
                      "Apple Unveils New iPhone at Event in San Francisco on Monday"):
         assert words(f"{headline}\n{body}")[1][0] == "President", headline
+
+
+def test_upper_case_headlines_keep_conjunctions_and_prepositions_after_abbreviations() -> None:
+    assert len(words("TALKS BETWEEN THE U.S. AND CHINA STALL OVER TRADE")) == 1
+    assert len(words("U.S. IN TALKS WITH CHINA ON TRADE")) == 1
+    assert len(words("HE JOINED MICROSOFT CORP. THE DEAL CLOSED LATER.")) == 2
+
+
+def test_wrapped_line_before_a_quote_is_judged_by_the_quoted_word() -> None:
+    text = ("In a statement issued in Washington on Tuesday, the spokesman for it\n"
+            "Deputy Spokesman Adam Ereli of the U.S. State Department called\n"
+            "\"Nicaragua's best opportunity\" to gain the benefits of trade and the\n"
+            "investment it needs, and praised the Managua government for its work.")
+    assert len(words(text)) == 1
+
+
+def test_capitalised_wrapped_lines_inside_a_sentence_are_no_headlines() -> None:
+    text = ("Foreign ministers of the region gathered here on Thursday for talks on\n"
+            "the crisis. Attending were U.S. Secretary of State Hillary Clinton, British\n"
+            "Foreign Secretary David Miliband, German Foreign Minister Frank-Walter\n"
+            "Steinmeier and French Foreign Minister Bernard Kouchner, officials said.")
+    assert [s[0] for s in words(text)] == ["Foreign", "Attending"]
+    text = ("The Red Cross said it would coordinate its relief work in the region\n"
+            "with the U.S. Federal Emergency Management Agency. The American Red\n"
+            "Cross has sent hundreds of volunteers to the flooded areas in the south.")
+    assert [s[-2:] for s in words(text)] == [["Agency", "."], ["south", "."]]
