@@ -29,6 +29,9 @@ CASING_CLASSES = (
 )
 _DIGITS = re.compile(r"\d")
 _PUNCT = re.compile(r"^[^\w\s]+$")
+# Default-ignorable characters a token can hold: soft hyphen, grapheme joiner, zero-width (non-)joiners
+# and marks, word joiner and invisible operators, variation selectors, BOM, tag characters.
+_INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff]")
 
 
 def normalize_word(word: str, lowercase: bool) -> str:
@@ -38,9 +41,13 @@ def normalize_word(word: str, lowercase: bool) -> str:
 
 
 def composed(word: str) -> str:
-    """The NFC form: "Se\u0301gole\u0300ne" (as macOS file names and some editors write it) reads as
-    "Ségolène", the form the corpus and the vocabulary hold."""
-    return word if word.isascii() else unicodedata.normalize("NFC", word)
+    """The NFC form without invisible characters: "Se\u0301gole\u0300ne" (as macOS file names and some
+    editors write it) reads as "Ségolène", the form the corpus and the vocabulary hold, and a soft
+    hyphen or zero-width joiner left by HTML ("Pal\u00adestinian") does not make a known word unknown.
+    A word of invisible characters only keeps them."""
+    if word.isascii():
+        return word
+    return unicodedata.normalize("NFC", _INVISIBLE.sub("", word) or word)
 
 
 def casing_class(word: str) -> int:
