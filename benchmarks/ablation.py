@@ -6,8 +6,8 @@ compared on validation entity F1, never on the test split, so the choice of
 the shipped model does not peek at the test sentences. Also prints each
 model's prediction throughput on the validation sentences.
 
-    python benchmarks/ablation.py --data ../shared/data/ner_dataset.csv.zip --epochs 6 \
-        --out /tmp/ablation-table.md
+    python benchmarks/ablation.py --data ../shared/data/ner_dataset.csv.zip --epochs 5 \
+        --vectors "$(scripts/fetch_vectors.sh)" --out /tmp/ablation-table.md
 
 (``--out`` is overwritten with the table alone; docs/ablation.md quotes such tables.) Every
 variant is the current ``--arch default`` settings with one change. The trained bundles are

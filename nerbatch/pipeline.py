@@ -80,6 +80,17 @@ class AnnotatedChunk:
 _DONE = object()
 
 
+def _segmented(doc: Document) -> list[SentenceTokens]:
+    """The document's sentences; a clear TypeError for what is no Document, as a plain str."""
+    if not isinstance(doc, Document):
+        raise TypeError(f"NerPipeline annotates nerbatch.documents.Document items, not {type(doc).__name__} "
+                        f"({doc!r:.60}); wrap a text as Document(doc_id, text, {{}}, source, position)")
+    if not isinstance(doc.text, str):
+        raise TypeError(f"document {doc.doc_id!r} ({doc.source}:{doc.position}): text must be a str, "
+                        f"not {type(doc.text).__name__}")
+    return segment(doc.text)
+
+
 class NerPipeline:
     """Annotates documents with a loaded bundle."""
 
@@ -141,7 +152,7 @@ class NerPipeline:
     def annotate_all(self, documents: Iterable[Document]) -> AnnotatedChunk:
         """One chunk for a small, in-memory set of documents."""
         docs = list(documents)
-        return self._annotate_chunk(docs, [segment(d.text) for d in docs])
+        return self._annotate_chunk(docs, [_segmented(d) for d in docs])
 
     def _segmented_chunks(self, documents: Iterable[Document | DocumentError]):
         docs: list[Document] = []
@@ -152,7 +163,7 @@ class NerPipeline:
             if isinstance(doc, DocumentError):
                 failed.append(doc)
             else:
-                sentences = segment(doc.text)
+                sentences = _segmented(doc)
                 docs.append(doc)
                 segmented.append(sentences)
                 pending += len(sentences)

@@ -171,3 +171,39 @@ def test_failed_documents_pass_through_in_bounded_chunks_in_input_order(tiny_bun
     assert all(len(c.failed) + len(c.documents) <= 100 for c in chunks)
     assert [e.position for c in chunks for e in c.failed] == list(range(5000))
     assert [d.doc_id for c in chunks for d in c.documents] == ["last"]
+
+
+def test_the_readme_library_example_runs_and_plain_texts_get_a_clear_error(default_pipeline, capsys):
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    (example,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    exec(compile(example, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'label': 'per', 'text': 'Angela Merkel', 'start': 0" in printed
+    assert "'text': 'Berlin'" in printed
+    for call in (lambda: default_pipeline.annotate_all(["Obama in Paris."]),
+                 lambda: list(default_pipeline.annotate(["Obama in Paris."]))):
+        with pytest.raises(TypeError, match=r"annotates nerbatch.documents.Document items, not str"):
+            call()
+    with pytest.raises(TypeError, match=r"document '1' \(m:0\): text must be a str, not NoneType"):
+        default_pipeline.annotate_all([Document("1", None, {}, "m", 0)])
+    with pytest.raises(TypeError, match=r"document '2' \(m:1\): text must be a str, not NoneType"):
+        list(default_pipeline.annotate([Document("2", None, {}, "m", 1)]))
+
+
+def test_invisible_characters_from_html_do_not_change_the_entities(default_pipeline):
+    clean = "Palestinian President Mahmoud Abbas met Vietnamese officials in Hanoi. Emmanuel Macron spoke."
+    soft = ("Pal\u00adestinian Pres\u00adident Mah\u00admoud Ab\u00adbas met Viet\u00adnamese of\u00adficials in "
+            "Ha\u00adnoi. E\u200cmmanuel Macron spoke.")
+
+    def entities(text):
+        chunk = default_pipeline.annotate_all([Document("d", text, {}, "<test>", 1)])
+        return [(r["label"], r["text"].replace("\u00ad", "").replace("\u200c", ""))
+                for r in chunk.records_by_document("m")[0]]
+
+    assert entities(soft) == entities(clean)
+    assert ("per", "Emmanuel Macron") in entities(clean)
