@@ -9,13 +9,14 @@ bounded by a few chunks and output keeps the input order.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from nerbatch.decode import TagKinds, flat_spans
+from nerbatch.decode import FlatSpans, TagKinds, flat_spans
 from nerbatch.documents import Document, DocumentError
 from nerbatch.records import normalise_keep_fields
 from nerbatch.text import SentenceTokens, segment
@@ -78,6 +79,30 @@ class AnnotatedChunk:
 
 
 _DONE = object()
+_WORDY = re.compile(r"\w").search
+
+
+def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatSpans:
+    """Spans without leading or trailing tokens that hold no letter or digit.
+
+    An index wants "Jerusalem", not "> Jerusalem" (an e-mail's quote mark) or "| Jerusalem" (a
+    table's bar); a span of such tokens only is dropped. A trimmed span's score is the mean over the
+    tokens it keeps.
+    """
+    starts, ends, scores = spans.start.tolist(), spans.end.tolist(), spans.score.copy()
+    keep = np.ones(len(starts), dtype=bool)
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        if _WORDY(words[a]) and _WORDY(words[b - 1]):
+            continue
+        while a < b and not _WORDY(words[a]):
+            a += 1
+        while b > a and not _WORDY(words[b - 1]):
+            b -= 1
+        starts[i], ends[i], keep[i] = a, b, a < b
+        if a < b:
+            scores[i] = tag_probs[a:b].mean()
+    return FlatSpans(np.asarray(starts, np.int64)[keep], np.asarray(ends, np.int64)[keep], spans.type_id[keep],
+                     scores[keep])
 
 
 def _segmented(doc: Document) -> list[SentenceTokens]:
@@ -188,7 +213,8 @@ class NerPipeline:
         tag_probs = np.concatenate([t.tag_probs for t in tagged])
         first = np.zeros(n_tokens, dtype=bool)
         first[np.cumsum(lengths) - lengths] = True
-        spans = flat_spans(tag_ids, tag_probs, first, self.kinds)
+        spans = _trimmed(flat_spans(tag_ids, tag_probs, first, self.kinds),
+                         [w for s in sentences for w in s.words], tag_probs)
 
         char_starts = np.fromiter((o for s in sentences for o in s.starts), np.int64, n_tokens)
         char_ends = np.fromiter((o for s in sentences for o in s.ends), np.int64, n_tokens)

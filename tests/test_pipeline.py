@@ -207,3 +207,15 @@ def test_invisible_characters_from_html_do_not_change_the_entities(default_pipel
 
     assert entities(soft) == entities(clean)
     assert ("per", "Emmanuel Macron") in entities(clean)
+
+
+def test_entities_never_begin_or_end_with_quote_marks_bars_or_bullets(default_pipeline):
+    texts = ["> Officials said the talks resumed in\n> Jerusalem last November, but progress has been slow.",
+             "| Talks resumed in | Jerusalem | last week |",
+             "Talks resumed in * Jerusalem * last week."]
+    chunk = default_pipeline.annotate_all([Document(str(i), t, {}, "<test>", i) for i, t in enumerate(texts)])
+    for text, records in zip(texts, chunk.records_by_document("m")):
+        assert ("geo", "Jerusalem") in [(r["label"], r["text"]) for r in records], text
+        for r in records:
+            assert r["text"] == text[r["start"]:r["end"]]
+            assert r["text"][0].isalnum() and r["text"][-1].isalnum(), r
