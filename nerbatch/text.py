@@ -157,7 +157,7 @@ _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by 
 _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
     "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
-_MIN_WRAP_WIDTH = 40  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
+_MIN_WRAP_WIDTH = 25  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
 

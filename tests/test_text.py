@@ -423,3 +423,10 @@ def test_capitalised_wrapped_lines_inside_a_sentence_are_no_headlines() -> None:
             "with the U.S. Federal Emergency Management Agency. The American Red\n"
             "Cross has sent hundreds of volunteers to the flooded areas in the south.")
     assert [s[-2:] for s in words(text)] == [["Agency", "."], ["south", "."]]
+
+
+def test_narrow_columns_of_wrapped_prose_keep_their_names() -> None:
+    text = textwrap.fill("Foreign ministers met in Geneva on Thursday for talks on the crisis. Attending were U.S. "
+                         "Secretary of State Hillary Clinton and Israeli Prime Minister Benjamin Netanyahu, "
+                         "officials said.", 30)
+    assert [s[0] for s in words(text)] == ["Foreign", "Attending"]
