@@ -316,6 +316,7 @@ def save_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
     try:
+        (staging / _STAGING_MARK).touch()  # tells a later recovery that this folder is nerbatch's own
         staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         model.save(staging / "model.keras")
         write_json(
@@ -332,7 +333,8 @@ def save_bundle(
             write_json(staging / "transitions.json", transitions)
         for name, write in (extra_files or {}).items():
             write(staging / name)
-        write_manifest(staging)
+        (staging / _STAGING_MARK).unlink()
+        write_manifest(staging)  # from here on the manifest marks the folder as nerbatch's own
         if directory.exists():
             os.replace(directory, backup)
             os.replace(staging, directory)
@@ -353,12 +355,17 @@ def save_bundle(
     return directory
 
 
+_STAGING_MARK = ".nerbatch-staging"
+
+
 def recover_interrupted_save(directory: str | Path) -> list[str]:
     """Undo what a killed ``save_bundle`` left beside ``directory`` (call it holding the lock).
 
     A kill between its two renames leaves the previous bundle in ``.<name>.old-<pid>`` and no
     ``<name>``: it is put back. Staging folders (``.<name>.`` and eight characters) of dead
-    writers are removed. Returns what was done, one line each.
+    writers are removed. Only folders a writer marked as its own are touched (a bundle's manifest,
+    or the staging mark), never a user's folder whose name happens to fit. Returns what was done,
+    one line each.
     """
     import shutil
 
@@ -370,7 +377,7 @@ def recover_interrupted_save(directory: str | Path) -> list[str]:
     siblings = sorted(directory.parent.iterdir())
     for sibling in siblings:
         old = re.fullmatch(rf"\.{re.escape(directory.name)}\.old-(\d+)", sibling.name)
-        if old and not _alive(int(old.group(1))):
+        if old and not _alive(int(old.group(1))) and _listed_files(sibling) is not None:
             if directory.exists():
                 shutil.rmtree(sibling, ignore_errors=True)
                 done.append(f"removed {sibling.name}, the previous bundle of a finished write")
@@ -378,7 +385,9 @@ def recover_interrupted_save(directory: str | Path) -> list[str]:
                 os.replace(sibling, directory)
                 done.append(f"put back the previous bundle from {sibling.name}")
     for sibling in siblings:
-        if staging.fullmatch(sibling.name) and sibling.is_dir():
+        if staging.fullmatch(sibling.name) and sibling.is_dir() and (
+                (sibling / _STAGING_MARK).is_file() or _listed_files(sibling) is not None
+                or not any(sibling.iterdir())):  # killed before its mark was written
             shutil.rmtree(sibling, ignore_errors=True)
             done.append(f"removed {sibling.name}, the staging folder of a killed write")
     return done

@@ -417,6 +417,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     with lock_bundle_target(out_dir):
         for line in recover_interrupted_save(out_dir):  # a training killed while it wrote this bundle
             print(f"nerbatch: {out_dir}: {line}", file=sys.stderr)
+        check_bundle_target(out_dir)  # what recovery put back must be a bundle too
         return _train(data_path, out_dir, settings, verbose, vectors_path)
 
 

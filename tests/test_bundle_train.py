@@ -230,6 +230,7 @@ def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp
     with pytest.raises(BundleError, match=f"a training killed while replacing it left the previous bundle in .*{previous.name}"):
         load_bundle(tmp_path / "copy")
     (tmp_path / ".copy.k1l2m3n4").mkdir()  # its staging folder, half written
+    (tmp_path / ".copy.k1l2m3n4" / ".nerbatch-staging").touch()
     (tmp_path / ".copy.k1l2m3n4" / "model.keras").write_bytes(b"half")
     live = _copy(tiny_bundle, tmp_path).rename(tmp_path / f".other.old-{os.getpid()}")  # another writer, running
     done = recover_interrupted_save(tmp_path / "copy")
@@ -237,6 +238,26 @@ def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp
                     "removed .copy.k1l2m3n4, the staging folder of a killed write"]
     verify_bundle(tmp_path / "copy")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["copy", live.name])
+
+
+def test_recovery_leaves_a_users_folders_beside_the_bundle_alone(tiny_bundle, gmb_sample, tmp_path):
+    import subprocess
+
+    from nerbatch.bundle import recover_interrupted_save
+    from nerbatch.train import TrainSettings, train
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    for name in (".model.snapshot", f".model.old-{proc.pid}"):  # names that fit a killed write's folders
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("precious")
+    (tmp_path / ".model.a1b2c3d4").mkdir()  # a staging folder killed before it was marked: empty
+    assert recover_interrupted_save(tmp_path / "model") == [
+        "removed .model.a1b2c3d4, the staging folder of a killed write"]
+    train(gmb_sample, tmp_path / "model", TrainSettings.for_arch("seed", epochs=1, max_train_sentences=40), verbose=0)
+    verify_bundle(tmp_path / "model")
+    for name in (".model.snapshot", f".model.old-{proc.pid}"):
+        assert (tmp_path / name / "notes.txt").read_text() == "precious"
 
 
 def test_a_second_training_into_the_same_folder_or_a_mount_point_is_refused_before_training(
