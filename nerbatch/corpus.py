@@ -107,12 +107,12 @@ def read_corpus(path: str | Path) -> Corpus:
     if frame.empty:
         raise CorpusError(f"{path}: corpus has no rows")
 
-    sentence_col = frame["Sentence #"].to_numpy(dtype=object)
-    words = _utf8_if_reencoded(frame["Word"].to_numpy(dtype=object))
-    tags = frame["Tag"].to_numpy(dtype=object)
-
     def line_of(row: int) -> int:
         return int(lines[row])
+
+    sentence_col = frame["Sentence #"].to_numpy(dtype=object)
+    words = _utf8_if_reencoded(frame["Word"].to_numpy(dtype=object), path, line_of)
+    tags = frame["Tag"].to_numpy(dtype=object)
 
     if sentence_col[0] == "":
         raise CorpusError(f"{path}: line {line_of(0)}: first row has no sentence id")
@@ -151,12 +151,14 @@ def _as_iob2(tags: list[str]) -> list[str]:
     return tags
 
 
-def _utf8_if_reencoded(words: np.ndarray) -> np.ndarray:
+def _utf8_if_reencoded(words: np.ndarray, path: Path, line_of) -> np.ndarray:
     """The words decoded as UTF-8 when their latin1 bytes are valid UTF-8 holding non-ASCII text.
 
     Latin1 text of the corpus's kind (accented letters, cp1252 quotes) is almost never
     valid UTF-8, while a UTF-8 file read as latin1 turns every accented letter into two
-    characters (``Ã©``) that the vocabulary would learn as they are.
+    characters (``Ã©``) that the vocabulary would learn as they are. A file that mixes the
+    two (a UTF-8 export with one cp1252 word pasted in) is refused, naming a line of each:
+    either reading would turn one kind of word into nonsense.
     """
     joined = "\n".join(words.tolist())  # a CSV word holds no newline unless quoted
     if joined.isascii():
@@ -164,10 +166,28 @@ def _utf8_if_reencoded(words: np.ndarray) -> np.ndarray:
     try:
         decoded = joined.encode("latin1").decode("utf-8").split("\n")
     except UnicodeDecodeError:
+        _refuse_mixed_encodings(words, path, line_of)
         return words
     if len(decoded) != len(words):
         return words
     return np.array(decoded, dtype=object)
+
+
+def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
+    utf8_row = latin1_row = None
+    for row, word in enumerate(words.tolist()):
+        if word.isascii():
+            continue
+        try:
+            word.encode("latin1").decode("utf-8")
+            utf8_row = row if utf8_row is None else utf8_row
+        except UnicodeDecodeError:
+            latin1_row = row if latin1_row is None else latin1_row
+        if utf8_row is not None and latin1_row is not None:
+            utf8_word = words[utf8_row].encode("latin1").decode("utf-8")
+            raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 ({utf8_word!r}) "
+                              f"but line {line_of(latin1_row)} does not ({words[latin1_row]!r} as latin1); "
+                              "save the file in one encoding")
 
 
 MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides
