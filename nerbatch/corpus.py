@@ -28,6 +28,7 @@ class Corpus:
     sentence_ids: list[str]
     words: list[list[str]]
     tags: list[list[str]]
+    source: str = ""  # the file read, for messages
 
     def __len__(self) -> int:
         return len(self.words)
@@ -46,6 +47,7 @@ class Corpus:
             [self.sentence_ids[i] for i in indices],
             [self.words[i] for i in indices],
             [self.tags[i] for i in indices],
+            self.source,
         )
 
     @property
@@ -134,6 +136,7 @@ def read_corpus(path: str | Path) -> Corpus:
         sentence_ids=sentence_col[starts].tolist(),
         words=[word_list[a:b] for a, b in zip(bounds[:-1], bounds[1:])],
         tags=[_as_iob2(tag_list[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
+        source=str(path),
     )
 
 
@@ -193,12 +196,15 @@ def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
 MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides
 
 
-def protocol_split(n_sentences: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed evaluation split: 80/20 over sentence indices, ``random_state=1``."""
+def protocol_split(n_sentences: int, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The fixed evaluation split: 80/20 over sentence indices, ``random_state=1``.
+
+    ``source`` names the corpus file in the error for a corpus too small to split."""
     from sklearn.model_selection import train_test_split
 
     if n_sentences < MIN_SENTENCES:
-        raise CorpusError(f"the corpus has {n_sentences} sentence(s); the protocol's split needs at least {MIN_SENTENCES}")
+        raise CorpusError(f"{source or 'the corpus'}: has {n_sentences} sentence(s); the protocol's split needs "
+                          f"at least {MIN_SENTENCES}")
     train, test = train_test_split(np.arange(n_sentences), test_size=0.2, random_state=1)
     return np.sort(train), np.sort(test)
 

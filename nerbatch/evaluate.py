@@ -36,7 +36,7 @@ def score_corpus(tagger, corpus: Corpus) -> dict:
 
 
 def test_part(corpus: Corpus) -> Corpus:
-    _, test = protocol_split(len(corpus))
+    _, test = protocol_split(len(corpus), corpus.source)
     return corpus.subset(test)
 
 

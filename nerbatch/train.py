@@ -395,7 +395,7 @@ def _plot_history(history: dict, path: Path) -> None:
 
 def protocol_parts(corpus: Corpus, settings: TrainSettings) -> tuple[Corpus, Corpus, Corpus]:
     """The fit, validation and test parts; fit and validation together are the protocol's training part."""
-    train_idx, test_idx = protocol_split(len(corpus))
+    train_idx, test_idx = protocol_split(len(corpus), corpus.source)
     # The validation split is fixed; the seed drives weights and shuffling.
     fit_idx, val_idx = validation_split(train_idx, settings.validation_fraction, seed=1)
     if settings.max_train_sentences:
@@ -472,7 +472,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     refit = None
     if settings.refit:
         # Validation has chosen the epochs; the shipped networks learn from all of the training part.
-        whole = Corpus(fit.sentence_ids + val.sentence_ids, fit.words + val.words, fit.tags + val.tags)
+        whole = Corpus(fit.sentence_ids + val.sentence_ids, fit.words + val.words, fit.tags + val.tags, fit.source)
         encoder, shape, batches, initial_embedding = _training_inputs(whole, tagset, lowercase, settings, vectors)
         refitted = []
         for member, selection in enumerate(members):

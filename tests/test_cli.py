@@ -63,7 +63,7 @@ def test_unreadable_corpus_or_bundle_is_one_line_and_exit_2(tmp_path, gmb_sample
     partial.write_bytes(partial.read_bytes()[:2000])  # an interrupted download
     one = tmp_path / "one.csv"
     one.write_text("Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,B-geo\n")
-    for data, message in [(partial, "cannot read corpus (BadZipFile"), (one, "the corpus has 1 sentence(s)")]:
+    for data, message in [(partial, "cannot read corpus (BadZipFile"), (one, "one.csv: has 1 sentence(s)")]:
         result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(data)])
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 

@@ -147,6 +147,13 @@ def test_fasttext_vec_files_with_a_header_and_trailing_spaces_are_read(tmp_path)
     assert vectors.keys == ["paris", "rome"] and vectors.dim == 3
 
 
+def test_a_byte_order_mark_and_blank_lines_are_no_words(tmp_path):
+    path = tmp_path / "notepad.txt"
+    path.write_bytes(b"\xef\xbb\xbfthe 0.1 0.2\r\nof 0.3 0.4\r\n\r\n")
+    vectors = read_word_vectors(path, lowercase=True)
+    assert vectors.keys == ["the", "of"]
+
+
 def test_training_with_vectors_keeps_their_words_for_unseen_text(gmb_sample, tmp_path):
     from nerbatch.train import TrainSettings, train
 
