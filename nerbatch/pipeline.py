@@ -83,7 +83,8 @@ _WORDY = re.compile(r"\w").search
 
 
 def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatSpans:
-    """Spans without leading or trailing tokens that hold no letter or digit.
+    """Spans without leading or trailing tokens that hold no letter or digit (tokens, not characters:
+    "U.S." keeps its period).
 
     An index wants "Jerusalem", not "> Jerusalem" (an e-mail's quote mark) or "| Jerusalem" (a
     table's bar); a span of such tokens only is dropped. A trimmed span's score is the mean over the

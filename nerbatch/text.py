@@ -35,8 +35,8 @@ page breaks and U+2029 always end a sentence; a single line break does when the
 next line is a bullet item, or when the previous line looks like a heading (short,
 not ending in a continuation character or a title, Title Cased or first in its paragraph,
 and not a wrapped line: as long as the paragraph's other lines with the next line's first
-word too long for it, unless every word is capitalised and the line starts a sentence and
-ends none inside) and the next line starts like a sentence; hard-wrapped prose is not split
+word too long for it, unless every word is capitalised and the line starts a sentence, a
+list item or a capitalised block) and the next line starts like a sentence; hard-wrapped prose is not split
 at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
@@ -125,7 +125,7 @@ _SENTENCE_OPENERS = frozenset(
 # sentence only when no capitalised word follows them, or a day or month does ("Last Friday").
 # In upper-case text only these open a sentence after an abbreviation: "CORP. THE DEAL", but not
 # "THE U.S. AND CHINA" or "U.S. IN TALKS", where a conjunction or preposition goes on a headline.
-_UPPER_TEXT_OPENERS = frozenset("The He She They We".split())
+_UPPER_TEXT_OPENERS = frozenset("The He She It They We There".split())
 _NAME_OPENERS = frozenset(
     "Last Next First Second Officials Police Authorities Witnesses Analysts Critics Experts Reports".split()
 )
@@ -320,7 +320,8 @@ def _compiled() -> _Compiled:
         newline=re.compile(NL),
         bullet=re.compile(bullet),
         sentence_start=re.compile(f"(?:{HSEP})*[{_OPENERS}]*{START}"),
-        next_word=re.compile(f"(?:{HSEP})*({NOTSEP}*)"),  # a line's first word, quotes and brackets included
+        # a line's first word, quotes and brackets included; one character of an unspaced script
+        next_word=re.compile(f"(?:{HSEP})*([{_CJK_RANGES}]|[^{sep}{_CJK_RANGES}]*)"),
         alternatives=tuple(alternatives),
         suffix=EXTSEQ,
     )
@@ -425,27 +426,28 @@ def _sentence_starts(
     line_start = 0
     line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
+    # Whether the previous line starts as a headline or list item may: a capitalised line inside a
+    # sentence ("German Foreign Minister Frank-Walter") is wrapped prose, not a headline.
+    opens = True
     for (a, b, paragraph), width in zip(breaks, widths):
         prev_line = text[line_start:a]
         line_start = b
         idx = bisect_left(starts, b)
+        title = _title_case(prev_line)
+        opens = opens or first_in_paragraph or line_first in cuts
         if 0 < idx < n:
             if paragraph or c.bullet.match(text, b):
                 cuts.add(idx)
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
                   and (not _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
-                       or (_title_case(prev_line) and _whole_sentence(cuts, line_first, idx, first_in_paragraph)))):
+                       or (title and opens))):
                 cuts.add(idx)
+        # the next line opens too after a colon (a list) or after the first line of a capitalised block
+        # that opened (a headline of two lines)
+        opens = prev_line.rstrip().endswith(":") or (title and opens)
         line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
-
-
-def _whole_sentence(cuts: set[int], first: int, end: int, first_in_paragraph: bool) -> bool:
-    """Whether the tokens first..end-1 (a line) start a sentence and hold no sentence end: only such a
-    line can be a headline; a capitalised line inside a sentence ("German Foreign Minister Frank-Walter")
-    or one that ends a sentence and starts the next ("Agency. The American Red") is wrapped prose."""
-    return (first_in_paragraph or first in cuts) and not any(k in cuts for k in range(first + 1, end))
 
 
 def _title_case(line: str) -> bool:

@@ -430,3 +430,22 @@ def test_narrow_columns_of_wrapped_prose_keep_their_names() -> None:
                          "Secretary of State Hillary Clinton and Israeli Prime Minister Benjamin Netanyahu, "
                          "officials said.", 30)
     assert [s[0] for s in words(text)] == ["Foreign", "Attending"]
+
+
+def test_lists_after_a_colon_and_headlines_of_two_lines_still_end_their_lines() -> None:
+    speakers = ("Speakers:\nSecretary of State Hillary Clinton\nPrime Minister Benjamin Netanyahu\n"
+                "President Mahmoud Abbas")
+    assert [s[0] for s in words(speakers)] == ["Speakers", "Prime", "President"]
+    body = textwrap.fill("The leaders of the European Union agreed on Thursday to expand the joint defence fund "
+                         "by ten billion euros, officials said after the talks.", 40)
+    two_lines = f"European Leaders Agree to Expand the\nJoint Defence Fund After Brussels Talks\n{body}"
+    assert [s[-1] for s in words(two_lines)] == ["Talks", "."]
+    assert [s[0] for s in words(f"Will Europe Pay? Merkel And Macron Agree\n{body}")] == ["Will", "Merkel", "The"]
+
+
+def test_pronouns_open_upper_case_sentences_and_an_unspaced_heading_ends_its_line() -> None:
+    assert len(words("THE MEETING ENDED AT 5 P.M. IT WILL RESUME ON MONDAY IN GENEVA.")) == 2
+    assert len(words("FIGHTING WENT ON, ACCORDING TO THE U.N. THERE WERE NO REPORTS OF CASUALTIES.")) == 2
+    text = ("新华社北京电\n国务院总理李克强在北京人民大会堂会见了来访的德国总理默克尔双\n"
+            "方就中德关系和共同关心的国际问题交换了意见会谈在友好气氛中进行")
+    assert len(words(text)[0]) == 6
