@@ -36,8 +36,8 @@ next line is a bullet item, or when the previous line looks like a heading (shor
 not ending in a continuation character or a title, Title Cased or first in its paragraph,
 and not a wrapped line: as long as the paragraph's other lines with the next line's first
 word too long for it, unless every word is capitalised and the line starts a sentence, a
-list item or a capitalised block) and the next line starts like a sentence; hard-wrapped prose is not split
-at its lines, even where a line is mostly names.
+list item or a capitalised block) and the next line starts like a sentence; hard-wrapped
+prose is not split at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -426,8 +426,8 @@ def _sentence_starts(
     line_start = 0
     line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
-    # Whether the previous line starts as a headline or list item may: a capitalised line inside a
-    # sentence ("German Foreign Minister Frank-Walter") is wrapped prose, not a headline.
+    # Whether the previous line starts where a headline or list item may: a capitalised line inside
+    # a sentence ("German Foreign Minister Frank-Walter") is wrapped prose, not a headline.
     opens = True
     for (a, b, paragraph), width in zip(breaks, widths):
         prev_line = text[line_start:a]
