@@ -13,7 +13,7 @@ those training tokens:
   as do word-internal apostrophes (``Shi'ite``, ``O'Connor``), numbers with
   separators (``1,000``, ``3.5``, ``2,00,000``, ``3:30``, ``20/20``), ordinals and
   decades (``19th``, ``1990s``, ``'80s``), ``AT&T``, e-mail addresses, URLs and
-  domain names (``Wired.com``);
+  domain names (``Wired.com``), Reuters codes in brackets (``(MSFT.O)``, ``(.DJI)``);
 * abbreviations keep their period: dotted acronyms (``U.S.``, ``U.N.``, ``a.m.``,
   ``D.C.``), a list of titles and common abbreviations (``Mr.``, ``Dr.``, ``Gen.``,
   ``Jan.``, ``Corp.``, ``Calif.`` ...), single capital initials (``George W. Bush``);
@@ -25,19 +25,20 @@ its combining marks, variation selectors, emoji modifiers and ZWJ-joined
 continuations (one emoji ZWJ sequence, flag or keycap is one token); Han and
 kana characters are one token each (no spaces in Chinese/Japanese).
 
-Sentences end at ``. ! ? …`` (and their script equivalents; closing quotes and
-brackets stay with the sentence) followed by whitespace and an uppercase letter,
-a digit, a letter of a caseless script or an opening quote/bracket; at ``。！？``
-without whitespace; never after a title abbreviation (``Mr.``, ``Dr.``,
-``Gen.``...), and after other abbreviations, initials and ellipses only when the
-next word is a typical sentence opener (``The``, ``He``, ``But``...).  Blank lines,
-page breaks and U+2029 always end a sentence; a single line break does when the
-next line is a bullet item, or when the previous line looks like a heading (short,
-not ending in a continuation character or a title, Title Cased or first in its paragraph,
-and not a wrapped line: as long as the paragraph's other lines with the next line's first
-word too long for it, unless every word is capitalised and the line starts a sentence, a
-list item or a capitalised block) and the next line starts like a sentence; hard-wrapped
-prose is not split at its lines, even where a line is mostly names.
+Sentences end at ``. ! ? …`` (and their script equivalents; closing quotes and brackets stay
+with the sentence) followed by whitespace and an uppercase letter, a digit, a letter of a
+caseless script or an opening quote/bracket; at ``。！？`` without whitespace; never after a
+title abbreviation (``Mr.``, ``Dr.``, ``Gen.``...), and after other abbreviations, initials
+and ellipses only when the next word is a typical sentence opener (``The``, ``He``,
+``But``...). Blank lines, page breaks and U+2029 always end a sentence; a single line break
+does when the next line is a bullet item (a number or dash only after a line that is not
+wrapped mid-sentence: "on March / 3. Analysts" is a date; an item's number stays with its
+item), or when the previous line looks like a heading (short, not ending in a continuation
+character or a title, Title Cased or first in its paragraph, and not a wrapped line: as long
+as the paragraph's other lines, or the document's for a paragraph of two lines, with the
+next line's first word too long for it, unless every word is capitalised and the line starts
+a sentence, a list item or a capitalised block) and the next line starts like a sentence;
+hard-wrapped prose is not split at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -157,6 +158,8 @@ _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by 
 _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
     "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
+# A line ending in one of these may be followed by a list item even when it looks wrapped.
+_ITEM_LEADS = frozenset(":.!?;")
 _MIN_WRAP_WIDTH = 25  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
@@ -289,6 +292,8 @@ def _compiled() -> _Compiled:
         ")"
     )
     alternatives = [
+        # a Reuters instrument code in brackets: (MSFT.O) (RDSa.L) (BRK.A), an index's (.DJI)
+        ("ric", "(?<=\\()(?:[A-Za-z0-9]{1,8}\\.[A-Z]{1,3}|\\.[A-Z]{2,6})(?=\\))"),
         ("url", f"(?:(?:https?|ftp)://|www\\.){NOTSEP}*{url_last}"),
         ("title", f"{titles}\\."),  # Mr. Gen. Inc. Jan. Calif.
         ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
@@ -311,7 +316,8 @@ def _compiled() -> _Compiled:
     term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={SEP}+[{_OPENERS}]*{START})"
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
     linebreak = f"{NL}(?:(?:{HSEP})*{NL})*"
-    bullet = f"(?:{HSEP})*(?:[-*\u2022\u00b7\u2023\u25e6\u25aa\u25cf\u2013\u2014]|\\d{{1,2}}[.)])(?:{SEP})"
+    # group 1: a mark that also occurs in prose (a number ending a sentence, a spaced dash)
+    bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf]|([-\u2013\u2014]|\\d{{1,2}}[.)]))(?:{SEP})"
     return _Compiled(
         token=re.compile(token),
         terminator=re.compile(term),
@@ -423,12 +429,15 @@ def _sentence_starts(
         g = m.group()
         breaks.append((m.start(), m.end(), len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)))
     widths = _wrap_widths(text, breaks)
+    if c.bullet.match(text):
+        _keep_item_number(cuts, words, 0)
     line_start = 0
     line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
     # Whether the previous line starts where a headline or list item may: a capitalised line inside
     # a sentence ("German Foreign Minister Frank-Walter") is wrapped prose, not a headline.
     opens = True
+    in_list = False  # a list item came earlier in the paragraph
     for (a, b, paragraph), width in zip(breaks, widths):
         prev_line = text[line_start:a]
         line_start = b
@@ -436,18 +445,33 @@ def _sentence_starts(
         title = _title_case(prev_line)
         opens = opens or first_in_paragraph or line_first in cuts
         if 0 < idx < n:
-            if paragraph or c.bullet.match(text, b):
+            wrapped = _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
+            bullet = c.bullet.match(text, b)
+            if bullet and not in_list and wrapped and bullet.group(1) and prev_line.rstrip()[-1:] not in _ITEM_LEADS:
+                bullet = None  # "on March / 3. Analysts", "the West Bank -- Jenin and Ramallah / -- will be"
+            if paragraph or bullet:
                 cuts.add(idx)
+                in_list = bool(bullet) and not paragraph
+                if bullet:
+                    _keep_item_number(cuts, words, idx)
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
-                  and (not _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
-                       or (title and opens))):
+                  and (title or not any(line_first < k < idx for k in cuts))  # "Monday. U.S. Ambassador Susan"
+                  and (not wrapped or (title and opens))):
                 cuts.add(idx)
+        elif paragraph:
+            in_list = False
         # the next line opens too after a colon (a list) or after the first line of a capitalised block
         # that opened (a headline of two lines)
         opens = prev_line.rstrip().endswith(":") or (title and opens)
         line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _keep_item_number(cuts: set[int], words: list[str], item: int) -> None:
+    """A list item's number ("1. Roger Federer") is no sentence of its own."""
+    if item + 2 < len(words) and words[item].isdigit() and words[item + 1] == ".":
+        cuts.discard(item + 2)
 
 
 def _title_case(line: str) -> bool:
@@ -473,9 +497,12 @@ def _wrapped(length: int, next_word: int, width: int) -> bool:
 
 def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
     """For each line break, the longest line of its paragraph other than the line it ends and the
-    paragraph's last line (which wrapping leaves short); 0 when there is none."""
+    paragraph's last line (which wrapping leaves short); where the paragraph has no such line (two
+    lines), the longest such line of the document's other paragraphs; 0 when there is none."""
     widths: list[int] = []
     lengths: list[int] = []  # the current paragraph's lines
+    alone: list[tuple[int, int]] = []  # (position in widths, length) of lines with no evidence in their paragraph
+    every: list[int] = []  # every wrapped-looking line of the document
     line_start = 0
     for a, b, paragraph in breaks + [(len(text), len(text), True)]:
         lengths.append(len(text[line_start:a].rstrip()))
@@ -484,8 +511,15 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
             wrapped = lengths[:-1]  # every line but the last ends in a line break of this paragraph
             top = sorted(wrapped, reverse=True)[:2] + [0, 0]
             for length in wrapped:
+                if len(wrapped) == 1:
+                    alone.append((len(widths), length))
                 widths.append(top[1] if length == top[0] else top[0])  # the longest of the others
+            every += wrapped
             widths.append(0)  # the paragraph break itself: always a cut
             lengths = []
+    if alone and len(every) > 1:
+        top = sorted(every, reverse=True)[:2]
+        for position, length in alone:  # the line itself is among the document's: the longest other
+            widths[position] = top[1] if length == top[0] else top[0]
     return widths[: len(breaks)]
 

@@ -449,3 +449,26 @@ def test_pronouns_open_upper_case_sentences_and_an_unspaced_heading_ends_its_lin
     text = ("新华社北京电\n国务院总理李克强在北京人民大会堂会见了来访的德国总理默克尔双\n"
             "方就中德关系和共同关心的国际问题交换了意见会谈在友好气氛中进行")
     assert len(words(text)[0]) == 6
+
+
+def test_wire_copy_wrapped_in_short_paragraphs_keeps_names_dates_and_dashes() -> None:
+    other = textwrap.fill("The council has been divided over the draft resolution for weeks, and several members "
+                          "have asked for more time to study the proposals, diplomats said.", 74)
+    susan = "The Security Council met on Monday. U.S. Ambassador Susan\nRice said the vote would take place soon."
+    assert [s[0] for s in words(f"{susan}\n\n{other}")] == ["The", "U.S.", "The"]
+    march = textwrap.fill("Officials said the central bank will hold its next policy meeting on March 3. Analysts "
+                          "expect the bank to keep its main rate on hold.", 74)
+    assert march.split("\n")[1].startswith("3. Analysts")
+    assert [s[0] for s in words(f"{march}\n\n{other}")] == ["Officials", "Analysts", "The"]
+    dash = textwrap.fill("The two remaining towns in the north of the West Bank, Jenin and Ramallah "
+                         "\u2014 will be handed over to the Palestinian security forces next month.", 74)
+    assert dash.split("\n")[1].startswith("\u2014 will")
+    assert len(words(f"{dash}\n\n{other}")) == 2
+
+
+def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token() -> None:
+    standings = "1. Roger Federer (Switzerland) 10,550 points\n2. Rafael Nadal (Spain) 9,205 points"
+    assert [s[:3] for s in words(standings)] == [["1", ".", "Roger"], ["2", ".", "Rafael"]]
+    assert len(words("He came in at number 1. The rest followed.")) == 2
+    assert "MSFT.O" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
+    assert ".DJI" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
