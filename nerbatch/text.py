@@ -35,10 +35,11 @@ does when the next line is a bullet item (a number or dash only after a line tha
 wrapped mid-sentence: "on March / 3. Analysts" is a date; an item's number stays with its
 item), or when the previous line looks like a heading (short, not ending in a continuation
 character or a title, Title Cased or first in its paragraph, and not a wrapped line: as long
-as the paragraph's other lines, or the document's for a paragraph of two lines, with the
-next line's first word too long for it, unless every word is capitalised and the line starts
-a sentence, a list item or a capitalised block) and the next line starts like a sentence;
-hard-wrapped prose is not split at its lines, even where a line is mostly names.
+as the paragraph's other lines, or the document's longer paragraphs' for a paragraph of two
+lines, with the next line's first word too long for it, unless every word is capitalised and
+the line starts a sentence, a list item or a capitalised block) and the next line starts
+like a sentence; hard-wrapped prose is not split at its lines, even where a line is mostly
+names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -160,7 +161,9 @@ _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
 )
 # A line ending in one of these may be followed by a list item even when it looks wrapped.
 _ITEM_LEADS = frozenset(":.!?;")
-_MIN_WRAP_WIDTH = 25  # a paragraph whose lines are all shorter is not taken for hard-wrapped prose
+# A paragraph whose lines are all shorter is not taken for hard-wrapped prose: lists of short
+# headlines and link lines of scraped pages are far more common than columns this narrow.
+_MIN_WRAP_WIDTH = 40
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
 
@@ -438,7 +441,7 @@ def _sentence_starts(
     # a sentence ("German Foreign Minister Frank-Walter") is wrapped prose, not a headline.
     opens = True
     in_list = False  # a list item came earlier in the paragraph
-    for (a, b, paragraph), width in zip(breaks, widths):
+    for i, ((a, b, paragraph), width) in enumerate(zip(breaks, widths)):
         prev_line = text[line_start:a]
         line_start = b
         idx = bisect_left(starts, b)
@@ -447,14 +450,19 @@ def _sentence_starts(
         if 0 < idx < n:
             wrapped = _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
             bullet = c.bullet.match(text, b)
-            if bullet and not in_list and wrapped and bullet.group(1) and prev_line.rstrip()[-1:] not in _ITEM_LEADS:
+            if (bullet and not in_list and wrapped and bullet.group(1) and prev_line.rstrip()[-1:] not in _ITEM_LEADS
+                    and not _next_item_alike(text, c, breaks, i, bullet.group(1))):
                 bullet = None  # "on March / 3. Analysts", "the West Bank -- Jenin and Ramallah / -- will be"
             if paragraph or bullet:
                 cuts.add(idx)
-                in_list = bool(bullet) and not paragraph
-                if bullet:
+                # an item's number stays with its item where the line before leads into a list; after
+                # "on July" with no evidence of wrapping, "10." may well end the sentence
+                if bullet and (paragraph or in_list or prev_line.rstrip()[-1:] in _ITEM_LEADS
+                               or _looks_like_heading(prev_line, first_in_paragraph)):
                     _keep_item_number(cuts, words, idx)
+                in_list = bool(bullet) and not paragraph
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
+                  and not prev_line[-1:].isspace()  # "Prime Minister / Boris Johnson": a page's link text
                   and (title or not any(line_first < k < idx for k in cuts))  # "Monday. U.S. Ambassador Susan"
                   and (not wrapped or (title and opens))):
                 cuts.add(idx)
@@ -466,6 +474,15 @@ def _sentence_starts(
         line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _next_item_alike(text: str, c: _Compiled, breaks: list[tuple[int, int, bool]], i: int, mark: str) -> bool:
+    """Whether the line after break ``i``'s line starts with a dash like ``mark``: two dashed lines in a
+    row are a list ("- Social Democrats go into opposition / - Turnout was high"), one is a dash of prose."""
+    if mark[0].isdigit() or i + 1 >= len(breaks) or breaks[i + 1][2]:
+        return False
+    item = c.bullet.match(text, breaks[i + 1][1])
+    return item is not None and item.group(1) == mark
 
 
 def _keep_item_number(cuts: set[int], words: list[str], item: int) -> None:
@@ -497,12 +514,13 @@ def _wrapped(length: int, next_word: int, width: int) -> bool:
 
 def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
     """For each line break, the longest line of its paragraph other than the line it ends and the
-    paragraph's last line (which wrapping leaves short); where the paragraph has no such line (two
-    lines), the longest such line of the document's other paragraphs; 0 when there is none."""
+    paragraph's last line (which wrapping leaves short). A paragraph of two lines takes the longest
+    such line of the document's paragraphs of three lines or more (a page's headline-and-caption
+    pairs are no evidence); 0 where there is none."""
     widths: list[int] = []
     lengths: list[int] = []  # the current paragraph's lines
-    alone: list[tuple[int, int]] = []  # (position in widths, length) of lines with no evidence in their paragraph
-    every: list[int] = []  # every wrapped-looking line of the document
+    alone: list[int] = []  # positions in widths of a two-line paragraph's first line
+    every: list[int] = []  # the wrapped-looking lines of the document's longer paragraphs
     line_start = 0
     for a, b, paragraph in breaks + [(len(text), len(text), True)]:
         lengths.append(len(text[line_start:a].rstrip()))
@@ -512,14 +530,15 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
             top = sorted(wrapped, reverse=True)[:2] + [0, 0]
             for length in wrapped:
                 if len(wrapped) == 1:
-                    alone.append((len(widths), length))
+                    alone.append(len(widths))
                 widths.append(top[1] if length == top[0] else top[0])  # the longest of the others
-            every += wrapped
+            if len(wrapped) > 1:
+                every += wrapped
             widths.append(0)  # the paragraph break itself: always a cut
             lengths = []
-    if alone and len(every) > 1:
-        top = sorted(every, reverse=True)[:2]
-        for position, length in alone:  # the line itself is among the document's: the longest other
-            widths[position] = top[1] if length == top[0] else top[0]
+    if alone and every:
+        longest = max(every)
+        for position in alone:
+            widths[position] = longest
     return widths[: len(breaks)]
 

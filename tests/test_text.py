@@ -425,13 +425,6 @@ def test_capitalised_wrapped_lines_inside_a_sentence_are_no_headlines() -> None:
     assert [s[-2:] for s in words(text)] == [["Agency", "."], ["south", "."]]
 
 
-def test_narrow_columns_of_wrapped_prose_keep_their_names() -> None:
-    text = textwrap.fill("Foreign ministers met in Geneva on Thursday for talks on the crisis. Attending were U.S. "
-                         "Secretary of State Hillary Clinton and Israeli Prime Minister Benjamin Netanyahu, "
-                         "officials said.", 30)
-    assert [s[0] for s in words(text)] == ["Foreign", "Attending"]
-
-
 def test_lists_after_a_colon_and_headlines_of_two_lines_still_end_their_lines() -> None:
     speakers = ("Speakers:\nSecretary of State Hillary Clinton\nPrime Minister Benjamin Netanyahu\n"
                 "President Mahmoud Abbas")
@@ -472,3 +465,17 @@ def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token(
     assert len(words("He came in at number 1. The rest followed.")) == 2
     assert "MSFT.O" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
     assert ".DJI" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
+
+
+def test_scraped_pages_keep_headlines_captions_dash_lists_and_link_text() -> None:
+    page = ("Merkel says Germany will help Greece\n"
+            "BERLIN (Reuters) - German Chancellor Angela Merkel said on Tuesday that Germany would help.\n\n"
+            "Advertisement\n\n"
+            "Photo: Reuters/Fabrizio Bensch, Berlin\n"
+            "Merkel spoke after meeting Greek Prime Minister George Papandreou.")
+    assert [s[0] for s in words(page)] == ["Merkel", "BERLIN", "Advertisement", "Photo", "Merkel"]
+    dashes = ("Key points\nMerkel's conservatives won the most seats in the vote\n"
+              "- Social Democrats go into opposition\n- Turnout was high")
+    assert [s[0] for s in words(dashes)] == ["Key", "Merkel", "-", "-"]
+    links = "Prime Minister \nBoris Johnson\n said on Monday that Britain would leave."
+    assert len(words(links)) == 1
