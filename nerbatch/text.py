@@ -30,16 +30,17 @@ with the sentence) followed by whitespace and an uppercase letter, a digit, a le
 caseless script or an opening quote/bracket; at ``。！？`` without whitespace; never after a
 title abbreviation (``Mr.``, ``Dr.``, ``Gen.``...), and after other abbreviations, initials
 and ellipses only when the next word is a typical sentence opener (``The``, ``He``,
-``But``...). Blank lines, page breaks and U+2029 always end a sentence; a single line break
-does when the next line is a bullet item (a number or dash only after a line that is not
-wrapped mid-sentence: "on March / 3. Analysts" is a date; an item's number stays with its
-item), or when the previous line looks like a heading (short, not ending in a continuation
-character or a title, Title Cased or first in its paragraph, and not a wrapped line: as long
-as the paragraph's other lines, or the document's longer paragraphs' for a paragraph of two
-lines, with the next line's first word too long for it, unless every word is capitalised and
-the line starts a sentence, a list item or a capitalised block) and the next line starts
-like a sentence; hard-wrapped prose is not split at its lines, even where a line is mostly
-names.
+``But``...); between a lower-case word and a capitalised one with no space at all
+("Berlin.The", paragraphs a page's extraction joined). Blank lines, page breaks and U+2029
+always end a sentence; a single line break does when the next line is a bullet item (a
+number or dash only after a line that is not wrapped mid-sentence: "on March / 3. Analysts"
+is a date; an item's number stays with its item), or when the previous line looks like a
+heading (short, not ending in a continuation character or a title, Title Cased or first in
+its paragraph, and not a wrapped line: as long as the paragraph's other lines, or the
+document's longer paragraphs' for a paragraph of two lines, with the next line's first word
+too long for it, unless every word is capitalised and the line starts a sentence, a list
+item or a capitalised block) and the next line starts like a sentence; hard-wrapped prose is
+not split at its lines, even where a line is mostly names.
 
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
@@ -230,6 +231,7 @@ class _Compiled:
     bullet: re.Pattern[str]
     sentence_start: re.Pattern[str]
     next_word: re.Pattern[str]
+    joined_terminator: re.Pattern[str]
     alternatives: tuple[tuple[str, str], ...]  # (name, pattern) of the token pattern, in order
     suffix: str  # appended to every token alternative
 
@@ -330,6 +332,8 @@ def _compiled() -> _Compiled:
         bullet=re.compile(bullet),
         sentence_start=re.compile(f"(?:{HSEP})*[{_OPENERS}]*{START}"),
         # a line's first word, quotes and brackets included; one character of an unspaced script
+        # "in Berlin.The chancellor": paragraphs a page's text extraction joined without a space
+        joined_terminator=re.compile("(?<=[a-z]{2})[.!?](?=[A-Z][a-z])"),
         next_word=re.compile(f"(?:{HSEP})*([{_CJK_RANGES}]|[^{sep}{_CJK_RANGES}]*)"),
         alternatives=tuple(alternatives),
         suffix=EXTSEQ,
@@ -420,6 +424,10 @@ def _sentence_starts(
         elif w in _TITLE_SET:
             continue
         elif _opener_follows(words, idx):  # U.S. / Inc. / J. before "The", "He" ...
+            cuts.add(idx)
+    for m in c.joined_terminator.finditer(text):
+        idx = bisect_left(starts, m.end())
+        if 1 < idx < n and starts[idx - 1] == m.start() and ends[idx - 1] == m.end() and starts[idx] == m.end():
             cuts.add(idx)
     if "\u3002" in text or "\uff01" in text or "\uff1f" in text or "\uff61" in text:
         for m in c.cjk_terminator.finditer(text):

@@ -479,3 +479,9 @@ def test_scraped_pages_keep_headlines_captions_dash_lists_and_link_text() -> Non
     assert [s[0] for s in words(dashes)] == ["Key", "Merkel", "-", "-"]
     links = "Prime Minister \nBoris Johnson\n said on Monday that Britain would leave."
     assert len(words(links)) == 1
+
+
+def test_sentences_a_page_extraction_joined_without_a_space_are_split() -> None:
+    text = "The talks were held in Berlin.The chancellor said she would help.Angela Merkel left."
+    assert [s[0] for s in words(text)] == ["The", "The", "Angela"]
+    assert len(words("See www.Example.Com and john.Doe@mail.com today.")) == 1
