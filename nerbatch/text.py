@@ -163,8 +163,8 @@ _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
 # A line ending in one of these may be followed by a list item even when it looks wrapped.
 _ITEM_LEADS = frozenset(":.!?;")
 # A paragraph whose lines are all shorter is not taken for hard-wrapped prose: lists of short
-# headlines and link lines of scraped pages are far more common than columns this narrow.
-_MIN_WRAP_WIDTH = 40
+# headlines and link lines of scraped pages are more common than columns this narrow.
+_MIN_WRAP_WIDTH = 36
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
 
