@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = documents_changed(segmenters, documents, width)
         kept = headlines_kept(segmenters, texts, width, args.headlines, seed=width)
         print(f"width {width}:")
-        print(f"  5-sentence paragraphs: false breaks inside a gold entity "
+        print("  5-sentence paragraphs: false breaks inside a gold entity "
               + ", ".join(f"{n} {inside[n][0]}" for n in names)
               + f"; true breaks found of {inside['gold_breaks']}: "
               + ", ".join(f"{n} {inside[n][1]}" for n in names))
