@@ -160,6 +160,8 @@ _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by 
 _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
     "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
+# Title-cased endings of domain names, which "Berlin.The" (sentences joined) must not split: Amazon.Com.
+_DOMAIN_ENDINGS = frozenset("com org net gov edu info biz".split())
 # A line ending in one of these may be followed by a list item even when it looks wrapped.
 _ITEM_LEADS = frozenset(":.!?;")
 # A paragraph whose lines are all shorter is not taken for hard-wrapped prose: lists of short
@@ -427,7 +429,8 @@ def _sentence_starts(
             cuts.add(idx)
     for m in c.joined_terminator.finditer(text):
         idx = bisect_left(starts, m.end())
-        if 1 < idx < n and starts[idx - 1] == m.start() and ends[idx - 1] == m.end() and starts[idx] == m.end():
+        if (1 < idx < n and starts[idx - 1] == m.start() and ends[idx - 1] == m.end() and starts[idx] == m.end()
+                and _joined_sentences(text, words, starts, ends, idx)):
             cuts.add(idx)
     if "\u3002" in text or "\uff01" in text or "\uff1f" in text or "\uff61" in text:
         for m in c.cjk_terminator.finditer(text):
@@ -458,20 +461,24 @@ def _sentence_starts(
         if 0 < idx < n:
             wrapped = _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
             bullet = c.bullet.match(text, b)
-            if (bullet and not in_list and wrapped and bullet.group(1) and prev_line.rstrip()[-1:] not in _ITEM_LEADS
+            lead = prev_line.rstrip().rstrip(_CLOSERS)[-1:]  # '... forward."' leads into a list as '.' does
+            if (bullet and not in_list and wrapped and bullet.group(1) and lead not in _ITEM_LEADS
                     and not _next_item_alike(text, c, breaks, i, bullet.group(1))):
                 bullet = None  # "on March / 3. Analysts", "the West Bank -- Jenin and Ramallah / -- will be"
             if paragraph or bullet:
                 cuts.add(idx)
                 # an item's number stays with its item where the line before leads into a list; after
                 # "on July" with no evidence of wrapping, "10." may well end the sentence
-                if bullet and (paragraph or in_list or prev_line.rstrip()[-1:] in _ITEM_LEADS
+                if bullet and (paragraph or in_list or lead in _ITEM_LEADS
                                or _looks_like_heading(prev_line, first_in_paragraph)):
                     _keep_item_number(cuts, words, idx)
                 in_list = bool(bullet) and not paragraph
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
-                  and not prev_line[-1:].isspace()  # "Prime Minister / Boris Johnson": a page's link text
-                  and (title or not any(line_first < k < idx for k in cuts))  # "Monday. U.S. Ambassador Susan"
+                  # "Prime Minister \n Boris Johnson\n said": a page's markup broke a sentence into lines
+                  and not (prev_line[-1:].isspace() and _inline_fragment(text, breaks, i))
+                  # "Monday. U.S. Ambassador Susan" is wrapped prose; "Fed holds rates. What it means" a headline
+                  and (title or (first_in_paragraph and len(prev_line.strip()) <= 50)
+                       or not any(line_first < k < idx for k in cuts))
                   and (not wrapped or (title and opens))):
                 cuts.add(idx)
         elif paragraph:
@@ -482,6 +489,32 @@ def _sentence_starts(
         line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _joined_sentences(text: str, words: list[str], starts: list[int], ends: list[int], idx: int) -> bool:
+    """Whether "word.Word" ending at token ``idx`` is two sentences run together rather than a name with
+    a dot in it: a domain (Amazon.Com), a dotted chain of code or a file name (java.util.ArrayList,
+    Report.Final.docx), a CamelCase member (Console.WriteLine)."""
+    right = words[idx]
+    if right.lower() in _DOMAIN_ENDINGS or not right[1:].islower():
+        return False
+    left_start = starts[idx - 2]
+    before = text[left_start - 1:left_start] if left_start else ""
+    after = text[ends[idx]:ends[idx] + 1]
+    return before not in (".", "/", "\\") and after not in (".", "(", "/", "\\") and ends[idx - 2] == starts[idx - 1]
+
+
+def _inline_fragment(text: str, breaks: list[tuple[int, int, bool]], i: int) -> bool:
+    """Whether the line after break ``i`` is a fragment of running text that a page's markup broke out
+    ("Prime Minister \\nBoris Johnson\\n said"): it ends in a space, or the line after it goes on with a
+    space or punctuation. A headline that merely ends in a space is followed by a whole sentence."""
+    if i + 1 >= len(breaks) or breaks[i][2] or breaks[i + 1][2]:
+        return False
+    a, b, _ = breaks[i + 1]
+    if text[breaks[i][1]:a][-1:].isspace():
+        return True
+    goes_on = text[b:b + 1]
+    return bool(goes_on) and (goes_on.isspace() or goes_on in ",.;:)'\u2019")
 
 
 def _next_item_alike(text: str, c: _Compiled, breaks: list[tuple[int, int, bool]], i: int, mark: str) -> bool:

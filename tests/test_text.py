@@ -485,3 +485,21 @@ def test_sentences_a_page_extraction_joined_without_a_space_are_split() -> None:
     text = "The talks were held in Berlin.The chancellor said she would help.Angela Merkel left."
     assert [s[0] for s in words(text)] == ["The", "The", "Angela"]
     assert len(words("See www.Example.Com and john.Doe@mail.com today.")) == 1
+
+
+def test_headlines_ending_in_a_space_or_holding_a_stop_and_lists_after_a_quote_keep_their_breaks() -> None:
+    assert [s[0] for s in words("By John Smith \nWASHINGTON (Reuters) - The president said he would help.")] == [
+        "By", "WASHINGTON"]
+    assert [s[0] for s in words("Obama Wins Second Term \nPresident Barack Obama told supporters.\n")] == [
+        "Obama", "President"]
+    fed = "Fed holds rates steady. What it means for you\nFederal Reserve Chairman Ben Bernanke said on Tuesday."
+    assert [s[0] for s in words(fed)] == ["Fed", "What", "Federal"]
+    body = textwrap.fill("The minister told parliament on Tuesday that the plan was \"the only way forward.\"", 60)
+    quoted = f"{body}\n1. Raise taxes on fuel\n2. Cut spending on defence"
+    assert [s[0] for s in words(quoted)][-2:] == ["1", "2"]
+
+
+def test_dotted_names_domains_and_code_are_no_joined_sentences() -> None:
+    for text in ("Shares of Amazon.Com Inc rose.", "Use System.Console.WriteLine to print.",
+                 "Import java.util.ArrayList first.", "Open Report.Final.docx now."):
+        assert len(words(text)) == 1, text
