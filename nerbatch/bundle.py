@@ -37,6 +37,7 @@ FORMAT = "nerbatch-bundle"
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("model.keras", "vocab.json", "tags.json", "config.json")
 MANIFEST = "manifest.json"
+_STAGING_MARK = ".nerbatch-staging"  # in a folder a bundle is being written to, until it is in place
 
 
 def default_model_path() -> Path:
@@ -60,7 +61,7 @@ def write_manifest(directory: Path) -> dict:
     files = {
         p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
         for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, _STAGING_MARK)
     }
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
     write_json(directory / MANIFEST, manifest)
@@ -278,7 +279,7 @@ def check_bundle_target(directory: str | Path) -> Path:
         present = {p.name for p in directory.iterdir()}
         if present:
             listed = _listed_files(directory)
-            foreign = sorted(present - {MANIFEST} - (listed or set()))
+            foreign = sorted(present - {MANIFEST, _STAGING_MARK} - (listed or set()))
             if listed is None or foreign:
                 example = f" (such as {foreign[0]})" if listed is not None else ""
                 raise BundleError(f"{directory}: folder holds files that are not part of a nerbatch bundle{example}; "
@@ -333,14 +334,14 @@ def save_bundle(
             write_json(staging / "transitions.json", transitions)
         for name, write in (extra_files or {}).items():
             write(staging / name)
-        (staging / _STAGING_MARK).unlink()
-        write_manifest(staging)  # from here on the manifest marks the folder as nerbatch's own
+        write_manifest(staging)
         if directory.exists():
             os.replace(directory, backup)
             os.replace(staging, directory)
             shutil.rmtree(backup)
         else:
             os.replace(staging, directory)
+        (directory / _STAGING_MARK).unlink()
     except BaseException as exc:
         if backup.exists():
             if directory.exists():
@@ -355,17 +356,15 @@ def save_bundle(
     return directory
 
 
-_STAGING_MARK = ".nerbatch-staging"
-
-
 def recover_interrupted_save(directory: str | Path) -> list[str]:
     """Undo what a killed ``save_bundle`` left beside ``directory`` (call it holding the lock).
 
     A kill between its two renames leaves the previous bundle in ``.<name>.old-<pid>`` and no
     ``<name>``: it is put back. Staging folders (``.<name>.`` and eight characters) of dead
-    writers are removed. Only folders a writer marked as its own are touched (a bundle's manifest,
-    or the staging mark), never a user's folder whose name happens to fit. Returns what was done,
-    one line each.
+    writers are removed, and the staging mark a kill right after the rename left in the bundle.
+    A staging folder is known by its mark (or by being empty), a previous bundle by its manifest
+    (or by being empty: an empty folder was replaced), never by its name alone: a user's folder
+    whose name happens to fit is left alone. Returns what was done, one line each.
     """
     import shutil
 
@@ -377,17 +376,20 @@ def recover_interrupted_save(directory: str | Path) -> list[str]:
     siblings = sorted(directory.parent.iterdir())
     for sibling in siblings:
         old = re.fullmatch(rf"\.{re.escape(directory.name)}\.old-(\d+)", sibling.name)
-        if old and not _alive(int(old.group(1))) and _listed_files(sibling) is not None:
+        if (old and not _alive(int(old.group(1))) and sibling.is_dir()
+                and (_listed_files(sibling) is not None or not any(sibling.iterdir()))):
             if directory.exists():
                 shutil.rmtree(sibling, ignore_errors=True)
                 done.append(f"removed {sibling.name}, the previous bundle of a finished write")
             else:
                 os.replace(sibling, directory)
                 done.append(f"put back the previous bundle from {sibling.name}")
+    if (directory / _STAGING_MARK).is_file() and _listed_files(directory) is not None:
+        (directory / _STAGING_MARK).unlink()
+        done.append(f"removed the staging mark a killed write left in {directory.name}")
     for sibling in siblings:
         if staging.fullmatch(sibling.name) and sibling.is_dir() and (
-                (sibling / _STAGING_MARK).is_file() or _listed_files(sibling) is not None
-                or not any(sibling.iterdir())):  # killed before its mark was written
+                (sibling / _STAGING_MARK).is_file() or not any(sibling.iterdir())):  # empty: killed before its mark
             shutil.rmtree(sibling, ignore_errors=True)
             done.append(f"removed {sibling.name}, the staging folder of a killed write")
     return done

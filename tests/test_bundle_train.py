@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from nerbatch.bundle import FORMAT_VERSION, load_bundle, verify_bundle
+from nerbatch.bundle import FORMAT_VERSION, check_bundle_target, load_bundle, verify_bundle
 from nerbatch.corpus import read_corpus
 from nerbatch.errors import BundleError
 
@@ -163,8 +163,6 @@ def test_unlisted_bundle_files_are_not_read(tiny_bundle, tmp_path):
 
 
 def test_only_a_bundle_folder_is_replaced(tiny_bundle, tmp_path):
-    from nerbatch.bundle import check_bundle_target
-
     site = tmp_path / "site"
     site.mkdir()
     (site / "manifest.json").write_text('{"name": "web app"}')
@@ -251,13 +249,38 @@ def test_recovery_leaves_a_users_folders_beside_the_bundle_alone(tiny_bundle, gm
     for name in (".model.snapshot", f".model.old-{proc.pid}"):  # names that fit a killed write's folders
         (tmp_path / name).mkdir()
         (tmp_path / name / "notes.txt").write_text("precious")
+    _copy(tiny_bundle, tmp_path).rename(tmp_path / ".model.20240611")  # a user's dated copy of a bundle
     (tmp_path / ".model.a1b2c3d4").mkdir()  # a staging folder killed before it was marked: empty
     assert recover_interrupted_save(tmp_path / "model") == [
         "removed .model.a1b2c3d4, the staging folder of a killed write"]
     train(gmb_sample, tmp_path / "model", TrainSettings.for_arch("seed", epochs=1, max_train_sentences=40), verbose=0)
     verify_bundle(tmp_path / "model")
+    verify_bundle(tmp_path / ".model.20240611")
+    assert not (tmp_path / "model" / ".nerbatch-staging").exists()
     for name in (".model.snapshot", f".model.old-{proc.pid}"):
         assert (tmp_path / name / "notes.txt").read_text() == "precious"
+
+
+def test_a_write_killed_while_hashing_or_right_after_its_renames_is_cleaned_up(tiny_bundle, tmp_path):
+    import subprocess
+
+    from nerbatch.bundle import recover_interrupted_save
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    hashing = _copy(tiny_bundle, tmp_path).rename(tmp_path / ".m.q1w2e3r4")  # killed while writing its manifest
+    (hashing / "manifest.json").write_text("{")
+    (hashing / ".nerbatch-staging").touch()
+    (tmp_path / f".m.old-{proc.pid}").mkdir()  # an empty --out that was replaced
+    bundle = _copy(tiny_bundle, tmp_path).rename(tmp_path / "m")
+    (bundle / ".nerbatch-staging").touch()  # killed between the rename and removing the mark
+    assert sorted(recover_interrupted_save(tmp_path / "m")) == sorted([
+        f"removed .m.old-{proc.pid}, the previous bundle of a finished write",
+        "removed the staging mark a killed write left in m",
+        "removed .m.q1w2e3r4, the staging folder of a killed write"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    verify_bundle(bundle)
+    check_bundle_target(bundle)
 
 
 def test_a_second_training_into_the_same_folder_or_a_mount_point_is_refused_before_training(
