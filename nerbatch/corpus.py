@@ -177,20 +177,25 @@ def _utf8_if_reencoded(words: np.ndarray, path: Path, line_of) -> np.ndarray:
 
 
 def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
-    utf8_row = latin1_row = None
+    """Refuse a file whose non-ASCII words are largely UTF-8 but not all. A latin1 word can be valid
+    UTF-8 by chance (an upper-case accented letter or ß before a cp1252 quote: "Gauß’s"), so a few
+    such words among many latin1 ones leave the file latin1, as it is."""
+    utf8_rows: dict[str, int] = {}
+    latin1_rows: dict[str, int] = {}
     for row, word in enumerate(words.tolist()):
-        if word.isascii():
+        if word.isascii() or word in utf8_rows or word in latin1_rows:
             continue
         try:
             word.encode("latin1").decode("utf-8")
-            utf8_row = row if utf8_row is None else utf8_row
+            utf8_rows[word] = row
         except UnicodeDecodeError:
-            latin1_row = row if latin1_row is None else latin1_row
-        if utf8_row is not None and latin1_row is not None:
-            utf8_word = words[utf8_row].encode("latin1").decode("utf-8")
-            raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 ({utf8_word!r}) "
-                              f"but line {line_of(latin1_row)} does not ({words[latin1_row]!r} as latin1); "
-                              "save the file in one encoding")
+            latin1_rows[word] = row
+    if len(utf8_rows) >= 3 and len(utf8_rows) >= len(latin1_rows):
+        utf8_word, utf8_row = next(iter(utf8_rows.items()))
+        latin1_word, latin1_row = next(iter(latin1_rows.items()))
+        raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 "
+                          f"({utf8_word.encode('latin1').decode('utf-8')!r}) but line {line_of(latin1_row)} does not "
+                          f"({latin1_word!r} as latin1); save the file in one encoding")
 
 
 MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides

@@ -127,15 +127,18 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
     """
     words, rows = [], []
     dim = None
+    first = True  # the first line that is not blank
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():  # a blank line, as an editor leaves at the end
             continue
-        encoding = "utf-8-sig" if number == 1 else "utf-8"  # a BOM (Windows editors write one) is no part of a word
+        encoding = "utf-8-sig" if first else "utf-8"  # a BOM (Windows editors write one) is no part of a word
         try:
             parts = raw.decode(encoding).rstrip("\r\n ").split(" ")  # fastText .vec lines end in a space
         except UnicodeDecodeError as exc:
             raise VectorsError(f"{path}, line {number}: not UTF-8 (byte {exc.start} of the line)") from None
-        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+        header = first and len(parts) == 2 and all(p.isdigit() for p in parts)
+        first = False
+        if header:
             continue  # word2vec-style header: count and dimension
         if dim is None:
             dim = len(parts) - 1

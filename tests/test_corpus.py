@@ -45,10 +45,14 @@ def test_utf8_reencoded_corpus_is_read_as_utf8(tmp_path):
 def test_a_corpus_mixing_utf8_and_latin1_words_is_refused_naming_a_line_of_each(tmp_path):
     path = tmp_path / "mixed.csv"  # a UTF-8 export with one cp1252 word pasted in
     path.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,K\xc3\xb6ln,NNP,B-geo\n,is,VBZ,O\n"
-                     b"Sentence: 2,caf\xe9,NN,O\n,M\xc3\xbcller,NNP,B-per\n")
+                     b"Sentence: 2,caf\xe9,NN,O\n,M\xc3\xbcller,NNP,B-per\n,Z\xc3\xbcrich,NNP,B-geo\n")
     with pytest.raises(CorpusError, match=r"mixed.csv: mixes encodings: line 2 holds UTF-8 \('Köln'\) "
                                           r"but line 4 does not \('café' as latin1\)"):
         read_corpus(path)
+    latin1 = tmp_path / "latin1.csv"  # "Gauß’s" in cp1252 happens to be valid UTF-8; the rest is not
+    latin1.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,Gau\xdf\x92s,NNP,B-per\n,law,NN,O\n"
+                       b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,caf\xe9,NN,O\n")
+    assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"], ["François", "café"]]
 
 
 def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):

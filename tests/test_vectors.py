@@ -152,6 +152,8 @@ def test_a_byte_order_mark_and_blank_lines_are_no_words(tmp_path):
     path.write_bytes(b"\xef\xbb\xbfthe 0.1 0.2\r\nof 0.3 0.4\r\n\r\n")
     vectors = read_word_vectors(path, lowercase=True)
     assert vectors.keys == ["the", "of"]
+    path.write_bytes(b"\n2 3\nthe 0.1 0.2 0.3\n\nof 0.4 0.5 0.6\n")  # a blank line before a word2vec header
+    assert read_word_vectors(path, lowercase=True).keys == ["the", "of"]
 
 
 def test_training_with_vectors_keeps_their_words_for_unseen_text(gmb_sample, tmp_path):
