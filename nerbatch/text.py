@@ -324,7 +324,8 @@ def _compiled() -> _Compiled:
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
     linebreak = f"{NL}(?:(?:{HSEP})*{NL})*"
     # group 1: a mark that also occurs in prose (a number ending a sentence, a spaced dash)
-    bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf]|([-\u2013\u2014]|\\d{{1,2}}[.)]))(?:{SEP})"
+    # a number or dash only before a space on its line: "October / 10. / The" ends a sentence at "10."
+    bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf](?:{SEP})|([-\u2013\u2014]|\\d{{1,2}}[.)])(?:{HSEP}))"
     return _Compiled(
         token=re.compile(token),
         terminator=re.compile(term),
@@ -501,7 +502,7 @@ def _joined_sentences(text: str, words: list[str], starts: list[int], ends: list
     left_start = starts[idx - 2]
     before = text[left_start - 1:left_start] if left_start else ""
     after = text[ends[idx]:ends[idx] + 1]
-    return before not in (".", "/", "\\") and after not in (".", "(", "/", "\\") and ends[idx - 2] == starts[idx - 1]
+    return before not in (".", "/", "\\", "`") and after not in (".", "(", "/", "\\", "`") and ends[idx - 2] == starts[idx - 1]
 
 
 def _inline_fragment(text: str, breaks: list[tuple[int, int, bool]], i: int) -> bool:
@@ -560,7 +561,7 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
     pairs are no evidence); 0 where there is none."""
     widths: list[int] = []
     lengths: list[int] = []  # the current paragraph's lines
-    alone: list[int] = []  # positions in widths of a two-line paragraph's first line
+    alone: list[tuple[int, int]] = []  # (position in widths, last line's length) of two-line paragraphs
     every: list[int] = []  # the wrapped-looking lines of the document's longer paragraphs
     line_start = 0
     for a, b, paragraph in breaks + [(len(text), len(text), True)]:
@@ -571,7 +572,7 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
             top = sorted(wrapped, reverse=True)[:2] + [0, 0]
             for length in wrapped:
                 if len(wrapped) == 1:
-                    alone.append(len(widths))
+                    alone.append((len(widths), lengths[-1]))
                 widths.append(top[1] if length == top[0] else top[0])  # the longest of the others
             if len(wrapped) > 1:
                 every += wrapped
@@ -579,7 +580,8 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
             lengths = []
     if alone and every:
         longest = max(every)
-        for position in alone:
-            widths[position] = longest
+        for position, last in alone:
+            if last <= longest + _WRAP_SLACK:  # a longer last line: this paragraph is not wrapped at that width
+                widths[position] = longest
     return widths[: len(breaks)]
 

@@ -503,3 +503,15 @@ def test_dotted_names_domains_and_code_are_no_joined_sentences() -> None:
     for text in ("Shares of Amazon.Com Inc rose.", "Use System.Console.WriteLine to print.",
                  "Import java.util.ArrayList first.", "Open Report.Final.docx now."):
         assert len(words(text)) == 1, text
+
+
+def test_a_headline_over_an_unwrapped_paragraph_and_a_number_alone_on_its_line_end_sentences() -> None:
+    page = ("# Brexit talks stall in Brussels once again today\n"
+            "Theresa May met Donald Tusk in Brussels on Thursday but no agreement was reached on the border.\n\n"
+            "- Jeremy Corbyn said the talks were a failure and that\n"
+            "  Labour would vote against any deal in Parliament.\n"
+            "- Nicola Sturgeon called for a second referendum.")
+    assert [s[:2] for s in words(page)][:2] == [["#", "Brexit"], ["Theresa", "May"]]
+    date = "Parliamentary elections are set for October\n10.\nThe spokesman says Italian troops were wounded."
+    assert [s[0] for s in words(date)][-1] == "The"
+    assert len(words("Call `os.Path` here.")) == 1
