@@ -444,6 +444,7 @@ def _sentence_starts(
         g = m.group()
         breaks.append((m.start(), m.end(), len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)))
     widths = _wrap_widths(text, breaks)
+    inner = sorted(cuts)  # the sentence ends found so far, none at a line break: those inside lines
     if c.bullet.match(text):
         _keep_item_number(cuts, words, 0)
     line_start = 0
@@ -479,7 +480,7 @@ def _sentence_starts(
                   and not (prev_line[-1:].isspace() and _inline_fragment(text, breaks, i))
                   # "Monday. U.S. Ambassador Susan" is wrapped prose; "Fed holds rates. What it means" a headline
                   and (title or (first_in_paragraph and len(prev_line.strip()) <= 50)
-                       or not any(line_first < k < idx for k in cuts))
+                       or not _ends_inside(inner, cuts, line_first, idx))
                   and (not wrapped or (title and opens))):
                 cuts.add(idx)
         elif paragraph:
@@ -490,6 +491,16 @@ def _sentence_starts(
         line_first = idx
         first_in_paragraph = paragraph
     return sorted(cuts)
+
+
+def _ends_inside(inner: list[int], cuts: set[int], first: int, end: int) -> bool:
+    """Whether a sentence ends inside the line of tokens first..end-1 (``inner``: sorted candidates)."""
+    j = bisect_right(inner, first)
+    while j < len(inner) and inner[j] < end:
+        if inner[j] in cuts:  # a list item's number may have taken its cut back
+            return True
+        j += 1
+    return False
 
 
 def _joined_sentences(text: str, words: list[str], starts: list[int], ends: list[int], idx: int) -> bool:
