@@ -341,7 +341,6 @@ def save_bundle(
             shutil.rmtree(backup)
         else:
             os.replace(staging, directory)
-        (directory / _STAGING_MARK).unlink()
     except BaseException as exc:
         if backup.exists():
             if directory.exists():
@@ -353,6 +352,8 @@ def save_bundle(
             raise BundleError(f"{directory}: cannot write the bundle ({exc.strerror or exc}); "
                               "the previous one, if any, is unchanged") from None
         raise
+    with contextlib.suppress(OSError):  # the bundle is in place; a mark left behind is cleared by recovery
+        (directory / _STAGING_MARK).unlink()
     return directory
 
 
