@@ -216,6 +216,28 @@ def test_a_failed_write_is_one_error_and_keeps_the_previous_bundle(tiny_bundle, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
+def test_a_staging_mark_that_cannot_be_removed_does_not_fail_the_save(tiny_bundle, tmp_path, monkeypatch):
+    import pathlib
+
+    from nerbatch import bundle as bundle_module
+
+    loaded = load_bundle(tiny_bundle)
+    unlink = pathlib.Path.unlink
+
+    def stuck_mark(path, missing_ok=False):
+        if path.name == ".nerbatch-staging":
+            raise OSError(30, "Read-only file system")
+        unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", stuck_mark)
+    saved = bundle_module.save_bundle(tmp_path / "m", model=loaded.model, encoder=loaded.encoder, tags=loaded.tags,
+                                      config=loaded.config)
+    monkeypatch.undo()
+    verify_bundle(saved)
+    assert bundle_module.recover_interrupted_save(saved) == ["removed the staging mark a killed write left in m"]
+    assert sorted(p.name for p in saved.iterdir()) == sorted([*verify_bundle(saved)["files"], "manifest.json"])
+
+
 def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp_path):
     import os
     import subprocess
