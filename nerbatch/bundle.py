@@ -316,8 +316,10 @@ def save_bundle(
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     backup = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+    placed = False  # the new bundle is in place: the save has succeeded, whatever fails after
     try:
-        (staging / _STAGING_MARK).touch()  # tells a later recovery that this folder is nerbatch's own
+        # tells a later recovery that this folder, by this name, is a staging folder of nerbatch's
+        (staging / _STAGING_MARK).write_text(staging.name, encoding="utf-8")
         staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
         model.save(staging / "model.keras")
         write_json(
@@ -338,23 +340,36 @@ def save_bundle(
         if directory.exists():
             os.replace(directory, backup)
             os.replace(staging, directory)
+            placed = True
             shutil.rmtree(backup)
         else:
             os.replace(staging, directory)
-    except BaseException as exc:
-        if backup.exists():
-            if directory.exists():
-                shutil.rmtree(backup, ignore_errors=True)
-            else:  # interrupted between the two renames: the previous bundle goes back
-                os.replace(backup, directory)
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError):
+            placed = True
+    except OSError as exc:
+        if not placed:
+            _undo_save(directory, staging, backup)
             raise BundleError(f"{directory}: cannot write the bundle ({exc.strerror or exc}); "
                               "the previous one, if any, is unchanged") from None
+        # in place: the previous bundle left beside it goes at the next recovery
+    except BaseException:
+        if not placed:
+            _undo_save(directory, staging, backup)
         raise
-    with contextlib.suppress(OSError):  # the bundle is in place; a mark left behind is cleared by recovery
+    with contextlib.suppress(OSError):  # a mark left behind is cleared by the next recovery
         (directory / _STAGING_MARK).unlink()
     return directory
+
+
+def _undo_save(directory: Path, staging: Path, backup: Path) -> None:
+    """Clear what a save that failed before its bundle was in place left; the previous bundle stays."""
+    import shutil
+
+    if backup.exists():
+        if directory.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+        else:  # interrupted between the two renames: the previous bundle goes back
+            os.replace(backup, directory)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def recover_interrupted_save(directory: str | Path) -> list[str]:
@@ -390,10 +405,19 @@ def recover_interrupted_save(directory: str | Path) -> list[str]:
         done.append(f"removed the staging mark a killed write left in {directory.name}")
     for sibling in siblings:
         if staging.fullmatch(sibling.name) and sibling.is_dir() and (
-                (sibling / _STAGING_MARK).is_file() or not any(sibling.iterdir())):  # empty: killed before its mark
+                _marked_as(sibling) or not any(sibling.iterdir())):  # empty: killed before its mark
             shutil.rmtree(sibling, ignore_errors=True)
             done.append(f"removed {sibling.name}, the staging folder of a killed write")
     return done
+
+
+def _marked_as(folder: Path) -> bool:
+    """Whether ``folder`` is a staging folder by its own name; a copy of one, or of a bundle that kept
+    its mark, under another name is a user's folder."""
+    try:
+        return (folder / _STAGING_MARK).read_text(encoding="utf-8") == folder.name
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _alive(pid: int) -> bool:

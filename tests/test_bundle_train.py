@@ -238,6 +238,37 @@ def test_a_staging_mark_that_cannot_be_removed_does_not_fail_the_save(tiny_bundl
     assert sorted(p.name for p in saved.iterdir()) == sorted([*verify_bundle(saved)["files"], "manifest.json"])
 
 
+def test_a_save_whose_bundle_is_in_place_succeeds_though_its_cleanup_fails(tiny_bundle, tmp_path, monkeypatch):
+    import os
+    import shutil as shutil_module
+    import subprocess
+
+    from nerbatch import bundle as bundle_module
+
+    copy = _copy(tiny_bundle, tmp_path)
+    loaded = load_bundle(copy)
+    rmtree = shutil_module.rmtree
+
+    def busy_backup(path, *args, **kwargs):
+        if ".old-" in str(path):
+            raise OSError(16, "Device or resource busy")
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil_module, "rmtree", busy_backup)
+    saved = bundle_module.save_bundle(copy, model=loaded.model, encoder=loaded.encoder, tags=loaded.tags,
+                                      config={**loaded.config, "name": "second"})
+    monkeypatch.undo()
+    assert load_bundle(saved).config["name"] == "second"
+    assert not (saved / ".nerbatch-staging").exists()
+    left = tmp_path / f".copy.old-{os.getpid()}"  # the previous bundle, for the next recovery once we are gone
+    verify_bundle(left)
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    left.rename(tmp_path / f".copy.old-{proc.pid}")
+    assert bundle_module.recover_interrupted_save(saved) == [
+        f"removed .copy.old-{proc.pid}, the previous bundle of a finished write"]
+
+
 def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp_path):
     import os
     import subprocess
@@ -250,7 +281,7 @@ def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp
     with pytest.raises(BundleError, match=f"a training killed while replacing it left the previous bundle in .*{previous.name}"):
         load_bundle(tmp_path / "copy")
     (tmp_path / ".copy.k1l2m3n4").mkdir()  # its staging folder, half written
-    (tmp_path / ".copy.k1l2m3n4" / ".nerbatch-staging").touch()
+    (tmp_path / ".copy.k1l2m3n4" / ".nerbatch-staging").write_text(".copy.k1l2m3n4")
     (tmp_path / ".copy.k1l2m3n4" / "model.keras").write_bytes(b"half")
     live = _copy(tiny_bundle, tmp_path).rename(tmp_path / f".other.old-{os.getpid()}")  # another writer, running
     done = recover_interrupted_save(tmp_path / "copy")
@@ -271,7 +302,8 @@ def test_recovery_leaves_a_users_folders_beside_the_bundle_alone(tiny_bundle, gm
     for name in (".model.snapshot", f".model.old-{proc.pid}"):  # names that fit a killed write's folders
         (tmp_path / name).mkdir()
         (tmp_path / name / "notes.txt").write_text("precious")
-    _copy(tiny_bundle, tmp_path).rename(tmp_path / ".model.20240611")  # a user's dated copy of a bundle
+    dated = _copy(tiny_bundle, tmp_path).rename(tmp_path / ".model.20240611")  # a user's dated copy of a bundle
+    (dated / ".nerbatch-staging").write_text(".model.k1l2m3n4")  # copied with the mark a killed write left
     (tmp_path / ".model.a1b2c3d4").mkdir()  # a staging folder killed before it was marked: empty
     assert recover_interrupted_save(tmp_path / "model") == [
         "removed .model.a1b2c3d4, the staging folder of a killed write"]
@@ -292,7 +324,7 @@ def test_a_write_killed_while_hashing_or_right_after_its_renames_is_cleaned_up(t
     proc.wait()
     hashing = _copy(tiny_bundle, tmp_path).rename(tmp_path / ".m.q1w2e3r4")  # killed while writing its manifest
     (hashing / "manifest.json").write_text("{")
-    (hashing / ".nerbatch-staging").touch()
+    (hashing / ".nerbatch-staging").write_text(hashing.name)
     (tmp_path / f".m.old-{proc.pid}").mkdir()  # an empty --out that was replaced
     bundle = _copy(tiny_bundle, tmp_path).rename(tmp_path / "m")
     (bundle / ".nerbatch-staging").touch()  # killed between the rename and removing the mark
