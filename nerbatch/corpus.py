@@ -177,25 +177,35 @@ def _utf8_if_reencoded(words: np.ndarray, path: Path, line_of) -> np.ndarray:
 
 
 def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
-    """Refuse a file whose non-ASCII words are largely UTF-8 but not all. A latin1 word can be valid
-    UTF-8 by chance (an upper-case accented letter or ß before a cp1252 quote: "Gauß’s"), so a few
-    such words among many latin1 ones leave the file latin1, as it is."""
-    utf8_rows: dict[str, int] = {}
-    latin1_rows: dict[str, int] = {}
+    """Refuse a file holding both UTF-8 words and words that are not UTF-8.
+
+    A latin1 word can be valid UTF-8 by chance: an upper-case accented letter or ß before a cp1252
+    quote ("Gauß’s" reads as "Gauߒs"). Such a decode gives characters no European text holds, so
+    only words that decode to Latin, Greek or Cyrillic letters, symbols and punctuation count as UTF-8.
+    """
+    utf8_row = latin1_row = None
     for row, word in enumerate(words.tolist()):
-        if word.isascii() or word in utf8_rows or word in latin1_rows:
+        if word.isascii():
             continue
         try:
-            word.encode("latin1").decode("utf-8")
-            utf8_rows[word] = row
+            decoded = word.encode("latin1").decode("utf-8")
         except UnicodeDecodeError:
-            latin1_rows[word] = row
-    if len(utf8_rows) >= 3 and len(utf8_rows) >= len(latin1_rows):
-        utf8_word, utf8_row = next(iter(utf8_rows.items()))
-        latin1_word, latin1_row = next(iter(latin1_rows.items()))
-        raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 "
-                          f"({utf8_word.encode('latin1').decode('utf-8')!r}) but line {line_of(latin1_row)} does not "
-                          f"({latin1_word!r} as latin1); save the file in one encoding")
+            latin1_row = row if latin1_row is None else latin1_row
+        else:
+            if utf8_row is None and all(ch.isascii() or _european(ord(ch)) for ch in decoded):
+                utf8_row = row
+        if utf8_row is not None and latin1_row is not None:
+            utf8_word = words[utf8_row].encode("latin1").decode("utf-8")
+            raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 ({utf8_word!r}) "
+                              f"but line {line_of(latin1_row)} does not ({words[latin1_row]!r} as latin1); "
+                              "save the file in one encoding")
+
+
+def _european(code: int) -> bool:
+    """Latin-1 symbols and letters, Latin Extended-A/B, Greek, Cyrillic, Latin Extended Additional,
+    general punctuation and currency signs."""
+    return (0xA0 <= code <= 0x24F or 0x370 <= code <= 0x4FF or 0x1E00 <= code <= 0x1EFF
+            or 0x2000 <= code <= 0x20CF)
 
 
 MIN_SENTENCES = 10  # the 80/20 split, then validation from the 80, each need sentences on both sides

@@ -129,7 +129,7 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
     dim = None
     first = True  # the first line that is not blank
     for number, raw in enumerate(lines, start=1):
-        if not raw.strip():  # a blank line, as an editor leaves at the end
+        if not (raw.removeprefix(b"\xef\xbb\xbf") if first else raw).strip():  # blank, as editors leave them
             continue
         encoding = "utf-8-sig" if first else "utf-8"  # a BOM (Windows editors write one) is no part of a word
         try:

@@ -49,10 +49,15 @@ def test_a_corpus_mixing_utf8_and_latin1_words_is_refused_naming_a_line_of_each(
     with pytest.raises(CorpusError, match=r"mixed.csv: mixes encodings: line 2 holds UTF-8 \('Köln'\) "
                                           r"but line 4 does not \('café' as latin1\)"):
         read_corpus(path)
-    latin1 = tmp_path / "latin1.csv"  # "Gauß’s" in cp1252 happens to be valid UTF-8; the rest is not
+    few = tmp_path / "few.csv"  # one UTF-8 name is enough beside a cp1252 quote
+    few.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,M\xc3\xbcller,NNP,B-per\n,said,VBD,O\n"
+                    b"Sentence: 2,It\x92s,PRP,O\n")
+    with pytest.raises(CorpusError, match=r"few.csv: mixes encodings: line 2 holds UTF-8 \('Müller'\)"):
+        read_corpus(few)
+    latin1 = tmp_path / "latin1.csv"  # "Gauß’s" and "JOSÉ’S" in cp1252 happen to be valid UTF-8; the rest is not
     latin1.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,Gau\xdf\x92s,NNP,B-per\n,law,NN,O\n"
-                       b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,caf\xe9,NN,O\n")
-    assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"], ["François", "café"]]
+                       b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,JOS\xc9\x92S,NNP,B-per\n")
+    assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"], ["François", "JOS\xc9\x92S"]]
 
 
 def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):

@@ -154,6 +154,8 @@ def test_a_byte_order_mark_and_blank_lines_are_no_words(tmp_path):
     assert vectors.keys == ["the", "of"]
     path.write_bytes(b"\n2 3\nthe 0.1 0.2 0.3\n\nof 0.4 0.5 0.6\n")  # a blank line before a word2vec header
     assert read_word_vectors(path, lowercase=True).keys == ["the", "of"]
+    path.write_bytes(b"\xef\xbb\xbf\r\n2 3\nthe 0.1 0.2 0.3\nof 0.4 0.5 0.6\n")  # a BOM alone on line 1
+    assert read_word_vectors(path, lowercase=True).keys == ["the", "of"]
 
 
 def test_training_with_vectors_keeps_their_words_for_unseen_text(gmb_sample, tmp_path):
