@@ -461,10 +461,10 @@ def _sentence_starts(
         opens = opens or first_in_paragraph or line_first in cuts
         title = None  # whether the line is Title Cased, worked out where a rule asks
         if 0 < idx < n:
-            wrapped = _wrapped(len(prev_line.rstrip()), len(c.next_word.match(text, b)[1]), width)
             bullet = c.bullet.match(text, b)
             lead = prev_line.rstrip().rstrip(_CLOSERS)[-1:] if bullet else ""  # '... forward."' leads as '.' does
-            if (bullet and not in_list and wrapped and bullet.group(1) and lead not in _ITEM_LEADS
+            if (bullet and not in_list and bullet.group(1) and lead not in _ITEM_LEADS
+                    and _wrapped(prev_line, text, c, b, width)
                     and not _next_item_alike(text, c, breaks, i, bullet.group(1))):
                 bullet = None  # "on March / 3. Analysts", "the West Bank -- Jenin and Ramallah / -- will be"
             if paragraph or bullet:
@@ -481,7 +481,7 @@ def _sentence_starts(
                   # "Monday. U.S. Ambassador Susan" is wrapped prose; "Fed holds rates. What it means" a headline
                   and ((title := _title_case(prev_line)) or (first_in_paragraph and len(prev_line.strip()) <= 50)
                        or not _ends_inside(inner, cuts, line_first, idx))
-                  and (not wrapped or (title and opens))):
+                  and ((title and opens) or not _wrapped(prev_line, text, c, b, width))):
                 cuts.add(idx)
         elif paragraph:
             in_list = False
@@ -551,8 +551,8 @@ def _title_case(line: str) -> bool:
     return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in _TITLE_MINOR_WORDS for t in alpha)
 
 
-def _wrapped(length: int, next_word: int, width: int) -> bool:
-    """Whether a line of ``length`` characters was ended by wrapping rather than on purpose.
+def _wrapped(line: str, text: str, c: _Compiled, b: int, width: int) -> bool:
+    """Whether ``line``, whose break ends at ``b``, was ended by wrapping rather than on purpose.
 
     ``width`` is the longest of the paragraph's other wrapped-looking lines (0: no evidence). A
     wrapped line is about as long as those, and the next line's first word would not have fitted
@@ -560,9 +560,10 @@ def _wrapped(length: int, next_word: int, width: int) -> bool:
     the body's lines is no wrapped line of it.  So "Defense Secretary Donald / Rumsfeld met ..." is
     one sentence, and a headline above wrapped prose still ends its own.
     """
+    length = len(line.rstrip())
     if width < _MIN_WRAP_WIDTH or length > width + _WRAP_SLACK:
         return False
-    return length + 1 + next_word > max(width, length)
+    return length + 1 + len(c.next_word.match(text, b)[1]) > max(width, length)
 
 
 def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
@@ -573,26 +574,23 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
     widths: list[int] = []
     lengths: list[int] = []  # the current paragraph's lines
     alone: list[tuple[int, int]] = []  # (position in widths, last line's length) of two-line paragraphs
-    every: list[int] = []  # the wrapped-looking lines of the document's longer paragraphs
+    longest = 0  # the longest wrapped-looking line of the document's longer paragraphs
     line_start = 0
     for a, b, paragraph in breaks + [(len(text), len(text), True)]:
         lengths.append(len(text[line_start:a].rstrip()))
         line_start = b
         if paragraph:
             wrapped = lengths[:-1]  # every line but the last ends in a line break of this paragraph
+            if len(wrapped) == 1:
+                alone.append((len(widths), lengths[-1]))
+            elif wrapped:
+                longest = max(longest, *wrapped)
             top = sorted(wrapped, reverse=True)[:2] + [0, 0]
-            for length in wrapped:
-                if len(wrapped) == 1:
-                    alone.append((len(widths), lengths[-1]))
-                widths.append(top[1] if length == top[0] else top[0])  # the longest of the others
-            if len(wrapped) > 1:
-                every += wrapped
+            widths += [top[1] if length == top[0] else top[0] for length in wrapped]  # the longest of the others
             widths.append(0)  # the paragraph break itself: always a cut
             lengths = []
-    if alone and every:
-        longest = max(every)
-        for position, last in alone:
-            if last <= longest + _WRAP_SLACK:  # a longer last line: this paragraph is not wrapped at that width
-                widths[position] = longest
+    for position, last in alone:
+        if last <= longest + _WRAP_SLACK:  # a longer last line: this paragraph is not wrapped at that width
+            widths[position] = longest
     return widths[: len(breaks)]
 
