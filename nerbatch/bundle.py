@@ -222,6 +222,23 @@ def _read_transition_scores(directory: Path, n_tags: int):
     return scores
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """(3, 15, 1) from '3.15.1' or '3.15.1.dev0'; () when it does not start with a number."""
+    numbers = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(n) for n in numbers.group().split(".")) if numbers else ()
+
+
+def _unloadable(path: Path, exc: Exception, metrics: dict, keras_version: str) -> str:
+    """One line on why Keras could not load the model: an older Keras than saved it, most often."""
+    versions = metrics.get("versions") if isinstance(metrics, dict) else None
+    saved_with = str(versions.get("keras", "")) if isinstance(versions, dict) else ""
+    if _release(keras_version) < _release(saved_with):
+        return (f"{path}: cannot load model saved with Keras {saved_with} under Keras {keras_version}; "
+                f"upgrade it: pip install 'keras>={saved_with}'")
+    first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{path}: cannot load model ({type(exc).__name__}: {first_line})"
+
+
 def load_bundle(directory: str | Path | None = None) -> Bundle:
     """Verify and load a bundle; ``None`` means the shipped default model."""
     from nerbatch.backend import keras
@@ -236,7 +253,7 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     try:
         model = saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
-        raise BundleError(f"{directory / 'model.keras'}: cannot load model ({type(exc).__name__}: {exc})") from None
+        raise BundleError(_unloadable(directory / "model.keras", exc, metrics, keras().__version__)) from None
     if tuple(model.output_shape)[-1] != len(tags):
         raise BundleError(f"{directory / 'model.keras'}: scores {model.output_shape[-1]} tags, "
                           f"tags.json lists {len(tags)}")

@@ -533,3 +533,38 @@ def test_refit_learns_from_the_whole_training_part_for_the_epochs_validation_cho
     # the refit network is trained, not freshly initialised: it learns and finds entities
     assert refit["loss"][0][-1] < refit["loss"][0][0]
     assert metrics["test"]["micro"]["f1"] > 0.1
+
+
+def test_model_from_a_newer_keras_is_refused_naming_both_versions(monkeypatch):
+    """An older Keras fails deep inside deserialisation with many lines; the user needs the versions."""
+    import keras
+
+    def old_keras_load(*args, **kwargs):
+        raise TypeError("<class 'Functional'> could not be deserialized.\n\nconfig={...}\n\nException encountered: "
+                        "GlorotUniform.__init__() got an unexpected keyword argument 'input_axes'")
+
+    saved_with = load_bundle(None).metrics["versions"]["keras"]
+    monkeypatch.setattr(keras.saving, "load_model", old_keras_load)
+    monkeypatch.setattr(keras, "__version__", "3.13.0")
+    with pytest.raises(BundleError) as refused:
+        load_bundle(None)
+    message = str(refused.value)
+    assert f"saved with Keras {saved_with} under Keras 3.13.0" in message
+    assert f"pip install 'keras>={saved_with}'" in message and "\n" not in message
+    monkeypatch.setattr(keras, "__version__", saved_with)  # the same Keras: the reason, on one line
+    with pytest.raises(BundleError, match=r"cannot load model \(TypeError: <class 'Functional'> could not be "
+                                          r"deserialized\.\)$"):
+        load_bundle(None)
+
+
+def test_declared_keras_loads_the_shipped_bundle():
+    """The dependency's lower bound admits no Keras release older than the one that saved the model."""
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    bound = next(d for d in pyproject["project"]["dependencies"] if re.match(r"keras\b", d))
+    lowest = tuple(int(n) for n in re.fullmatch(r"keras>=([\d.]+)", bound).group(1).split("."))
+    saved_with = json.loads((Path(__file__).parents[1] / "nerbatch" / "models" / "default" / "metrics.json")
+                            .read_text(encoding="utf-8"))["versions"]["keras"]
+    assert lowest >= tuple(int(n) for n in saved_with.split(".")[:2]), (bound, saved_with)
