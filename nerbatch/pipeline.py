@@ -106,6 +106,16 @@ def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatS
                      scores[keep])
 
 
+def _until(stop: threading.Event, items: Iterable):
+    """``items`` until ``stop`` is set: once the caller has left, nothing more is taken from its iterable."""
+    iterator = iter(items)
+    while not stop.is_set():
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+
+
 def _segmented(doc: Document) -> list[SentenceTokens]:
     """The document's sentences; a clear TypeError for what is no Document, as a plain str."""
     if not isinstance(doc, Document):
@@ -151,7 +161,7 @@ class NerPipeline:
 
         def produce() -> None:
             try:
-                for docs, segmented, failed in self._segmented_chunks(documents):
+                for docs, segmented, failed in self._segmented_chunks(documents, stop):
                     if not hand_over((docs, segmented, failed)):
                         return
                 hand_over(_DONE)
@@ -180,12 +190,12 @@ class NerPipeline:
         docs = list(documents)
         return self._annotate_chunk(docs, [_segmented(d) for d in docs])
 
-    def _segmented_chunks(self, documents: Iterable[Document | DocumentError]):
+    def _segmented_chunks(self, documents: Iterable[Document | DocumentError], stop: threading.Event):
         docs: list[Document] = []
         segmented: list[list[SentenceTokens]] = []
         failed: list[DocumentError] = []
         pending = 0
-        for doc in documents:
+        for doc in _until(stop, documents):
             if isinstance(doc, DocumentError):
                 failed.append(doc)
             else:

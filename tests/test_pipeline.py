@@ -108,6 +108,35 @@ def test_a_consumer_that_stops_early_does_not_wait_for_the_reader(tiny_bundle):
     assert _stops_promptly(pipeline, _three_chunks_then(fail)) < 3
 
 
+def test_a_consumer_that_stops_early_takes_nothing_more_from_a_slow_source(tiny_bundle):
+    import threading
+    import time
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=20)
+    pulled = []
+
+    def source():  # a first chunk at once, then a document every 0.5 s (a slow query, a socket)
+        for i in range(60):
+            if i >= 20:
+                time.sleep(0.5)
+            pulled.append(i)
+            yield Document(str(i), "Angela Merkel visited Paris on Monday.", {}, "mem", i)
+
+    started = time.perf_counter()
+    for chunk in pipeline.annotate(source()):
+        assert len(chunk.documents) == 20
+        break
+    # The reader used to fill its next chunk first: 5 s of waiting, then a thread left taking documents.
+    assert time.perf_counter() - started < 3
+    assert not any(t.name == "nerbatch-segment" for t in threading.enumerate())
+    taken = len(pulled)
+    time.sleep(1.2)
+    assert len(pulled) == taken <= 22
+
+
 def test_pipelines_sharing_a_bundle_run_in_threads(tiny_bundle):
     import random
     from concurrent.futures import ThreadPoolExecutor
