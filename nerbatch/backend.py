@@ -11,9 +11,24 @@ import os
 import sys
 
 
+_silence_native_startup = False
+
+
+def silence_native_startup() -> None:
+    """Hide TensorFlow's C++ start-up lines, which ignore TF_CPP_MIN_LOG_LEVEL, when Keras is imported.
+
+    For the CLI only: it closes the process's stderr while TensorFlow loads, which would also hide
+    what a library user's own threads write there meanwhile.
+    """
+    global _silence_native_startup
+    _silence_native_startup = True
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
-    """TensorFlow's C++ start-up banner ignores TF_CPP_MIN_LOG_LEVEL; hide it during import."""
+    if not _silence_native_startup:
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:

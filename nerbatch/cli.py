@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nerbatch import backend
 from nerbatch.errors import InputError, NerbatchError
 
 app = typer.Typer(
@@ -448,6 +449,7 @@ def _open_closed_standard_streams() -> None:
 
 def main() -> None:
     _open_closed_standard_streams()
+    backend.silence_native_startup()
     app()
 
 

@@ -96,3 +96,34 @@ def test_training_makes_the_same_updates_under_tensorflow_and_jax(gmb_sample, tm
     assert len(weights) > 5
     for name in weights:
         np.testing.assert_allclose(jax_run[name], tf_run[name], atol=1e-4, err_msg=name)
+
+
+HEARTBEAT_WHILE_KERAS_LOADS = """
+import os, threading, time
+from nerbatch.backend import keras
+
+done = threading.Event()
+
+def beat():
+    n = 0
+    while not done.is_set() or n < 5:
+        os.write(2, b"beat %d\\n" % n)
+        n += 1
+        time.sleep(0.002)
+    os.write(1, b"%d\\n" % n)
+
+thread = threading.Thread(target=beat)
+thread.start()
+keras()
+done.set()
+thread.join()
+"""
+
+
+def test_loading_keras_in_a_library_keeps_the_host_process_stderr():
+    """The CLI hides TensorFlow's C++ start-up lines by closing stderr while it loads; a library must not."""
+    done = subprocess.run([sys.executable, "-c", HEARTBEAT_WHILE_KERAS_LOADS], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sent = int(done.stdout)
+    assert sent > 5 and done.stderr.count("beat ") == sent, (sent, done.stderr.count("beat "))
