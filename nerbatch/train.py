@@ -7,7 +7,9 @@ test part and writes the bundle.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import re
 import sys
 import time
@@ -374,12 +376,10 @@ def _tagger(model, encoder, tagset: TagSet, settings: TrainSettings, decoder: st
 
 
 def _plot_history(history: dict, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: the host process's plotting backend stays its own
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
     for number, member in enumerate(history["members"], start=1):
         epochs = range(1, len(member["loss"]) + 1)
         suffix = f" (member {number})" if len(history["members"]) > 1 else ""
@@ -390,7 +390,6 @@ def _plot_history(history: dict, path: Path) -> None:
         axis.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def protocol_parts(corpus: Corpus, settings: TrainSettings) -> tuple[Corpus, Corpus, Corpus]:
@@ -418,7 +417,19 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
         for line in recover_interrupted_save(out_dir):  # a training killed while it wrote this bundle
             print(f"nerbatch: {out_dir}: {line}", file=sys.stderr)
         check_bundle_target(out_dir)  # what recovery put back must be a bundle too
-        return _train(data_path, out_dir, settings, verbose, vectors_path)
+        with _global_random_state_kept():
+            return _train(data_path, out_dir, settings, verbose, vectors_path)
+
+
+@contextlib.contextmanager
+def _global_random_state_kept():
+    """Seeding the training reseeds Python's and numpy's global generators; the caller gets its own back."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_path) -> dict:

@@ -568,3 +568,28 @@ def test_declared_keras_loads_the_shipped_bundle():
     saved_with = json.loads((Path(__file__).parents[1] / "nerbatch" / "models" / "default" / "metrics.json")
                             .read_text(encoding="utf-8"))["versions"]["keras"]
     assert lowest >= tuple(int(n) for n in saved_with.split(".")[:2]), (bound, saved_with)
+
+
+def test_training_leaves_the_callers_random_generators_and_plotting_backend(gmb_sample, tmp_path):
+    """A notebook that trains keeps its own random sequences and its inline plots."""
+    import random
+
+    import matplotlib
+
+    from nerbatch.train import TrainSettings, train
+
+    previous_backend = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        random.seed(7)
+        np.random.seed(7)
+        expected = (random.random(), float(np.random.rand()))
+        random.seed(7)
+        np.random.seed(7)
+        train(gmb_sample, tmp_path / "model", TrainSettings.for_arch("seed", epochs=1, max_train_sentences=40),
+              verbose=0)
+        assert (tmp_path / "model" / "training.png").read_bytes().startswith(b"\x89PNG")
+        assert (random.random(), float(np.random.rand())) == expected
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous_backend)
