@@ -507,6 +507,24 @@ def _is_part_file(name: str) -> bool:
 _OWN_PART = re.compile(r"part-\d{5}\.(?:parquet|jsonl)")
 
 
+def _holds_records_of(jsonl_path: str, schema: pa.Schema) -> bool:
+    """Whether a JSONL part is empty (as a run without records leaves it) or its first line is a
+    record of ``schema``: an object with every field the schema requires."""
+    required = {f.name for f in schema if not f.nullable}
+    try:
+        with open(jsonl_path, "rb") as part:
+            first = part.readline(1 << 20)
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and required <= record.keys()
+
+
 def _foreign_part(path: str, schema: pa.Schema) -> bool:
     """Whether a part file was not written by a DatasetSink of this record schema: another name
     pattern (Spark's ``part-00000-<uuid>.snappy.parquet``, say), or a parquet footer without
@@ -515,7 +533,7 @@ def _foreign_part(path: str, schema: pa.Schema) -> bool:
     if not _OWN_PART.fullmatch(name):
         return True
     if not name.endswith(".parquet"):
-        return False
+        return not _holds_records_of(path, schema)
     ours = (schema.metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
     try:
         theirs = (pq.read_schema(path).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())

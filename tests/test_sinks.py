@@ -353,11 +353,25 @@ def test_an_overwrite_never_deletes_parts_another_writer_made(tmp_path):
         ds.write_records([])
     with pytest.raises(OutputError, match="did not write"):
         DatasetSink(other, schema, overwrite=True)
-    with DatasetSink(tmp_path / "own", schema, part_rows=1) as ds:
-        ds.write(columns(2))
-    with DatasetSink(tmp_path / "own", schema, overwrite=True) as ds:  # its own parts are replaced
+    notes = tmp_path / "notes"  # JSONL parts of another writer, named as nerbatch names its own
+    notes.mkdir()
+    for n, user in enumerate(["alice", "bob"]):
+        (notes / f"part-{n:05d}.jsonl").write_text(json.dumps({"user": user}) + "\n")
+    for fmt in ("parquet", "jsonl"):
+        with pytest.raises(OutputError, match=r"did not write \(part-00000.jsonl, part-00001.jsonl\)"):
+            DatasetSink(notes, schema, fmt=fmt, overwrite=True)
+    assert [json.loads((notes / f"part-{n:05d}.jsonl").read_text())["user"] for n in (0, 1)] == ["alice", "bob"]
+    for fmt in ("parquet", "jsonl"):
+        with DatasetSink(tmp_path / "own", schema, part_rows=1, fmt=fmt, overwrite=True) as ds:
+            ds.write(columns(2))
+        with DatasetSink(tmp_path / "own", schema, fmt=fmt, overwrite=True) as ds:  # its own parts are replaced
+            ds.write(columns(1))
+        assert sorted(os.listdir(tmp_path / "own")) == [f"part-00000.{fmt}"]
+    with DatasetSink(tmp_path / "own", schema, fmt="jsonl", overwrite=True) as ds:  # an empty part is its own
+        ds.write_records([])
+    with DatasetSink(tmp_path / "own", schema, fmt="jsonl", overwrite=True) as ds:
         ds.write(columns(1))
-    assert sorted(os.listdir(tmp_path / "own")) == ["part-00000.parquet"]
+    assert sorted(os.listdir(tmp_path / "own")) == ["part-00000.jsonl"]
 
 
 def test_a_crash_between_the_final_renames_is_completed_by_the_next_sink(tmp_path, monkeypatch):
