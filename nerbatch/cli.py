@@ -218,7 +218,7 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", help="Entity records: a .parquet/.jsonl file, or a folder (ending in /) of part files.")],
     model: ModelOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
-    errors: Annotated[Optional[str], typer.Option(help="Error records, JSONL (default: <output>.errors.jsonl).")] = None,
+    errors: Annotated[Optional[str], typer.Option(help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: <output>.errors.jsonl).")] = None,
     outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",

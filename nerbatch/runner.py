@@ -229,7 +229,7 @@ class WorkFolder:
                     continue
                 if not isinstance(entry, dict):
                     continue
-                completed[source] = entry
+                completed[os.path.abspath(source)] = entry
         return completed
 
     def _record(self, write: Callable):
@@ -239,6 +239,8 @@ class WorkFolder:
             raise OutputError(f"cannot record progress in {str(self.path)!r}: {exc.strerror or exc}") from None
 
     def mark_complete(self, source: str, entry: dict) -> None:
+        source = os.path.abspath(source)
+
         def append() -> None:
             self._journal.write(_journal_line(source, entry))
             self._journal.flush()
@@ -246,6 +248,10 @@ class WorkFolder:
 
         self._record(append)
         self.completed[source] = entry
+
+    def finished(self, source: str) -> dict | None:
+        """A finished input's entry, however its path is written (the resume fingerprint's inputs are absolute)."""
+        return self.completed.get(os.path.abspath(source))
 
     def release(self) -> None:
         """Let another run take the folder; finished parts stay for ``resume``."""
@@ -306,6 +312,18 @@ def _outcomes_format(options: RunOptions) -> str | None:
         return output_kind(options.outcomes, None, dataset=False)[0]
     except OutputError:
         raise OutputError(f"--outcomes {options.outcomes!r}: name a .parquet, .jsonl or .jsonl.gz file") from None
+
+
+def _errors_path(options: RunOptions) -> str:
+    if not options.errors:
+        return options.output.rstrip("/" + os.sep) + ".errors.jsonl"
+    try:
+        fmt = output_kind(options.errors, None, dataset=False)[0]
+    except OutputError:
+        fmt = None
+    if fmt != "jsonl":  # a loader globbing *.parquet must not meet JSON lines
+        raise OutputError(f"--errors {options.errors!r}: error records are JSON lines; name a .jsonl or .jsonl.gz file")
+    return options.errors
 
 
 def work_folder_path(output: str) -> Path:
@@ -397,7 +415,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     options.validate()
     inputs = expand_inputs(list(options.inputs))
     fmt, to_folder = output_kind(options.output, options.fmt)
-    errors_path = options.errors or options.output.rstrip("/" + os.sep) + ".errors.jsonl"
+    errors_path = _errors_path(options)
     outcomes_fmt = _outcomes_format(options)
     _check_paths(inputs, options.output, to_folder, errors_path, options.outcomes, options.report,
                  options.model or str(default_model_path()))
@@ -421,8 +439,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
                            outcomes=options.outcomes)
         tokens_read = 0
         for number, source in enumerate(inputs):
-            if source in work.completed:
-                entry = work.completed[source]
+            entry = work.finished(source)
+            if entry is not None:
                 report.resumed_inputs.append(source)
             else:
                 entry = _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work,
@@ -450,7 +468,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         if options.outcomes:
             with open_sink(options.outcomes, outcomes_fmt, schema=outcome_arrow_schema(), metadata=metadata,
                            dataset=False) as sink:
-                _copy_parts([work.path / work.completed[s]["outcomes_part"] for s in inputs], sink, outcomes_fmt)
+                _copy_parts([work.path / work.finished(s)["outcomes_part"] for s in inputs], sink, outcomes_fmt)
         work.remove()
     finally:
         work.release()  # a failed run keeps its finished parts for --resume
@@ -513,7 +531,7 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
 
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:
-    parts = [work.path / work.completed[s]["part"] for s in inputs]
+    parts = [work.path / work.finished(s)["part"] for s in inputs]
     # overwrite only concerns a folder: its part files are this run's to replace
     with open_sink(output, fmt, schema=schema, metadata=metadata, dataset=to_folder, overwrite=to_folder) as sink:
         _copy_parts(parts, sink, fmt)
@@ -566,4 +584,4 @@ def _damaged(part: Path, exc: Exception) -> OutputError:
 def _merge_errors(work, inputs, errors_path) -> None:
     with open_error_sink(errors_path) as sink:
         for source in inputs:
-            _copy_jsonl(work.path / work.completed[source]["errors_part"], sink)
+            _copy_jsonl(work.path / work.finished(source)["errors_part"], sink)

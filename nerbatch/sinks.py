@@ -801,7 +801,15 @@ def output_kind(
         dataset = _is_folder_target(path)
     if dataset:
         return fmt or "parquet", True
-    return fmt or _infer_format(path), False
+    if fmt is None:
+        return _infer_format(path), False
+    try:
+        named = _infer_format(path)
+    except OutputError:  # a name without a known extension takes the format given
+        named = fmt
+    if named != fmt:
+        raise OutputError(f"{path!r} is named as a {named} file, not {fmt}: change its extension or the format")
+    return fmt, False
 
 
 def open_sink(

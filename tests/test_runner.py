@@ -305,6 +305,11 @@ def test_unwritable_errors_or_report_fail_before_any_work(tmp_path, tiny_pipelin
     for outcomes in ("d.csv", "outcomes/"):  # no folder of outcomes and no format option: say what works
         with pytest.raises(NerbatchError, match="^--outcomes .*: name a .parquet, .jsonl or .jsonl.gz file$"):
             run_job(RunOptions(inputs=[str(src)], output=str(out), outcomes=str(tmp_path / outcomes)), tiny_pipeline)
+    for errors in ("e.parquet", "e.log"):  # error records are JSON lines, and are named so
+        with pytest.raises(NerbatchError, match="^--errors .*: error records are JSON lines; name a .jsonl or "):
+            run_job(RunOptions(inputs=[str(src)], output=str(out), errors=str(tmp_path / errors)), tiny_pipeline)
+    with pytest.raises(NerbatchError, match="o.parquet' is named as a parquet file, not jsonl"):
+        run_job(RunOptions(inputs=[str(src)], output=str(out), fmt="jsonl"), tiny_pipeline)
     assert not out.exists() and not list(tmp_path.glob(".*nerbatch-work"))
 
 
@@ -569,6 +574,21 @@ def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
         run_job(options, pipeline)
     monkeypatch.undo()
     return runner.work_folder_path(options.output)
+
+
+def test_resume_takes_the_finished_inputs_however_their_paths_are_written(tmp_path, tiny_pipeline, news_documents,
+                                                                        monkeypatch):
+    """Cron runs with absolute paths; an operator resumes by hand from the folder, with relative ones."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        _write_jsonl(tmp_path / "in" / f"{i}.jsonl", news_documents[i * 2:(i + 1) * 2])
+    whole = run_job(RunOptions(inputs=[str(tmp_path / "in")], output=str(tmp_path / "whole.jsonl")), tiny_pipeline)
+    _interrupted_after(2, RunOptions(inputs=[str(tmp_path / "in")], output=str(tmp_path / "o.jsonl"), resume=True),
+                       tiny_pipeline, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    report = run_job(RunOptions(inputs=["./in/"], output="o.jsonl", resume=True), tiny_pipeline)
+    assert report.resumed_inputs == ["./in/0.jsonl", "./in/1.jsonl"] and report.docs_in == whole.docs_in == 6
+    assert (tmp_path / "o.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
 
 
 def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, news_documents, monkeypatch):
