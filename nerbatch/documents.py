@@ -652,10 +652,10 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
             raw=line[:_RAW_HEAD].decode("utf-8", errors="backslashreplace"),
         )
     try:
-        obj = json.loads(text, parse_float=JsonNumber)
+        obj = json.loads(text, parse_float=JsonNumber, parse_int=_json_integer)
     except RecursionError:
         return rules.error(lineno, "malformed_json: nesting too deep", raw=text)
-    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+    except ValueError as exc:  # JSONDecodeError
         return rules.error(lineno, f"malformed_json: {_detail(exc)}", raw=text)
     if not isinstance(obj, dict):
         return rules.error(
@@ -663,6 +663,15 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
         )
     # Lone surrogates can only come from \u escapes; skip the check otherwise.
     return rules.build(obj, lineno, text, check_unicode="\\u" in text or "\\U" in text)
+
+
+def _json_integer(literal: str) -> int | JsonNumber:
+    """An int, or past Python's digit limit for converting one (4,300 by default) a JsonNumber that
+    keeps its digits: JSON sets no such limit, so the document stays valid."""
+    try:
+        return int(literal)
+    except ValueError:
+        return JsonNumber(literal)
 
 
 # ---- parquet

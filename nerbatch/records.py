@@ -138,6 +138,14 @@ def arrow_schema_from_json_schema(
     return pa.schema(fields)
 
 
+def _encodes_as_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: an argument's bytes that were not UTF-8
+        return False
+    return True
+
+
 def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
     """Kept field names, first occurrence of each; ``OutputError`` for one a record could not hold."""
     if isinstance(keep_fields, str):
@@ -146,6 +154,8 @@ def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
     for name in keep_fields:
         if not isinstance(name, str) or not name:
             raise OutputError(f"kept field name must be a non-empty string, got {name!r}")
+        if not _encodes_as_utf8(name):  # a column name, in every output format
+            raise OutputError(f"kept field name {name!r} is not valid UTF-8")
         if name in ENTITY_FIELDS:
             raise OutputError(
                 f"kept field {name!r} collides with the entity record field of the same name; "

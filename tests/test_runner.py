@@ -322,6 +322,17 @@ def test_bad_options_are_refused_before_any_work(tmp_path, tiny_pipeline, news_d
     assert not list(tmp_path.glob(".*nerbatch-work"))
 
 
+def test_a_kept_field_name_that_is_not_utf8_is_refused_on_one_line(tmp_path, news_documents):
+    """A shell argument's bytes that are not UTF-8 reach Python as a lone surrogate; no column can be named so."""
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:1])
+    done = subprocess.run([sys.executable, "-m", "nerbatch", "run", "-i", str(src), "-o", str(tmp_path / "o.parquet"),
+                           "-q", b"--keep-fields=ti\xfftle"], capture_output=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode(errors="replace").strip().splitlines() == [
+        "nerbatch: error: kept field name 'ti\\udcfftle' is not valid UTF-8"]
+    assert not list(tmp_path.glob(".*nerbatch-work"))
+
+
 def test_an_input_not_read_to_its_end_fails_the_run(tmp_path, tiny_bundle, news_documents):
     from typer.testing import CliRunner
 
