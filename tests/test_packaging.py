@@ -53,3 +53,30 @@ def test_the_wheel_holds_the_model_schemas_and_licence(distributions):
                                                       "document_outcome")} <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(n for n in names if "dist-info" in n)
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_the_docker_image_builds_from_what_its_dockerfile_copies(tmp_path):
+    """No Docker engine needed: the files the Dockerfile copies are all that `pip install .` gets there."""
+    import re
+    import shutil
+
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    ignore = (REPO / "docker" / "Dockerfile.dockerignore").read_text(encoding="utf-8").split()
+    context = tmp_path / "app"
+    context.mkdir()
+    for line in re.findall(r"(?m)^COPY (.+)$", dockerfile):
+        *sources, _ = line.split()
+        for source in sources:
+            assert f"!{source.rstrip('/')}" in ignore or f"!{source.rstrip('/')}/" in ignore, source
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(REPO / source, context / source)
+    done = subprocess.run([sys.executable, "-c", BUILD, "build_wheel", str(tmp_path)], cwd=context,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "did not match any files" not in done.stderr, done.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / done.stdout.split()[-1]) as wheel:
+        names = set(wheel.namelist())
+    assert "nerbatch/models/default/model.keras" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
