@@ -235,8 +235,10 @@ def _unloadable(path: Path, exc: Exception, metrics: dict, keras_version: str) -
     if _release(keras_version) < _release(saved_with):
         return (f"{path}: cannot load model saved with Keras {saved_with} under Keras {keras_version}; "
                 f"upgrade it: pip install 'keras>={saved_with}'")
-    first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return f"{path}: cannot load model ({type(exc).__name__}: {first_line})"
+    # Keras's message spans lines: what failed, the whole config, then the cause; keep the first and the cause.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = lines[:1] + [line for line in lines[1:] if line.startswith("Exception encountered")][-1:]
+    return f"{path}: cannot load model ({type(exc).__name__}: {' '.join(kept)})"
 
 
 def load_bundle(directory: str | Path | None = None) -> Bundle:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from nerbatch.errors import InputError
-from nerbatch.records import JsonNumber, kept_value
+from nerbatch.records import JsonInteger, JsonNumber, kept_value
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -312,6 +312,8 @@ class _Rules:
             doc_id = raw_id
         elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
             doc_id = str(raw_id)
+        elif isinstance(raw_id, JsonInteger):
+            doc_id = raw_id.literal
         else:
             what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
             return self.error(
@@ -665,13 +667,13 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
     return rules.build(obj, lineno, text, check_unicode="\\u" in text or "\\U" in text)
 
 
-def _json_integer(literal: str) -> int | JsonNumber:
-    """An int, or past Python's digit limit for converting one (4,300 by default) a JsonNumber that
+def _json_integer(literal: str) -> int | JsonInteger:
+    """An int, or past Python's digit limit for converting one (4,300 by default) a JsonInteger that
     keeps its digits: JSON sets no such limit, so the document stays valid."""
     try:
         return int(literal)
     except ValueError:
-        return JsonNumber(literal)
+        return JsonInteger(literal)
 
 
 # ---- parquet

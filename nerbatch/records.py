@@ -49,6 +49,7 @@ __all__ = [
     "ENTITY_FIELDS",
     "ENTITY_LABELS",
     "ENTITY_SCHEMA_NAME",
+    "JsonInteger",
     "JsonNumber",
     "ERROR_FIELDS",
     "ERROR_SCHEMA_NAME",
@@ -224,6 +225,12 @@ class JsonNumber(float):
         number = super().__new__(cls, literal)
         number.literal = literal
         return number
+
+
+class JsonInteger(JsonNumber):
+    """A JSON integer longer than Python converts to an ``int`` (4,300 digits by default), kept as its literal."""
+
+    __slots__ = ()
 
 
 def _compact_json(value: Any) -> str:

@@ -229,7 +229,7 @@ class WorkFolder:
                     continue
                 if not isinstance(entry, dict):
                     continue
-                completed[os.path.abspath(source)] = entry
+                completed[os.path.realpath(source)] = entry
         return completed
 
     def _record(self, write: Callable):
@@ -239,7 +239,7 @@ class WorkFolder:
             raise OutputError(f"cannot record progress in {str(self.path)!r}: {exc.strerror or exc}") from None
 
     def mark_complete(self, source: str, entry: dict) -> None:
-        source = os.path.abspath(source)
+        source = os.path.realpath(source)
 
         def append() -> None:
             self._journal.write(_journal_line(source, entry))
@@ -250,8 +250,9 @@ class WorkFolder:
         self.completed[source] = entry
 
     def finished(self, source: str) -> dict | None:
-        """A finished input's entry, however its path is written (the resume fingerprint's inputs are absolute)."""
-        return self.completed.get(os.path.abspath(source))
+        """A finished input's entry, however its path is written: keyed, as the resume fingerprint's inputs
+        are, by its real path (``..`` and symbolic links resolved), which no other input shares."""
+        return self.completed.get(os.path.realpath(source))
 
     def release(self) -> None:
         """Let another run take the folder; finished parts stay for ``resume``."""
@@ -296,7 +297,7 @@ def _fingerprint(options: RunOptions, inputs: list[str], model: str) -> dict:
 
     fmt, to_folder = output_kind(options.output, options.fmt)
     return {
-        "inputs": [[os.path.abspath(p), *stat(p)] for p in inputs],
+        "inputs": [[os.path.realpath(p), *stat(p)] for p in inputs],
         "model": model,
         "fields": [options.id_field, options.text_field, list(options.keep_fields)],
         "max_doc_chars": options.max_doc_chars,

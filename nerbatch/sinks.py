@@ -508,21 +508,40 @@ _OWN_PART = re.compile(r"part-\d{5}\.(?:parquet|jsonl)")
 
 
 def _holds_records_of(jsonl_path: str, schema: pa.Schema) -> bool:
-    """Whether a JSONL part is empty (as a run without records leaves it) or its first line is a
-    record of ``schema``: an object with every field the schema requires."""
-    required = {f.name for f in schema if not f.nullable}
+    """Whether a JSONL part is empty (as a run without records leaves it) or its first line opens with
+    a record of ``schema``: the schema's required fields, in its order, as nerbatch writes them.
+
+    Only the line's head is read: kept fields follow the required ones and may run to megabytes.
+    """
+    required = [f.name for f in schema if not f.nullable]
     try:
         with open(jsonl_path, "rb") as part:
-            first = part.readline(1 << 20)
+            head = part.readline(1 << 20).decode("utf-8", errors="replace")
     except OSError:
         return False
-    if not first:
+    if not head:
         return True
-    try:
-        record = json.loads(first)
-    except ValueError:
-        return False
-    return isinstance(record, dict) and required <= record.keys()
+    decode = json.JSONDecoder().raw_decode
+    at = _after_space(head, 0)
+    for number, name in enumerate(required):
+        if head[at:at + 1] != ("{" if number == 0 else ","):
+            return False
+        try:
+            key, at = decode(head, _after_space(head, at + 1))
+            at = _after_space(head, at)
+            if key != name or head[at:at + 1] != ":":
+                return False
+            _, at = decode(head, _after_space(head, at + 1))
+        except ValueError:
+            return False
+        at = _after_space(head, at)
+    return head[at:at + 1] in (",", "}")
+
+
+def _after_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in " \t\r\n":
+        at += 1
+    return at
 
 
 def _foreign_part(path: str, schema: pa.Schema) -> bool:

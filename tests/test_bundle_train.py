@@ -551,9 +551,10 @@ def test_model_from_a_newer_keras_is_refused_naming_both_versions(monkeypatch):
     message = str(refused.value)
     assert f"saved with Keras {saved_with} under Keras 3.13.0" in message
     assert f"pip install 'keras>={saved_with}'" in message and "\n" not in message
-    monkeypatch.setattr(keras, "__version__", saved_with)  # the same Keras: the reason, on one line
+    monkeypatch.setattr(keras, "__version__", saved_with)  # the same Keras: what failed and why, on one line
     with pytest.raises(BundleError, match=r"cannot load model \(TypeError: <class 'Functional'> could not be "
-                                          r"deserialized\.\)$"):
+                                          r"deserialized\. Exception encountered: GlorotUniform.__init__\(\) got an "
+                                          r"unexpected keyword argument 'input_axes'\)$"):
         load_bundle(None)
 
 

@@ -553,11 +553,13 @@ def test_kept_json_numbers_keep_the_digits_their_document_wrote(tmp_path):
         ' "n": 12345678901234567890123, "nested": {"x": [0.10, -2E-3, 7], "k": 1.0}, "nan": NaN}\n'
         '{"id": 1.5, "text": "Bad id."}\n{"id": "c", "text": 2.50}\n'
         # Integers longer than Python converts by default (4,300 digits): a valid document all the same.
-        f'{{"id": "d", "text": "Long.", "unused": {"9" * 5000}, "huge": [-{"1" * 4400}]}}\n',
+        f'{{"id": "d", "text": "Long.", "unused": {"9" * 5000}, "huge": [-{"1" * 4400}]}}\n'
+        f'{{"id": {"7" * 4301}, "text": "Long id."}}\n',
         encoding="utf-8",
     )
-    doc, bad_id, bad_text, long = read_documents(str(path), keep_fields=["amount", "big", "price", "n", "nested",
-                                                                         "nan", "huge"])
+    doc, bad_id, bad_text, long, long_id = read_documents(
+        str(path), keep_fields=["amount", "big", "price", "n", "nested", "nan", "huge"])
+    assert long_id.doc_id == "7" * 4301
     assert doc.fields == {"amount": "1234567890123.4567891", "big": "1e400", "price": "19.90",
                           "n": "12345678901234567890123", "nested": '{"x":[0.10,-2E-3,7],"k":1.0}', "nan": "NaN",
                           "huge": None}

@@ -589,17 +589,33 @@ def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
 
 def test_resume_takes_the_finished_inputs_however_their_paths_are_written(tmp_path, tiny_pipeline, news_documents,
                                                                         monkeypatch):
-    """Cron runs with absolute paths; an operator resumes by hand from the folder, with relative ones."""
-    (tmp_path / "in").mkdir()
+    """Cron runs with absolute paths through a link to a volume; an operator resumes by hand from the
+    folder, with relative ones (and the working directory is the volume's real path)."""
+    (tmp_path / "volume" / "in").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(tmp_path / "volume")
     for i in range(3):
-        _write_jsonl(tmp_path / "in" / f"{i}.jsonl", news_documents[i * 2:(i + 1) * 2])
-    whole = run_job(RunOptions(inputs=[str(tmp_path / "in")], output=str(tmp_path / "whole.jsonl")), tiny_pipeline)
-    _interrupted_after(2, RunOptions(inputs=[str(tmp_path / "in")], output=str(tmp_path / "o.jsonl"), resume=True),
-                       tiny_pipeline, monkeypatch)
-    monkeypatch.chdir(tmp_path)
+        _write_jsonl(tmp_path / "volume" / "in" / f"{i}.jsonl", news_documents[i * 2:(i + 1) * 2])
+    whole = run_job(RunOptions(inputs=[str(tmp_path / "data" / "in")], output=str(tmp_path / "whole.jsonl")),
+                    tiny_pipeline)
+    _interrupted_after(2, RunOptions(inputs=[str(tmp_path / "data" / "in")], output=str(tmp_path / "data" / "o.jsonl"),
+                                     resume=True), tiny_pipeline, monkeypatch)
+    monkeypatch.chdir(tmp_path / "data")
     report = run_job(RunOptions(inputs=["./in/"], output="o.jsonl", resume=True), tiny_pipeline)
     assert report.resumed_inputs == ["./in/0.jsonl", "./in/1.jsonl"] and report.docs_in == whole.docs_in == 6
-    assert (tmp_path / "o.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert (tmp_path / "volume" / "o.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+
+
+def test_two_inputs_whose_paths_only_look_alike_are_both_read(tmp_path, tiny_pipeline, news_documents):
+    """``lnk/../a.jsonl`` through a link to ``other/real`` is ``other/a.jsonl``, not ``a.jsonl``."""
+    (tmp_path / "other" / "real").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "other" / "real")
+    _write_jsonl(tmp_path / "a.jsonl", [dict(news_documents[0], id="A")])
+    _write_jsonl(tmp_path / "other" / "a.jsonl", [dict(news_documents[1], id="B")])
+    out = tmp_path / "o.jsonl"
+    report = run_job(RunOptions(inputs=[str(tmp_path / "a.jsonl"), str(tmp_path / "lnk" / ".." / "a.jsonl")],
+                                output=str(out)), tiny_pipeline)
+    assert report.resumed_inputs == [] and report.docs_in == 2
+    assert {json.loads(line)["doc_id"] for line in out.read_text().splitlines()} == {"A", "B"}
 
 
 def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, news_documents, monkeypatch):

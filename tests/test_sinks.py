@@ -367,6 +367,12 @@ def test_an_overwrite_never_deletes_parts_another_writer_made(tmp_path):
         with DatasetSink(tmp_path / "own", schema, fmt=fmt, overwrite=True) as ds:  # its own parts are replaced
             ds.write(columns(1))
         assert sorted(os.listdir(tmp_path / "own")) == [f"part-00000.{fmt}"]
+    kept = entity_arrow_schema(["body"])  # a kept field of megabytes: the part is still known as nerbatch's
+    with DatasetSink(tmp_path / "own", kept, fmt="jsonl", overwrite=True) as ds:
+        ds.write(dict(columns(1), body=["x" * 1_100_000]))
+    with DatasetSink(tmp_path / "own", kept, fmt="jsonl", overwrite=True) as ds:
+        ds.write(columns(1) | {"body": ["y"]})
+    assert json.loads((tmp_path / "own" / "part-00000.jsonl").read_text())["body"] == "y"
     with DatasetSink(tmp_path / "own", schema, fmt="jsonl", overwrite=True) as ds:  # an empty part is its own
         ds.write_records([])
     with DatasetSink(tmp_path / "own", schema, fmt="jsonl", overwrite=True) as ds:
