@@ -22,7 +22,7 @@ Outputs
   "no entities" outcome.
 * Output folder: per input partition, parquet part files of entity records
   (``entity_record.v1`` plus kept fields) named
-  ``part-<topic>-<partition:05d>-<first offset:020d>.parquet``, each written
+  ``part-<topic>-<partition:05d>-<first offset:020d>-<writer>.parquet``, each written
   atomically (:class:`~nerbatch.sinks.ParquetSink`: temp file, fsync, rename).
   A part covers the offsets ``first_offset..last_offset`` of one partition
   (both in its key-value metadata, with the model, group and document
@@ -34,10 +34,13 @@ Outputs
   holds one row per offset of the part: entities, no_entities or failed.  A part rolls
   after ``part_max_rows`` entity rows or ``part_max_seconds``, and all parts roll
   once they hold ``part_max_rows`` documents together, so that a flood of failing
-  documents (which add no entity rows) is never held in memory.  Names depend
-  only on the partition and the first offset, so work redone after a crash
-  replaces the part it redoes instead of adding a second copy.  One output
-  folder belongs to one consumer group.  A killed worker can leave hidden
+  documents (which add no entity rows) is never held in memory.  ``<writer>``
+  is new for every part written, so no worker ever replaces another's file:
+  once a part's offsets are committed, its worker removes the files that
+  start inside its offsets under another writer (what a crash or a redone
+  attempt left), and a worker whose commit the group refuses (it was paused
+  while its partitions moved on) removes its own.  One output folder belongs
+  to one consumer group.  A killed worker can leave hidden
   ``.part-*.tmp-*`` files; they are never read and may be deleted when no
   worker is running.
 
@@ -150,6 +153,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -420,13 +424,19 @@ class ConsumeReport:
                 f"{self.seconds:.1f}s; stopped by {self.stopped_by or 'error'}")
 
 
-def part_name(topic: str, partition: int, first_offset: int, kind: str = "part") -> str:
+def part_name(topic: str, partition: int, first_offset: int, writer: str, kind: str = "part") -> str:
     """File name of the part (``kind="part"``), error file (``"errors"``) or outcome file (``"outcomes"``)
-    starting at ``first_offset``."""
-    stem = f"{topic}-{partition:05d}-{first_offset:020d}"
+    starting at ``first_offset``, written by ``writer`` (8 hex digits, new for every part)."""
+    stem = f"{topic}-{partition:05d}-{first_offset:020d}-{writer}"
     if kind == "part":
         return f"part-{stem}.parquet"
     return f"_{kind}-{stem}.{'jsonl' if kind == 'errors' else 'parquet'}"  # "_": dataset readers skip it
+
+
+def _part_files(topic: str, partition: int) -> re.Pattern:
+    """Names of a partition's parts and side files; groups: first offset, writer."""
+    return re.compile(rf"(?:part|_errors|_outcomes)-{re.escape(topic)}-{partition:05d}-(\d{{20}})-([0-9a-f]{{8}})"
+                      r"\.(?:parquet|jsonl)")
 
 
 # --------------------------------------------------------------------------- kafka plumbing
@@ -1567,18 +1577,18 @@ class Worker:
         parts = {tp: self._states[tp].part for tp in tps if tp in self._states and self._states[tp].part}
         if not parts:
             return
-        # Still these partitions' owner? Part names depend only on the first offset, so a worker the
-        # group has moved on from (a batch that outlasted max.poll.interval.ms, a paused process) would
-        # replace the part their new owner wrote. Committing the offsets already committed fails
-        # (CommitFailedError) for such a worker, before it writes anything.
+        # Still these partitions' owner? A worker the group has moved on from (a batch that outlasted
+        # max.poll.interval.ms, a paused process) would put parts beside the new owner's until its own
+        # commit failed. Committing the offsets already committed fails (CommitFailedError) for such a
+        # worker before it writes anything; one paused after this check removes its parts at that commit.
         self._consumer.commit({tp: OffsetAndMetadata(part.first_offset, "", -1) for tp, part in parts.items()},
                               timeout_ms=o.commit_timeout_ms)
-        offsets, timestamps, written = {}, [], []
+        offsets, timestamps, written = {}, [], {}
         for tp, part in parts.items():
-            errors_path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, "errors"))
-            path = os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset))
-            outcomes_path = os.path.join(o.output_dir,
-                                         part_name(tp.topic, tp.partition, part.first_offset, "outcomes"))
+            writer = secrets.token_hex(4)
+            path, errors_path, outcomes_path = (
+                os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, writer, kind))
+                for kind in ("part", "errors", "outcomes"))
             try:
                 self._write_part(tp, part, path, errors_path, outcomes_path)
             except BaseException:
@@ -1587,13 +1597,44 @@ class Worker:
                         with contextlib.suppress(OSError):
                             os.remove(side)
                 raise
-            written.append(path)
+            written[tp] = (writer, path, errors_path, outcomes_path)
             offsets[tp] = part.last_offset + 1
             timestamps.extend(part.timestamps)
-        self._commit(offsets, timestamps)
+        try:
+            self._commit(offsets, timestamps)
+        except _kafka().errors.CommitFailedError:
+            # The group moved these partitions on while their parts were written (a paused process): the
+            # new owner writes these offsets, and no one else uses the names just written.
+            for _, *paths in written.values():
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+            raise
+        self._remove_superseded({tp: (parts[tp], writer) for tp, (writer, *_) in written.items()})
         self.report.parts += len(written)
-        self.report.part_paths.extend(written)
+        self.report.part_paths.extend(path for _, path, *_ in written.values())
         self.metrics.parts.inc(len(written))
+
+    def _remove_superseded(self, committed: dict) -> None:
+        """Remove the files another writer left starting inside the offsets just committed: a crash
+        before its commit, a part redone after a failure, a paused worker's part. Files of committed
+        offsets start before them, so none is touched."""
+        try:
+            names = os.listdir(self.options.output_dir)
+        except OSError as exc:
+            log.warning("could not list %s to remove superseded parts: %s", self.options.output_dir, exc)
+            return
+        for tp, (part, writer) in committed.items():
+            pattern = _part_files(tp.topic, tp.partition)
+            for name in names:
+                match = pattern.fullmatch(name)
+                if match and match[2] != writer and part.first_offset <= int(match[1]) <= part.last_offset:
+                    try:
+                        os.remove(os.path.join(self.options.output_dir, name))
+                    except FileNotFoundError:
+                        pass
+                    except OSError as exc:
+                        log.warning("could not remove the superseded %s: %s", name, exc)
 
     def _write_part(self, tp, part: _Part, path: str, errors_path: str, outcomes_path: str) -> None:
         from nerbatch.sinks import ParquetSink, open_error_sink
@@ -1602,11 +1643,6 @@ class Worker:
         if part.errors:
             with open_error_sink(errors_path) as sink:
                 sink.write_records(error_record(e) for e in part.errors)
-        else:
-            try:  # a stale file from an attempt that was redone
-                os.remove(errors_path)
-            except FileNotFoundError:
-                pass
         metadata = {
             "model": self.model, "group": o.group, "topic": tp.topic, "partition": str(tp.partition),
             "first_offset": str(part.first_offset), "last_offset": str(part.last_offset),

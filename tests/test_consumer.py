@@ -166,8 +166,15 @@ def _parts(folder) -> list[dict]:
     for path in sorted(glob.glob(os.path.join(folder, "part-*.parquet"))):
         meta = {k.decode(): v.decode() for k, v in pq.read_metadata(path).metadata.items()}
         out.append({"path": path, "partition": int(meta["partition"]), "first": int(meta["first_offset"]),
-                    "last": int(meta["last_offset"]), "docs": int(meta["documents"]), "meta": meta})
+                    "last": int(meta["last_offset"]), "docs": int(meta["documents"]), "meta": meta,
+                    "writer": path.rsplit("-", 1)[1].removesuffix(".parquet")})
     return out
+
+
+def _side_file(part: dict, kind: str) -> str:
+    """The errors or outcomes file beside ``part``."""
+    folder = os.path.dirname(part["path"])
+    return os.path.join(folder, part_name(part["meta"]["topic"], part["partition"], part["first"], part["writer"], kind))
 
 
 def _check_coverage(parts: list[dict], ends: dict) -> None:
@@ -509,7 +516,8 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     _check_coverage(parts, ends)
     assert sum(p["docs"] for p in parts) == len(messages)
     assert all(p["meta"]["group"] == group and p["meta"]["model"] == pipeline.model_name for p in parts)
-    assert os.path.basename(parts[0]["path"]) == part_name(source, parts[0]["partition"], parts[0]["first"])
+    assert os.path.basename(parts[0]["path"]) == part_name(source, parts[0]["partition"], parts[0]["first"],
+                                                           parts[0]["writer"])
     rows = [row for p in parts for row in pq.read_table(p["path"]).to_pylist()]
     topic_rows = [e for v in values for e in v["entities"]]
     key = lambda e: (e["doc_id"], e["start"], e["end"], e["label"])  # noqa: E731
@@ -524,7 +532,7 @@ def test_end_to_end_topic_parquet_and_dead_letters(kafka_bootstrap, kafka_admin,
     # outcomes: one row per offset of each part, agreeing with the rows, the topic and the errors
     outcomes = []
     for p in parts:
-        table = pq.read_table(folder / part_name(source, p["partition"], p["first"], "outcomes"))
+        table = pq.read_table(_side_file(p, "outcomes"))
         assert table.column("position").to_pylist() == list(range(p["first"], p["last"] + 1))
         assert set(table.column("source").to_pylist()) == {f"{source}/{p['partition']}"}
         outcomes += table.to_pylist()
@@ -783,9 +791,82 @@ def test_a_worker_the_group_moved_on_from_never_replaces_the_new_owners_part(
     assert stale_report.parts == 0
     [part] = _parts(folder)
     assert (part["first"], part["last"]) == (0, 9)  # still the new owner's part, every document in it
-    outcomes = pq.read_table(folder / part_name(source, 0, 0, "outcomes"))
+    outcomes = pq.read_table(_side_file(part, "outcomes"))
     assert outcomes.column("doc_id").to_pylist() == [key for key, _ in docs]
     assert _committed(kafka_admin, group, source) == {0: 10}
+
+
+class _WriteHeldWorker(Worker):
+    """A worker paused while it writes its first part, after its ownership check passed."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.held, self.release = threading.Event(), threading.Event()
+
+    def _write_part(self, *args, **kwargs):
+        if not self.held.is_set():
+            self.held.set()
+            self.release.wait(WAIT_S)
+        return super()._write_part(*args, **kwargs)
+
+
+def test_a_worker_paused_while_writing_a_part_leaves_the_new_owners_part_whole(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+    source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
+    group, folder = _uid("paused"), tmp_path / "parts"
+    docs = _docs(10, "w")
+    _produce(kafka_bootstrap, source, docs[:5])
+
+    def options(**extra):
+        return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                              output_dir=str(folder), dead_letter_topic=dlq, part_max_rows=1, part_max_seconds=600,
+                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, **extra)
+
+    stale = _WriteHeldWorker(options(max_poll_interval_ms=6000), pipeline)  # paused past 6 s: the group drops it
+    stale_run = _start(stale)
+    _wait(stale.held.is_set, "the first worker to start writing its part")
+    _produce(kafka_bootstrap, source, docs[5:])
+    owner = Worker(options(), pipeline)
+    owner_run = _start(owner)
+    try:
+        _wait(lambda: _committed(kafka_admin, group, source) == {0: 10}, "the new owner to commit all ten")
+        stale.release.set()  # the paused worker puts its part of offsets 0-4 in place, then commits
+        _wait(lambda: stale.report.batch_failures >= 1, "the paused worker's commit to be refused")
+    finally:
+        stale.release.set()
+        stale.stop()
+        owner.stop()
+    stale_report, _ = _finish(*stale_run), _finish(*owner_run)
+    assert stale_report.parts == 0
+    [part] = _parts(folder)  # the paused worker's part neither replaced the owner's nor stayed beside it
+    assert (part["first"], part["last"]) == (0, 9)
+    assert pq.read_table(_side_file(part, "outcomes")).column("doc_id").to_pylist() == [key for key, _ in docs]
+    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in (part["path"],
+                                                                              _side_file(part, "outcomes")))
+    assert _committed(kafka_admin, group, source) == {0: 10}
+
+
+def test_parts_a_crash_left_uncommitted_are_removed_once_their_offsets_are_committed(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+    source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
+    group, folder = _uid("redo"), tmp_path / "parts"
+    _produce(kafka_bootstrap, source, _docs(6, "r"))
+    folder.mkdir()
+    # What a worker killed between putting its parts in place and committing them leaves, and the part
+    # of another partition and of committed offsets before them.
+    left = [part_name(source, 0, 0, "0badf00d"), part_name(source, 0, 0, "0badf00d", "outcomes"),
+            part_name(source, 0, 3, "0badf00d", "errors")]
+    kept = [part_name(source, 1, 0, "0badf00d"), part_name(source + "-x", 0, 0, "0badf00d"), "notes.txt"]
+    for name in left + kept:
+        (folder / name).write_text("")
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_dir=str(folder),
+                             dead_letter_topic=dlq, part_max_seconds=600, outcomes=True, idle_timeout=3.0,
+                             max_backoff_s=1.0)
+    _finish(*_start(Worker(options, pipeline)))
+    new = sorted(set(os.listdir(folder)) - set(kept))
+    assert len(new) == 2 and not set(new) & set(left), new
+    meta = pq.read_metadata(folder / new[1]).metadata  # "_outcomes-..." sorts before "part-..."
+    assert (meta[b"first_offset"], meta[b"last_offset"]) == (b"0", b"5")
 
 
 def test_a_flood_of_failing_documents_rolls_parts_by_document_count(kafka_bootstrap, kafka_admin,
@@ -802,7 +883,7 @@ def test_a_flood_of_failing_documents_rolls_parts_by_document_count(kafka_bootst
     assert (report.docs_failed, report.docs_ok) == (45, 1)
     assert [p["docs"] for p in parts] == [10, 10, 10, 10, 6]
     _check_coverage(parts, {0: 46})
-    outcomes = pq.read_table(folder / part_name(source, 0, 40, "outcomes")).to_pylist()
+    outcomes = pq.read_table(_side_file(parts[-1], "outcomes")).to_pylist()
     assert [(r["position"], r["outcome"]) for r in outcomes][-2:] == [(44, "failed"), (45, "entities")]
     assert outcomes[-1]["doc_id"] == "ok" and outcomes[-1]["entities"] == 2
     assert _committed(kafka_admin, group, source) == {0: 46}
