@@ -1451,7 +1451,10 @@ class Worker:
             return
         if self.options.exactly_once:
             try:
-                self._await_broker(self._producer.abort_transaction, "the transaction's abort")
+                # Stopping, the flush or commit before has used the broker's grace: an abort that is not
+                # answered at once is left to the broker, which aborts the open transaction itself.
+                self._await_broker(self._producer.abort_transaction, "the transaction's abort",
+                                   limit_s=1.0 if self._stop.is_set() else None)
                 return
             except Exception as exc:  # noqa: BLE001 - fatal producer state: start a new one
                 log.warning("aborting the transaction failed (%s); restarting the producer", _describe(exc))
@@ -1478,8 +1481,14 @@ class Worker:
         if not offsets:
             return
         self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
-                              timeout_ms=self.options.commit_timeout_ms)
+                              timeout_ms=self._commit_timeout_ms())
         self._committed(offsets.keys(), timestamps)
+
+    def _commit_timeout_ms(self) -> int:
+        """``commit_timeout_ms``; once the worker is asked to stop, at most the stop's grace for the broker."""
+        if self._stop.is_set():
+            return min(self.options.commit_timeout_ms, int(STOP_GRACE_S * 1000))
+        return self.options.commit_timeout_ms
 
     def _committed(self, tps, timestamps) -> None:
         self._failures = 0  # only a commit ends a run of failures: a batch that only buffers does not
@@ -1582,7 +1591,7 @@ class Worker:
         # commit failed. Committing the offsets already committed fails (CommitFailedError) for such a
         # worker before it writes anything; one paused after this check removes its parts at that commit.
         self._consumer.commit({tp: OffsetAndMetadata(part.first_offset, "", -1) for tp, part in parts.items()},
-                              timeout_ms=o.commit_timeout_ms)
+                              timeout_ms=self._commit_timeout_ms())
         offsets, timestamps, written = {}, [], {}
         for tp, part in parts.items():
             writer = secrets.token_hex(4)

@@ -1497,14 +1497,15 @@ def test_crash_restart_exactly_once_has_no_duplicates(kafka_bootstrap, kafka_adm
           f"{len(everything) - len(committed)} aborted output messages in the log")
 
 
-def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline):
+@pytest.mark.parametrize("flush_timeout_s", [2.0, 60.0])  # the stop comes after the flush gave up, or during it
+def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline, flush_timeout_s):
     # kafka-python waits for a transaction's offsets, commit and abort without a timeout, so the
     # worker must bound those waits itself once it is asked to stop.
     bootstrap, broker = doomed_broker
     source, out, dlq = _doomed_topics(bootstrap, "doomed-eos")
     options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed-eos"),
                              output_topic=out, dead_letter_topic=dlq, exactly_once=True,
-                             flush_timeout_s=2.0, max_backoff_s=1.0)
+                             flush_timeout_s=flush_timeout_s, max_backoff_s=1.0)
     signalling = _SignallingPipeline(pipeline, broker, signal.SIGKILL, on_call=2)
     worker = Worker(options, signalling)
     thread, box = _start(worker)
@@ -1515,8 +1516,26 @@ def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doome
     stopped = time.monotonic()
     worker.stop()
     report = _finish(thread, box, timeout=30)
-    assert time.monotonic() - stopped < 20
+    assert time.monotonic() - stopped < 12  # the broker's grace (5 s), then closing the connections
     assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
+
+
+def test_a_worker_writing_parts_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline, tmp_path):
+    bootstrap, broker = doomed_broker
+    source, _, dlq = _doomed_topics(bootstrap, "doomed-parts")
+    options = ConsumeOptions(bootstrap_servers=bootstrap, topics=(source,), group=_uid("doomed-parts"),
+                             output_dir=str(tmp_path / "parts"), dead_letter_topic=dlq, part_max_seconds=600,
+                             max_backoff_s=1.0)
+    worker = Worker(options, pipeline)
+    thread, box = _start(worker)
+    _wait(lambda: worker.report.docs_ok == 3, "the documents to be annotated into an open part")
+    os.kill(broker, signal.SIGKILL)
+    time.sleep(2)
+    stopped = time.monotonic()
+    worker.stop()  # the open part's commit waits for a broker that is gone
+    report = _finish(thread, box, timeout=30)
+    assert time.monotonic() - stopped < 12  # the broker's grace (5 s), then closing the connections
+    assert report.unfinished and report.parts == 0 and report.stopped_by == "signal"
 
 
 @pytest.mark.parametrize("deleted", ["input", "output"])
