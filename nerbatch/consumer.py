@@ -1703,30 +1703,40 @@ class Worker:
             self._last_topic_check = now
             self._stop_if_deleted("input", list(self.options.topics))
 
-    def lag(self) -> int:
-        """Messages between this worker's position and the end of its assigned partitions (known ones).
+    def lag(self, ask_broker: bool = False) -> int:
+        """Messages between the first one this worker has still to process and the end of its
+        assigned partitions: the ends its last fetches saw, or with ``ask_broker`` the broker's own
+        (one request; the fetched ones when it does not answer within a second).
 
-        The fetch position, not the last record seen: it also passes the transaction markers (and
-        aborted records) of transactional input, which no poll returns.
+        The fetch position, not the last record seen, where no polled record waits in hand: it also
+        passes the transaction markers (and aborted records) of transactional input, which no poll
+        returns. Records in hand count as left: a stop at ``max_docs`` leaves them for the next run.
         """
         total = 0
         if self._consumer is None:
             return 0
+        first_in_hand: dict = {}
+        for record in self._hand:
+            first_in_hand.setdefault(self._tp(record), record.offset)
+        ends: dict = {}
+        if ask_broker:
+            with contextlib.suppress(Exception):
+                ends = self._consumer.end_offsets(list(self._consumer.assignment()), timeout_ms=1000)
         for tp in self._consumer.assignment():
             try:
-                high = self._consumer.highwater(tp)
+                high = ends.get(tp, self._consumer.highwater(tp))
                 position = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue
             if high is not None and position is not None:
-                total += max(0, high - position)
+                total += max(0, high - min(position, first_in_hand.get(tp, position)))
         return total
 
     def _log_progress(self, now: float) -> None:
         rep = self.report
         elapsed = max(1e-9, now - self._last_log)
         docs0, tokens0 = self._last_log_counts
-        lag = self.lag()
+        lag = self.lag(ask_broker=True)
         self.metrics.lag.set(lag)
         log.info("consumed=%d produced=%d dead_lettered=%d failed=%d lag=%d docs/s=%.1f tokens/s=%.0f "
                  "batches=%d retries=%d", rep.docs_in, rep.produced, rep.dead_lettered, rep.docs_failed, lag,

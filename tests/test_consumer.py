@@ -1304,6 +1304,23 @@ def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_boot
         _finish(thread, box)
 
 
+def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstrap, kafka_admin,
+                                                                     kafka_topic_factory, pipeline, tmp_path, caplog):
+    """Records polled but left in hand at --max-docs are not done: the next run reads them."""
+    source, dlq = kafka_topic_factory(3), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(100, "left"))
+    group = _uid("left")
+    caplog.set_level(logging.INFO, logger="nerbatch.consumer")
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                                   output_dir=str(tmp_path / "parts"), dead_letter_topic=dlq, max_docs=50,
+                                   max_batch_docs=20, max_backoff_s=1.0), pipeline)
+    report = _finish(*_start(worker))
+    assert report.docs_in == 50
+    last_lag = int(re.findall(r"\blag=(\d+)", caplog.text)[-1])
+    ends, committed = _end_offsets(kafka_bootstrap, source, 3), _committed(kafka_admin, group, source)
+    assert last_lag == sum(end - (committed.get(p) or 0) for p, end in ends.items()) == 50
+
+
 @pytest.mark.parametrize("setting, refused", [
     (dict(session_timeout_ms=4000), "InvalidSessionTimeoutError"),  # below the broker's group.min.session.timeout.ms
     (dict(exactly_once=True, transaction_timeout_ms=2_000_000), "InvalidTransactionTimeoutError"),  # above its max
