@@ -442,6 +442,13 @@ def _part_files(topic: str, partition: int) -> re.Pattern:
 # --------------------------------------------------------------------------- kafka plumbing
 
 
+def _commit_refusals() -> tuple[type, ...]:
+    """Errors of an offset commit the group did not apply: this worker no longer owns the partitions."""
+    errors = _kafka().errors
+    return (errors.CommitFailedError, errors.FencedInstanceIdError, errors.IllegalGenerationError,
+            errors.UnknownMemberIdError, errors.RebalanceInProgressError)
+
+
 def _kafka():
     import kafka
     import kafka.errors
@@ -1106,7 +1113,7 @@ class Worker:
                 deadline = time.monotonic() + batch_s if hand else None
             self._housekeeping()
             if (o.idle_timeout is not None and not hand and time.monotonic() - last_message >= o.idle_timeout
-                    and not self._rebalancing and self.lag() == 0):
+                    and not self._rebalancing and self.lag(uncommitted=False) == 0):
                 # No input left is not the same as no topic, nor as a broker that stopped answering.
                 if self._stop_if_deleted("input", list(o.topics)):
                     self.report.stopped_by = "idle_timeout"
@@ -1593,31 +1600,34 @@ class Worker:
         self._consumer.commit({tp: OffsetAndMetadata(part.first_offset, "", -1) for tp, part in parts.items()},
                               timeout_ms=self._commit_timeout_ms())
         offsets, timestamps, written = {}, [], {}
-        for tp, part in parts.items():
-            writer = secrets.token_hex(4)
-            path, errors_path, outcomes_path = (
-                os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, writer, kind))
-                for kind in ("part", "errors", "outcomes"))
-            try:
-                self._write_part(tp, part, path, errors_path, outcomes_path)
-            except BaseException:
-                if not os.path.exists(path):  # side files never tell of a part that is not in place
-                    for side in (errors_path, outcomes_path):
-                        with contextlib.suppress(OSError):
-                            os.remove(side)
-                raise
-            written[tp] = (writer, path, errors_path, outcomes_path)
-            offsets[tp] = part.last_offset + 1
-            timestamps.extend(part.timestamps)
-        try:
-            self._commit(offsets, timestamps)
-        except _kafka().errors.CommitFailedError:
-            # The group moved these partitions on while their parts were written (a paused process): the
-            # new owner writes these offsets, and no one else uses the names just written.
+
+        def remove_written() -> None:  # their names are this attempt's alone
             for _, *paths in written.values():
                 for path in paths:
                     with contextlib.suppress(OSError):
                         os.remove(path)
+
+        try:
+            for tp, part in parts.items():
+                writer = secrets.token_hex(4)
+                paths = tuple(
+                    os.path.join(o.output_dir, part_name(tp.topic, tp.partition, part.first_offset, writer, kind))
+                    for kind in ("part", "errors", "outcomes"))
+                written[tp] = (writer, *paths)  # before writing: a failure removes what the write left
+                self._write_part(tp, part, *paths)
+                offsets[tp] = part.last_offset + 1
+                timestamps.extend(part.timestamps)
+        except BaseException:
+            remove_written()  # nothing was committed: the retry writes them all again
+            raise
+        try:
+            self._commit(offsets, timestamps)
+        except _commit_refusals() as exc:
+            # The group moved these partitions on while their parts were written (a paused process): the
+            # new owner writes these offsets. Not on a timeout: a commit that timed out may have been applied.
+            log.warning("the group refused the commit of %d part(s) (%s); removing them", len(written),
+                        _describe(exc))
+            remove_written()
             raise
         self._remove_superseded({tp: (parts[tp], writer) for tp, (writer, *_) in written.items()})
         self.report.parts += len(written)
@@ -1703,21 +1713,25 @@ class Worker:
             self._last_topic_check = now
             self._stop_if_deleted("input", list(self.options.topics))
 
-    def lag(self, ask_broker: bool = False) -> int:
+    def lag(self, ask_broker: bool = False, uncommitted: bool = True) -> int:
         """Messages between the first one this worker has still to process and the end of its
         assigned partitions: the ends its last fetches saw, or with ``ask_broker`` the broker's own
         (one request; the fetched ones when it does not answer within a second).
 
         The fetch position, not the last record seen, where no polled record waits in hand: it also
         passes the transaction markers (and aborted records) of transactional input, which no poll
-        returns. Records in hand count as left: a stop at ``max_docs`` leaves them for the next run.
+        returns. Records in hand and, with ``uncommitted``, processed work not committed yet count
+        as left: the next run reads them.
         """
         total = 0
         if self._consumer is None:
             return 0
-        first_in_hand: dict = {}
+        first_left: dict = {}  # work not committed yet (an open or failed part), else records in hand
+        for tp, state in self._states.items():
+            if uncommitted and state.resume_at is not None:
+                first_left[tp] = state.resume_at
         for record in self._hand:
-            first_in_hand.setdefault(self._tp(record), record.offset)
+            first_left.setdefault(self._tp(record), record.offset)
         ends: dict = {}
         if ask_broker:
             with contextlib.suppress(Exception):
@@ -1729,7 +1743,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue
             if high is not None and position is not None:
-                total += max(0, high - min(position, first_in_hand.get(tp, position)))
+                total += max(0, high - min(position, first_left.get(tp, position)))
         return total
 
     def _log_progress(self, now: float) -> None:

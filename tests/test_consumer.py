@@ -810,8 +810,9 @@ class _WriteHeldWorker(Worker):
         return super()._write_part(*args, **kwargs)
 
 
+@pytest.mark.parametrize("instance", [None, "w1"])  # static membership: the commit is refused as fenced
 def test_a_worker_paused_while_writing_a_part_leaves_the_new_owners_part_whole(
-        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, instance):
     source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
     group, folder = _uid("paused"), tmp_path / "parts"
     docs = _docs(10, "w")
@@ -820,7 +821,8 @@ def test_a_worker_paused_while_writing_a_part_leaves_the_new_owners_part_whole(
     def options(**extra):
         return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
                               output_dir=str(folder), dead_letter_topic=dlq, part_max_rows=1, part_max_seconds=600,
-                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, **extra)
+                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, group_instance_id=instance,
+                              **extra)
 
     stale = _WriteHeldWorker(options(max_poll_interval_ms=6000), pipeline)  # paused past 6 s: the group drops it
     stale_run = _start(stale)
@@ -948,6 +950,33 @@ def test_parts_that_cannot_be_written_back_off_leave_no_side_files_and_mark_the_
     report = _finish(*_start(Worker(options, pipeline)))
     assert (report.stopped_by, report.unfinished, report.parts) == ("max_docs", False, 1)
     assert _committed(kafka_admin, group, source) == {0: 7}
+
+
+def test_a_roll_that_fails_for_one_partition_leaves_no_copy_of_the_others_parts(
+        kafka_bootstrap, kafka_topic_factory, pipeline, tmp_path, monkeypatch):
+    """Both parts roll together; the one written before the failure is removed, or each retry adds a copy."""
+    from nerbatch import sinks
+
+    good, bad, folder = kafka_topic_factory(1), kafka_topic_factory(1), tmp_path / "parts"
+    _produce(kafka_bootstrap, good, _docs(4, "good"))
+    _produce(kafka_bootstrap, bad, _docs(4, "bad"))
+    real = sinks.ParquetSink
+
+    def sink(path, *args, **kwargs):
+        if os.path.basename(path).startswith(f"part-{bad}-"):
+            raise OSError(36, "File name too long")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sinks, "ParquetSink", sink)
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(good, bad), group=_uid("onebad"),
+                             output_dir=str(folder), outcomes=True, part_max_seconds=0.2, max_backoff_s=0.5,
+                             max_batch_docs=8, max_batch_ms=2000)
+    worker = Worker(options, pipeline)
+    run = _start(worker)
+    _wait(lambda: worker.report.batch_failures >= 3, "three failed rolls")
+    worker.stop()
+    _finish(*run)
+    assert os.listdir(folder) == []
 
 
 def test_failed_work_the_group_moved_elsewhere_leaves_the_run_finished(pipeline, tmp_path):
@@ -1304,9 +1333,11 @@ def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_boot
         _finish(thread, box)
 
 
-def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstrap, kafka_admin,
-                                                                     kafka_topic_factory, pipeline, tmp_path, caplog):
-    """Records polled but left in hand at --max-docs are not done: the next run reads them."""
+@pytest.mark.parametrize("rolls", [True, False])
+def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                                     pipeline, tmp_path, caplog, monkeypatch, rolls):
+    """Records polled but left in hand at --max-docs, and parts that could not be committed, are not done:
+    the next run reads them."""
     source, dlq = kafka_topic_factory(3), kafka_topic_factory(1)
     _produce(kafka_bootstrap, source, _docs(100, "left"))
     group = _uid("left")
@@ -1314,11 +1345,13 @@ def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstr
     worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
                                    output_dir=str(tmp_path / "parts"), dead_letter_topic=dlq, max_docs=50,
                                    max_batch_docs=20, max_backoff_s=1.0), pipeline)
+    if not rolls:
+        _parts_fail(monkeypatch)
     report = _finish(*_start(worker))
     assert report.docs_in == 50
     last_lag = int(re.findall(r"\blag=(\d+)", caplog.text)[-1])
     ends, committed = _end_offsets(kafka_bootstrap, source, 3), _committed(kafka_admin, group, source)
-    assert last_lag == sum(end - (committed.get(p) or 0) for p, end in ends.items()) == 50
+    assert last_lag == sum(end - (committed.get(p) or 0) for p, end in ends.items()) == (50 if rolls else 100)
 
 
 @pytest.mark.parametrize("setting, refused", [
