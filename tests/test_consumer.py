@@ -758,44 +758,6 @@ class _HeldPipeline:
         return self._pipeline.annotate(documents)
 
 
-def test_a_worker_the_group_moved_on_from_never_replaces_the_new_owners_part(
-        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
-    source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
-    group, folder = _uid("zombie"), tmp_path / "parts"
-    docs = _docs(10, "z")
-    _produce(kafka_bootstrap, source, docs[:5])
-
-    def options(**extra):
-        return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
-                              output_dir=str(folder), dead_letter_topic=dlq, part_max_rows=1, part_max_seconds=600,
-                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, **extra)
-
-    held = _HeldPipeline(pipeline)
-    stale = Worker(options(max_poll_interval_ms=6000), held)  # its first batch outlasts 6 s: the group drops it
-    stale_run = _start(stale)
-    _wait(held.held.is_set, "the first worker to hold its batch")
-    _produce(kafka_bootstrap, source, docs[5:])
-    owner = Worker(options(), pipeline)
-    owner_run = _start(owner)
-    try:
-        _wait(lambda: _committed(kafka_admin, group, source) == {0: 10}, "the new owner to commit all ten")
-        [part] = _parts(folder)
-        assert (part["first"], part["last"]) == (0, 9)
-        held.release.set()  # the dropped worker wakes up with its part of offsets 0-4
-        _wait(lambda: stale.report.batch_failures >= 1, "the dropped worker's part to be refused")
-    finally:
-        held.release.set()
-        stale.stop()
-        owner.stop()
-    stale_report, _ = _finish(*stale_run), _finish(*owner_run)
-    assert stale_report.parts == 0
-    [part] = _parts(folder)
-    assert (part["first"], part["last"]) == (0, 9)  # still the new owner's part, every document in it
-    outcomes = pq.read_table(_side_file(part, "outcomes"))
-    assert outcomes.column("doc_id").to_pylist() == [key for key, _ in docs]
-    assert _committed(kafka_admin, group, source) == {0: 10}
-
-
 class _WriteHeldWorker(Worker):
     """A worker paused while it writes its first part, after its ownership check passed."""
 
@@ -810,12 +772,16 @@ class _WriteHeldWorker(Worker):
         return super()._write_part(*args, **kwargs)
 
 
-@pytest.mark.parametrize("instance", [None, "w1"])  # static membership: the commit is refused as fenced
-def test_a_worker_paused_while_writing_a_part_leaves_the_new_owners_part_whole(
-        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, instance):
+@pytest.mark.parametrize("held_in, instance", [
+    ("batch", None),  # before its ownership check: it writes nothing
+    ("write", None),  # after it: its commit is refused and it removes what it wrote
+    ("write", "w1"),  # the same for a static member, whose commit is refused as fenced
+])
+def test_a_worker_the_group_moved_on_from_leaves_the_new_owners_part_whole(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, held_in, instance):
     source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
-    group, folder = _uid("paused"), tmp_path / "parts"
-    docs = _docs(10, "w")
+    group, folder = _uid("zombie"), tmp_path / "parts"
+    docs = _docs(10, "z")
     _produce(kafka_bootstrap, source, docs[:5])
 
     def options(**extra):
@@ -824,23 +790,28 @@ def test_a_worker_paused_while_writing_a_part_leaves_the_new_owners_part_whole(
                               max_batch_ms=200, max_backoff_s=1.0, outcomes=True, group_instance_id=instance,
                               **extra)
 
-    stale = _WriteHeldWorker(options(max_poll_interval_ms=6000), pipeline)  # paused past 6 s: the group drops it
+    stale_options = options(max_poll_interval_ms=6000)  # held past 6 s: the group drops it
+    if held_in == "batch":
+        held = _HeldPipeline(pipeline)
+        stale = Worker(stale_options, held)
+    else:
+        stale = held = _WriteHeldWorker(stale_options, pipeline)
     stale_run = _start(stale)
-    _wait(stale.held.is_set, "the first worker to start writing its part")
+    _wait(held.held.is_set, "the first worker to hold its part")
     _produce(kafka_bootstrap, source, docs[5:])
     owner = Worker(options(), pipeline)
     owner_run = _start(owner)
     try:
         _wait(lambda: _committed(kafka_admin, group, source) == {0: 10}, "the new owner to commit all ten")
-        stale.release.set()  # the paused worker puts its part of offsets 0-4 in place, then commits
-        _wait(lambda: stale.report.batch_failures >= 1, "the paused worker's commit to be refused")
+        held.release.set()  # the dropped worker wakes up with its part of offsets 0-4
+        _wait(lambda: stale.report.batch_failures >= 1, "the dropped worker's part to be refused")
     finally:
-        stale.release.set()
+        held.release.set()
         stale.stop()
         owner.stop()
     stale_report, _ = _finish(*stale_run), _finish(*owner_run)
     assert stale_report.parts == 0
-    [part] = _parts(folder)  # the paused worker's part neither replaced the owner's nor stayed beside it
+    [part] = _parts(folder)  # the dropped worker's part neither replaced the owner's nor stayed beside it
     assert (part["first"], part["last"]) == (0, 9)
     assert pq.read_table(_side_file(part, "outcomes")).column("doc_id").to_pylist() == [key for key, _ in docs]
     assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in (part["path"],
