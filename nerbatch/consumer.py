@@ -1482,12 +1482,13 @@ class Worker:
             state.resume_at = None
             state.part = None
 
-    def _commit(self, offsets: dict, timestamps: list | None = None) -> None:
+    def _commit(self, offsets: dict, timestamps: list | None = None, metadata: dict | None = None) -> None:
         from kafka.structs import OffsetAndMetadata
 
         if not offsets:
             return
-        self._consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+        metadata = metadata or {}
+        self._consumer.commit({tp: OffsetAndMetadata(off, metadata.get(tp, ""), -1) for tp, off in offsets.items()},
                               timeout_ms=self._commit_timeout_ms())
         self._committed(offsets.keys(), timestamps)
 
@@ -1621,18 +1622,33 @@ class Worker:
             remove_written()  # nothing was committed: the retry writes them all again
             raise
         try:
-            self._commit(offsets, timestamps)
+            # Each partition's commit names the writer of its part, so that a refusal can be told from a
+            # commit the broker applied before it refused a retry of it.
+            self._commit(offsets, timestamps, {tp: writer for tp, (writer, *_) in written.items()})
         except _commit_refusals() as exc:
             # The group moved these partitions on while their parts were written (a paused process): the
-            # new owner writes these offsets. Not on a timeout: a commit that timed out may have been applied.
-            log.warning("the group refused the commit of %d part(s) (%s); removing them", len(written),
-                        _describe(exc))
-            remove_written()
+            # new owner writes these offsets, unless this commit was applied after all. Not on a timeout.
+            applied = self._applied_writers(written)
+            stale = {tp: paths for tp, paths in written.items() if paths[0] not in applied}
+            log.warning("the group refused the commit of %d part(s) (%s); removing the %d not committed",
+                        len(written), _describe(exc), len(stale))
+            for _, *paths in stale.values():
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
             raise
         self._remove_superseded({tp: (parts[tp], writer) for tp, (writer, *_) in written.items()})
         self.report.parts += len(written)
         self.report.part_paths.extend(path for _, path, *_ in written.values())
         self.metrics.parts.inc(len(written))
+
+    def _applied_writers(self, written: dict) -> set:
+        """The writers whose commit the group holds; all of them when it cannot be asked."""
+        try:
+            return {getattr(self._consumer.committed(tp, metadata=True, timeout_ms=self._commit_timeout_ms()),
+                            "metadata", None) for tp in written}
+        except Exception:  # noqa: BLE001 - unknown: keep every file (a duplicate at worst)
+            return {writer for writer, *_ in written.values()}
 
     def _remove_superseded(self, committed: dict) -> None:
         """Remove the files another writer left starting inside the offsets just committed: a crash

@@ -819,6 +819,33 @@ def test_a_worker_the_group_moved_on_from_leaves_the_new_owners_part_whole(
     assert _committed(kafka_admin, group, source) == {0: 10}
 
 
+def test_a_commit_refused_on_a_retry_after_the_broker_applied_it_keeps_its_parts(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+    """kafka-python resends a commit whose reply was lost; a refusal of the resend does not undo the first."""
+    import kafka.errors
+
+    source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
+    group, folder = _uid("applied"), tmp_path / "parts"
+    _produce(kafka_bootstrap, source, _docs(5, "a"))
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                                   output_dir=str(folder), dead_letter_topic=dlq, part_max_seconds=0.5, outcomes=True,
+                                   idle_timeout=3.0, max_backoff_s=0.5), pipeline)
+    real_commit, refused = worker._commit, []
+
+    def applied_then_refused(offsets, timestamps=None, metadata=None):
+        real_commit(offsets, timestamps, metadata)
+        if metadata and not refused:
+            refused.append(offsets)
+            raise kafka.errors.CommitFailedError("the resent commit was refused")
+
+    worker._commit = applied_then_refused
+    _finish(*_start(worker))
+    assert refused and _committed(kafka_admin, group, source) == {0: 5}
+    [part] = _parts(folder)  # the only copy of offsets 0-4
+    assert (part["first"], part["last"]) == (0, 4)
+    assert pq.read_table(_side_file(part, "outcomes")).column("position").to_pylist() == list(range(5))
+
+
 def test_parts_a_crash_left_uncommitted_are_removed_once_their_offsets_are_committed(
         kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
     source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
