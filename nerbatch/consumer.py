@@ -439,6 +439,14 @@ def _part_files(topic: str, partition: int) -> re.Pattern:
                       r"\.(?:parquet|jsonl)")
 
 
+def _remove_parts(written) -> None:
+    """Remove the files of ``(writer, part, errors, outcomes)`` paths: names of one attempt alone."""
+    for _, *paths in written:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
 # --------------------------------------------------------------------------- kafka plumbing
 
 
@@ -1600,14 +1608,7 @@ class Worker:
         # worker before it writes anything; one paused after this check removes its parts at that commit.
         self._consumer.commit({tp: OffsetAndMetadata(part.first_offset, "", -1) for tp, part in parts.items()},
                               timeout_ms=self._commit_timeout_ms())
-        offsets, timestamps, written = {}, [], {}
-
-        def remove_written() -> None:  # their names are this attempt's alone
-            for _, *paths in written.values():
-                for path in paths:
-                    with contextlib.suppress(OSError):
-                        os.remove(path)
-
+        offsets, timestamps, written = {}, [], {}  # written: tp -> (writer, part, errors, outcomes paths)
         try:
             for tp, part in parts.items():
                 writer = secrets.token_hex(4)
@@ -1619,7 +1620,7 @@ class Worker:
                 offsets[tp] = part.last_offset + 1
                 timestamps.extend(part.timestamps)
         except BaseException:
-            remove_written()  # nothing was committed: the retry writes them all again
+            _remove_parts(written.values())  # nothing was committed: the retry writes them all again
             raise
         try:
             # Each partition's commit names the writer of its part, so that a refusal can be told from a
@@ -1632,10 +1633,7 @@ class Worker:
             stale = {tp: paths for tp, paths in written.items() if paths[0] not in applied}
             log.warning("the group refused the commit of %d part(s) (%s); removing the %d not committed",
                         len(written), _describe(exc), len(stale))
-            for _, *paths in stale.values():
-                for path in paths:
-                    with contextlib.suppress(OSError):
-                        os.remove(path)
+            _remove_parts(stale.values())
             raise
         self._remove_superseded({tp: (parts[tp], writer) for tp, (writer, *_) in written.items()})
         self.report.parts += len(written)
@@ -1743,9 +1741,8 @@ class Worker:
         if self._consumer is None:
             return 0
         first_left: dict = {}  # work not committed yet (an open or failed part), else records in hand
-        for tp, state in self._states.items():
-            if uncommitted and state.resume_at is not None:
-                first_left[tp] = state.resume_at
+        if uncommitted:
+            first_left = {tp: s.resume_at for tp, s in self._states.items() if s.resume_at is not None}
         for record in self._hand:
             first_left.setdefault(self._tp(record), record.offset)
         ends: dict = {}

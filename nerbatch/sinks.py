@@ -521,27 +521,21 @@ def _holds_records_of(jsonl_path: str, schema: pa.Schema) -> bool:
         return False
     if not head:
         return True
-    decode = json.JSONDecoder().raw_decode
-    at = _after_space(head, 0)
+    decode, space = json.JSONDecoder().raw_decode, json.decoder.WHITESPACE.match
+    at = space(head, 0).end()
     for number, name in enumerate(required):
         if head[at:at + 1] != ("{" if number == 0 else ","):
             return False
         try:
-            key, at = decode(head, _after_space(head, at + 1))
-            at = _after_space(head, at)
+            key, at = decode(head, space(head, at + 1).end())
+            at = space(head, at).end()
             if key != name or head[at:at + 1] != ":":
                 return False
-            _, at = decode(head, _after_space(head, at + 1))
+            _, at = decode(head, space(head, at + 1).end())
         except ValueError:
             return False
-        at = _after_space(head, at)
+        at = space(head, at).end()
     return head[at:at + 1] in (",", "}")
-
-
-def _after_space(text: str, at: int) -> int:
-    while at < len(text) and text[at] in " \t\r\n":
-        at += 1
-    return at
 
 
 def _foreign_part(path: str, schema: pa.Schema) -> bool:
