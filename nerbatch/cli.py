@@ -128,21 +128,24 @@ def train(
         name=name, max_train_sentences=max_train_sentences, ensemble=ensemble, rare_copies=rare_copies,
         objective=objective, refit=refit, vector_words=vector_words,
     )
-    received = [signal.SIGINT]
+    received: list[int] = []
 
     def stop(signum, frame):  # SIGTERM (docker, Airflow, Kubernetes) stops a training as Ctrl-C does
-        received[0] = signum
-        raise KeyboardInterrupt
+        received.append(signum)
+        raise KeyboardInterrupt  # the training also polls `received`: this raise is lost inside a gc callback
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors)
+        metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors,
+                               stop_requested=lambda: bool(received))
     except KeyboardInterrupt:
-        typer.echo(f"nerbatch: {signal.Signals(received[0]).name} received: training stopped, no bundle written "
+        signum = received[0] if received else signal.SIGINT
+        typer.echo(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
                    f"({out} is as it was)", err=True)
-        raise typer.Exit(128 + received[0]) from None
+        raise typer.Exit(128 + signum) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     _print(format_table(metrics["test"]))
     _print(f"bundle written to {out}")
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -214,16 +215,26 @@ def _compiled_trainer(model, tagset: TagSet, settings: TrainSettings):
     return trainer, crf
 
 
+def _stop_if_requested(stop_requested: Callable[[], bool], progress=None) -> None:
+    # A signal handler's KeyboardInterrupt is lost when it lands in a garbage-collector callback
+    # (JAX registers one), so the training also asks between batches and before it saves.
+    if stop_requested():
+        if progress is not None:
+            progress.close()
+        raise KeyboardInterrupt
+
+
 def _model_output_is_the_loss(y_true, y_pred):
     return y_pred
 
 
-def _train_epoch(trainer, crf, batches, label: str, verbose: int) -> float:
+def _train_epoch(trainer, crf, batches, label: str, verbose: int, stop_requested: Callable[[], bool]) -> float:
     """One pass over the batches; the mean training loss."""
     losses = []
     progress = tqdm(batches.epoch(), total=len(batches), desc=label, unit="batch", disable=not verbose,
                     leave=True, mininterval=1.0)
     for inputs, target, weight in progress:
+        _stop_if_requested(stop_requested, progress)
         if crf is None:
             logs = trainer.train_on_batch(inputs, target, sample_weight=weight, return_dict=True)
         else:
@@ -246,7 +257,8 @@ def _fresh_network(shape, initial_embedding: np.ndarray | None):
     return model
 
 
-def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, settings, decoder, verbose, label) -> dict:
+def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, settings, decoder, verbose, label,
+                stop_requested: Callable[[], bool]) -> dict:
     """Train one network with early stopping on validation entity F1.
 
     Also returns the learning rate of every epoch up to the best, so a refit can replay them.
@@ -262,7 +274,8 @@ def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, setting
     for epoch in range(1, settings.epochs + 1):
         epoch_started = time.perf_counter()
         learning_rates.append(float(trainer.optimizer.learning_rate))
-        history["loss"].append(_train_epoch(trainer, crf, batches, f"{label}epoch {epoch}/{settings.epochs}", verbose))
+        history["loss"].append(_train_epoch(trainer, crf, batches, f"{label}epoch {epoch}/{settings.epochs}", verbose,
+                                            stop_requested))
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if crf is not None:
             tagger.transition_scores = transition_matrix(crf)
@@ -287,7 +300,7 @@ def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, setting
 
 
 def _refit_member(shape, initial_embedding, batches, tagset, settings, learning_rates: list[float], verbose,
-                  label) -> dict:
+                  label, stop_requested: Callable[[], bool]) -> dict:
     """Train a fresh network on the whole training part for the epochs validation chose, at their learning rates."""
     model = _fresh_network(shape, initial_embedding)
     trainer, crf = _compiled_trainer(model, tagset, settings)
@@ -295,7 +308,8 @@ def _refit_member(shape, initial_embedding, batches, tagset, settings, learning_
     for epoch, learning_rate in enumerate(learning_rates, start=1):
         epoch_started = time.perf_counter()
         trainer.optimizer.learning_rate.assign(learning_rate)
-        losses.append(_train_epoch(trainer, crf, batches, f"{label}refit epoch {epoch}/{len(learning_rates)}", verbose))
+        losses.append(_train_epoch(trainer, crf, batches, f"{label}refit epoch {epoch}/{len(learning_rates)}", verbose,
+                                   stop_requested))
         epoch_seconds.append(time.perf_counter() - epoch_started)
     return {"weights": model.get_weights(), "transitions": transition_matrix(crf) if crf is not None else None,
             "epoch_seconds": epoch_seconds, "loss": losses}
@@ -404,12 +418,14 @@ def protocol_parts(corpus: Corpus, settings: TrainSettings) -> tuple[Corpus, Cor
 
 
 def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, verbose: int = 1,
-          vectors_path: str | Path | None = None) -> dict:
+          vectors_path: str | Path | None = None, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     """Train a bundle into ``out_dir``; returns its metrics.
 
     ``vectors_path``: pretrained word vectors (``nerbatch.vectors``) that
     initialise the word embedding; they are read only here, the bundle keeps
-    the rows its vocabulary needs.
+    the rows its vocabulary needs. ``stop_requested``: asked between batches
+    and before the save; once it answers true the training raises
+    KeyboardInterrupt and ``out_dir`` stays as it was.
     """
     settings.validate()
     check_bundle_target(out_dir)  # before hours of training, not after
@@ -418,7 +434,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
             print(f"nerbatch: {out_dir}: {line}", file=sys.stderr)
         check_bundle_target(out_dir)  # what recovery put back must be a bundle too
         with _global_random_state_kept():
-            return _train(data_path, out_dir, settings, verbose, vectors_path)
+            return _train(data_path, out_dir, settings, verbose, vectors_path, stop_requested)
 
 
 @contextlib.contextmanager
@@ -432,7 +448,8 @@ def _global_random_state_kept():
         np.random.set_state(numpy_state)
 
 
-def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_path) -> dict:
+def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_path,
+           stop_requested: Callable[[], bool]) -> dict:
     k = keras()
     k.utils.set_random_seed(settings.seed)
     data_path = Path(data_path)
@@ -463,7 +480,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     for member in range(settings.ensemble):
         k.utils.set_random_seed(settings.seed + member)
         fitted = _fit_member(shape, initial_embedding, batches, encoder, tagset, val, settings, decoder, verbose,
-                             member_label(member))
+                             member_label(member), stop_requested)
         members.append(fitted)
         epoch_seconds += fitted["epoch_seconds"]
         member_best.append({"best_entity_f1": fitted["best_f1"], "best_epoch": fitted["best_epoch"]})
@@ -489,7 +506,8 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
         for member, selection in enumerate(members):
             k.utils.set_random_seed(settings.seed + member)
             refitted.append(_refit_member(shape, initial_embedding, batches, tagset, settings,
-                                          selection["learning_rates"], verbose, member_label(member)))
+                                          selection["learning_rates"], verbose, member_label(member),
+                                          stop_requested))
         final = _inference_model(shape, [m["weights"] for m in refitted])
         if settings.objective == "crf":
             transitions = _crf_transitions(refitted)
@@ -535,6 +553,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
         "decoder": decoder,
         "shape": shape.to_dict(),
     }
+    _stop_if_requested(stop_requested)
     save_bundle(
         out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config, metrics=metrics, history=history,
         transitions=transitions, extra_files={"training.png": lambda path: _plot_history(history, path)},
