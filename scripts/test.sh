@@ -10,8 +10,11 @@ python3 -m venv .venv
 # shellcheck disable=SC1091
 source .venv/bin/activate
 
-bash scripts/kafka.sh start
-trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+# A broker the developer started stays running, with its topics; only one started here is stopped.
+if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
+    bash scripts/kafka.sh start
+    trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+fi
 eval "$(bash scripts/kafka.sh env)"
 
 status=0
