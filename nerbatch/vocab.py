@@ -32,6 +32,10 @@ _PUNCT = re.compile(r"^[^\w\s]+$")
 # Default-ignorable characters a token can hold: soft hyphen, grapheme joiner, zero-width (non-)joiners
 # and marks, word joiner and invisible operators, variation selectors, BOM, tag characters.
 _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff]")
+# Typographic apostrophes and hyphens as the corpus writes them (ASCII): most news text has
+# "d\u2019Ivoire" and "Hewlett\u2010Packard" where the corpus has "d'Ivoire" and "Hewlett-Packard".
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
+                              "\u2010": "-", "\u2011": "-"})
 
 
 def normalize_word(word: str, lowercase: bool) -> str:
@@ -44,10 +48,11 @@ def composed(word: str) -> str:
     """The NFC form without invisible characters: "Se\u0301gole\u0300ne" (as macOS file names and some
     editors write it) reads as "Ségolène", the form the corpus and the vocabulary hold, and a soft
     hyphen or zero-width joiner left by HTML ("Pal\u00adestinian") does not make a known word unknown.
-    A word of invisible characters only keeps them."""
+    A word of invisible characters only keeps them. Typographic apostrophes and hyphens read as the
+    corpus's ASCII ones."""
     if word.isascii():
         return word
-    return unicodedata.normalize("NFC", _INVISIBLE.sub("", word) or word)
+    return unicodedata.normalize("NFC", _INVISIBLE.sub("", word) or word).translate(_TYPOGRAPHIC)
 
 
 def casing_class(word: str) -> int:

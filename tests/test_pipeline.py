@@ -238,6 +238,19 @@ def test_invisible_characters_from_html_do_not_change_the_entities(default_pipel
     assert ("per", "Emmanuel Macron") in entities(clean)
 
 
+def test_typographic_apostrophes_and_hyphens_give_the_entities_of_ascii_ones(default_pipeline):
+    ascii_text = ("Cote d'Ivoire's President Laurent Gbagbo met rebels in Abidjan. "
+                  "Massey Energy's Upper Big Branch South Mine reopened. Hewlett-Packard shares rose in New York.")
+    typographic = ascii_text.replace("'", "\u2019").replace("-", "\u2011")
+
+    def entities(text):
+        chunk = default_pipeline.annotate_all([Document("d", text, {}, "<test>", 1)])
+        return [(r["label"], r["start"], r["end"], r["score"]) for r in chunk.records_by_document("m")[0]]
+
+    assert entities(typographic) == entities(ascii_text)
+    assert ("gpe", "Cote d'Ivoire") in [(label, ascii_text[a:b]) for label, a, b, _ in entities(ascii_text)]
+
+
 def test_entities_never_begin_or_end_with_quote_marks_bars_or_bullets(default_pipeline):
     texts = ["> Officials said the talks resumed in\n> Jerusalem last November, but progress has been slow.",
              "| Talks resumed in | Jerusalem | last week |",
