@@ -311,7 +311,7 @@ def _compiled() -> _Compiled:
         ("decade", f"['\u2019`]\\d\\ds?{NOT_W}"),  # '80s
         # john.doe@mail.example.co.uk; the bounded look-ahead keeps a long dotted run linear-time
         ("email", f"(?=[^{sep}@]{{1,64}}@){W}++(?:[.+-]{W}++)*+@{W}++(?:[.-]{W}++)*\\.{W}++{NOT_W}"),
-        ("word", f"{seg}(?:{join}{seg})*(?:-(?=[ \t]+(?:and|or|to|nor|from)\\s))?"),  # oil- and
+        ("word", f"{seg}(?:{join}{seg})*(?:[-\u2010\u2011](?=(?:{HSEP})+(?:and|or|to|nor|from)\\s))?"),  # oil- and
         ("handle", f"@{W}+"),  # @handle
         ("degree", f"\u00b0[CFK]{NOT_W}"),  # 300 °C
         ("cjk", f"[{_CJK_RANGES}]"),  # one Han / kana character

@@ -270,6 +270,13 @@ TORTURE = (
 )
 
 
+def test_a_suspended_hyphen_before_any_horizontal_space_stays_with_its_word() -> None:
+    for text in ("their hurricane- and flood-ravaged city", "their hurricane-\u00a0and flood-ravaged city",
+                 "their hurricane\u2011\u2009and flood\u2011ravaged city"):
+        assert [w.replace("\u2011", "-") for w in words(text)[0]] == \
+            ["their", "hurricane-", "and", "flood-ravaged", "city"], text
+
+
 def test_unicode_torture_document() -> None:
     sentences = segment(TORTURE)
     check_invariants(TORTURE, sentences)
