@@ -43,14 +43,14 @@ def _field_list(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
-def _write_report(path: Path, data: dict) -> None:
+def _write_report(path: str, data: dict) -> None:
     from nerbatch.errors import OutputError
     from nerbatch.sinks import write_text_atomic
 
     try:
         write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
-        raise OutputError(f"cannot write the report {str(path)!r}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write the report {path!r}: {exc.strerror or exc}") from None
 
 
 def _print(text: str | bytes) -> None:
@@ -155,7 +155,7 @@ def train(
 def evaluate(
     data: DataOpt,
     model: ModelOpt = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write the scores as JSON here.")] = None,
+    report: Annotated[Optional[str], typer.Option(help="Write the scores as JSON here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size.")] = 256,
 ) -> None:
     """Score a bundle on the fixed protocol's test split (entity-level F1, per type)."""
@@ -223,7 +223,7 @@ def run(
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
     errors: Annotated[Optional[str], typer.Option(help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: <output>.errors.jsonl).")] = None,
     outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write the run report (JSON) here.")] = None,
+    report: Annotated[Optional[str], typer.Option(help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",
@@ -240,7 +240,7 @@ def run(
 
     options = RunOptions(
         inputs=input, output=output, fmt=format, errors=errors, outcomes=outcomes,
-        report=str(report) if report else None,
+        report=report,
         id_field=id_field, text_field=text_field,
         keep_fields=_field_list(keep_fields),
         max_doc_chars=max_doc_chars, max_error_rate=max_error_rate, resume=resume, batch_size=batch_size,
@@ -377,7 +377,7 @@ def consume(
     ssl_certfile: Annotated[Optional[str], typer.Option(help="Client certificate file (PEM).")] = None,
     ssl_keyfile: Annotated[Optional[str], typer.Option(help="Client key file (PEM).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size (windows).")] = 256,
-    report: Annotated[Optional[Path], typer.Option(help="Write the worker's report (JSON) here when it stops.")] = None,
+    report: Annotated[Optional[str], typer.Option(help="Write the worker's report (JSON) here when it stops.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""

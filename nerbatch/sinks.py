@@ -118,6 +118,8 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
     check_spared(path, what, spare or {})
     if os.path.isdir(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is a folder")
+    if path.endswith(("/", os.sep)):
+        raise OutputError(f"cannot write the {what} {path!r}: the name ends in /, as a folder's does; give a file name")
     # The file is written beside its path and renamed over it, which would replace a link (such as
     # /dev/stdout), a device or a pipe with a plain file, for every process when run as root.
     if os.path.islink(path):

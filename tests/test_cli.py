@@ -3,6 +3,7 @@ import re
 import shlex
 import zipfile
 
+import pytest
 from typer.testing import CliRunner
 
 from nerbatch.cli import app
@@ -79,6 +80,19 @@ def test_evaluate_checks_its_report_path_before_scoring(tmp_path, gmb_sample, ti
     result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample),
                                  "--report", str(tmp_path / "missing" / "scores.json")])
     assert result.exit_code == 2 and "cannot write" in result.output and "micro" not in result.output
+
+
+@pytest.mark.parametrize("command", ["evaluate", "run"])
+def test_a_report_name_ending_in_a_slash_is_refused_not_written_as_a_file(tmp_path, gmb_sample, tiny_bundle,
+                                                                           news_documents, command):
+    folder = tmp_path / "reports"
+    documents = tmp_path / "docs.jsonl"
+    documents.write_text("".join(json.dumps(d) + "\n" for d in news_documents[:2]))
+    args = (["--data", str(gmb_sample)] if command == "evaluate"
+            else ["-i", str(documents), "-o", str(tmp_path / "out.jsonl")])
+    result = runner.invoke(app, [command, "--model", str(tiny_bundle), *args, "--report", f"{folder}/"])
+    assert result.exit_code == 2 and "the name ends in /" in result.output, result.output
+    assert not folder.exists() and not (tmp_path / "out.jsonl").exists()
 
 
 def test_evaluate_refuses_a_corpus_without_a_type_the_model_knows(tmp_path, gmb_sample, tiny_bundle):
