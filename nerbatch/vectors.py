@@ -59,7 +59,7 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
     try:
         words, rows = _read_container(path)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        detail = getattr(exc, "strerror", None) or exc
+        detail = " ".join(str(getattr(exc, "strerror", None) or exc).split())  # tarfile's reason spans lines
         raise VectorsError(f"{path}: cannot read word vectors ({type(exc).__name__}: {detail})") from None
     if not words:
         raise VectorsError(f"{path}: holds no vectors")

@@ -71,8 +71,9 @@ def test_malformed_vectors_are_named_by_file_and_line(tmp_path, text, where):
 def test_a_damaged_archive_is_one_error(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(bytes(range(256)) * 8)
-    with pytest.raises(VectorsError, match=f"{name}: cannot read word vectors"):
+    with pytest.raises(VectorsError, match=f"{name}: cannot read word vectors") as refused:
         read_word_vectors(path, lowercase=True)
+    assert "\n" not in str(refused.value)  # one line, as every refusal is
 
 
 @pytest.mark.parametrize("text", [b"the 1 2\nof nan 2\n", b"the 1 2\nof 1 -inf\n", b"the 1 2\nof 1e39 2\n"])
