@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nerbatch.errors import BundleError
+from nerbatch.records import ENTITY_LABELS
 from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN, FeatureEncoder, Vocabulary
 
 FORMAT = "nerbatch-bundle"
@@ -184,6 +185,10 @@ def read_bundle_config(directory: str | Path) -> dict:
     for key, least in (("max_len", 2), ("max_word_len", 1)):
         if config[key] < least:
             raise _malformed(directory, "config.json", f"{key!r} must be at least {least}, got {config[key]}")
+    for key in ("name", "version"):  # records carry name@version (schemas/entity_record.v1.json)
+        if not re.fullmatch(r"[^@\s]+", config[key]):
+            raise BundleError(f"{directory / 'config.json'}: model {key} {config[key]!r} holds '@' or white space, "
+                              "which entity records cannot carry; retrain with a --name without them")
     return config
 
 
@@ -196,6 +201,8 @@ def _read_vocab(directory: Path, config: dict) -> dict:
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items) or items[:2] != [PAD_TOKEN, UNK_TOKEN]:
             raise _malformed(directory, "vocab.json", f"{key!r} is not a list of strings starting with the "
                                                       "padding and unknown tokens")
+        if len(set(items)) != len(items):  # an id per item: a repeat shifts every later one
+            raise _malformed(directory, "vocab.json", f"{key!r} lists an item twice")
     return vocab
 
 
@@ -203,6 +210,10 @@ def _read_tags(directory: Path) -> list[str]:
     tags = read_bundle_json(directory, "tags.json")
     if not isinstance(tags, list) or not tags or not all(isinstance(t, str) and _TAG.fullmatch(t) for t in tags):
         raise _malformed(directory, "tags.json", "not a list of IOB2 tags")
+    foreign = sorted({t[2:] for t in tags if t != "O"} - set(ENTITY_LABELS))
+    if foreign:  # a bundle trained before nerbatch refused such corpora
+        raise BundleError(f"{directory / 'tags.json'}: entity type(s) {', '.join(foreign)} are not labels of the "
+                          f"entity records ({', '.join(ENTITY_LABELS)}); retrain on a corpus tagged with them")
     return tags
 
 
@@ -256,13 +267,7 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         model = saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive
         raise BundleError(_unloadable(directory / "model.keras", exc, metrics, keras().__version__)) from None
-    if tuple(model.output_shape)[-1] != len(tags):
-        raise BundleError(f"{directory / 'model.keras'}: scores {model.output_shape[-1]} tags, "
-                          f"tags.json lists {len(tags)}")
-    chars_input = next((tuple(t.shape) for t in model.inputs if t.name == "chars"), None)
-    if chars_input is not None and chars_input[-1] != config["max_word_len"]:
-        raise BundleError(f"{directory / 'model.keras'}: reads {chars_input[-1]} characters a word, "
-                          f"config.json says max_word_len {config['max_word_len']}")
+    _check_model_matches_files(directory, model, config, vocab, tags)
     transition_scores = _read_transition_scores(directory, len(tags)) if "transitions.json" in listed else None
     chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
     encoder = FeatureEncoder(
@@ -270,6 +275,25 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         max_word_len=config["max_word_len"], casing="casing" in config["features"],
     )
     return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
+
+
+def _check_model_matches_files(directory: Path, model, config: dict, vocab: dict, tags: list[str]) -> None:
+    """``BundleError`` unless the network reads the features, ids and tags its JSON files describe."""
+    where = directory / "model.keras"
+    if tuple(model.output_shape)[-1] != len(tags):
+        raise BundleError(f"{where}: scores {model.output_shape[-1]} tags, tags.json lists {len(tags)}")
+    inputs = {t.name: tuple(t.shape) for t in model.inputs}
+    if sorted(inputs) != sorted(config["features"]):
+        raise BundleError(f"{where}: reads {', '.join(sorted(inputs))}, config.json lists features "
+                          f"{', '.join(sorted(map(str, config['features'])))}")
+    if "chars" in inputs and inputs["chars"][-1] != config["max_word_len"]:
+        raise BundleError(f"{where}: reads {inputs['chars'][-1]} characters a word, "
+                          f"config.json says max_word_len {config['max_word_len']}")
+    for layer in model.layers:
+        for key, suffix in (("words", "word_embedding"), ("chars", "char_embedding")):
+            if layer.name.endswith(suffix) and layer.input_dim < len(vocab.get(key) or ()):
+                raise BundleError(f"{where}: {layer.name} has {layer.input_dim} rows, vocab.json lists "
+                                  f"{len(vocab[key])} {key}")
 
 
 def _listed_files(directory: Path) -> set[str] | None:

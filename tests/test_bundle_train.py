@@ -107,6 +107,14 @@ def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
     ("tags.json", lambda t: t.pop(), "scores 17 tags, tags.json lists 16"),
     ("tags.json", lambda t: t.append(3), "not a list of IOB2 tags"),
     ("transitions.json", lambda t: t.pop("scores"), "transitions.json: malformed bundle file: no scores"),
+    # what a bundle written before training refused such names and types, or edited by hand, holds
+    ("config.json", lambda c: c.update(name="my model"), "model name 'my model' holds '@' or white space"),
+    ("tags.json", lambda t: t.__setitem__(slice(None), [x.replace("-geo", "-LOC") for x in t]),
+     "entity type(s) LOC are not labels of the entity records"),
+    ("config.json", lambda c: c.update(features=["words", "chars"]),
+     "reads casing, chars, words, config.json lists features chars, words"),
+    ("vocab.json", lambda v: v["words"].insert(2, v["words"][3]), "'words' lists an item twice"),
+    ("vocab.json", lambda v: v["words"].extend(["zzq1", "zzq2"]), "rows, vocab.json lists"),
 ])
 def test_a_malformed_file_in_a_signed_bundle_is_one_error(tiny_bundle, tmp_path, file, edit, message):
     from nerbatch.bundle import write_manifest
