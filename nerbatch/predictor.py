@@ -30,7 +30,9 @@ class TaggedSentence:
 
 
 def length_buckets(max_len: int) -> tuple[int, ...]:
-    return tuple(sorted({b for b in (16, 32) if b < max_len} | {max_len}))
+    """Widths a batch is padded to: powers of two from 16, then ``max_len``, so a large ``max_len``
+    costs only what the longest window of a batch needs (and a few shapes more for the backend)."""
+    return tuple([16 << k for k in range(max(max_len, 16).bit_length()) if 16 << k < max_len] + [max_len])
 
 
 def padded_rows(n: int, batch_size: int) -> int:

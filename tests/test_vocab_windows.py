@@ -84,3 +84,12 @@ def test_windows_cover_every_token_once(length):
         # every owned token has context on both sides of a cut
         for left, right in zip(windows, windows[1:]):
             assert left.end - left.own_end >= 8 and right.own_start - right.start >= 8
+
+
+def test_a_large_max_len_pads_a_batch_only_to_what_its_longest_window_needs():
+    from nerbatch.predictor import length_buckets
+
+    assert length_buckets(50) == (16, 32, 50)  # the shipped setting's shapes
+    widths = length_buckets(100_000)
+    assert widths[-1] == 100_000 and len(widths) < 20
+    assert next(w for w in widths if w >= 40) == 64  # not 100,000 columns for a 40-token sentence
