@@ -79,7 +79,7 @@ class AnnotatedChunk:
 
 
 _DONE = object()
-_WORDY = re.compile(r"\w").search
+_WORDY = re.compile(r"[^\W_]").search  # a letter or digit
 
 
 def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatSpans:

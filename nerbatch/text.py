@@ -286,7 +286,8 @@ def _compiled() -> _Compiled:
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
     acronym = f"[A-Za-z](?:\\.[A-Za-z])++\\.?+{NOT_W}"
-    run = f"{W}+(?<![nN](?=['\u2019][tT]{NOT_W}))"  # did|n't
+    # did|n't; a word neither starts nor ends in "_": Markdown's _emphasis_ around a name is not the name
+    run = f"(?!_){W}+(?<![nN](?=['\u2019][tT]{NOT_W}))(?<!_)"
     seg = f"(?:{acronym}|{run})"
     tld = "(?:com|org|net|gov|edu|mil|int|info|biz|io|co|uk|cn|de|fr|ru|jp|in|au|ca|us|eu|ch|nl|es|it|tv)"
     join = (
@@ -317,6 +318,7 @@ def _compiled() -> _Compiled:
         ("cjk", f"[{_CJK_RANGES}]"),  # one Han / kana character
         ("flag", "[\U0001f1e6-\U0001f1ff]{2}"),  # regional-indicator pair
         ("punct", "\\.{2,}|-{2,}|[!?]+|``|''"),
+        ("underscores", "_+"),
         ("other", NOTSEP),
     ]
     token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"

@@ -277,6 +277,13 @@ def test_a_suspended_hyphen_before_any_horizontal_space_stays_with_its_word() ->
             ["their", "hurricane-", "and", "flood-ravaged", "city"], text
 
 
+def test_markdown_emphasis_underscores_are_not_part_of_the_words_they_wrap() -> None:
+    assert words("Chancellor _Angela Merkel_ and __Emmanuel Macron__ met.") == \
+        [["Chancellor", "_", "Angela", "Merkel", "_", "and", "__", "Emmanuel", "Macron", "__", "met", "."]]
+    assert words("Write to jane_doe@mail.example.co.uk about snake_case names.") == \
+        [["Write", "to", "jane_doe@mail.example.co.uk", "about", "snake_case", "names", "."]]
+
+
 def test_unicode_torture_document() -> None:
     sentences = segment(TORTURE)
     check_invariants(TORTURE, sentences)
