@@ -137,8 +137,9 @@ Stopping
 hand is finished, flushed and committed, open parts are written and
 committed, the consumer leaves the group and the worker returns.  ``max_docs``
 (that many messages processed) and ``idle_timeout`` (no message for that many
-seconds while no lag is known, so an unreachable broker does not end a run)
-end a run the same way.  Waiting for the broker (acknowledgements, and in
+seconds since the last assignment, and the broker's end offsets show nothing left
+to read in any assigned partition, so neither a slow join nor an unreachable
+broker ends a run) end a run the same way.  Waiting for the broker (acknowledgements, and in
 exactly-once mode a transaction's offsets, commit or abort) gives up 5 s after
 a stop request: the batch stays uncommitted, and an open transaction is
 aborted by the broker after ``transaction_timeout_ms`` (or at once by the next
@@ -1082,7 +1083,7 @@ class Worker:
         o = self.options
         hand = self._hand
         deadline = None
-        last_message = time.monotonic()
+        last_message = None  # or the last assignment, if later; None: not in the group yet
         batch_s = o.max_batch_ms / 1000
         while not self._stop.is_set():
             left = self._limit_left()
@@ -1101,7 +1102,10 @@ class Worker:
                 records = self._poll(timeout, o.max_batch_docs)
             else:
                 records = {}
-            self._apply_rebalance()
+            if self._apply_rebalance():
+                # Idle time counts from the assignment: waiting to join (for a dead member's session
+                # to expire, say) is not time without input.
+                last_message = time.monotonic()
             if not hand:
                 deadline = None
             for tp, recs in records.items():
@@ -1120,10 +1124,10 @@ class Worker:
                 self._process(batch)
                 deadline = time.monotonic() + batch_s if hand else None
             self._housekeeping()
-            if (o.idle_timeout is not None and not hand and time.monotonic() - last_message >= o.idle_timeout
-                    and not self._rebalancing and self.lag(uncommitted=False) == 0):
+            if (o.idle_timeout is not None and not hand and last_message is not None
+                    and time.monotonic() - last_message >= o.idle_timeout and not self._rebalancing):
                 # No input left is not the same as no topic, nor as a broker that stopped answering.
-                if self._stop_if_deleted("input", list(o.topics)):
+                if self._caught_up() and self._stop_if_deleted("input", list(o.topics)):
                     self.report.stopped_by = "idle_timeout"
                     break
                 last_message = time.monotonic()  # wait another idle period before asking again
@@ -1149,7 +1153,9 @@ class Worker:
             self._backoff("polling failed", exc)
             return {}
 
-    def _apply_rebalance(self) -> None:
+    def _apply_rebalance(self) -> bool:
+        """Act on the group's rebalance callbacks since the last poll; True if an assignment came."""
+        assigned = False
         for kind, tps in self._listener.take():
             if kind == "revoked":
                 self._pending_revoked |= tps
@@ -1175,6 +1181,8 @@ class Worker:
                 self.metrics.assigned.set(len(current))
                 log.info("rebalance: %d partition(s) assigned: %s", len(current),
                          ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(current)) or "none")
+                assigned = True
+        return assigned
 
     def _discard_hand(self, tps) -> int:
         """Remove the records of ``tps`` from the hand; returns how many."""
@@ -1727,6 +1735,15 @@ class Worker:
             self._last_topic_check = now
             self._stop_if_deleted("input", list(self.options.topics))
 
+    def _caught_up(self) -> bool:
+        """Nothing left to read in the assigned partitions, by the broker's end offsets.
+
+        A partition whose end or position is not known yet (just assigned, not fetched from, and the
+        broker did not answer) is not caught up: counting it as 0 left ended runs with it unread.
+        """
+        lag, unknown = self._left(ask_broker=True, uncommitted=False)
+        return lag == 0 and unknown == 0
+
     def lag(self, ask_broker: bool = False, uncommitted: bool = True) -> int:
         """Messages between the first one this worker has still to process and the end of its
         assigned partitions: the ends its last fetches saw, or with ``ask_broker`` the broker's own
@@ -1735,11 +1752,16 @@ class Worker:
         The fetch position, not the last record seen, where no polled record waits in hand: it also
         passes the transaction markers (and aborted records) of transactional input, which no poll
         returns. Records in hand and, with ``uncommitted``, processed work not committed yet count
-        as left: the next run reads them.
+        as left: the next run reads them.  Partitions whose end or position is not known yet count 0.
         """
-        total = 0
+        return self._left(ask_broker, uncommitted)[0]
+
+    def _left(self, ask_broker: bool, uncommitted: bool) -> tuple[int, int]:
+        """``lag``'s messages left, and how many assigned partitions it could not count (end or
+        position not known yet)."""
+        total = unknown = 0
         if self._consumer is None:
-            return 0
+            return 0, 0
         first_left: dict = {}  # work not committed yet (an open or failed part), else records in hand
         if uncommitted:
             first_left = {tp: s.resume_at for tp, s in self._states.items() if s.resume_at is not None}
@@ -1755,9 +1777,11 @@ class Worker:
                 position = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue
-            if high is not None and position is not None:
+            if high is None or position is None:
+                unknown += 1
+            else:
                 total += max(0, high - min(position, first_left.get(tp, position)))
-        return total
+        return total, unknown
 
     def _log_progress(self, now: float) -> None:
         rep = self.report

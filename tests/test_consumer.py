@@ -1004,6 +1004,54 @@ def test_idle_timeout_ends_a_run_only_when_the_broker_answers(kafka_bootstrap, k
     assert report.stopped_by == "idle_timeout" and answers.count("input") >= 3 and report.docs_ok == 2
 
 
+_DEAD_MEMBER = """
+import sys, time
+from kafka import KafkaConsumer
+consumer = KafkaConsumer(sys.argv[3], bootstrap_servers=sys.argv[1], group_id=sys.argv[2], session_timeout_ms=6000,
+                         enable_auto_commit=False)
+while not consumer.assignment():
+    consumer.poll(timeout_ms=200)
+print("assigned", flush=True)
+time.sleep(600)
+"""
+
+
+def test_idle_timeout_counts_neither_a_slow_join_nor_partitions_not_fetched_yet(
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
+    # A member killed while it holds the group makes the next join wait for its session to expire,
+    # longer than the idle timeout; right after the assignment no fetch has seen where the partitions
+    # end. Before, that wait counted as idle and unknown ends as caught up: the worker stopped at once
+    # as idle with every partition but the committed one unread.
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    source, out = kafka_topic_factory(3), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(150, "slow"))
+    ends = _end_offsets(kafka_bootstrap, source, 3)
+    group = _uid("slowjoin")
+    committer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        committer.assign([TopicPartition(source, 1)])
+        committer.commit({TopicPartition(source, 1): OffsetAndMetadata(ends[1], "", -1)})
+    finally:
+        committer.close(autocommit=False)
+    log = tmp_path / "member.log"
+    with open(log, "wb") as handle:
+        member = subprocess.Popen([sys.executable, "-c", _DEAD_MEMBER, kafka_bootstrap, group, source],
+                                  stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _log_has(log, "assigned"), "the member's assignment", proc=member, log=log)
+    finally:
+        member.kill()
+        member.wait()
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                             dead_letter_topic=out, idle_timeout=2.0, max_backoff_s=1.0)
+    report = _finish(*_start(Worker(options, pipeline)))
+    assert report.stopped_by == "idle_timeout" and not report.unfinished
+    assert report.docs_in == ends[0] + ends[2] > 0
+    assert _committed(kafka_admin, group, source) == ends
+
+
 class _UndecodableKey(str):
     """A header key whose bytes are not UTF-8: the protocol says UTF-8, but not every client checks."""
 
