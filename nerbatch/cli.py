@@ -385,7 +385,7 @@ def consume(
     from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.consumer import PASSWORD_ENV, ConsumeOptions, consume as run_worker, report_dict
     from nerbatch.pipeline import NerPipeline
-    from nerbatch.sinks import check_writable
+    from nerbatch.sinks import check_writable, check_writable_folder
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
@@ -410,6 +410,8 @@ def consume(
         ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
     )
     options.validate()  # before loading the model
+    if output_dir:
+        check_writable_folder(output_dir)
     if report:
         check_writable(report, "report", spare={"model": model or default_model_path()})
     # A stop asked for while the model loads is honoured once it has: nothing was consumed yet.

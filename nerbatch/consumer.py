@@ -366,7 +366,8 @@ class ConsumeOptions:
                 fail(f"output folder {self.output_dir!r} exists and is not a folder")
             parent = os.path.dirname(os.path.abspath(self.output_dir))
             if not os.path.isdir(parent):
-                fail(f"cannot create output folder {self.output_dir!r}: {parent!r} does not exist")
+                fail(f"cannot create output folder {self.output_dir!r}: {parent!r} "
+                     + ("is not a folder" if os.path.exists(parent) else "does not exist"))
         entity_arrow_schema(self.keep_fields)  # OutputError for kept fields named like record fields
 
     def effective_transactional_id(self) -> str:
@@ -878,7 +879,9 @@ class Worker:
         try:
             self._start_metrics_server()
             if o.output_dir:
-                os.makedirs(o.output_dir, exist_ok=True)
+                from nerbatch.sinks import check_writable_folder
+
+                check_writable_folder(o.output_dir)  # before consuming: parts that cannot be written retry forever
             if self._connect():
                 self.running.set()
                 self._loop()

@@ -133,6 +133,23 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
 
 
+def check_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> None:
+    """Create the folder ``path`` if needed and write and remove a file in it; ``OutputError``
+    (one line, naming the folder) if that fails.  Checked before a long job starts: a worker that
+    finds out at its first part would retry forever, or fail with a traceback."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"cannot write the {what} {path!r}: it is not a folder")
+    probe = os.path.join(path, f".nerbatch-probe-{os.getpid()}-{next(_tmp_counter)}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"probe")
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} {path!r}: {exc.strerror or exc}") from None
+
+
 def check_spared(path: str, what: str, spare: Mapping[str, str | os.PathLike[str]]) -> None:
     """``OutputError`` if ``path`` is one of the ``spare`` files or folders or lies inside one."""
     for name, kept in spare.items():

@@ -39,9 +39,10 @@ from nerbatch.consumer import (
     MIN_MESSAGE_BYTES, ConsumeConfigError, ConsumeOptions, UnreadableRecordError, Worker, _Outcome, _record_bytes, part_name,
 )
 from nerbatch.documents import Document, DocumentError, parse_document
-from nerbatch.errors import NerbatchError
+from nerbatch.errors import NerbatchError, OutputError
 from nerbatch.pipeline import AnnotatedChunk
 from nerbatch.records import ERROR_SCHEMA_NAME, OUTCOME_SCHEMA_NAME, validate_record
+from nerbatch.sinks import check_writable_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "tests" / "fixtures" / "gmb_sample.csv"
@@ -366,6 +367,37 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g",
                                       "--output-topic", "out"])
     assert result.exit_code == 2 and "would vanish" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("file.txt/parts", "cannot create output folder {folder!r}: {parent!r} is not a folder"),
+    ("x" * 300, "cannot write the output folder {folder!r}: File name too long"),
+])
+def test_an_output_folder_that_cannot_be_created_is_refused_before_consuming(tiny_pipeline, tmp_path, name, reason):
+    # Before, a name too long for the file system failed the worker with a traceback from
+    # os.makedirs, and a folder whose parts could not be written was retried forever.
+    from typer.testing import CliRunner
+
+    from nerbatch.cli import app
+
+    (tmp_path / "file.txt").write_text("in the way")
+    folder = str(tmp_path / name)
+    reason = reason.format(folder=folder, parent=str(tmp_path / "file.txt"))
+    options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_dir=folder)
+    with pytest.raises(NerbatchError, match=re.escape(reason)):
+        Worker(options, tiny_pipeline).run()
+    result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g", "--output-dir", folder,
+                                      "--model", str(tmp_path / "no-model")])  # refused before the model loads
+    assert (result.exit_code, result.output) == (2, f"nerbatch: error: {reason}\n")
+
+
+def test_a_check_of_the_output_folder_writes_and_removes_a_file_in_it(tmp_path):
+    folder = tmp_path / "new" / "parts"
+    check_writable_folder(folder.parent)
+    check_writable_folder(folder)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    with pytest.raises(OutputError, match="it is not a folder"):
+        check_writable_folder(SAMPLE)
 
 
 @pytest.mark.parametrize("secret", ["plain-secret", "ab'cd", 'ab"cd', "a'b\"c", "pé\\ß-€", "tab\there"])
