@@ -357,7 +357,7 @@ def consume(
     part_max_seconds: Annotated[float, typer.Option(help="Roll a parquet part after this many seconds (offsets commit then).")] = 60.0,
     outcomes: Annotated[bool, typer.Option("--outcomes", help="With --output-dir: also write _outcomes-<topic>-<partition>-<first offset>-<writer>.parquet beside each part, one row per document (entities, no_entities or failed).")] = False,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics on --metrics-host:PORT.")] = None,
-    metrics_host: Annotated[str, typer.Option(help="Address the metrics server binds (0.0.0.0 inside a container).")] = "127.0.0.1",
+    metrics_host: Annotated[Optional[str], typer.Option(help="With --metrics-port: address the metrics server binds (default 127.0.0.1; 0.0.0.0 inside a container).")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",

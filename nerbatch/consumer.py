@@ -202,6 +202,7 @@ MIN_MESSAGE_BYTES = 1024
 REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
 STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
 TOPIC_CHECK_S = 60.0  # how often the worker asks whether its input topics still exist
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 
 class ConsumeConfigError(NerbatchError, ValueError):
@@ -236,7 +237,7 @@ class ConsumeOptions:
     part_max_seconds: float = 60.0
     outcomes: bool = False  # with output_dir: an outcome row per document next to each part
     metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str | None = None  # None: DEFAULT_METRICS_HOST; given, it needs metrics_port
     log_interval: float = 30.0
     max_docs: int | None = None  # stop after this many input messages
     idle_timeout: float | None = None  # stop after this many seconds without a message, once caught up
@@ -278,6 +279,8 @@ class ConsumeOptions:
                 fail(f"--{option} must be a non-empty field name, got {value!r}")
         if self.transactional_id and not self.exactly_once:
             fail("--transactional-id is used only with --exactly-once")
+        if self.metrics_host is not None and self.metrics_port is None:
+            fail("--metrics-host is used only with --metrics-port")
         servers = self.bootstrap_servers
         for server in servers.split(",") if isinstance(servers, str) else servers:
             host, _, port = server.strip().rpartition(":")
@@ -896,16 +899,16 @@ class Worker:
         return self.report
 
     def _start_metrics_server(self) -> None:
-        if self.options.metrics_port is None:
+        port = self.options.metrics_port
+        if port is None:
             return
+        host = self.options.metrics_host or DEFAULT_METRICS_HOST
         try:
-            self._metrics_server = _serve_metrics(self.metrics.registry, self.options.metrics_host,
-                                                  self.options.metrics_port)
+            self._metrics_server = _serve_metrics(self.metrics.registry, host, port)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode ("a..b")
             raise ConsumeConfigError(
-                f"cannot serve metrics on {self.options.metrics_host}:{self.options.metrics_port}: "
-                f"{getattr(exc, 'strerror', None) or exc}") from None
-        log.info("metrics at http://%s:%d/metrics", self.options.metrics_host, self._metrics_server.server_address[1])
+                f"cannot serve metrics on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+        log.info("metrics at http://%s:%d/metrics", host, self._metrics_server.server_address[1])
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:

@@ -327,6 +327,8 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
         (dict(output_dir=str(tmp_path), id_field=""), "--id-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), text_field=""), "--text-field must be a non-empty field name"),
         (dict(output_dir=str(tmp_path), transactional_id="tx"), "only with --exactly-once"),
+        (dict(output_dir=str(tmp_path), metrics_host="0.0.0.0"), "--metrics-host is used only with --metrics-port"),
+        (dict(output_dir=str(tmp_path), metrics_host="0.0.0.0", metrics_port=0), None),
         (dict(output_dir=str(tmp_path), max_message_bytes=1023), "max message bytes must be at least 1024"),
         (dict(output_dir=str(tmp_path), max_message_bytes=1024), None),
         # security settings that would be ignored, or fail every connection
@@ -367,6 +369,9 @@ def test_options_refuse_what_cannot_work(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g",
                                       "--output-topic", "out"])
     assert result.exit_code == 2 and "would vanish" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g",
+                                      "--output-dir", str(tmp_path), "--metrics-host", "0.0.0.0"])
+    assert result.exit_code == 2 and "--metrics-host is used only with --metrics-port" in result.output
 
 
 @pytest.mark.parametrize("name, reason", [
