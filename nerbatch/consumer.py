@@ -846,6 +846,8 @@ class Worker:
         self._rebalancing = False
         self._failures = 0  # consecutive, for the backoff
         self._failed_uncommitted: set = set()  # partitions rewound after a failure, not committed since
+        self._singly_left = 0  # records to poll one at a time, up to an undecodable one
+        self._unreadable: UnreadableRecordError | None = None  # raised once the work before it is committed
         self._metrics_server = None
         self._last_log = time.monotonic()
         self._last_log_counts = (0, 0)
@@ -889,6 +891,8 @@ class Worker:
                 self.running.set()
                 self._loop()
                 self._drain()
+                if self._unreadable is not None:
+                    raise self._unreadable
             elif not self.report.stopped_by:
                 self.report.stopped_by = "signal"
         finally:
@@ -1105,7 +1109,12 @@ class Worker:
                     # held records wait for the new assignment; polls of 0 s would spin the CPU and
                     # give the client no time to rejoin the group
                     timeout = max(timeout, REBALANCE_POLL_S)
-                records = self._poll(timeout, o.max_batch_docs)
+                try:
+                    records = self._poll(timeout, o.max_batch_docs)
+                except UnreadableRecordError as exc:
+                    self._unreadable = exc  # the records before it are processed and committed first
+                    self.report.stopped_by = "unreadable_record"
+                    break
             else:
                 records = {}
             if self._apply_rebalance():
@@ -1143,8 +1152,17 @@ class Worker:
     def _poll(self, timeout_s: float, max_records: int) -> dict:
         kafka = _kafka()
         try:
-            return self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            records = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                          max_records=1 if self._singly_left else max_records)
+            self._singly_left = max(0, self._singly_left - sum(map(len, records.values())))
+            return records
         except (kafka.errors.CorruptRecordError, kafka.errors.UnsupportedCodecError) as exc:
+            if not self._singly_left:
+                # The client drops the records it decoded in this poll before the bad one: read them
+                # again one at a time, so that they are processed and the bad record's offset is exact.
+                self._reread_from_last_commit()
+                self._singly_left = max_records
+                return {}
             # Polling again would not skip it: kafka-python 3.0.12 then loops at full CPU, deaf to SIGTERM.
             # Stopping leaves the record where it is; skipping it (or installing a codec) is the operator's call.
             at = ", ".join(f"{tp.topic}/{tp.partition} at offset {self._consumer.position(tp, timeout_ms=0)}"
@@ -1489,6 +1507,18 @@ class Worker:
                 log.warning("aborting the transaction failed (%s); restarting the producer", _describe(exc))
         _close_producer(self._producer, timeout=2)
         self._producer = None
+
+    def _reread_from_last_commit(self) -> None:
+        """Seek every assigned partition back to its first uncommitted record (dropping uncommitted work)."""
+        assigned = set(self._consumer.assignment())
+        fresh = {tp for tp in assigned if (self._states.get(tp) or _PartitionState()).resume_at is None}
+        self._rewind(assigned - fresh)
+        for tp in fresh:  # nothing received since the last commit: that is where reading resumed
+            committed = self._consumer.committed(tp)
+            if committed is not None:
+                self._consumer.seek(tp, committed)
+            elif self.options.auto_offset_reset == "earliest":
+                self._consumer.seek_to_beginning(tp)
 
     def _rewind(self, tps) -> None:
         """Send partitions back to their last committed offset, dropping their uncommitted work (on a failure)."""

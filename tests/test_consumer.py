@@ -1105,6 +1105,24 @@ def test_a_record_that_cannot_be_decoded_stops_the_worker_by_name(kafka_bootstra
     _stops_soon_unreadable(Worker(options, pipeline), f"cannot be decoded .* next in one of: {source}/0 at offset 0")
 
 
+def test_the_records_before_an_undecodable_one_are_processed_and_committed(kafka_bootstrap, kafka_topic_factory,
+                                                                          kafka_admin, pipeline):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    good = [json.dumps({"id": f"g{i}", "text": "Angela Merkel visited Paris."}).encode() for i in range(13)]
+    _produce_unchecked(kafka_bootstrap, source, [(None, value, []) for value in good[:12]])  # one batch
+    _produce_unchecked(kafka_bootstrap, source, [(None, good[12], [(_UndecodableKey("trace"), b"t")]),
+                                                 (None, good[12], [])])  # the next: offsets 12 and 13
+    group = _uid("before-undecodable")
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                             output_topic=out, dead_letter_topic=out, max_backoff_s=1.0)
+    # The client drops what it decoded of a poll before the bad record: without a second read the
+    # twelve were never processed, and the offset named was past them.
+    _stops_soon_unreadable(Worker(options, pipeline), f"next in one of: {source}/0 at offset 12;")
+    assert _committed(kafka_admin, group, source) == {0: 12}
+    written = {json.loads(r.value)["doc_id"] for r in _read_all(kafka_bootstrap, out, 1)}
+    assert written == {f"g{i}" for i in range(12)}
+
+
 def _stops_soon_unreadable(worker: Worker, match: str) -> None:
     started = time.monotonic()
     with pytest.raises(UnreadableRecordError, match=match):
