@@ -251,23 +251,16 @@ def test_typographic_apostrophes_and_hyphens_give_the_entities_of_ascii_ones(def
     assert ("gpe", "Cote d'Ivoire") in [(label, ascii_text[a:b]) for label, a, b, _ in entities(ascii_text)]
 
 
-def test_markdown_emphasis_stays_outside_the_entities(default_pipeline):
-    texts = ["German Chancellor _Angela Merkel_ met French President Emmanuel Macron in Berlin on Tuesday.",
-             "German Chancellor __Angela Merkel__ met French President Emmanuel Macron in Berlin on Tuesday.",
-             "German Chancellor *Angela Merkel* met French President Emmanuel Macron in Berlin on Tuesday."]
+def test_entities_never_begin_or_end_with_quote_marks_bars_bullets_or_emphasis(default_pipeline):
+    texts = {"> Officials said the talks resumed in\n> Jerusalem last November, but progress has been slow.": "Jerusalem",
+             "| Talks resumed in | Jerusalem | last week |": "Jerusalem",
+             "Talks resumed in * Jerusalem * last week.": "Jerusalem",
+             "German Chancellor _Angela Merkel_ met French President Emmanuel Macron in Berlin.": "Angela Merkel",
+             "German Chancellor __Angela Merkel__ met French President Emmanuel Macron in Berlin.": "Angela Merkel",
+             "German Chancellor *Angela Merkel* met French President Emmanuel Macron in Berlin.": "Angela Merkel"}
     chunk = default_pipeline.annotate_all([Document(str(i), t, {}, "<test>", i) for i, t in enumerate(texts)])
-    for text, records in zip(texts, chunk.records_by_document("m")):
-        assert ("per", "Angela Merkel") in [(r["label"], r["text"]) for r in records], (text, records)
-        assert all("_" not in r["text"] for r in records), records
-
-
-def test_entities_never_begin_or_end_with_quote_marks_bars_or_bullets(default_pipeline):
-    texts = ["> Officials said the talks resumed in\n> Jerusalem last November, but progress has been slow.",
-             "| Talks resumed in | Jerusalem | last week |",
-             "Talks resumed in * Jerusalem * last week."]
-    chunk = default_pipeline.annotate_all([Document(str(i), t, {}, "<test>", i) for i, t in enumerate(texts)])
-    for text, records in zip(texts, chunk.records_by_document("m")):
-        assert ("geo", "Jerusalem") in [(r["label"], r["text"]) for r in records], text
+    for (text, name), records in zip(texts.items(), chunk.records_by_document("m")):
+        assert name in [r["text"] for r in records], text
         for r in records:
             assert r["text"] == text[r["start"]:r["end"]]
             assert r["text"][0].isalnum() and r["text"][-1].isalnum(), r
