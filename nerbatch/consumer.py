@@ -846,7 +846,8 @@ class Worker:
         self._rebalancing = False
         self._failures = 0  # consecutive, for the backoff
         self._failed_uncommitted: set = set()  # partitions rewound after a failure, not committed since
-        self._singly_left = 0  # records to poll one at a time, up to an undecodable one
+        # After an undecodable record: poll one record at a time up to it (until the assignment changes)
+        self._one_at_a_time = False
         self._unreadable: UnreadableRecordError | None = None  # raised once the work before it is committed
         self._metrics_server = None
         self._last_log = time.monotonic()
@@ -1152,17 +1153,18 @@ class Worker:
     def _poll(self, timeout_s: float, max_records: int) -> dict:
         kafka = _kafka()
         try:
-            records = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
-                                          max_records=1 if self._singly_left else max_records)
-            self._singly_left = max(0, self._singly_left - sum(map(len, records.values())))
-            return records
+            return self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                       max_records=1 if self._one_at_a_time else max_records)
         except (kafka.errors.CorruptRecordError, kafka.errors.UnsupportedCodecError) as exc:
-            if not self._singly_left:
+            if not self._one_at_a_time:
                 # The client drops the records it decoded in this poll before the bad one: read them
                 # again one at a time, so that they are processed and the bad record's offset is exact.
-                self._reread_from_last_commit()
-                self._singly_left = max_records
-                return {}
+                try:
+                    self._reread_from_last_commit()
+                    self._one_at_a_time = True
+                    return {}
+                except kafka.errors.KafkaError as rewind_failed:  # the broker is gone too: stop as before
+                    log.warning("could not read again up to the undecodable record: %s", _describe(rewind_failed))
             # Polling again would not skip it: kafka-python 3.0.12 then loops at full CPU, deaf to SIGTERM.
             # Stopping leaves the record where it is; skipping it (or installing a codec) is the operator's call.
             at = ", ".join(f"{tp.topic}/{tp.partition} at offset {self._consumer.position(tp, timeout_ms=0)}"
@@ -1206,6 +1208,7 @@ class Worker:
                 log.info("rebalance: %d partition(s) assigned: %s", len(current),
                          ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(current)) or "none")
                 assigned = True
+                self._one_at_a_time = False  # an undecodable record met before may now be another worker's
         return assigned
 
     def _discard_hand(self, tps) -> int:
