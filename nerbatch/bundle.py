@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nerbatch.errors import BundleError
-from nerbatch.records import ENTITY_LABELS
+from nerbatch.records import ENTITY_LABELS, MODEL_ID_PART
 from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN, FeatureEncoder, Vocabulary
 
 FORMAT = "nerbatch-bundle"
@@ -186,7 +186,7 @@ def read_bundle_config(directory: str | Path) -> dict:
         if config[key] < least:
             raise _malformed(directory, "config.json", f"{key!r} must be at least {least}, got {config[key]}")
     for key in ("name", "version"):  # records carry name@version (schemas/entity_record.v1.json)
-        if not re.fullmatch(r"[^@\s]+", config[key]):
+        if not MODEL_ID_PART.fullmatch(config[key]):
             raise BundleError(f"{directory / 'config.json'}: model {key} {config[key]!r} holds '@' or white space, "
                               "which entity records cannot carry; retrain with a --name without them")
     return config

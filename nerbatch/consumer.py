@@ -1514,7 +1514,7 @@ class Worker:
     def _reread_from_last_commit(self) -> None:
         """Seek every assigned partition back to its first uncommitted record (dropping uncommitted work)."""
         assigned = set(self._consumer.assignment())
-        fresh = {tp for tp in assigned if (self._states.get(tp) or _PartitionState()).resume_at is None}
+        fresh = {tp for tp in assigned if getattr(self._states.get(tp), "resume_at", None) is None}
         self._rewind(assigned - fresh)
         for tp in fresh:  # nothing received since the last commit: that is where reading resumed
             committed = self._consumer.committed(tp)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -51,6 +52,7 @@ __all__ = [
     "ENTITY_SCHEMA_NAME",
     "JsonInteger",
     "JsonNumber",
+    "MODEL_ID_PART",
     "ERROR_FIELDS",
     "ERROR_SCHEMA_NAME",
     "DOCUMENT_SCHEMA_NAME",
@@ -198,6 +200,8 @@ _ENTITY = load_schema(ENTITY_SCHEMA_NAME)
 ENTITY_FIELDS: tuple[str, ...] = tuple(_ENTITY["properties"])
 #: The entity labels the schema allows.
 ENTITY_LABELS: tuple[str, ...] = tuple(_ENTITY["properties"]["label"]["enum"])
+#: A model name, and its version: records carry name@version (the schemas' "model" pattern).
+MODEL_ID_PART = re.compile(r"[^@\s]+")
 #: The error record's fields, in column order.
 ERROR_FIELDS: tuple[str, ...] = tuple(load_schema(ERROR_SCHEMA_NAME)["properties"])
 del _ENTITY

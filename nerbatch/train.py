@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
-from nerbatch.records import ENTITY_LABELS
+from nerbatch.records import ENTITY_LABELS, MODEL_ID_PART
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, composed, normalize_word
 from nerbatch.windows import plan_windows
@@ -84,7 +83,7 @@ class TrainSettings:
                                 ("plateau_lr_factor", 0.01, 1.0)):
             if not low <= getattr(self, name) <= high:
                 raise TrainConfigError(f"{name.replace('_', '-')} must be from {low} to {high}, got {getattr(self, name)!r}")
-        if self.name is not None and not re.fullmatch(r"[^@\s]+", self.name):
+        if self.name is not None and not MODEL_ID_PART.fullmatch(self.name):
             raise TrainConfigError(f"name must be non-empty, without '@' or white space (records carry "
                                    f"name@version), got {self.name!r}")
         if not self.learning_rate > 0:
