@@ -35,8 +35,10 @@ A line holding only spaces or tabs is *not* skipped; it is reported as
 
 from __future__ import annotations
 
+import decimal
 import glob
 import json
+import math
 import os
 import stat
 import zlib
@@ -284,6 +286,21 @@ def _bad_unicode(value: str) -> int | None:
     return None
 
 
+def _whole_number(value: float) -> str | None:
+    """The decimal string of a number without a fraction (JSON ``1.0``/``1e3``, a parquet double
+    column's ``7.0``, as pandas writes an integer column with missing values), else None.
+    JSON Schema counts such numbers as integers. A float beyond 2**53 is refused: it may no longer
+    be the integer that was written."""
+    if isinstance(value, JsonNumber):
+        number = decimal.Decimal(value.literal)
+        if number.is_finite() and number.adjusted() < 4000 and number == number.to_integral_value():
+            return str(int(number))
+        return None
+    if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
+        return str(int(value))
+    return None
+
+
 class _Rules:
     """The per-document checks shared by the JSONL and parquet readers."""
 
@@ -314,8 +331,12 @@ class _Rules:
             doc_id = str(raw_id)
         elif isinstance(raw_id, JsonInteger):
             doc_id = raw_id.literal
+        elif isinstance(raw_id, float) and (whole := _whole_number(raw_id)) is not None:
+            doc_id = whole
         else:
             what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
+            if isinstance(raw_id, float) and not isinstance(raw_id, JsonNumber) and abs(raw_id) > 2**53:
+                what = "a floating-point number beyond 2**53, which may not be the integer written"
             return self.error(
                 position,
                 f"invalid_id: {idf!r} is {what}; expected a non-blank string or an integer",

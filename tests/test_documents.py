@@ -9,6 +9,7 @@ import random
 import shutil
 from collections import Counter
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -23,7 +24,7 @@ from nerbatch.documents import (
     reason_kind,
 )
 from nerbatch.errors import InputError, NerbatchError
-from nerbatch.records import kept_value
+from nerbatch.records import kept_value, validate_record
 
 
 def write_jsonl(path, rows, *, gz=False):
@@ -593,3 +594,24 @@ def test_a_parquet_map_is_kept_as_the_json_object_a_jsonl_document_gives(tmp_pat
     assert d.fields == {"at": '{"1970-01-01T00:00:00":"x"}', "by_struct": '[[{"k":1},"y"]]'}
     assert kept_value({None: 1, True: 2, 1.5: 3, b"ab": 4}) == json.dumps({"null": 1, "true": 2, "1.5": 3, "ab": 4},
                                                                      separators=(",", ":"))
+
+
+def test_whole_number_ids_are_integers_as_the_document_schema_says(tmp_path):
+    # JSON Schema counts 1.0 as an integer; pandas writes an integer id column with a missing
+    # value as float64, so every id of such a parquet file arrives as 7.0.
+    path = tmp_path / "ids.jsonl"
+    path.write_text(
+        '{"id": 1.0, "text": "One."}\n{"id": 2e3, "text": "Two."}\n{"id": -0.0, "text": "Zero."}\n'
+        '{"id": 1.5, "text": "Half."}\n{"id": 1e400, "text": "Beyond float64."}\n', encoding="utf-8")
+    one, two, zero, half, huge = read_documents(str(path))
+    assert [one.doc_id, two.doc_id, zero.doc_id, huge.doc_id] == ["1", "2000", "0", "1" + "0" * 400]
+    assert half.reason == "invalid_id: 'id' is a number; expected a non-blank string or an integer"
+    validate_record({"id": 1.0, "text": "One."}, "document.v1")  # raises if the schema disagrees
+
+    frame = pd.DataFrame({"id": [7, None, 9, 2**53 + 2], "text": ["Seven.", "None.", "Nine.", "Big."]})
+    parquet = tmp_path / "ids.parquet"
+    frame.to_parquet(parquet)
+    assert pq.read_schema(parquet).field("id").type == pa.float64()
+    seven, missing, nine, big = read_documents(str(parquet))
+    assert [seven.doc_id, missing.doc_id, nine.doc_id] == ["7", "ids.parquet:1", "9"]
+    assert big.reason.startswith("invalid_id: 'id' is a floating-point number beyond 2**53")
