@@ -262,7 +262,8 @@ def _compiled() -> _Compiled:
     bmp_marks = _char_class([cp for cp in marks if cp <= 0xFFFF], categories, coarse_astral=False)
     astral_marks = _char_class([cp for cp in marks if cp > 0xFFFF], categories, coarse_astral=False)
     # Separators: whitespace, C0/C1 controls, BOM, bidi marks/embeddings/isolates,
-    # zero-width space, word joiner & invisible operators, lone surrogates.
+    # zero-width space, word joiner & invisible operators, lone surrogates (a word joiner
+    # or BOM between two word characters joins them instead, below).
     sep = (
         "\\s\x00-\x1f\x7f-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e"
         "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
@@ -296,6 +297,7 @@ def _compiled() -> _Compiled:
         "|(?<=\\d)[.,:/](?=\\d)"  # 1,000 3.5 3:30 20/20
         "|(?<=[A-Z])&(?=[A-Z])"  # AT&T
         f"|(?<={W})@"  # e-mail
+        f"|(?<={W})[\u2060\ufeff]++(?={W})"  # word joiner (BOM's old meaning) inside a word: Vladi\u2060mir
         f"|\\.(?={tld}{NOT_W})"  # Wired.com
         ")"
     )

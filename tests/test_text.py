@@ -19,6 +19,9 @@ _INVISIBLE_SEPARATORS = set(
 )
 
 
+_JOINERS = str.maketrans("", "", "\u2060\ufeff")
+
+
 def _is_separator(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs") or ch in _INVISIBLE_SEPARATORS
 
@@ -35,7 +38,8 @@ def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
         for w, a, b in zip(s.words, s.starts, s.ends):
             assert text[a:b] == w, (w, a, b)
             assert a >= prev_end and b > a, (w, a, b, prev_end)
-            assert not any(_is_separator(ch) for ch in w), repr(w)
+            # a word joiner (or BOM) between word characters joins them; anywhere else it separates
+            assert not any(_is_separator(ch) for ch in w[0] + w[1:-1].translate(_JOINERS) + w[-1]), repr(w)
             # a combining mark right after a token belongs to it
             assert b == len(text) or unicodedata.category(text[b])[0] != "M", (repr(w), repr(text[b]))
             covered[a:b] = b"\x01" * (b - a)
