@@ -469,7 +469,8 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
         if options.outcomes:
             with open_sink(options.outcomes, outcomes_fmt, schema=outcome_arrow_schema(), metadata=metadata,
                            dataset=False) as sink:
-                _copy_parts([work.path / work.finished(s)["outcomes_part"] for s in inputs], sink, outcomes_fmt)
+                _copy_parts([work.path / work.finished(s)["outcomes_part"] for s in inputs], sink, outcomes_fmt,
+                            sources=inputs)
         work.remove()
     finally:
         work.release()  # a failed run keeps its finished parts for --resume
@@ -538,18 +539,27 @@ def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None
         _copy_parts(parts, sink, fmt)
 
 
-def _copy_parts(parts, sink, fmt) -> None:
-    for part in parts:
+def _copy_parts(parts, sink, fmt, sources=None) -> None:
+    """Copy work parts into ``sink``; with ``sources``, each part's ``source`` column is set to its input
+    as this run names it: a resumed input's parts name it as the interrupted run did, which may have
+    written its path otherwise (absolute, through a link, from another folder)."""
+    for number, part in enumerate(parts):
+        source = None if sources is None else sources[number]
         if fmt == "parquet":
             for batch in _parquet_batches(part):
-                sink.write({name: batch.column(name) for name in batch.schema.names})
+                columns = {name: batch.column(name) for name in batch.schema.names}
+                if source is not None:
+                    columns["source"] = pa.array([source] * batch.num_rows, batch.schema.field("source").type)
+                sink.write(columns)
         else:
-            _copy_jsonl(part, sink)
+            _copy_jsonl(part, sink, source)
 
 
-def _copy_jsonl(part: Path, sink) -> None:
+def _copy_jsonl(part: Path, sink, source: str | None = None) -> None:
     batch = []
     for record in _jsonl_records(part):
+        if source is not None:
+            record["source"] = source
         batch.append(record)
         if len(batch) >= 10_000:
             sink.write_records(batch)
@@ -585,4 +595,4 @@ def _damaged(part: Path, exc: Exception) -> OutputError:
 def _merge_errors(work, inputs, errors_path) -> None:
     with open_error_sink(errors_path) as sink:
         for source in inputs:
-            _copy_jsonl(work.path / work.finished(source)["errors_part"], sink)
+            _copy_jsonl(work.path / work.finished(source)["errors_part"], sink, source)

@@ -590,19 +590,29 @@ def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
 def test_resume_takes_the_finished_inputs_however_their_paths_are_written(tmp_path, tiny_pipeline, news_documents,
                                                                         monkeypatch):
     """Cron runs with absolute paths through a link to a volume; an operator resumes by hand from the
-    folder, with relative ones (and the working directory is the volume's real path)."""
+    folder, with relative ones (and the working directory is the volume's real path). Error and outcome
+    records name every input as the resuming run does, as an uninterrupted run of its command would."""
     (tmp_path / "volume" / "in").mkdir(parents=True)
     (tmp_path / "data").symlink_to(tmp_path / "volume")
     for i in range(3):
-        _write_jsonl(tmp_path / "volume" / "in" / f"{i}.jsonl", news_documents[i * 2:(i + 1) * 2])
-    whole = run_job(RunOptions(inputs=[str(tmp_path / "data" / "in")], output=str(tmp_path / "whole.jsonl")),
-                    tiny_pipeline)
-    _interrupted_after(2, RunOptions(inputs=[str(tmp_path / "data" / "in")], output=str(tmp_path / "data" / "o.jsonl"),
-                                     resume=True), tiny_pipeline, monkeypatch)
+        _write_jsonl(tmp_path / "volume" / "in" / f"{i}.jsonl",
+                     [*news_documents[i * 2:(i + 1) * 2], {"id": f"bad{i}", "text": 5}])
+
+    def options(inputs, name, resume=False):
+        return RunOptions(inputs=inputs, output=f"{name}.jsonl", errors=str(tmp_path / f"{name}-errors.jsonl"),
+                          outcomes=str(tmp_path / f"{name}-outcomes.jsonl"), resume=resume)
+
+    _interrupted_after(2, options([str(tmp_path / "data" / "in")], str(tmp_path / "data" / "o"), resume=True),
+                       tiny_pipeline, monkeypatch)
     monkeypatch.chdir(tmp_path / "data")
-    report = run_job(RunOptions(inputs=["./in/"], output="o.jsonl", resume=True), tiny_pipeline)
-    assert report.resumed_inputs == ["./in/0.jsonl", "./in/1.jsonl"] and report.docs_in == whole.docs_in == 6
+    whole = run_job(options(["./in/"], str(tmp_path / "whole")), tiny_pipeline)
+    report = run_job(options(["./in/"], "o", resume=True), tiny_pipeline)
+    assert report.resumed_inputs == ["./in/0.jsonl", "./in/1.jsonl"] and report.docs_in == whole.docs_in == 9
     assert (tmp_path / "volume" / "o.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    for kind in ("errors", "outcomes"):
+        resumed = (tmp_path / f"o-{kind}.jsonl").read_text()
+        assert resumed == (tmp_path / f"whole-{kind}.jsonl").read_text()
+        assert {json.loads(line)["source"] for line in resumed.splitlines()} == {f"./in/{i}.jsonl" for i in range(3)}
 
 
 def test_two_inputs_whose_paths_only_look_alike_are_both_read(tmp_path, tiny_pipeline, news_documents):
