@@ -19,12 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from nerbatch.bundle import load_bundle
 from nerbatch.corpus import read_corpus
+from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import score_corpus
 from nerbatch.train import TrainSettings, protocol_parts, train
 
@@ -130,4 +132,8 @@ def _write_table(args, rows: list) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NerbatchError as exc:  # a missing corpus or bundle: one line, as from the CLI
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

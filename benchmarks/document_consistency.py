@@ -21,11 +21,14 @@ so that reading is an upper bound of what document context can give this way.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from nerbatch.bundle import load_bundle
 from nerbatch.corpus import protocol_split, read_corpus
 from nerbatch.decode import iob2_spans
+from nerbatch.errors import NerbatchError
 from nerbatch.metrics import entity_scores
 
 
@@ -107,4 +110,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NerbatchError as exc:  # a missing corpus or bundle: one line, as from the CLI
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

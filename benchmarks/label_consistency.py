@@ -11,9 +11,12 @@ way its training copy was tagged cannot score higher on it than this.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from nerbatch.corpus import protocol_split, read_corpus
+from nerbatch.errors import NerbatchError
 from nerbatch.metrics import entity_scores, format_table
 
 
@@ -40,4 +43,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NerbatchError as exc:  # a missing corpus or bundle: one line, as from the CLI
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

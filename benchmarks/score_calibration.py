@@ -15,12 +15,15 @@ mean per-token softmax probability of the same tags.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from nerbatch.bundle import load_bundle
 from nerbatch.corpus import read_corpus
 from nerbatch.decode import iob2_spans
+from nerbatch.errors import NerbatchError
 from nerbatch.train import TrainSettings, protocol_parts
 
 BINS = 10
@@ -67,4 +70,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except NerbatchError as exc:  # a missing corpus or bundle: one line, as from the CLI
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -241,7 +241,7 @@ def _library_segmenters() -> Iterable[tuple[str, Segmenter]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
+    ap.add_argument("--data", default=str(DEFAULT_PATH), help="the GMB corpus (.csv or .csv.zip)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N sentences")
     ap.add_argument("--doc-size", type=int, default=20)
     ap.add_argument("--show-errors", type=int, default=0, help="print K random disagreements")
@@ -249,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
-    sentences = load_sentences(args.path)
+    try:
+        sentences = load_sentences(args.data)
+    except (OSError, ValueError) as exc:  # missing, unreadable or not the corpus: one line, as elsewhere
+        ap.exit(2, f"{ap.prog}: error: {args.data}: cannot read the corpus ({exc})\n")
     if args.limit:
         sentences = sentences[: args.limit]
     texts, gold = [], []
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         t, sp = detokenize(ws)
         texts.append(t)
         gold.append(sp)
-    print(f"loaded {len(sentences)} sentences in {time.perf_counter() - t0:.1f} s from {args.path}")
+    print(f"loaded {len(sentences)} sentences in {time.perf_counter() - t0:.1f} s from {args.data}")
     print("example detokenised:", texts[min(1, len(texts) - 1)][:200])
 
     evaluate("nerbatch.text.segment", _ours, texts, gold, sentences, args.doc_size, args.show_errors)
