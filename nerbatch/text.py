@@ -271,7 +271,9 @@ def _compiled() -> _Compiled:
     SEP = f"[{sep}]"
     NOTSEP = f"[^{sep}]"
     NL = f"(?:\\r\\n|[{_NEWLINES}])"
-    HSEP = f"[^\\S{_NEWLINES}]|[\x00-\x09\x0e-\x1b\x7f-\x84\x86-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+    # the two classes must not share a character (a tab was in both): a failing match would try
+    # every way of splitting a run of them between the alternatives, exponential in its length
+    HSEP = f"[^\\S{_NEWLINES}]|[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
     # Marks and joiners after any token; astral marks only behind a cheap guard.
     EXTSEQ = (
         f"(?:[{bmp_marks}{joiners}]|\u200d{NOTSEP}?"

@@ -364,6 +364,21 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
     assert time.perf_counter() - t0 < 8.0
 
 
+def test_tab_indented_lines_segment_in_linear_time() -> None:
+    # Text extracted from pages indents lines with tabs; a tab once matched two ways, so each line
+    # cost time exponential in its tabs (18 tabs: about 0.1 s a line; 30: minutes).
+    cases = [
+        ("Angela Merkel visited Paris.\n" + "\t" * 18 + "Barack Obama met her in Berlin.\n") * 100,
+        ("oil-" + "\t" * 18 + "and gas prices ") * 100,  # the suspended-hyphen look-ahead
+        ("\t" * 18 + "- an item\n") * 100,  # bullets
+        "\t" * 100_000 + "x",
+    ]
+    t0 = time.perf_counter()
+    for text in cases:
+        check_invariants(text, segment(text))
+        assert time.perf_counter() - t0 < 2.0, repr(text[:40])  # before the next case, which would never end
+
+
 def test_hard_wrapped_lines_of_names_are_not_split() -> None:
     # Mostly capitalised lines looked like headings; a wrapped line is full: its next word did not fit.
     text = ("The talks in Baghdad on Tuesday brought together Iraqi leaders\n"
