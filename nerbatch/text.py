@@ -496,7 +496,31 @@ def _sentence_starts(
         opens = prev_line.rstrip().endswith(":") or (opens and (_title_case(prev_line) if title is None else title))
         line_first = idx
         first_in_paragraph = paragraph
+    if "\t" in text:
+        _add_cell_starts(text, c, words, starts, ends, cuts)
     return sorted(cuts)
+
+
+_TABS = re.compile("\t+")
+
+
+def _add_cell_starts(text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int],
+                     cuts: set[int]) -> None:
+    """A tab between two words of a line separates table cells ("Angela Merkel<TAB>Germany") or a label
+    from its value: each side is read on its own, so no entity runs from one cell into the next. A list
+    item's mark stays with its item ("1.<TAB>Angela Merkel")."""
+    n = len(words)
+    for m in _TABS.finditer(text):
+        idx = bisect_left(starts, m.end())
+        if not 0 < idx < n or ends[idx - 1] > m.start() or c.newline.search(text, ends[idx - 1], starts[idx]):
+            continue
+        first = idx - 1  # the line's first token, if the line holds at most two before the tab ("1" ".")
+        while first > max(idx - 3, 0) and not c.newline.search(text, ends[first - 1], starts[first]):
+            first -= 1
+        on_line_start = first == 0 or c.newline.search(text, ends[first - 1], starts[first]) is not None
+        bullet = c.bullet.match(text, starts[first]) if on_line_start else None
+        if not (bullet and bullet.end() > m.start()):
+            cuts.add(idx)
 
 
 def _ends_inside(inner: list[int], cuts: set[int], first: int, end: int) -> bool:

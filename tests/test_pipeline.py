@@ -244,6 +244,15 @@ def test_invisible_characters_from_html_do_not_change_the_entities(default_pipel
     assert ("per", "Emmanuel Macron") in entities(clean)
 
 
+def test_no_entity_runs_from_one_table_cell_into_the_next(default_pipeline):
+    text = "Name\tCountry\nAngela Merkel\tGermany\nEmmanuel Macron\tFrance\nBoris Johnson\tBritain"
+    chunk = default_pipeline.annotate_all([Document("d", text, {}, "<test>", 1)])
+    found = [(r["label"], r["text"]) for r in chunk.records_by_document("m")[0]]
+    assert [t for _, t in found] == ["Angela Merkel", "Germany", "Emmanuel Macron", "France", "Boris Johnson",
+                                     "Britain"], found
+    assert ("per", "Angela Merkel") in found and ("geo", "Germany") in found
+
+
 def test_typographic_apostrophes_and_hyphens_give_the_entities_of_ascii_ones(default_pipeline):
     ascii_text = ("Cote d'Ivoire's President Laurent Gbagbo met rebels in Abidjan. "
                   "Massey Energy's Upper Big Branch South Mine reopened. Hewlett-Packard shares rose in New York.")

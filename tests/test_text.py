@@ -364,6 +364,15 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
     assert time.perf_counter() - t0 < 8.0
 
 
+def test_a_tab_between_words_of_a_line_separates_cells_but_not_an_item_from_its_mark() -> None:
+    assert words("Name\tCountry\nAngela Merkel\tGermany\nEmmanuel Macron\t\tFrance") == \
+        [["Name"], ["Country"], ["Angela", "Merkel"], ["Germany"], ["Emmanuel", "Macron"], ["France"]]
+    assert words("Chair:\tAngela Merkel") == [["Chair", ":"], ["Angela", "Merkel"]]
+    assert words("Items:\n1.\tAngela Merkel spoke.\n-\tMacron too.\n\tIndented prose goes on.") == \
+        [["Items", ":"], ["1", ".", "Angela", "Merkel", "spoke", "."], ["-", "Macron", "too", "."],
+         ["Indented", "prose", "goes", "on", "."]]
+
+
 def test_tab_indented_lines_segment_in_linear_time() -> None:
     # Text extracted from pages indents lines with tabs; a tab once matched two ways, so each line
     # cost time exponential in its tabs (18 tabs: about 0.1 s a line; 30: minutes).
