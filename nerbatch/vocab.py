@@ -34,6 +34,7 @@ _PUNCT = re.compile(r"^[^\w\s]+$")
 _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff]")
 # Typographic apostrophes and hyphens as the corpus writes them (ASCII): most news text has
 # "d\u2019Ivoire" and "Hewlett\u2010Packard" where the corpus has "d'Ivoire" and "Hewlett-Packard".
+_NFC_LIMIT = 1024  # characters of a word put into NFC
 _TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
                               "\u2010": "-", "\u2011": "-"})
 
@@ -52,7 +53,10 @@ def composed(word: str) -> str:
     corpus's ASCII ones."""
     if word.isascii():
         return word
-    return unicodedata.normalize("NFC", _INVISIBLE.sub("", word) or word).translate(_TYPOGRAPHIC)
+    visible = _INVISIBLE.sub("", word) or word
+    if len(visible) > _NFC_LIMIT:  # CPython orders a run of combining marks by insertion: quadratic in its
+        return visible.translate(_TYPOGRAPHIC)  # length; a word this long is unknown to every vocabulary anyway
+    return unicodedata.normalize("NFC", visible).translate(_TYPOGRAPHIC)
 
 
 def casing_class(word: str) -> int:

@@ -57,6 +57,17 @@ def test_decomposed_text_gets_the_features_of_its_composed_form():
     assert tagged[0] == tagged[1]
 
 
+def test_a_word_of_many_combining_marks_is_encoded_in_linear_time():
+    import time
+
+    # CPython puts a run of combining marks of alternating classes into NFC in quadratic time
+    encoder = FeatureEncoder(Vocabulary.build(["a"]), Vocabulary.build("a"), lowercase=True)
+    started = time.perf_counter()
+    batch = encoder.encode_batch([["a" + "\u0301\u0316" * 50_000]], width=1)
+    assert time.perf_counter() - started < 1.0
+    assert batch["words"][0, 0] == UNK_ID
+
+
 def test_unique_long_tokens_do_not_grow_the_feature_cache_without_bound():
     encoder = FeatureEncoder(Vocabulary.build(["a"]), Vocabulary.build("abc"), lowercase=True, cache_chars=100_000)
     for batch in range(50):  # 50 x 10 distinct 5,000-character tokens
