@@ -263,7 +263,7 @@ def _compiled() -> _Compiled:
     astral_marks = _char_class([cp for cp in marks if cp > 0xFFFF], categories, coarse_astral=False)
     # Separators: whitespace, C0/C1 controls, BOM, bidi marks/embeddings/isolates,
     # zero-width space, word joiner & invisible operators, lone surrogates (a word joiner
-    # or BOM between two word characters joins them instead, below).
+    # between two word characters joins them instead, below).
     sep = (
         "\\s\x00-\x1f\x7f-\x9f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e"
         "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
@@ -288,7 +288,9 @@ def _compiled() -> _Compiled:
     numbered = _trie_regex(_NUMBERED)
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
-    acronym = f"[A-Za-z](?:\\.[A-Za-z])++\\.?+{NOT_W}"
+    # not inside a dotted chain whose earlier letter was tried as one ("a.b.c.d.ex"): the same chain ends
+    # the same way, and retrying at every letter was quadratic in its length (Ph.D. is a title token)
+    acronym = f"(?<!(?<!Ph)\\.[A-Za-z]\\.)[A-Za-z](?:\\.[A-Za-z])++\\.?+{NOT_W}"
     # did|n't; a word neither starts nor ends in "_": Markdown's _emphasis_ around a name is not the name
     run = f"(?!_){W}+(?<![nN](?=['\u2019][tT]{NOT_W}))(?<!_)"
     seg = f"(?:{acronym}|{run})"
@@ -299,7 +301,7 @@ def _compiled() -> _Compiled:
         "|(?<=\\d)[.,:/](?=\\d)"  # 1,000 3.5 3:30 20/20
         "|(?<=[A-Z])&(?=[A-Z])"  # AT&T
         f"|(?<={W})@"  # e-mail
-        f"|(?<={W})[\u2060\ufeff]++(?={W})"  # word joiner (BOM's old meaning) inside a word: Vladi\u2060mir
+        f"|(?<={W})\u2060++(?={W})"  # word joiner inside a word: Vladi\u2060mir (a BOM there joined two texts)
         f"|\\.(?={tld}{NOT_W})"  # Wired.com
         ")"
     )
@@ -510,8 +512,14 @@ def _add_cell_starts(text: str, c: _Compiled, words: list[str], starts: list[int
     from its value: each side is read on its own, so no entity runs from one cell into the next. A list
     item's mark stays with its item ("1.<TAB>Angela Merkel")."""
     n = len(words)
-    for m in _TABS.finditer(text):
+    done = -1
+    # the last tab run of each gap ("a \t \t b") decides it: scanning the gap again for each of its runs
+    # was quadratic in its length
+    for m in reversed(list(_TABS.finditer(text))):
         idx = bisect_left(starts, m.end())
+        if idx == done:
+            continue
+        done = idx
         if not 0 < idx < n or ends[idx - 1] > m.start() or c.newline.search(text, ends[idx - 1], starts[idx]):
             continue
         first = idx - 1  # the line's first token, if the line holds at most two before the tab ("1" ".")
@@ -519,7 +527,7 @@ def _add_cell_starts(text: str, c: _Compiled, words: list[str], starts: list[int
             first -= 1
         on_line_start = first == 0 or c.newline.search(text, ends[first - 1], starts[first]) is not None
         bullet = c.bullet.match(text, starts[first]) if on_line_start else None
-        if not (bullet and bullet.end() > m.start()):
+        if not (bullet and bullet.end() > ends[idx - 1]):  # the mark, and a space after it
             cuts.add(idx)
 
 

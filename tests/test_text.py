@@ -19,7 +19,7 @@ _INVISIBLE_SEPARATORS = set(
 )
 
 
-_JOINERS = str.maketrans("", "", "\u2060\ufeff")
+_JOINERS = str.maketrans("", "", "\u2060")
 
 
 def _is_separator(ch: str) -> bool:
@@ -38,7 +38,7 @@ def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
         for w, a, b in zip(s.words, s.starts, s.ends):
             assert text[a:b] == w, (w, a, b)
             assert a >= prev_end and b > a, (w, a, b, prev_end)
-            # a word joiner (or BOM) between word characters joins them; anywhere else it separates
+            # a word joiner between word characters joins them; anywhere else it separates
             assert not any(_is_separator(ch) for ch in w[0] + w[1:-1].translate(_JOINERS) + w[-1]), repr(w)
             # a combining mark right after a token belongs to it
             assert b == len(text) or unicodedata.category(text[b])[0] != "M", (repr(w), repr(text[b]))
@@ -368,9 +368,24 @@ def test_a_tab_between_words_of_a_line_separates_cells_but_not_an_item_from_its_
     assert words("Name\tCountry\nAngela Merkel\tGermany\nEmmanuel Macron\t\tFrance") == \
         [["Name"], ["Country"], ["Angela", "Merkel"], ["Germany"], ["Emmanuel", "Macron"], ["France"]]
     assert words("Chair:\tAngela Merkel") == [["Chair", ":"], ["Angela", "Merkel"]]
-    assert words("Items:\n1.\tAngela Merkel spoke.\n-\tMacron too.\n\tIndented prose goes on.") == \
+    assert words("Items:\n1.\tAngela Merkel spoke.\n-\tMacron too.\n\tIndented prose goes on.\n2. \tLast.") == \
         [["Items", ":"], ["1", ".", "Angela", "Merkel", "spoke", "."], ["-", "Macron", "too", "."],
-         ["Indented", "prose", "goes", "on", "."]]
+         ["Indented", "prose", "goes", "on", "."], ["2", ".", "Last", "."]]
+
+
+def test_a_word_joiner_joins_a_word_and_a_bom_between_texts_separates() -> None:
+    assert words("Vladi\u2060mir Putin met Angela Merkel\ufeffBerlin hosted them.") == \
+        [["Vladi\u2060mir", "Putin", "met", "Angela", "Merkel", "Berlin", "hosted", "them", "."]]
+
+
+def test_long_runs_of_one_motif_segment_in_linear_time() -> None:
+    # Each was quadratic: a dotted chain retried as an acronym at every letter, and a gap of many
+    # tab runs scanned again for each run.
+    for text in ["a." * 20_000 + "aa", "ab" + "U.S." * 10_000 + "cd", "a" + " \t" * 20_000 + "b",
+                 "a" + " \t" * 20_000 + "\nb"]:
+        t0 = time.perf_counter()
+        check_invariants(text, segment(text))
+        assert time.perf_counter() - t0 < 1.0, repr(text[:20])
 
 
 def test_tab_indented_lines_segment_in_linear_time() -> None:
