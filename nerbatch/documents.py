@@ -293,12 +293,17 @@ def _whole_number(value: float) -> str | None:
     be the integer that was written."""
     if isinstance(value, JsonNumber):
         number = decimal.Decimal(value.literal)
-        if number.is_finite() and number.adjusted() < 4000 and number == number.to_integral_value():
+        if number.is_finite() and (number.is_zero() or number.adjusted() < 4000) and number == number.to_integral_value():
             return str(int(number))
         return None
     if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
         return str(int(value))
     return None
+
+
+def generated_id_prefix(path: str) -> str:
+    """What the generated ids of a file's documents start with: its name, without the folder."""
+    return os.path.basename(os.path.normpath(path))
 
 
 class _Rules:
@@ -308,7 +313,7 @@ class _Rules:
 
     def __init__(self, source, id_field, text_field, keep_fields, max_doc_chars):
         self.source = source
-        self.basename = os.path.basename(os.path.normpath(source))
+        self.basename = generated_id_prefix(source)
         self.id_field = id_field
         self.text_field = text_field
         self.keep_fields = keep_fields
@@ -335,7 +340,7 @@ class _Rules:
             doc_id = whole
         else:
             what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
-            if isinstance(raw_id, float) and not isinstance(raw_id, JsonNumber) and abs(raw_id) > 2**53:
+            if isinstance(raw_id, float) and not isinstance(raw_id, JsonNumber) and 2**53 < abs(raw_id) < math.inf:
                 what = "a floating-point number beyond 2**53, which may not be the integer written"
             return self.error(
                 position,

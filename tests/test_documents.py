@@ -602,10 +602,11 @@ def test_whole_number_ids_are_integers_as_the_document_schema_says(tmp_path):
     path = tmp_path / "ids.jsonl"
     path.write_text(
         '{"id": 1.0, "text": "One."}\n{"id": 2e3, "text": "Two."}\n{"id": -0.0, "text": "Zero."}\n'
-        '{"id": 1.5, "text": "Half."}\n{"id": 1e400, "text": "Beyond float64."}\n', encoding="utf-8")
-    one, two, zero, half, huge = read_documents(str(path))
-    assert [one.doc_id, two.doc_id, zero.doc_id, huge.doc_id] == ["1", "2000", "0", "1" + "0" * 400]
-    assert half.reason == "invalid_id: 'id' is a number; expected a non-blank string or an integer"
+        '{"id": 1.5, "text": "Half."}\n{"id": 1e400, "text": "Beyond float64."}\n{"id": 0e5000, "text": "Zero."}\n'
+        '{"id": Infinity, "text": "Infinite."}\n', encoding="utf-8")
+    one, two, zero, half, huge, zero_again, infinite = read_documents(str(path))
+    assert [one.doc_id, two.doc_id, zero.doc_id, huge.doc_id, zero_again.doc_id] == ["1", "2000", "0", "1" + "0" * 400, "0"]
+    assert half.reason == infinite.reason == "invalid_id: 'id' is a number; expected a non-blank string or an integer"
     validate_record({"id": 1.0, "text": "One."}, "document.v1")  # raises if the schema disagrees
 
     frame = pd.DataFrame({"id": [7, None, 9, 2**53 + 2], "text": ["Seven.", "None.", "Nine.", "Big."]})
