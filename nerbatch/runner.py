@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nerbatch import __version__
-from nerbatch.documents import DocumentError, expand_inputs, read_documents, reason_kind
+from nerbatch.documents import DocumentError, expand_inputs, generated_id_prefix, read_documents, reason_kind
 from nerbatch.errors import NerbatchError, OutputError, ResumeRefusedError
 from nerbatch.records import entity_arrow_schema, error_record, outcome_arrow_schema, outcome_columns
 from nerbatch.sinks import (
@@ -251,8 +251,12 @@ class WorkFolder:
 
     def finished(self, source: str) -> dict | None:
         """A finished input's entry, however its path is written: keyed, as the resume fingerprint's inputs
-        are, by its real path (``..`` and symbolic links resolved), which no other input shares."""
-        return self.completed.get(os.path.realpath(source))
+        are, by its real path (``..`` and symbolic links resolved), which no other input shares. Unless
+        the name it is given now differs: ids generated for documents without one are named after it."""
+        entry = self.completed.get(os.path.realpath(source))
+        if entry is not None and entry.get("id_prefix") != generated_id_prefix(source):
+            return None
+        return entry
 
     def release(self) -> None:
         """Let another run take the folder; finished parts stay for ``resume``."""
@@ -525,7 +529,8 @@ def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline,
             if on_progress:
                 on_progress(len(chunk.documents) + len(chunk.failed), chunk.tokens)
     counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
-    entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete}
+    entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete,
+             "id_prefix": generated_id_prefix(source)}
     if outcomes_part:
         entry["outcomes_part"] = outcomes_part.name
     entry["sha256"] = work.part_digests(entry)

@@ -615,6 +615,27 @@ def test_resume_takes_the_finished_inputs_however_their_paths_are_written(tmp_pa
         assert {json.loads(line)["source"] for line in resumed.splitlines()} == {f"./in/{i}.jsonl" for i in range(3)}
 
 
+def test_resume_redoes_a_finished_input_now_named_otherwise(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    """Documents without an id are named after their file: read before through a link of another name,
+    an input is read again, so that its records are those an uninterrupted run of the command gives."""
+    (tmp_path / "real").mkdir()
+    _write_jsonl(tmp_path / "real" / "news.jsonl", [{"text": news_documents[0]["text"]}])
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "real" / "news.jsonl")
+    _write_jsonl(tmp_path / "b.jsonl", news_documents[1:3])
+
+    def options(first, name, resume=False):
+        return RunOptions(inputs=[str(tmp_path / first), str(tmp_path / "b.jsonl")], output=str(tmp_path / name),
+                          outcomes=str(tmp_path / f"{name}-outcomes.jsonl"), resume=resume)
+
+    _interrupted_after(1, options("link.jsonl", "o.jsonl", resume=True), tiny_pipeline, monkeypatch)
+    whole = run_job(options("real/news.jsonl", "whole.jsonl"), tiny_pipeline)
+    report = run_job(options("real/news.jsonl", "o.jsonl", resume=True), tiny_pipeline)
+    assert report.resumed_inputs == [] and report.docs_in == whole.docs_in == 3
+    assert (tmp_path / "o.jsonl").read_text() == (tmp_path / "whole.jsonl").read_text()
+    assert (tmp_path / "o.jsonl-outcomes.jsonl").read_text() == (tmp_path / "whole.jsonl-outcomes.jsonl").read_text()
+    assert '"doc_id": "news.jsonl:1"' in (tmp_path / "o.jsonl").read_text()
+
+
 def test_two_inputs_whose_paths_only_look_alike_are_both_read(tmp_path, tiny_pipeline, news_documents):
     """``lnk/../a.jsonl`` through a link to ``other/real`` is ``other/a.jsonl``, not ``a.jsonl``."""
     (tmp_path / "other" / "real").mkdir(parents=True)
