@@ -1263,12 +1263,13 @@ class Worker:
                     self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()},
                                  [r.timestamp for r in hand])
         except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+            if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
+                # asked first: the abort of a transaction that wrote to a deleted topic is never answered
+                self._stop_if_deleted("output", [o.output_topic] if o.output_topic else [],
+                                      {"dead-letter": [o.dead_letter_topic] if o.dead_letter_topic else []})
             if o.exactly_once or isinstance(exc, kafka.errors.KafkaError):
                 self._reset_producer()
             self._rewind(tps)
-            if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
-                self._stop_if_deleted("output", [o.output_topic] if o.output_topic else [],
-                                      {"dead-letter": [o.dead_letter_topic] if o.dead_letter_topic else []})
             self.report.batch_failures += 1
             self.metrics.batch_failures.inc()
             self._backoff(f"batch of {len(hand)} message(s) failed; rewound "

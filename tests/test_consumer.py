@@ -1689,25 +1689,27 @@ def test_a_worker_writing_parts_whose_broker_dies_stops_soon_after_sigterm(doome
     assert report.unfinished and report.parts == 0 and report.stopped_by == "signal"
 
 
-@pytest.mark.parametrize("deleted", ["input", "output"])
+@pytest.mark.parametrize("deleted, exactly_once", [("input", False), ("output", False), ("output", True),
+                                                   ("dead-letter", True)])
 def test_a_topic_deleted_while_the_worker_runs_stops_it_by_name(kafka_bootstrap, kafka_admin, kafka_topic_factory,
-                                                                 pipeline, deleted):
+                                                                 pipeline, deleted, exactly_once):
     # Before, a deleted input topic left a worker reporting lag 0 forever (and "idle" success with
-    # --idle-timeout); a deleted output topic left it retrying with only metadata timeouts to show.
+    # --idle-timeout); a deleted output topic left it retrying with only metadata timeouts to show, and
+    # an exactly-once worker waiting without end for the abort of a transaction that wrote to it.
     source, out, dlq = kafka_topic_factory(2), kafka_topic_factory(1), kafka_topic_factory(1)
     _produce(kafka_bootstrap, source, _docs(4, f"deleted-{deleted}"))
     options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("deleted"),
                              output_topic=out, dead_letter_topic=dlq, flush_timeout_s=2.0, max_backoff_s=1.0,
-                             idle_timeout=60.0)
+                             idle_timeout=60.0, exactly_once=exactly_once)
     worker = Worker(options, pipeline)
     thread, box = _start(worker)
     _wait(lambda: worker.report.docs_ok == 4, "the first documents")
-    kafka_admin.delete_topics([source if deleted == "input" else out], timeout_ms=30_000)
-    if deleted == "output":
-        _produce(kafka_bootstrap, source, _docs(2, "deleted-more"))
+    name = {"input": source, "output": out, "dead-letter": dlq}[deleted]
+    kafka_admin.delete_topics([name], timeout_ms=30_000)
+    if deleted != "input":
+        _produce(kafka_bootstrap, source, [*_docs(2, "deleted-more"), ("poison", b"not json")])  # one for each
     thread.join(WAIT_S)
     assert not thread.is_alive(), "worker did not stop"
-    name = source if deleted == "input" else out
     assert isinstance(box.get("error"), ConsumeConfigError), box
     assert f"{deleted} topic {name} no longer exists" in str(box["error"])
 
