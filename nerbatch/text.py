@@ -301,7 +301,7 @@ def _compiled() -> _Compiled:
         "|(?<=\\d)[.,:/](?=\\d)"  # 1,000 3.5 3:30 20/20
         "|(?<=[A-Z])&(?=[A-Z])"  # AT&T
         f"|(?<={W})@"  # e-mail
-        f"|(?<={W})\u2060++(?={W})"  # word joiner inside a word: Vladi\u2060mir (a BOM there joined two texts)
+        f"|(?<={W})\u2060++(?={W})"  # word joiner inside a word: Vladi\u2060mir (a BOM there is where two texts were joined)
         f"|\\.(?={tld}{NOT_W})"  # Wired.com
         ")"
     )

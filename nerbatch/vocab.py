@@ -32,9 +32,9 @@ _PUNCT = re.compile(r"^[^\w\s]+$")
 # Default-ignorable characters a token can hold: soft hyphen, grapheme joiner, zero-width (non-)joiners
 # and marks, word joiner and invisible operators, variation selectors, BOM, tag characters.
 _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\ufeff\U000e0000-\U000e0fff]")
+_NFC_LIMIT = 1024  # characters of a word put into NFC
 # Typographic apostrophes and hyphens as the corpus writes them (ASCII): most news text has
 # "d\u2019Ivoire" and "Hewlett\u2010Packard" where the corpus has "d'Ivoire" and "Hewlett-Packard".
-_NFC_LIMIT = 1024  # characters of a word put into NFC
 _TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
                               "\u2010": "-", "\u2011": "-"})
 
