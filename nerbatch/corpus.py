@@ -8,7 +8,10 @@ value detection is switched off.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +82,7 @@ def read_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path}: corpus file not found")
     try:
         frame = pd.read_csv(
-            path,
+            _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path,
             encoding="latin1",
             dtype=str,
             keep_default_na=False,
@@ -118,9 +121,12 @@ def read_corpus(path: str | Path) -> Corpus:
 
     if sentence_col[0] == "":
         raise CorpusError(f"{path}: line {line_of(0)}: first row has no sentence id")
-    empty_words = np.flatnonzero(words == "")
-    if empty_words.size:
-        raise CorpusError(f"{path}: line {line_of(int(empty_words[0]))}: empty word")
+    for row, word in enumerate(words.tolist()):
+        if not word.strip(" \t\f\v"):  # not str.strip(): the corpus's latin1 holds cp1252's "…" as U+0085
+            raise CorpusError(f"{path}: line {line_of(row)}: empty word")
+        if "\n" in word or "\r" in word:  # text never tokenizes so: a quote the CSV writer left unescaped
+            raise CorpusError(f"{path}: line {line_of(row)}: a word holds a line break ({word[:40]!r}): is a quote "
+                              "unescaped? In CSV a word with a \" is quoted, its \" doubled (\"\"\"\" for \" alone)")
     unique_tags, tag_index = np.unique(tags, return_inverse=True)
     for position, tag in enumerate(unique_tags):
         if not _TAG_PATTERN.match(tag):
@@ -138,6 +144,27 @@ def read_corpus(path: str | Path) -> Corpus:
         tags=[_as_iob2(tag_list[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
         source=str(path),
     )
+
+
+def _zip_member(path: Path, what: str) -> io.BytesIO:
+    """The one data file of a zip, read; folders and the copies that macOS adds (``__MACOSX/``, ``._*``)
+    are not data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = zip_data_members(archive)
+            if len(members) == 1:
+                return io.BytesIO(archive.read(members[0]))
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise CorpusError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+    raise CorpusError(f"{path}: expected one {what} file in the zip, found {len(members)}"
+                      f"{': ' + ', '.join(members[:10]) if members else ''}; unzip the one to use")
+
+
+def zip_data_members(archive: zipfile.ZipFile, suffix: str = "") -> list[str]:
+    """The names of a zip's files ending in ``suffix`` (any case), without folders and macOS metadata."""
+    return [name for name in archive.namelist()
+            if not name.endswith("/") and not name.startswith("__MACOSX/")
+            and not name.rsplit("/", 1)[-1].startswith("._") and name.lower().endswith(suffix)]
 
 
 def _as_iob2(tags: list[str]) -> list[str]:
@@ -180,8 +207,7 @@ def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
     """Refuse a file holding both UTF-8 words and words that are not UTF-8.
 
     A latin1 word can be valid UTF-8 by chance: an upper-case accented letter or ß before a cp1252
-    quote ("Gauß’s" reads as "Gauߒs"). Such a decode gives characters no European text holds, so
-    only words that decode to Latin, Greek or Cyrillic letters, symbols and punctuation count as UTF-8.
+    quote ("Gauß’s" reads as "Gauߒs"), so such a word does not count as UTF-8 (``_utf8_evidence``).
     """
     utf8_row = latin1_row = None
     for row, word in enumerate(words.tolist()):
@@ -192,13 +218,24 @@ def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
         except UnicodeDecodeError:
             latin1_row = row if latin1_row is None else latin1_row
         else:
-            if utf8_row is None and all(ch.isascii() or _european(ord(ch)) for ch in decoded):
+            if utf8_row is None and _utf8_evidence(decoded):
                 utf8_row = row
         if utf8_row is not None and latin1_row is not None:
             utf8_word = words[utf8_row].encode("latin1").decode("utf-8")
             raise CorpusError(f"{path}: mixes encodings: line {line_of(utf8_row)} holds UTF-8 ({utf8_word!r}) "
                               f"but line {line_of(latin1_row)} does not ({words[latin1_row]!r} as latin1); "
                               "save the file in one encoding")
+
+
+def _utf8_evidence(decoded: str) -> bool:
+    """Whether a word that decodes as UTF-8 is UTF-8 text rather than latin1 valid by chance.
+
+    A chance decode is one upper-case accented letter or ß before a cp1252 punctuation byte: one
+    character below U+0800 that no European text holds. Text of other scripts decodes to several
+    such characters (Arabic, Hebrew) or to characters from U+0800 on (CJK, Indic), which need three
+    bytes that latin1 text almost never holds in a row."""
+    foreign = [ch for ch in decoded if not ch.isascii() and not _european(ord(ch))]
+    return not foreign or len(foreign) > 1 or ord(foreign[0]) >= 0x800
 
 
 def _european(code: int) -> bool:

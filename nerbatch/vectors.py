@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerbatch.corpus import file_sha256
+from nerbatch.corpus import file_sha256, zip_data_members
 from nerbatch.errors import VectorsError
 from nerbatch.vocab import normalize_word
 
@@ -107,9 +107,10 @@ def _read_container(path: Path) -> tuple[list[str], list]:
             return _wink_json(handle, path)
     if name.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            texts = [n for n in archive.namelist() if n.endswith(".txt")]
-            if len(texts) != 1:
-                raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}")
+            texts = zip_data_members(archive, ".txt")
+            if len(texts) != 1:  # glove.6B.zip holds four dimensions
+                raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}"
+                                   f"{': ' + ', '.join(texts[:10]) if texts else ''}; unzip the one to use")
             with archive.open(texts[0]) as handle:
                 return _glove_text(handle, path)
     if name.endswith(".gz"):

@@ -54,6 +54,16 @@ def test_a_corpus_mixing_utf8_and_latin1_words_is_refused_naming_a_line_of_each(
                     b"Sentence: 2,It\x92s,PRP,O\n")
     with pytest.raises(CorpusError, match=r"few.csv: mixes encodings: line 2 holds UTF-8 \('Müller'\)"):
         read_corpus(few)
+    scripts = tmp_path / "scripts.csv"  # UTF-8 words of scripts other than Europe's count as UTF-8 too
+    scripts.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,北京,NNP,B-geo\n,and,CC,O\n,دبي,NNP,B-geo\n".encode()
+                        + b"Sentence: 2,caf\xe9,NN,O\n")
+    with pytest.raises(CorpusError, match=r"scripts.csv: mixes encodings: line 2 holds UTF-8 \('北京'\) "
+                                          r"but line 5 does not"):
+        read_corpus(scripts)
+    arabic = tmp_path / "arabic.csv"
+    arabic.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,دبي,NNP,B-geo\n".encode() + b",caf\xe9,NN,O\n")
+    with pytest.raises(CorpusError, match=r"arabic.csv: mixes encodings: line 2 holds UTF-8 \('دبي'\)"):
+        read_corpus(arabic)
     latin1 = tmp_path / "latin1.csv"  # "Gauß’s" and "JOSÉ’S" in cp1252 happen to be valid UTF-8; the rest is not
     latin1.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,Gau\xdf\x92s,NNP,B-per\n,law,NN,O\n"
                        b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,JOS\xc9\x92S,NNP,B-per\n")
@@ -106,6 +116,9 @@ def test_blank_lines_are_skipped_and_lines_still_named(tmp_path):
         ("Sentence: 1,Paris,NNP,B-geo\n,x,NN,Q-geo\n", "line 3"),
         ("Sentence: 1,Paris,NNP,B-geo\n,,NN,O\n", "line 3"),
         ("Sentence: 1,Paris,NNP,B-geo,extra,cols\n", "line 2"),
+        ("Sentence: 1,Paris,NNP,B-geo\n, ,NN,O\n", "line 3: empty word"),
+        # a quote left unescaped swallows the rows up to the next one into a "word"
+        ('Sentence: 1,He,PRP,O\n,",``,O\n,Paris,NNP,B-geo\n,",\'\',O\n', "line 3: a word holds a line break"),
     ],
 )
 def test_malformed_rows_name_the_line(tmp_path, body, where):
@@ -137,6 +150,23 @@ def test_full_corpus_reads_in_seconds(full_corpus):
     corpus = read_corpus(full_corpus)
     assert len(corpus) == 47959
     assert corpus.n_tokens == 1048575
+
+
+def test_a_zip_is_read_by_its_one_data_file(tmp_path, gmb_sample):
+    import zipfile
+
+    zipped = tmp_path / "corpus.zip"  # `zip -r` adds the folder; macOS adds its metadata
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("data/", "")
+        archive.write(gmb_sample, "data/ner.csv")
+        archive.writestr("__MACOSX/data/._ner.csv", b"\x00\x05\x16\x07")
+    corpus = read_corpus(zipped)
+    assert (corpus.words, corpus.tags) == (read_corpus(gmb_sample).words, read_corpus(gmb_sample).tags)
+    with zipfile.ZipFile(zipped, "a") as archive:
+        archive.write(gmb_sample, "data/other.csv")
+    with pytest.raises(CorpusError, match=r"corpus.zip: expected one corpus file in the zip, found 2: data/ner.csv, "
+                                          r"data/other.csv; unzip the one to use"):
+        read_corpus(zipped)
 
 
 @pytest.mark.parametrize("name", ["c.csv.gz", "c.csv.bz2", "c.csv.xz", "c.csv.zst", "c.csv.zip", "c.tar", "c.tar.gz"])

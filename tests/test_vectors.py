@@ -67,6 +67,23 @@ def test_malformed_vectors_are_named_by_file_and_line(tmp_path, text, where):
         read_word_vectors(path, lowercase=True)
 
 
+def test_a_zip_is_read_by_its_one_text_file(tmp_path):
+    import zipfile
+
+    path = tmp_path / "glove.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("glove/", "")
+        archive.writestr("glove/glove.2d.TXT", "the 1 2\nof 3 4\n")
+        archive.writestr("__MACOSX/glove/._glove.2d.TXT", b"\x00\x05\x16\x07")
+    vectors = read_word_vectors(path, lowercase=True)
+    assert vectors.keys == ["the", "of"] and vectors.matrix.tolist() == [[1, 2], [3, 4]]
+    with zipfile.ZipFile(path, "a") as archive:  # as glove.6B.zip holds one file per dimension
+        archive.writestr("glove/glove.3d.txt", "the 1 2 3\n")
+    with pytest.raises(VectorsError, match=r"glove.zip: expected one .txt file in the zip, found 2: "
+                                           r"glove/glove.2d.TXT, glove/glove.3d.txt; unzip the one to use"):
+        read_word_vectors(path, lowercase=True)
+
+
 @pytest.mark.parametrize("name", ["damaged.tgz", "damaged.zip", "damaged.txt.gz"])
 def test_a_damaged_archive_is_one_error(tmp_path, name):
     path = tmp_path / name
