@@ -171,6 +171,11 @@ def evaluate(
     test = result["test"]
     if report:  # first: the scores are kept even when standard output or error fails
         _write_report(report, result)
+    if result["data"].get("same_as_training") is False:
+        trained_on = result["data"]["trained_on"]
+        typer.echo(f"nerbatch: warning: {data} is not the file this model was trained on ({trained_on['file']}, "
+                   f"sha256 {trained_on['sha256'][:12]}...): its test split may hold sentences the model trained on, "
+                   "so the scores need not compare with the model's own", err=True)
     if result["types_unknown_to_model"]:
         typer.echo(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
                    "they are scored, and never found", err=True)

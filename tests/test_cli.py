@@ -24,7 +24,23 @@ def test_info_and_evaluate_through_the_cli(tiny_bundle, gmb_sample, tmp_path):
     assert "micro" in result.output and "geo" in result.output
     saved = json.loads(report.read_text())
     assert saved["test"]["sentences"] == 108
-    assert saved["data"]["file"] == "gmb_sample.csv"
+    assert saved["data"]["file"] == "gmb_sample.csv" and saved["data"]["same_as_training"] is True
+    assert "warning" not in result.output
+
+    # The same sentences in another order: the test split now holds sentences the model trained on.
+    lines = gmb_sample.read_text(encoding="latin1").splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("Sentence:")] + [len(lines)]
+    sentences = [lines[a:b] for a, b in zip(starts, starts[1:])]
+    reordered = tmp_path / "reordered.csv"
+    reordered.write_text("".join([lines[0], *(line for s in sentences[::-1] for line in s)]), encoding="latin1")
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(reordered),
+                                 "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {reordered} is not the file this model was trained on (gmb_sample.csv, sha256 " in result.output
+    saved = json.loads(report.read_text())
+    assert saved["data"]["same_as_training"] is False
+    assert saved["data"]["trained_on"]["file"] == "gmb_sample.csv" and saved["data"]["trained_on"]["sha256"] != \
+        saved["data"]["sha256"]
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, gmb_sample):
