@@ -179,7 +179,7 @@ def _check_readable(path: str, given: str) -> None:
         raise InputError(f"cannot read input {given!r}: {exc.strerror or exc}") from exc
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
     """Expand input arguments into the list of files to read.
 
     Each argument is a glob (``*``, ``?``, ``[...]``; ``**`` recurses), a file or
@@ -201,7 +201,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str) -> list[str]:
     path is not a regular file (a pipe such as ``/dev/stdin``), or a file
     name is not valid UTF-8.
     """
-    if isinstance(inputs, str):
+    if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     if not inputs:
         raise InputError("no input given")

@@ -56,7 +56,10 @@ class RunConfigError(NerbatchError, ValueError):
 
 @dataclass(frozen=True)
 class RunOptions:
-    inputs: Sequence[str]
+    """A batch job's settings.  Paths are ``str`` or ``os.PathLike`` (a folder output needs a ``str`` ending
+    in ``/`` when the folder does not exist yet, as ``pathlib`` drops that slash)."""
+
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]  # one pattern, file or folder, or several
     output: str
     fmt: str | None = None  # parquet | jsonl; None: from the output's extension
     errors: str | None = None  # error records (JSONL); None: <output>.errors.jsonl
@@ -70,6 +73,12 @@ class RunOptions:
     resume: bool = False
     batch_size: int = 256
     model: str | None = None  # bundle folder; None: the shipped model (ignored when run_job gets a pipeline)
+
+    def __post_init__(self) -> None:
+        for name in ("output", "errors", "outcomes", "report", "model"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
 
     def validate(self) -> None:
         """Raise :class:`RunConfigError` for option values that cannot work."""
@@ -418,7 +427,7 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
 
     started = time.perf_counter()
     options.validate()
-    inputs = expand_inputs(list(options.inputs))
+    inputs = expand_inputs(options.inputs)
     fmt, to_folder = output_kind(options.output, options.fmt)
     errors_path = _errors_path(options)
     outcomes_fmt = _outcomes_format(options)

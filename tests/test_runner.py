@@ -77,6 +77,13 @@ def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents
     run_job(RunOptions(inputs=[str(src)], output=str(jsonl_out)), tiny_pipeline)
     rows = [json.loads(line) for line in jsonl_out.read_text(encoding="utf-8").splitlines()]
     _check_offsets(rows, _texts_by_id(news_documents))
+    # pathlib paths, and one input given alone (not split into its characters)
+    for inputs in (src, str(src)):
+        again = tmp_path / "again.jsonl"
+        report = run_job(RunOptions(inputs=inputs, output=again, errors=tmp_path / "e.jsonl",
+                                    report=tmp_path / "r.json"), tiny_pipeline)
+        assert report.inputs == [str(src)] and again.read_text(encoding="utf-8") == jsonl_out.read_text(encoding="utf-8")
+        assert json.loads((tmp_path / "r.json").read_text())["output"] == str(again)
 
     folder = tmp_path / "dataset"
     run_job(RunOptions(inputs=[str(src)], output=str(folder) + "/"), tiny_pipeline)
