@@ -3,7 +3,8 @@
 ``NerPipeline.annotate`` streams: a background thread reads and segments
 documents into chunks of about ``chunk_sentences`` sentences while the main
 thread predicts the previous chunk (prediction releases the GIL), so memory is
-bounded by a few chunks and output keeps the input order.
+bounded by a few chunks and output keeps the input order.  The documents'
+iterable is therefore read on that thread, up to about three chunks ahead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from nerbatch.decode import FlatSpans, TagKinds, flat_spans
 from nerbatch.documents import Document, DocumentError
-from nerbatch.records import normalise_keep_fields
+from nerbatch.records import kept_value, normalise_keep_fields
 from nerbatch.text import SentenceTokens, segment
 
 
@@ -64,8 +65,8 @@ class AnnotatedChunk:
             "score": self.score.tolist(),
             "model": [model] * len(index),
         }
-        for name in normalise_keep_fields(keep_fields):
-            columns[name] = [docs[i].fields.get(name) for i in index]
+        for name in normalise_keep_fields(keep_fields):  # the readers' documents hold kept values already
+            columns[name] = [kept_value(docs[i].fields.get(name)) for i in index]
         return columns
 
     def records_by_document(self, model: str, keep_fields: Sequence[str] = ()) -> list[list[dict]]:
@@ -124,6 +125,11 @@ def _segmented(doc: Document) -> list[SentenceTokens]:
     if not isinstance(doc.text, str):
         raise TypeError(f"document {doc.doc_id!r} ({doc.source}:{doc.position}): text must be a str, "
                         f"not {type(doc.text).__name__}")
+    if not isinstance(doc.doc_id, str) or not doc.doc_id:  # every record carries it (entity_record: non-empty string)
+        raise TypeError(f"document at {doc.source}:{doc.position}: doc_id must be a non-empty str, not {doc.doc_id!r:.60}")
+    if not isinstance(doc.fields, dict):
+        raise TypeError(f"document {doc.doc_id!r} ({doc.source}:{doc.position}): fields must be a dict, "
+                        f"not {type(doc.fields).__name__}")
     return segment(doc.text)
 
 
@@ -131,6 +137,14 @@ class NerPipeline:
     """Annotates documents with a loaded bundle."""
 
     def __init__(self, bundle, *, batch_size: int = 256, chunk_sentences: int = 2048) -> None:
+        from nerbatch.bundle import Bundle
+
+        if not isinstance(bundle, Bundle):
+            raise TypeError(f"NerPipeline takes a loaded bundle, not {type(bundle).__name__} ({bundle!r:.60}); "
+                            "use NerPipeline(nerbatch.bundle.load_bundle(path))")
+        for name, value in (("batch_size", batch_size), ("chunk_sentences", chunk_sentences)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.bundle = bundle
         self.tagger = bundle.tagger(batch_size=batch_size)
         self.kinds = TagKinds.from_tags(bundle.tags)
@@ -145,6 +159,10 @@ class NerPipeline:
 
         A ``DocumentError`` among the documents is passed through in its chunk's ``failed`` and counts
         towards the chunk's size, so a run of failures is handed on as it comes, never held back.
+        ``documents`` is read on a background thread, a few chunks ahead: an iterable bound to its thread
+        (a sqlite3 cursor) needs reading into a list first, and the documents read ahead of a chunk the
+        caller never takes are not annotated.  When ``documents`` raises (or holds what is no
+        ``Document``), the documents before it come in a last chunk, then the error is raised.
         """
         chunks: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
@@ -195,19 +213,24 @@ class NerPipeline:
         segmented: list[list[SentenceTokens]] = []
         failed: list[DocumentError] = []
         pending = 0
-        for doc in _until(stop, documents):
-            if isinstance(doc, DocumentError):
-                failed.append(doc)
-            else:
-                sentences = _segmented(doc)
-                docs.append(doc)
-                segmented.append(sentences)
-                pending += len(sentences)
-            # Documents and failures count too, so a stream of empty or failed documents still comes
-            # in bounded chunks.
-            if pending >= self.chunk_sentences or len(docs) + len(failed) >= self.chunk_sentences:
+        try:
+            for doc in _until(stop, documents):
+                if isinstance(doc, DocumentError):
+                    failed.append(doc)
+                else:
+                    sentences = _segmented(doc)
+                    docs.append(doc)
+                    segmented.append(sentences)
+                    pending += len(sentences)
+                # Documents and failures count too, so a stream of empty or failed documents still comes
+                # in bounded chunks.
+                if pending >= self.chunk_sentences or len(docs) + len(failed) >= self.chunk_sentences:
+                    yield docs, segmented, failed
+                    docs, segmented, failed, pending = [], [], [], 0
+        except Exception:  # the documents read before the failure are not lost with it
+            if docs or failed:
                 yield docs, segmented, failed
-                docs, segmented, failed, pending = [], [], [], 0
+            raise
         if docs or failed:
             yield docs, segmented, failed
 

@@ -224,6 +224,40 @@ def test_the_readme_library_example_runs_and_plain_texts_get_a_clear_error(defau
         default_pipeline.annotate_all([Document("1", None, {}, "m", 0)])
     with pytest.raises(TypeError, match=r"document '2' \(m:1\): text must be a str, not NoneType"):
         list(default_pipeline.annotate([Document("2", None, {}, "m", 1)]))
+    # what a record could not carry (entity_record.v1: doc_id a non-empty string)
+    for doc_id in (5, None, ""):
+        with pytest.raises(TypeError, match=r"document at m:3: doc_id must be a non-empty str"):
+            default_pipeline.annotate_all([Document(doc_id, "Obama in Paris.", {}, "m", 3)])
+    with pytest.raises(TypeError, match=r"document 'd' \(m:4\): fields must be a dict, not NoneType"):
+        default_pipeline.annotate_all([Document("d", "Obama in Paris.", None, "m", 4)])
+    kept = default_pipeline.annotate_all([Document("d", "Obama in Paris.", {"n": 5, "tags": ["a", 1]}, "m", 4)])
+    records = kept.records_by_document("m@1", keep_fields=("n", "tags", "missing"))[0]
+    assert records and all((r["n"], r["tags"], r["missing"]) == ("5", '["a",1]', None) for r in records)
+    from nerbatch.pipeline import NerPipeline
+    with pytest.raises(TypeError, match=r"NerPipeline takes a loaded bundle, not str .*load_bundle\(path\)"):
+        NerPipeline("nerbatch/models/default")
+    with pytest.raises(ValueError, match=r"chunk_sentences must be a positive integer, got '10'"):
+        NerPipeline(default_pipeline.bundle, chunk_sentences="10")
+
+
+def test_documents_read_before_a_failing_source_are_annotated_before_its_error(tiny_bundle):
+    import pytest
+
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=10)
+
+    def source():
+        for i in range(35):
+            yield Document(f"d{i}", "Angela Merkel visited Paris.", {}, "db", i)
+        raise ConnectionError("database went away")
+
+    annotated = []
+    with pytest.raises(ConnectionError, match="database went away"):
+        for chunk in pipeline.annotate(source()):
+            annotated += [d.doc_id for d in chunk.documents]
+    assert annotated == [f"d{i}" for i in range(35)]
 
 
 def test_invisible_characters_from_html_do_not_change_the_entities(default_pipeline):
