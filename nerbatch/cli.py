@@ -57,12 +57,22 @@ def _print(text: str | bytes) -> None:
     """Write a result to standard output: a full or failing output is a one-line error, not a traceback."""
     from nerbatch.errors import OutputError
 
+    if _closed_at_start["stdout"]:  # a result nobody can read is not a success
+        raise OutputError("cannot write to standard output: it is closed")
     try:
         typer.echo(text)
-    except BrokenPipeError:
-        raise  # the reader has gone (| head): click ends quietly
+    except BrokenPipeError:  # the reader has gone (| head): end quietly, with the code of a process SIGPIPE ended
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
+        raise typer.Exit(128 + signal.SIGPIPE) from None
     except OSError as exc:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
+def _tell(message: str) -> None:
+    """A message on standard error; one that cannot be written (the log reader has gone) must not change
+    the exit code, which says what happened."""
+    with contextlib.suppress(OSError):
+        typer.echo(message, err=True)
 
 
 def _user_errors(command):
@@ -73,7 +83,7 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except NerbatchError as exc:
-            typer.echo(f"nerbatch: error: {exc}", err=True)
+            _tell(f"nerbatch: error: {exc}")
             raise typer.Exit(2) from None
 
     return wrapper
@@ -140,8 +150,8 @@ def train(
                                stop_requested=lambda: bool(received))
     except KeyboardInterrupt:
         signum = received[0] if received else signal.SIGINT
-        typer.echo(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
-                   f"({out} is as it was)", err=True)
+        _tell(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
+              f"({out} is as it was)")
         raise typer.Exit(128 + signum) from None
     finally:
         for sig, handler in previous.items():
@@ -173,12 +183,12 @@ def evaluate(
         _write_report(report, result)
     if result["data"].get("same_as_training") is False:
         trained_on = result["data"]["trained_on"]
-        typer.echo(f"nerbatch: warning: {data} is not the file this model was trained on ({trained_on['file']}, "
-                   f"sha256 {trained_on['sha256'][:12]}...): its test split may hold sentences the model trained on, "
-                   "so the scores need not compare with the model's own", err=True)
+        _tell(f"nerbatch: warning: {data} is not the file this model was trained on ({trained_on['file']}, "
+              f"sha256 {trained_on['sha256'][:12]}...): its test split may hold sentences the model trained on, "
+              "so the scores need not compare with the model's own")
     if result["types_unknown_to_model"]:
-        typer.echo(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
-                   "they are scored, and never found", err=True)
+        _tell(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
+              "they are scored, and never found")
     _print(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens\n"
            f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s")
 
@@ -263,16 +273,23 @@ def run(
         elapsed = bar.format_dict["elapsed"] or 1e-9
         bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tokens/s", refresh=False)
 
+    def stop(signum, frame):  # SIGTERM (Airflow's timeout, docker stop) or Ctrl-C
+        _tell(f"nerbatch: {signal.Signals(signum).name} received: run stopped before it finished; the same "
+              "command with --resume skips the inputs it finished")
+        os._exit(128 + signum)  # as a crash: what --resume picks up, and no cleanup that a signal could cut short
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         result = run_job(options, on_progress=on_progress)
     finally:
         bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not quiet:
-        with contextlib.suppress(OSError):  # the records are written; a full stderr must not fail the run
-            typer.echo(f"nerbatch: {result.summary()}", err=True)
+        _tell(f"nerbatch: {result.summary()}")  # the records are written; a full stderr must not fail the run
     failure = result.failed(max_error_rate)
     if failure:
-        typer.echo(f"nerbatch: {failure}", err=True)
+        _tell(f"nerbatch: {failure}")
         raise typer.Exit(1)
 
 
@@ -429,7 +446,7 @@ def consume(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if early:
-        typer.echo(f"nerbatch: {signal.Signals(early[0]).name} during start-up; stopped before consuming", err=True)
+        _tell(f"nerbatch: {signal.Signals(early[0]).name} during start-up; stopped before consuming")
         return
     result = run_worker(options, pipeline, handle_signals=True)
     if report:
@@ -437,18 +454,23 @@ def consume(
     if result.unfinished and result.stopped_by in ("idle_timeout", "max_docs"):
         # A run meant to finish its input (cron, Airflow) did not: say so. A stop by signal is a
         # service's normal end, and its uncommitted work is read again by the next run.
-        typer.echo(f"nerbatch: stopped by {result.stopped_by} with work not committed (see the log); the next run "
-                   "reads it again", err=True)
+        _tell(f"nerbatch: stopped by {result.stopped_by} with work not committed (see the log); the next run "
+              "reads it again")
         raise typer.Exit(1)
+
+
+_closed_at_start = {"stdin": False, "stdout": False, "stderr": False}
 
 
 def _open_closed_standard_streams() -> None:
     """Give a closed standard stream (``2>&-`` from a scheduler) /dev/null, so that progress and
-    messages cannot fail a job, and no file the job opens takes its descriptor."""
+    messages cannot fail a job, and no file the job opens takes its descriptor.  A command whose
+    result is its standard output still fails when that was closed (``_print``)."""
     for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         try:
             os.fstat(fd)
         except OSError:
+            _closed_at_start[name] = True
             null = os.open(os.devnull, os.O_RDWR)
             if null != fd:
                 os.dup2(null, fd)

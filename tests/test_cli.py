@@ -275,6 +275,20 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     assert done.returncode == 2 and "cannot use the Keras backend 'no-such-backend' named by KERAS_BACKEND" in \
         done.stderr.decode()
 
+    # A command whose result is its standard output fails when that is closed.
+    done = nerbatch("info", "--model", str(tiny_bundle), shell_redirect=">&-")
+    assert done.returncode == 2 and done.stderr.decode() == "nerbatch: error: cannot write to standard output: it is closed\n"
+
+    def piped(*args, into, redirect=""):  # nerbatch's exit code when its output goes to `into`, which reads nothing
+        command = " ".join([sys.executable, "-m", "nerbatch", *map(shlex.quote, args), redirect])
+        return subprocess.run(["bash", "-c", f"{command} | {into}; exit ${{PIPESTATUS[0]}}"], timeout=300).returncode
+
+    # A reader that has gone: a user error keeps its code 2 (not click's 1, the code of failed documents),
+    # and a result cut short ends as a process that SIGPIPE stopped (141).
+    assert piped("run", "-i", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.parquet"), redirect="2>&1",
+                 into="head -c0") == 2
+    assert piped("info", "--model", str(tiny_bundle), into="head -c0") == 141
+
 
 def test_a_consume_run_that_ends_with_work_uncommitted_exits_1(tiny_bundle, monkeypatch):
     from nerbatch import consumer

@@ -217,7 +217,8 @@ def _run_cli(args, **kwargs):
                             stderr=subprocess.PIPE, env=env, **kwargs)
 
 
-def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_documents):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_documents, stop):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for n in range(12):
@@ -241,8 +242,12 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
             break
         time.sleep(0.02)
     assert proc.poll() is None, "run finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL if stop == signal.SIGKILL else 128 + stop
+    if stop == signal.SIGTERM:  # Airflow's timeout, docker stop: one line, and the run is left as a crash leaves it
+        assert stderr.decode() == ("nerbatch: SIGTERM received: run stopped before it finished; the same command "
+                                   "with --resume skips the inputs it finished\n")
     assert not out.exists()  # a crashed run leaves nothing that looks complete
     done_before = journal.read_text().count("\n")
     assert 2 <= done_before < 12
