@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import unicodedata
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -80,9 +81,10 @@ def read_corpus(path: str | Path) -> Corpus:
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: corpus file not found")
+    source = _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path
     try:
         frame = pd.read_csv(
-            _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path,
+            source,
             encoding="latin1",
             dtype=str,
             keep_default_na=False,
@@ -154,7 +156,7 @@ def _zip_member(path: Path, what: str) -> io.BytesIO:
             members = zip_data_members(archive)
             if len(members) == 1:
                 return io.BytesIO(archive.read(members[0]))
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:  # RuntimeError: encrypted
         raise CorpusError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
     raise CorpusError(f"{path}: expected one {what} file in the zip, found {len(members)}"
                       f"{': ' + ', '.join(members[:10]) if members else ''}; unzip the one to use")
@@ -230,12 +232,11 @@ def _refuse_mixed_encodings(words: np.ndarray, path: Path, line_of) -> None:
 def _utf8_evidence(decoded: str) -> bool:
     """Whether a word that decodes as UTF-8 is UTF-8 text rather than latin1 valid by chance.
 
-    A chance decode is one upper-case accented letter or ß before a cp1252 punctuation byte: one
-    character below U+0800 that no European text holds. Text of other scripts decodes to several
-    such characters (Arabic, Hebrew) or to characters from U+0800 on (CJK, Indic), which need three
-    bytes that latin1 text almost never holds in a row."""
+    A chance decode is an accented letter before one or two cp1252 punctuation or symbol bytes
+    ("Gauß’s", "olé…”", "là »"): one character that no European text holds, a letter or not. A word
+    of another script decodes to several letters or marks of it ("北京", "دبي")."""
     foreign = [ch for ch in decoded if not ch.isascii() and not _european(ord(ch))]
-    return not foreign or len(foreign) > 1 or ord(foreign[0]) >= 0x800
+    return not foreign or (len(foreign) > 1 and all(unicodedata.category(ch)[0] in "LM" for ch in foreign))
 
 
 def _european(code: int) -> bool:

@@ -111,7 +111,11 @@ def _read_container(path: Path) -> tuple[list[str], list]:
             if len(texts) != 1:  # glove.6B.zip holds four dimensions
                 raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}"
                                    f"{': ' + ', '.join(texts[:10]) if texts else ''}; unzip the one to use")
-            with archive.open(texts[0]) as handle:
+            try:
+                handle = archive.open(texts[0])
+            except RuntimeError as exc:  # zipfile's refusal of an encrypted member
+                raise VectorsError(f"{path}: cannot read word vectors ({exc})") from None
+            with handle:
                 return _glove_text(handle, path)
     if name.endswith(".gz"):
         with gzip.open(path, "rb") as handle:

@@ -64,10 +64,12 @@ def test_a_corpus_mixing_utf8_and_latin1_words_is_refused_naming_a_line_of_each(
     arabic.write_bytes("Sentence #,Word,POS,Tag\nSentence: 1,دبي,NNP,B-geo\n".encode() + b",caf\xe9,NN,O\n")
     with pytest.raises(CorpusError, match=r"arabic.csv: mixes encodings: line 2 holds UTF-8 \('دبي'\)"):
         read_corpus(arabic)
-    latin1 = tmp_path / "latin1.csv"  # "Gauß’s" and "JOSÉ’S" in cp1252 happen to be valid UTF-8; the rest is not
+    latin1 = tmp_path / "latin1.csv"  # "Gauß’s", "JOSÉ’S", "là »", "olé…”" in cp1252 happen to be valid UTF-8
     latin1.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,Gau\xdf\x92s,NNP,B-per\n,law,NN,O\n"
-                       b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,JOS\xc9\x92S,NNP,B-per\n")
-    assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"], ["François", "JOS\xc9\x92S"]]
+                       b"Sentence: 2,Fran\xe7ois,NNP,B-per\n,JOS\xc9\x92S,NNP,B-per\n,l\xe0\xa0\xbb,RB,O\n"
+                       b",ol\xe9\x85\x94,UH,O\n")
+    assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"],
+                                         ["François", "JOS\xc9\x92S", "là\xa0»", "olé\x85\x94"]]
 
 
 def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):
@@ -164,8 +166,11 @@ def test_a_zip_is_read_by_its_one_data_file(tmp_path, gmb_sample):
     assert (corpus.words, corpus.tags) == (read_corpus(gmb_sample).words, read_corpus(gmb_sample).tags)
     with zipfile.ZipFile(zipped, "a") as archive:
         archive.write(gmb_sample, "data/other.csv")
-    with pytest.raises(CorpusError, match=r"corpus.zip: expected one corpus file in the zip, found 2: data/ner.csv, "
-                                          r"data/other.csv; unzip the one to use"):
+    with pytest.raises(CorpusError, match=r"^\S*corpus.zip: expected one corpus file in the zip, found 2: "
+                                          r"data/ner.csv, data/other.csv; unzip the one to use$"):
+        read_corpus(zipped)
+    zipped.write_bytes(b"not a zip")
+    with pytest.raises(CorpusError, match=r"^\S*corpus.zip: cannot read corpus \(BadZipFile: File is not a zip file\)$"):
         read_corpus(zipped)
 
 

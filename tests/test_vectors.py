@@ -82,6 +82,16 @@ def test_a_zip_is_read_by_its_one_text_file(tmp_path):
     with pytest.raises(VectorsError, match=r"glove.zip: expected one .txt file in the zip, found 2: "
                                            r"glove/glove.2d.TXT, glove/glove.3d.txt; unzip the one to use"):
         read_word_vectors(path, lowercase=True)
+    with zipfile.ZipFile(path, "w") as archive:  # zipfile writes no encryption: set the member's flag bit
+        archive.writestr("g.txt", "the 1 2\n")
+    data = bytearray(path.read_bytes())
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # local and central headers: general-purpose flags
+        at = data.index(header)
+        flags_at = at + (6 if header == b"PK\x03\x04" else 8)
+        data[flags_at] |= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(VectorsError, match=r"glove.zip: cannot read word vectors \(File 'g.txt' is encrypted"):
+        read_word_vectors(path, lowercase=True)
 
 
 @pytest.mark.parametrize("name", ["damaged.tgz", "damaged.zip", "damaged.txt.gz"])
