@@ -24,8 +24,17 @@ def silence_native_startup() -> None:
     _silence_native_startup = True
 
 
+_saved_stderr: int | None = None  # standard error's descriptor while descriptor 2 is silenced
+
+
+def stderr_fd() -> int:
+    """Where a message for the user goes now: standard error, also while start-up output is silenced."""
+    return 2 if _saved_stderr is None else _saved_stderr
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
+    global _saved_stderr
     if not _silence_native_startup:
         yield
         return
@@ -39,8 +48,10 @@ def _native_stderr_silenced():
             if sys.stderr is not None:
                 sys.stderr.flush()
             os.dup2(devnull.fileno(), 2)
+            _saved_stderr = saved
             yield
     finally:
+        _saved_stderr = None
         os.dup2(saved, 2)
         os.close(saved)
 

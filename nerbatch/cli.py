@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -66,6 +67,21 @@ def _print(text: str | bytes) -> None:
         raise typer.Exit(128 + signal.SIGPIPE) from None
     except OSError as exc:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _stop_signals_handled_by(handler):
+    """SIGTERM and SIGINT go to ``handler`` inside the block; only the main thread can set handlers, so a
+    command called from another thread (an application's worker) keeps the process's own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _tell(message: str) -> None:
@@ -144,18 +160,15 @@ def train(
         received.append(signum)
         raise KeyboardInterrupt  # the training also polls `received`: this raise is lost inside a gc callback
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors,
-                               stop_requested=lambda: bool(received))
+        with _stop_signals_handled_by(stop):
+            metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors,
+                                   stop_requested=lambda: bool(received))
     except KeyboardInterrupt:
         signum = received[0] if received else signal.SIGINT
         _tell(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
               f"({out} is as it was)")
         raise typer.Exit(128 + signum) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     _print(format_table(metrics["test"]))
     _print(f"bundle written to {out}")
 
@@ -184,8 +197,8 @@ def evaluate(
     if result["data"].get("same_as_training") is False:
         trained_on = result["data"]["trained_on"]
         _tell(f"nerbatch: warning: {data} is not the file this model was trained on ({trained_on['file']}, "
-              f"sha256 {trained_on['sha256'][:12]}...): its test split may hold sentences the model trained on, "
-              "so the scores need not compare with the model's own")
+              f"sha256 {trained_on['sha256'][:12]}...): unless it holds the same sentences in the same order, its "
+              "test split may hold sentences the model trained on, and the scores do not compare with the model's own")
     if result["types_unknown_to_model"]:
         _tell(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
               "they are scored, and never found")
@@ -274,17 +287,18 @@ def run(
         bar.set_postfix_str(f"{tokens[0] / elapsed:,.0f} tokens/s", refresh=False)
 
     def stop(signum, frame):  # SIGTERM (Airflow's timeout, docker stop) or Ctrl-C
-        _tell(f"nerbatch: {signal.Signals(signum).name} received: run stopped before it finished; the same "
-              "command with --resume skips the inputs it finished")
+        message = (f"nerbatch: {signal.Signals(signum).name} received: run stopped before it finished; the same "
+                   "command with --resume skips the inputs it finished\n")
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+            os.write(backend.stderr_fd(), message.encode())  # also while TensorFlow's start-up is silenced
         os._exit(128 + signum)  # as a crash: what --resume picks up, and no cleanup that a signal could cut short
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        result = run_job(options, on_progress=on_progress)
+        with _stop_signals_handled_by(stop):
+            result = run_job(options, on_progress=on_progress)
     finally:
         bar.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if not quiet:
         _tell(f"nerbatch: {result.summary()}")  # the records are written; a full stderr must not fail the run
     failure = result.failed(max_error_rate)

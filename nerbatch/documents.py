@@ -201,8 +201,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[s
     path is not a regular file (a pipe such as ``/dev/stdin``), or a file
     name is not valid UTF-8.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not inputs:
         raise InputError("no input given")
     out: list[str] = []

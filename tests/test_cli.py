@@ -290,6 +290,20 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     assert piped("info", "--model", str(tiny_bundle), into="head -c0") == 141
 
 
+def test_run_called_from_a_thread_other_than_the_main_one(tiny_bundle, tmp_path):
+    import threading
+
+    src = tmp_path / "in.jsonl"  # an application's worker thread, where no signal handler can be set
+    src.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    results = []
+    worker = threading.Thread(target=lambda: results.append(runner.invoke(
+        app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--model", str(tiny_bundle), "-q"])))
+    worker.start()
+    worker.join(timeout=300)
+    assert results[0].exit_code == 0, (results[0].output, results[0].exception)
+    assert (tmp_path / "o.parquet").is_file()
+
+
 def test_a_consume_run_that_ends_with_work_uncommitted_exits_1(tiny_bundle, monkeypatch):
     from nerbatch import consumer
 

@@ -1,3 +1,4 @@
+import contextlib
 import gzip
 import json
 import os
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nerbatch.errors import NerbatchError, OutputError
+from nerbatch.errors import InputError, NerbatchError, OutputError
 from nerbatch.records import validate_record
 from nerbatch.runner import RunOptions, run_job
 
@@ -77,6 +78,8 @@ def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents
     run_job(RunOptions(inputs=[str(src)], output=str(jsonl_out)), tiny_pipeline)
     rows = [json.loads(line) for line in jsonl_out.read_text(encoding="utf-8").splitlines()]
     _check_offsets(rows, _texts_by_id(news_documents))
+    with pytest.raises(InputError, match="no input given"):
+        run_job(RunOptions(inputs=(p for p in []), output=tmp_path / "none.jsonl"), tiny_pipeline)
     # pathlib paths, and one input given alone (not split into its characters)
     for inputs in (src, str(src)):
         again = tmp_path / "again.jsonl"
@@ -215,6 +218,22 @@ def _run_cli(args, **kwargs):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.Popen([sys.executable, "-m", "nerbatch", "run", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, **kwargs)
+
+
+def test_a_stop_while_the_model_loads_is_told_too(tmp_path, tiny_bundle, news_documents):
+    src = _write_jsonl(tmp_path / "news.jsonl", news_documents)
+    proc = _run_cli(["-i", str(src), "-o", str(tmp_path / "o.parquet"), "--model", str(tiny_bundle), "-q"])
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:  # TensorFlow's start-up output is silenced
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{proc.pid}/fd/2") == os.devnull:
+                break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the model loaded before the test could stop it"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stderr.decode().startswith("nerbatch: SIGTERM received: run stopped before it finished"), stderr
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
