@@ -54,12 +54,17 @@ def _write_report(path: str, data: dict) -> None:
         raise OutputError(f"cannot write the report {path!r}: {exc.strerror or exc}") from None
 
 
-def _print(text: str | bytes) -> None:
-    """Write a result to standard output: a full or failing output is a one-line error, not a traceback."""
+def _print(text: str | bytes, *, is_result: bool = True) -> None:
+    """Write to standard output: a full or failing output is a one-line error, not a traceback.
+
+    ``is_result``: the text is what the command is run for, so a standard output closed from the start
+    fails the command (a command whose result is a file, as ``train`` writes a bundle, skips the text)."""
     from nerbatch.errors import OutputError
 
-    if _closed_at_start["stdout"]:  # a result nobody can read is not a success
-        raise OutputError("cannot write to standard output: it is closed")
+    if _closed_at_start["stdout"]:
+        if not is_result:
+            return
+        raise OutputError("cannot write to standard output: it is closed")  # a result nobody can read
     try:
         typer.echo(text)
     except BrokenPipeError:  # the reader has gone (| head): end quietly, with the code of a process SIGPIPE ended
@@ -169,8 +174,8 @@ def train(
         _tell(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
               f"({out} is as it was)")
         raise typer.Exit(128 + signum) from None
-    _print(format_table(metrics["test"]))
-    _print(f"bundle written to {out}")
+    _print(format_table(metrics["test"]), is_result=False)
+    _print(f"bundle written to {out}", is_result=False)
 
 
 @app.command()
@@ -203,7 +208,7 @@ def evaluate(
         _tell(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
               "they are scored, and never found")
     _print(f"model {result['model']} on {test['sentences']} test sentences, {test['tokens']} tokens\n"
-           f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s")
+           f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s", is_result=not report)
 
 
 @app.command()

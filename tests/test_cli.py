@@ -278,6 +278,10 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     # A command whose result is its standard output fails when that is closed.
     done = nerbatch("info", "--model", str(tiny_bundle), shell_redirect=">&-")
     assert done.returncode == 2 and done.stderr.decode() == "nerbatch: error: cannot write to standard output: it is closed\n"
+    report.unlink()  # with --report the scores are the report, and the table on standard output is a courtesy
+    done = nerbatch("evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample), "--report", str(report),
+                    shell_redirect=">&-")
+    assert done.returncode == 0 and json.loads(report.read_text())["test"]["sentences"] == 108
 
     def piped(*args, into, redirect=""):  # nerbatch's exit code when its output goes to `into`, which reads nothing
         command = " ".join([sys.executable, "-m", "nerbatch", *map(shlex.quote, args), redirect])
