@@ -153,20 +153,23 @@ def _zip_member(path: Path, what: str) -> io.BytesIO:
     are not data."""
     try:
         with zipfile.ZipFile(path) as archive:
-            members = zip_data_members(archive)
-            if len(members) == 1:
-                return io.BytesIO(archive.read(members[0]))
+            return io.BytesIO(archive.read(the_zip_member(archive, f"{what} file")))
+    except ValueError as exc:
+        raise CorpusError(f"{path}: {exc}") from None
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError) as exc:  # RuntimeError: encrypted
         raise CorpusError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
-    raise CorpusError(f"{path}: expected one {what} file in the zip, found {len(members)}"
-                      f"{': ' + ', '.join(members[:10]) if members else ''}; unzip the one to use")
 
 
-def zip_data_members(archive: zipfile.ZipFile, suffix: str = "") -> list[str]:
-    """The names of a zip's files ending in ``suffix`` (any case), without folders and macOS metadata."""
-    return [name for name in archive.namelist()
-            if not name.endswith("/") and not name.startswith("__MACOSX/")
-            and not name.rsplit("/", 1)[-1].startswith("._") and name.lower().endswith(suffix)]
+def the_zip_member(archive: zipfile.ZipFile, what: str, suffix: str = "") -> str:
+    """The name of a zip's one file ending in ``suffix`` (any case), not counting folders and macOS
+    metadata; ``ValueError`` naming them when there are none or several."""
+    names = [name for name in archive.namelist()
+             if not name.endswith("/") and not name.startswith("__MACOSX/")
+             and not name.rsplit("/", 1)[-1].startswith("._") and name.lower().endswith(suffix)]
+    if len(names) != 1:
+        raise ValueError(f"expected one {what} in the zip, found {len(names)}"
+                         f"{': ' + ', '.join(names[:10]) if names else ''}; unzip the one to use")
+    return names[0]
 
 
 def _as_iob2(tags: list[str]) -> list[str]:

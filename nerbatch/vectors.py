@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerbatch.corpus import file_sha256, zip_data_members
+from nerbatch.corpus import file_sha256, the_zip_member
 from nerbatch.errors import VectorsError
 from nerbatch.vocab import normalize_word
 
@@ -107,12 +107,10 @@ def _read_container(path: Path) -> tuple[list[str], list]:
             return _wink_json(handle, path)
     if name.endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            texts = zip_data_members(archive, ".txt")
-            if len(texts) != 1:  # glove.6B.zip holds four dimensions
-                raise VectorsError(f"{path}: expected one .txt file in the zip, found {len(texts)}"
-                                   f"{': ' + ', '.join(texts[:10]) if texts else ''}; unzip the one to use")
-            try:
-                handle = archive.open(texts[0])
+            try:  # glove.6B.zip holds four dimensions
+                handle = archive.open(the_zip_member(archive, ".txt file", ".txt"))
+            except ValueError as exc:
+                raise VectorsError(f"{path}: {exc}") from None
             except RuntimeError as exc:  # zipfile's refusal of an encrypted member
                 raise VectorsError(f"{path}: cannot read word vectors ({exc})") from None
             with handle:
