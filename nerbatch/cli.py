@@ -423,51 +423,60 @@ def consume(
 ) -> None:
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""
 
-    from nerbatch.bundle import default_model_path, load_bundle
-    from nerbatch.consumer import PASSWORD_ENV, ConsumeOptions, consume as run_worker, report_dict
-    from nerbatch.pipeline import NerPipeline
-    from nerbatch.sinks import check_writable, check_writable_folder
+    # Handled from the command's first line: a stop asked for while modules import and the model loads
+    # ends the command once that is done, with nothing consumed; a running worker finishes its batch.
+    received: list[int] = []
+    worker = None
 
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
-        raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_WorkerLogFilter(show_kafka=level <= logging.DEBUG, secret=os.environ.get(PASSWORD_ENV)))
-    logging.basicConfig(level=level, handlers=[handler])
-    options = ConsumeOptions(
-        bootstrap_servers=bootstrap_servers, topics=tuple(topic), group=group, output_topic=output_topic,
-        output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,
-        max_batch_ms=max_batch_ms, exactly_once=exactly_once, transactional_id=transactional_id,
-        transaction_timeout_ms=transaction_timeout_ms, part_max_rows=part_max_rows,
-        part_max_seconds=part_max_seconds, outcomes=outcomes, metrics_port=metrics_port, metrics_host=metrics_host,
-        id_field=id_field, text_field=text_field,
-        keep_fields=_field_list(keep_fields), max_doc_chars=max_doc_chars,
-        max_message_bytes=max_message_bytes, auto_offset_reset=auto_offset_reset,
-        group_instance_id=group_instance_id, session_timeout_ms=session_timeout_ms, max_poll_interval_ms=max_poll_interval_ms,
-        log_interval=log_interval,
-        max_docs=max_docs, idle_timeout=idle_timeout, security_protocol=security_protocol,
-        sasl_mechanism=sasl_mechanism, sasl_username=sasl_username, ssl_cafile=ssl_cafile,
-        ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-    )
-    options.validate()  # before loading the model
-    if output_dir:
-        check_writable_folder(output_dir)
-    if report:
-        check_writable(report, "report", spare={"model": model or default_model_path()})
-    # A stop asked for while the model loads is honoured once it has: nothing was consumed yet.
-    early: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: early.append(signum))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        pipeline = NerPipeline(load_bundle(model), batch_size=batch_size)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if early:
-        _tell(f"nerbatch: {signal.Signals(early[0]).name} during start-up; stopped before consuming")
-        return
-    result = run_worker(options, pipeline, handle_signals=True)
+    def stop(signum, frame):
+        received.append(signum)
+        if worker is None:
+            return
+        log = logging.getLogger("nerbatch.consumer")
+        if worker.stopping:
+            log.info("already stopping")
+            return
+        log.info("%s received: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        worker.stop()
+
+    with _stop_signals_handled_by(stop):
+        from nerbatch.bundle import default_model_path, load_bundle
+        from nerbatch.consumer import PASSWORD_ENV, ConsumeOptions, Worker, report_dict
+        from nerbatch.pipeline import NerPipeline
+        from nerbatch.sinks import check_writable, check_writable_folder
+
+        level = getattr(logging, log_level.upper(), None)
+        if not isinstance(level, int):
+            raise typer.BadParameter("choose DEBUG, INFO, WARNING or ERROR", param_hint="--log-level")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(_WorkerLogFilter(show_kafka=level <= logging.DEBUG, secret=os.environ.get(PASSWORD_ENV)))
+        logging.basicConfig(level=level, handlers=[handler])
+        options = ConsumeOptions(
+            bootstrap_servers=bootstrap_servers, topics=tuple(topic), group=group, output_topic=output_topic,
+            output_dir=output_dir, dead_letter_topic=dead_letter_topic, max_batch_docs=max_batch_docs,
+            max_batch_ms=max_batch_ms, exactly_once=exactly_once, transactional_id=transactional_id,
+            transaction_timeout_ms=transaction_timeout_ms, part_max_rows=part_max_rows,
+            part_max_seconds=part_max_seconds, outcomes=outcomes, metrics_port=metrics_port, metrics_host=metrics_host,
+            id_field=id_field, text_field=text_field,
+            keep_fields=_field_list(keep_fields), max_doc_chars=max_doc_chars,
+            max_message_bytes=max_message_bytes, auto_offset_reset=auto_offset_reset,
+            group_instance_id=group_instance_id, session_timeout_ms=session_timeout_ms,
+            max_poll_interval_ms=max_poll_interval_ms, log_interval=log_interval,
+            max_docs=max_docs, idle_timeout=idle_timeout, security_protocol=security_protocol,
+            sasl_mechanism=sasl_mechanism, sasl_username=sasl_username, ssl_cafile=ssl_cafile,
+            ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+        )
+        options.validate()  # before loading the model
+        if output_dir:
+            check_writable_folder(output_dir)
+        if report:
+            check_writable(report, "report", spare={"model": model or default_model_path()})
+        worker = Worker(options, NerPipeline(load_bundle(model), batch_size=batch_size))
+        if received:
+            _tell(f"nerbatch: {signal.Signals(received[0]).name} during start-up; stopped before consuming")
+            return
+        result = worker.run()
     if report:
         _write_report(report, report_dict(result))
     if result.unfinished and result.stopped_by in ("idle_timeout", "max_docs"):

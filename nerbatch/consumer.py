@@ -155,7 +155,6 @@ import logging
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -180,7 +179,6 @@ __all__ = [
     "ConsumeReport",
     "PASSWORD_ENV",
     "Worker",
-    "consume",
     "part_name",
     "report_dict",
 ]
@@ -1869,37 +1867,6 @@ class Worker:
         # run; work of partitions the group has moved is their new owner's.
         self.report.unfinished = self.report.unfinished or bool(self._failed_uncommitted)
         self._log_progress(time.monotonic())
-
-
-def consume(options: ConsumeOptions, pipeline=None, *, handle_signals: bool = False) -> ConsumeReport:
-    """Run a worker until it is stopped; returns its report.
-
-    ``pipeline`` defaults to the shipped model.  ``handle_signals=True``
-    (main thread only) makes SIGTERM and SIGINT stop the worker gracefully:
-    the batch in hand is finished and committed before it returns.
-    """
-    if pipeline is None:
-        from nerbatch.bundle import load_bundle
-        from nerbatch.pipeline import NerPipeline
-
-        pipeline = NerPipeline(load_bundle(None))
-    worker = Worker(options, pipeline)
-    if not handle_signals:
-        return worker.run()
-
-    def on_signal(signum, frame):
-        if worker.stopping:
-            log.info("already stopping")
-            return
-        log.info("%s received: finishing the batch in hand, then stopping", signal.Signals(signum).name)
-        worker.stop()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return worker.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def report_dict(report: ConsumeReport) -> dict:

@@ -1,6 +1,8 @@
 import json
 import re
 import shlex
+import signal
+import sys
 import zipfile
 
 import pytest
@@ -236,7 +238,6 @@ def test_outputs_that_are_links_or_pipes_are_refused_before_any_work(tmp_path, t
 def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, tiny_bundle, gmb_sample):
     import os
     import subprocess
-    import sys
 
     def nerbatch(*args, stdout=subprocess.PIPE, shell_redirect="", env=None):
         command = " ".join(["exec", sys.executable, "-m", "nerbatch", *map(shlex.quote, args), shell_redirect])
@@ -312,14 +313,40 @@ def test_a_consume_run_that_ends_with_work_uncommitted_exits_1(tiny_bundle, monk
     from nerbatch import consumer
 
     def ended(stopped_by):
-        def consume(options, pipeline, handle_signals=False):
-            return consumer.ConsumeReport(group=options.group, model="m", stopped_by=stopped_by, unfinished=True)
-        return consume
+        def run(worker):
+            return consumer.ConsumeReport(group=worker.options.group, model="m", stopped_by=stopped_by,
+                                          unfinished=True)
+        return run
 
     args = ["consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g", "--output-topic", "out", "--dead-letter-topic",
             "dlq", "--model", str(tiny_bundle)]
     for stopped_by, code in (("max_docs", 1), ("idle_timeout", 1), ("signal", 0)):  # a service's stop stays 0
-        monkeypatch.setattr(consumer, "consume", ended(stopped_by))
+        monkeypatch.setattr(consumer.Worker, "run", ended(stopped_by))
         result = runner.invoke(app, args)
         assert result.exit_code == code, result.output
         assert ("work not committed" in result.output) == bool(code)
+
+
+@pytest.mark.parametrize("stop, at_validation", [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
+def test_a_stop_during_consume_start_up_exits_0_before_consuming(tiny_bundle, stop, at_validation):
+    # The signal arrives while the options are checked (1: the command's own check, before the model
+    # loads; 2: the worker's, after it): a pod deleted or a unit stopped just after it started.
+    import subprocess
+
+    script = f"""
+import os, signal, sys
+from nerbatch import cli, consumer
+validate, calls = consumer.ConsumeOptions.validate, []
+def validate_then_stopped(options):
+    calls.append(1)
+    if len(calls) == {at_validation}:
+        os.kill(os.getpid(), signal.{stop.name})
+    return validate(options)
+consumer.ConsumeOptions.validate = validate_then_stopped
+sys.argv = ["nerbatch", "consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g", "--output-topic", "out",
+            "--dead-letter-topic", "dlq", "--model", {str(tiny_bundle)!r}]
+cli.main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert (done.returncode, done.stderr.decode()[-200:]) == (
+        0, f"nerbatch: {stop.name} during start-up; stopped before consuming\n")
