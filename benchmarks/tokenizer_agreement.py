@@ -18,8 +18,8 @@ gold tokens:
 
 Usage::
 
-    python benchmarks/tokenizer_agreement.py [PATH_TO_ner_dataset.csv.zip]
-        [--limit N] [--show-errors K] [--compare]
+    python benchmarks/tokenizer_agreement.py [--data PATH_TO_ner_dataset.csv.zip]
+        [--limit N] [--doc-size N] [--show-errors K] [--compare]
 
 ``--compare`` also scores NLTK (``NLTKWordTokenizer.span_tokenize`` and
 ``TreebankWordTokenizer.span_tokenize``, with ``PunktSentenceTokenizer()``

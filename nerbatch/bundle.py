@@ -5,10 +5,10 @@ Layout::
     model.keras     Keras 3 native model (stock layers only; loads with safe_mode=True)
     vocab.json      word and character vocabularies (ids 0/1 = padding/unknown)
     tags.json       IOB2 tag list, index = model output id
-    config.json     name, version, arch, max_len, features, decoder, training settings
+    config.json     name, version, arch, max_len, features, decoder, network shape
     transitions.json  tag transition scores added in Viterbi decoding: learned by the CRF
                     objective, or a weighted tag-bigram prior (optional)
-    metrics.json    protocol test-split scores, data sha256, library versions
+    metrics.json    protocol test-split scores, training settings, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
     manifest.json   format version and the sha256 of every other file

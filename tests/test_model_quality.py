@@ -24,6 +24,16 @@ def test_shipped_default_scores_what_its_bundle_says(full_corpus):
     assert min(scores["per_type"][t]["f1"] for t in ("art", "eve", "nat")) > 0.1
 
 
+def test_the_readme_table_gives_the_shipped_bundles_own_scores():
+    row = next(line for line in (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+               if line.startswith("| **shipped default**"))
+    test = load_bundle(None).metrics["test"]
+    micro, types = test["micro"], test["per_type"]
+    expected = [micro["f1"], micro["precision"], micro["recall"],
+                *(types[t]["f1"] for t in ("per", "org", "geo", "gpe", "tim", "art", "eve", "nat")), test["macro_f1"]]
+    assert row.split("|")[2:14] == [f" {value:.3f} " for value in expected]
+
+
 def test_shipped_default_decodes_valid_iob2_on_real_sentences(full_corpus):
     from nerbatch.corpus import read_corpus
     from nerbatch.evaluate import test_part
