@@ -159,13 +159,21 @@ def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
             raise OutputError(f"kept field name must be a non-empty string, got {name!r}")
         if not _encodes_as_utf8(name):  # a column name, in every output format
             raise OutputError(f"kept field name {name!r} is not valid UTF-8")
-        if name in ENTITY_FIELDS:
+        # Column names are compared without case by DuckDB, Spark and Hive: `Text` would read as `text`.
+        record_field = next((f for f in ENTITY_FIELDS if f.casefold() == name.casefold()), None)
+        if record_field is not None:
             raise OutputError(
-                f"kept field {name!r} collides with the entity record field of the same name; "
-                f"entity record fields are: {', '.join(ENTITY_FIELDS)}"
+                f"kept field {name!r} collides with the entity record field {record_field!r} (readers such as "
+                f"DuckDB and Spark compare column names without case); entity record fields are: "
+                f"{', '.join(ENTITY_FIELDS)}"
             )
-        if name not in out:
-            out.append(name)
+        if name in out:
+            continue
+        twin = next((kept for kept in out if kept.casefold() == name.casefold()), None)
+        if twin is not None:
+            raise OutputError(f"kept fields {twin!r} and {name!r} differ only in case, which readers such as "
+                              "DuckDB and Spark cannot tell apart as columns; keep one of them")
+        out.append(name)
     return out
 
 

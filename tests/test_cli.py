@@ -235,6 +235,22 @@ def test_outputs_that_are_links_or_pipes_are_refused_before_any_work(tmp_path, t
     assert not (tmp_path / "o.parquet").exists()
 
 
+def test_kept_fields_whose_names_differ_only_in_case_are_refused(tmp_path, tiny_bundle):
+    # DuckDB and Spark compare column names without case: `Text` would read back as the entity's text.
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "Angela Merkel visited Paris.", "Text": "t", "Title": "T", "title": "t"}\n')
+    for keep, message in (("Text", "collides with the entity record field 'text'"),
+                          ("DOC_ID", "collides with the entity record field 'doc_id'"),
+                          ("Title,title", "kept fields 'Title' and 'title' differ only in case")):
+        result = runner.invoke(app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--keep-fields", keep,
+                                     "--model", str(tiny_bundle)])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o.parquet").exists()
+    result = runner.invoke(app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--keep-fields",
+                                 "Title,Title", "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 0, result.output  # the same name twice is one column
+
+
 def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, tiny_bundle, gmb_sample):
     import os
     import subprocess
