@@ -424,7 +424,8 @@ def consume(
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""
 
     # Handled from the command's first line: a stop asked for while modules import and the model loads
-    # ends the command once that is done, with nothing consumed; a running worker finishes its batch.
+    # ends the command once that is done, with nothing consumed (and its report, if asked for); a
+    # running worker finishes its batch.
     received: list[int] = []
     worker = None
 
@@ -475,7 +476,7 @@ def consume(
         worker = Worker(options, NerPipeline(load_bundle(model), batch_size=batch_size))
         if received:
             _tell(f"nerbatch: {signal.Signals(received[0]).name} during start-up; stopped before consuming")
-            return
+            worker.stop()  # run() then returns before connecting, with the report a stop gives
         result = worker.run()
     if report:
         _write_report(report, report_dict(result))

@@ -5,6 +5,7 @@ import signal
 import sys
 import zipfile
 
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -247,8 +248,9 @@ def test_kept_fields_whose_names_differ_only_in_case_are_refused(tmp_path, tiny_
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o.parquet").exists()
     result = runner.invoke(app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--keep-fields",
-                                 "Title,Title", "--model", str(tiny_bundle), "-q"])
-    assert result.exit_code == 0, result.output  # the same name twice is one column
+                                 "Title,Title,Straße,STRASSE", "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 0, result.output  # the same name twice is one column; ß is not SS to a reader
+    assert pq.read_schema(tmp_path / "o.parquet").names[-3:] == ["Title", "Straße", "STRASSE"]
 
 
 def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, tiny_bundle, gmb_sample):
@@ -344,7 +346,7 @@ def test_a_consume_run_that_ends_with_work_uncommitted_exits_1(tiny_bundle, monk
 
 
 @pytest.mark.parametrize("stop, at_validation", [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
-def test_a_stop_during_consume_start_up_exits_0_before_consuming(tiny_bundle, stop, at_validation):
+def test_a_stop_during_consume_start_up_exits_0_before_consuming(tiny_bundle, stop, at_validation, tmp_path):
     # The signal arrives while the options are checked (1: the command's own check, before the model
     # loads; 2: the worker's, after it): a pod deleted or a unit stopped just after it started.
     import subprocess
@@ -360,9 +362,11 @@ def validate_then_stopped(options):
     return validate(options)
 consumer.ConsumeOptions.validate = validate_then_stopped
 sys.argv = ["nerbatch", "consume", "-b", "127.0.0.1:9", "-t", "in", "-g", "g", "--output-topic", "out",
-            "--dead-letter-topic", "dlq", "--model", {str(tiny_bundle)!r}]
+            "--dead-letter-topic", "dlq", "--model", {str(tiny_bundle)!r}, "--report", {str(tmp_path / "r.json")!r}]
 cli.main()
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
-    assert (done.returncode, done.stderr.decode()[-200:]) == (
-        0, f"nerbatch: {stop.name} during start-up; stopped before consuming\n")
+    assert done.returncode == 0, done.stderr.decode()
+    assert f"nerbatch: {stop.name} during start-up; stopped before consuming\n" in done.stderr.decode()
+    report = json.loads((tmp_path / "r.json").read_text())  # a scheduler reads what the worker did: nothing
+    assert (report["stopped_by"], report["docs_in"], report["commits"]) == ("signal", 0, 0)
