@@ -160,7 +160,8 @@ def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
         if not _encodes_as_utf8(name):  # a column name, in every output format
             raise OutputError(f"kept field name {name!r} is not valid UTF-8")
         # Column names are compared without case by DuckDB, Spark and Hive: `Text` would read as `text`.
-        record_field = next((f for f in ENTITY_FIELDS if f.casefold() == name.casefold()), None)
+        # (lower(), not casefold(): no reader takes `Straße` for `STRASSE`.)
+        record_field = next((f for f in ENTITY_FIELDS if f.lower() == name.lower()), None)
         if record_field is not None:
             raise OutputError(
                 f"kept field {name!r} collides with the entity record field {record_field!r} (readers such as "
@@ -169,7 +170,7 @@ def normalise_keep_fields(keep_fields: Sequence[str]) -> list[str]:
             )
         if name in out:
             continue
-        twin = next((kept for kept in out if kept.casefold() == name.casefold()), None)
+        twin = next((kept for kept in out if kept.lower() == name.lower()), None)
         if twin is not None:
             raise OutputError(f"kept fields {twin!r} and {name!r} differ only in case, which readers such as "
                               "DuckDB and Spark cannot tell apart as columns; keep one of them")
