@@ -94,8 +94,13 @@ def test_training_makes_the_same_updates_under_tensorflow_and_jax(gmb_sample, tm
     np.testing.assert_allclose(jax_run["losses"], tf_run["losses"], rtol=1e-3)
     weights = [name for name in tf_run.files if name.startswith("arr_")]
     assert len(weights) > 5
+    # Adam's step does not depend on a gradient's size, so a weight whose gradient is at rounding
+    # level can take a full step either way, and the backends round differently: a few weights may
+    # drift apart (once 9 of the character embedding's 1,216, by up to 3.5e-4). Sliced Adam moves
+    # over 80 % of every weight array more than 1e-4 away in these 20 steps.
     for name in weights:
-        np.testing.assert_allclose(jax_run[name], tf_run[name], atol=1e-4, err_msg=name)
+        apart = np.abs(jax_run[name] - tf_run[name]) > 1e-4
+        assert apart.mean() < 0.05, f"{name}: {apart.sum()} of {apart.size} weights differ by over 1e-4"
 
 
 HEARTBEAT_WHILE_KERAS_LOADS = """
