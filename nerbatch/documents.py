@@ -153,7 +153,7 @@ def _folder_files(folder: str, *, required: bool = True) -> list[str]:
                 for e in it
                 if not e.name.startswith(".")
                 and e.name.lower().endswith(INPUT_SUFFIXES)
-                and e.is_file()
+                and not os.path.isdir(e.path)  # a dangling link or a pipe is an error when read, not skipped
             ]
     except OSError as exc:
         raise InputError(f"cannot read input folder {folder!r}: {exc.strerror or exc}") from exc
@@ -165,18 +165,19 @@ def _folder_files(folder: str, *, required: bool = True) -> list[str]:
 
 
 def _check_readable(path: str, given: str) -> None:
+    named = repr(path) if path == given else f"{path!r} (from {given!r})"
     try:
         mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise InputError(f"cannot read input {given!r}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # a dangling symlink or a symlink loop, too
+        raise InputError(f"cannot read input {named}: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(mode):
         # A pipe or device can be read only once: sniffing its format would eat documents.
-        raise InputError(f"input {path!r} is not a regular file (a pipe or device); save it to a file first")
+        raise InputError(f"input {named} is not a regular file (a pipe or device); save it to a file first")
     try:
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot read input {given!r}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot read input {named}: {exc.strerror or exc}") from exc
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[str]:
@@ -233,7 +234,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[s
                 if os.path.isdir(m):
                     # a matched folder without input files is not an error by itself
                     files.extend(_folder_files(m, required=False))
-                elif os.path.isfile(m):
+                else:  # a dangling link or a pipe is an error when read, not skipped
                     files.append(m)
             if not files:
                 raise InputError(f"no input files match {given!r}")
@@ -709,7 +710,7 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(rules.source)
+        pf = pq.ParquetFile(os.path.abspath(rules.source))  # relative "a:b.parquet" is no URI
         names = set(pf.schema_arrow.names)
         group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     except OSError as exc:

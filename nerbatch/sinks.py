@@ -350,7 +350,8 @@ class ParquetSink(_AtomicSink):
         self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
         try:
-            self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression=compression)
+            # absolute: pyarrow reads a relative "day-T10:00/…" as a URI
+            self._writer = pq.ParquetWriter(os.path.abspath(self.tmp_path), self.schema, compression=compression)
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
@@ -568,7 +569,7 @@ def _foreign_part(path: str, schema: pa.Schema) -> bool:
         return not _holds_records_of(path, schema)
     ours = (schema.metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
     try:
-        theirs = (pq.read_schema(path).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
+        theirs = (pq.read_schema(os.path.abspath(path)).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
     except (OSError, pa.ArrowException):
         return True
     return theirs != ours

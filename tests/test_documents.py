@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import shutil
 from collections import Counter
 
@@ -450,6 +451,34 @@ def test_expand_inputs_errors_name_the_argument(corpus, monkeypatch):
         assert isinstance(info.value, NerbatchError)
     with pytest.raises(InputError, match="no input given"):
         expand_inputs([])
+
+
+def test_an_unreadable_entry_of_a_folder_or_glob_is_refused_by_name_not_skipped(tmp_path):
+    # A dangling link, a link loop or a pipe among the inputs would otherwise cost its documents silently.
+    folder = tmp_path / "news"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", [{"text": "Angela Merkel visited Paris."}])
+    (folder / "sub.jsonl").mkdir()  # a folder that looks like an input is not one: folders are not recursed
+    assert expand_inputs([str(folder)]) == [str(folder / "a.jsonl")]
+    cases = {
+        "gone.jsonl": ("symlink", r"cannot read input '.*/news/gone\.jsonl' \(from '.*'\): No such file"),
+        "loop.jsonl": ("loop", r"cannot read input '.*/news/loop\.jsonl' \(from '.*'\): Too many levels"),
+        "feed.jsonl": ("fifo", r"input '.*/news/feed\.jsonl' \(from '.*'\) is not a regular file"),
+    }
+    for name, (kind, message) in cases.items():
+        entry = folder / name
+        if kind == "symlink":
+            os.symlink(tmp_path / "moved-away.jsonl", entry)
+        elif kind == "loop":
+            os.symlink(entry, entry)
+        else:
+            os.mkfifo(entry)
+        for arg in (str(folder), str(folder / "*.jsonl")):
+            with pytest.raises(InputError, match=message):
+                expand_inputs([arg])
+        with pytest.raises(InputError, match=re.escape(repr(str(entry)))):  # named alone, as before
+            expand_inputs([str(entry)])
+        entry.unlink()
 
 
 def test_an_input_file_name_that_is_not_utf8_is_refused_by_name(tmp_path):

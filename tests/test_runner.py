@@ -751,3 +751,30 @@ def test_a_full_disk_leaves_no_half_written_report_or_manifest(tmp_path, tiny_pi
     assert json.loads(report.read_text()) == {"previous": "run"}
     leftovers = [p.name for p in tmp_path.rglob(f".{failing}.tmp-*")]
     assert leftovers == []
+
+
+def test_relative_paths_with_a_colon_are_local_files_not_uris(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    # Time-stamped names ("…T10:00…") and "local:x" would be read by pyarrow as URIs when relative.
+    monkeypatch.chdir(tmp_path)
+    docs = news_documents[:3]
+    pq.write_table(pa.Table.from_pylist(docs), tmp_path / "news-2024-01-01T10:00:00.parquet")
+    pq.write_table(pa.Table.from_pylist(docs[:1]), tmp_path / "local:x.parquet")
+    pq.write_table(pa.Table.from_pylist(news_documents[3:5]), tmp_path / "x.parquet")  # what "local:x" must not read
+    expected = run_job(RunOptions(inputs=["news-2024-01-01T10:00:00.parquet"], output="plain.parquet"),
+                       tiny_pipeline)
+    assert expected.docs_ok == 3 and expected.entities > 0
+    plain = pq.read_table("plain.parquet").to_pylist()
+    os.mkdir("day-2024-01-01T10:00")
+    for output in ("ents-2024-01-01T10:00.parquet", "day-2024-01-01T10:00/e.parquet", "ents-2024-01-01T10:00/"):
+        report = run_job(RunOptions(inputs=["news-2024-01-01T10:00:00.parquet"], output=output), tiny_pipeline)
+        assert (report.docs_ok, report.docs_failed) == (3, 0), output
+        assert pq.read_table(tmp_path / output).to_pylist() == plain, output
+    # a second run into that folder knows the parts there for its own and replaces them
+    run_job(RunOptions(inputs=["news-2024-01-01T10:00:00.parquet"], output="ents-2024-01-01T10:00/"), tiny_pipeline)
+    assert pq.read_table(tmp_path / "ents-2024-01-01T10:00").to_pylist() == plain
+    report = run_job(RunOptions(inputs=["local:x.parquet"], output="local:e.jsonl"), tiny_pipeline)
+    assert (report.docs_in, report.docs_ok) == (1, 1)
+    texts = {d["id"]: d["text"] for d in docs[:1]}
+    rows = [json.loads(line) for line in Path("local:e.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and {r["doc_id"] for r in rows} == set(texts)
+    _check_offsets(rows, texts)
