@@ -544,16 +544,21 @@ def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
     decompressed is produced before a truncation is reported, so the lines
     before the break are not lost.  Output comes in pieces of at most
     ``_READ_CHUNK`` bytes whatever the compression ratio.  Zero padding
-    between/after members is skipped, as ``gzip`` does.
+    between/after members is skipped, as ``gzip`` does; before the first member
+    it is corrupt data, and a stream with no member at all (an empty or zeroed
+    file) is an error rather than an empty input.
     """
     d = None
+    started = False
     for data in raw:
         while True:
             if d is None:
-                data = data.lstrip(b"\0")
+                if started:
+                    data = data.lstrip(b"\0")
                 if not data:
                     break
                 d = zlib.decompressobj(wbits=31)
+                started = True
             out = d.decompress(data, _READ_CHUNK)
             if out:
                 yield out
@@ -563,6 +568,8 @@ def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
             data = d.unconsumed_tail
             if not data and len(out) < _READ_CHUNK:
                 break
+    if not started:
+        raise zlib.error("no gzip member: the file is empty")
     if d is not None:
         tail = d.flush()
         if tail:

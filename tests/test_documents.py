@@ -210,6 +210,18 @@ def test_corrupt_gzip_data(tmp_path):
     assert err.position == 1 and err.reason.startswith("corrupt_file: invalid gzip data")
 
 
+@pytest.mark.parametrize("content", [b"", b"\0" * 4096, b"\0" * 8 + gzip.compress(b'{"text": "a"}\n')],
+                         ids=["empty", "zeroed", "zeros-before-member"])
+def test_a_gzip_file_without_a_member_at_its_start_is_corrupt_not_empty(tmp_path, content):
+    # A crashed writer or a zeroed disk block leaves such files; reading them as "no documents"
+    # would let a run end complete with their documents lost.  gzip(1) refuses them too.
+    path = tmp_path / "x.jsonl.gz"
+    path.write_bytes(content)
+    [err] = read_documents(str(path))
+    assert isinstance(err, DocumentError) and err.position == 1
+    assert err.reason.startswith("corrupt_file: invalid gzip data")
+
+
 def test_overlong_line_is_reported_without_holding_it(tmp_path):
     path = tmp_path / "long.jsonl"
     path.write_bytes(b'{"text": "' + b"z" * 300_000 + b'"}\n{"text": "after"}\n')
