@@ -22,7 +22,7 @@ import pandas as pd
 from nerbatch.errors import CorpusError
 
 REQUIRED_COLUMNS = ("Sentence #", "Word", "Tag")
-_TAG_PATTERN = re.compile(r"^(O|[BI]-[A-Za-z]+)$")
+_TAG_PATTERN = re.compile(r"O|[BI]-[A-Za-z]+")  # fullmatch: "B-geo\n" is no tag
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def read_corpus(path: str | Path) -> Corpus:
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
     blank = (frame == "").all(axis=1).to_numpy()
-    lines = np.flatnonzero(~blank) + 2  # header is line 1
+    lines = _first_lines(frame, header_lines=1 + sum(str(c).count("\n") for c in frame.columns))[~blank]
     frame = frame[~blank]
     if frame.empty:
         raise CorpusError(f"{path}: corpus has no rows")
@@ -117,7 +117,8 @@ def read_corpus(path: str | Path) -> Corpus:
     def line_of(row: int) -> int:
         return int(lines[row])
 
-    sentence_col = frame["Sentence #"].to_numpy(dtype=object)
+    # an id of spaces is no id: a spreadsheet export pads empty cells so
+    sentence_col = frame["Sentence #"].str.strip().to_numpy(dtype=object)
     words = _utf8_if_reencoded(frame["Word"].to_numpy(dtype=object), path, line_of)
     tags = frame["Tag"].to_numpy(dtype=object)
 
@@ -131,7 +132,7 @@ def read_corpus(path: str | Path) -> Corpus:
                               "unescaped? In CSV a word with a \" is quoted, its \" doubled (\"\"\"\" for \" alone)")
     unique_tags, tag_index = np.unique(tags, return_inverse=True)
     for position, tag in enumerate(unique_tags):
-        if not _TAG_PATTERN.match(tag):
+        if not _TAG_PATTERN.fullmatch(tag):
             row = int(np.flatnonzero(tag_index == position)[0])
             raise CorpusError(f"{path}: line {line_of(row)}: invalid IOB2 tag {tag!r}")
 
@@ -146,6 +147,18 @@ def read_corpus(path: str | Path) -> Corpus:
         tags=[_as_iob2(tag_list[a:b]) for a, b in zip(bounds[:-1], bounds[1:])],
         source=str(path),
     )
+
+
+def _first_lines(frame: pd.DataFrame, header_lines: int) -> np.ndarray:
+    """The file line (1-based) each row starts on: a quoted field may span lines."""
+    breaks = np.zeros(len(frame), dtype=np.int64)
+    for column in frame.columns:
+        values = frame[column]
+        spans = values.str.contains("\n", regex=False).to_numpy()
+        if spans.any():
+            breaks[spans] += values[spans].str.count("\n").to_numpy()
+    rows = 1 + breaks
+    return header_lines + 1 + np.concatenate([[0], np.cumsum(rows)[:-1]])
 
 
 def _zip_member(path: Path, what: str) -> io.BytesIO:
@@ -205,6 +218,8 @@ def _utf8_if_reencoded(words: np.ndarray, path: Path, line_of) -> np.ndarray:
         return words
     if len(decoded) != len(words):
         return words
+    if not any(_utf8_evidence(word) for word in decoded if not word.isascii()):
+        return words  # latin1 whose few non-ASCII bytes decode as UTF-8 by chance ("Gauß’s")
     return np.array(decoded, dtype=object)
 
 

@@ -70,6 +70,10 @@ def test_a_corpus_mixing_utf8_and_latin1_words_is_refused_naming_a_line_of_each(
                        b",ol\xe9\x85\x94,UH,O\n")
     assert read_corpus(latin1).words == [["Gau\xdf\x92s", "law"],
                                          ["François", "JOS\xc9\x92S", "là\xa0»", "olé\x85\x94"]]
+    only_chance = tmp_path / "chance.csv"  # when such words are a file's only non-ASCII ones, it is latin1 still
+    only_chance.write_bytes(b"Sentence #,Word,POS,Tag\nSentence: 1,Gau\xdf\x92s,NNP,B-per\n,law,NN,O\n"
+                            b",l\xe0\xa0\xbb,RB,O\n")
+    assert read_corpus(only_chance).words == [["Gau\xdf\x92s", "law", "là\xa0»"]]
 
 
 def test_iob1_tags_are_read_as_iob2_with_the_same_spans(tmp_path, gmb_sample):
@@ -99,6 +103,34 @@ def test_sentence_ids_repeated_on_every_row(tmp_path, gmb_sample):
     frame.to_csv(path, index=False, encoding="latin1")
     filled, published = read_corpus(path), read_corpus(gmb_sample)
     assert filled.words == published.words and filled.tags == published.tags
+
+
+def test_sentence_ids_of_spaces_are_no_ids(tmp_path):
+    path = tmp_path / "padded.csv"  # spreadsheet exports pad empty cells
+    path.write_text("Sentence #,Word,POS,Tag\nSentence: 1 ,Paris,NNP,B-geo\n  ,is,VBZ,O\n ,big,JJ,O\n"
+                    "Sentence: 2,Rome,NNP,B-geo\n\t,too,RB,O\n", encoding="latin1")
+    corpus = read_corpus(path)
+    assert corpus.words == [["Paris", "is", "big"], ["Rome", "too"]]
+    assert corpus.sentence_ids == ["Sentence: 1", "Sentence: 2"]
+
+
+def test_lines_are_named_after_a_field_that_spans_lines(tmp_path):
+    # a quoted POS or Tag cell may hold a line break; later errors still name the file's own line
+    path = tmp_path / "c.csv"
+    path.write_text('Sentence #,Word,POS,Tag\nSentence: 1,Paris,"NN\nP",B-geo\n,is,VBZ,O\n\n,x,NN,Q-geo\n',
+                    encoding="latin1")
+    with pytest.raises(CorpusError, match="line 6: invalid IOB2 tag 'Q-geo'"):
+        read_corpus(path)
+    path.write_text('Sentence #,Word,"PO\nS",Tag\nSentence: 1,Paris,NNP,B-geo\n,x,NN,Q-geo\n', encoding="latin1")
+    with pytest.raises(CorpusError, match="line 4: invalid IOB2 tag 'Q-geo'"):  # a header over lines 1-2
+        read_corpus(path)
+
+
+def test_a_tag_with_a_line_break_is_refused(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,"B-geo\n"\n,is,VBZ,O\n', encoding="latin1")
+    with pytest.raises(CorpusError, match=r"line 2: invalid IOB2 tag 'B-geo\\n'"):
+        read_corpus(path)
 
 
 def test_blank_lines_are_skipped_and_lines_still_named(tmp_path):
