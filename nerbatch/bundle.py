@@ -160,6 +160,7 @@ def read_bundle_json(directory: Path, name: str) -> Any:
 CONFIG_FIELDS = {"name": str, "version": str, "arch": str, "max_len": int, "lowercase": bool,
                  "max_word_len": int, "features": list, "decoder": str}
 _TAG = re.compile(r"O|[BI]-[A-Za-z]+")
+INPUT_FEATURES = ("words", "chars", "casing")  # the inputs a network may read (ModelShape.input_names)
 
 
 def _malformed(directory: Path, name: str, why: str) -> BundleError:
@@ -180,6 +181,10 @@ def read_bundle_config(directory: str | Path) -> dict:
     for key, kind in CONFIG_FIELDS.items():
         if not isinstance(config.get(key), kind) or (kind is int and isinstance(config[key], bool)):
             raise _malformed(directory, "config.json", f"{key!r} is missing or not a {kind.__name__}")
+    features = config["features"]
+    if not features or not all(f in INPUT_FEATURES for f in features) or len(set(features)) != len(features):
+        raise _malformed(directory, "config.json", f"features {features!r} are not distinct names among "
+                                                   f"{', '.join(INPUT_FEATURES)}")
     if config["decoder"] not in ("argmax", "viterbi"):
         raise _malformed(directory, "config.json", f"unknown decoder {config['decoder']!r}")
     for key, least in (("max_len", 2), ("max_word_len", 1)):
@@ -269,7 +274,8 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
         raise BundleError(_unloadable(directory / "model.keras", exc, metrics, keras().__version__)) from None
     _check_model_matches_files(directory, model, config, vocab, tags)
     transition_scores = _read_transition_scores(directory, len(tags)) if "transitions.json" in listed else None
-    chars = Vocabulary(vocab["chars"]) if vocab.get("chars") else None
+    # only a network that reads characters is given them, whatever vocab.json holds
+    chars = Vocabulary(vocab["chars"]) if "chars" in config["features"] else None
     encoder = FeatureEncoder(
         Vocabulary(vocab["words"]), chars, lowercase=config["lowercase"],
         max_word_len=config["max_word_len"], casing="casing" in config["features"],

@@ -113,6 +113,10 @@ def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
      "entity type(s) LOC are not labels of the entity records"),
     ("config.json", lambda c: c.update(features=["words", "chars"]),
      "reads casing, chars, words, config.json lists features chars, words"),
+    ("config.json", lambda c: c.update(features=["words", 1, "casing"]),
+     "features ['words', 1, 'casing'] are not distinct names among words, chars, casing"),
+    ("config.json", lambda c: c.update(features=["words", "chars", "chars", "casing"]), "are not distinct names"),
+    ("config.json", lambda c: c.update(features=["words", ["chars"]]), "are not distinct names"),
     ("vocab.json", lambda v: v["words"].insert(2, v["words"][3]), "'words' lists an item twice"),
     ("vocab.json", lambda v: v["words"].extend(["zzq1", "zzq2"]), "rows, vocab.json lists"),
 ])
@@ -500,6 +504,17 @@ def test_seed_arch_trains_one_epoch(gmb_sample, tmp_path):
     assert metrics["training"]["epochs_run"] == 1
     layer_types = {type(layer).__name__ for layer in bundle.model.layers}
     assert {"Embedding", "SpatialDropout1D", "Bidirectional", "Dense"} <= layer_types
+    expected = bundle.tagger().tag_strings([["Angela", "Merkel", "visited", "Paris", "."]])
+    # a characters list in vocab.json (a hand edit, another tool) is not fed to a network that reads none
+    from nerbatch.bundle import write_manifest
+    from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN
+
+    vocab = json.loads((tmp_path / "seed" / "vocab.json").read_text())
+    vocab["chars"] = [PAD_TOKEN, UNK_TOKEN, *"abcdefghijklmnopqrstuvwxyz"]
+    (tmp_path / "seed" / "vocab.json").write_text(json.dumps(vocab))
+    write_manifest(tmp_path / "seed")
+    edited = load_bundle(tmp_path / "seed")
+    assert edited.tagger().tag_strings([["Angela", "Merkel", "visited", "Paris", "."]]) == expected
 
 
 def test_training_is_reproducible_with_a_seed(gmb_sample, tmp_path):
