@@ -320,6 +320,23 @@ def check_bundle_target(directory: str | Path) -> Path:
     nothing its manifest does not list: never a folder holding other files (the corpus, say).
     """
     directory = Path(directory).resolve()
+    try:
+        return _check_bundle_target(directory)
+    except OSError as exc:  # a name too long, a folder that cannot be listed
+        raise BundleError(f"{directory}: cannot be written ({exc.strerror or exc})") from None
+
+
+# the longest name written beside a bundle is ".<name>.old-<pid>", and Linux pids have up to 7 digits
+_MAX_NAME_BYTES = 255 - len("..old-") - 7
+
+
+def _check_bundle_target(directory: Path) -> Path:
+    if len(os.fsencode(directory.name)) > _MAX_NAME_BYTES:
+        raise BundleError(f"{directory}: the folder name is longer than {_MAX_NAME_BYTES} bytes, too long for the "
+                          "names written beside it while it is replaced; choose a shorter --out")
+    for parent in directory.parents:
+        if _listed_files(parent) is not None:  # the bundle's checks would then fail on the new folder
+            raise BundleError(f"{directory}: is inside the model bundle {parent}; choose a folder outside it")
     if directory.exists():
         if not directory.is_dir():
             raise BundleError(f"{directory}: exists and is not a folder; choose another --out")
@@ -400,9 +417,12 @@ def save_bundle(
             raise BundleError(f"{directory}: cannot write the bundle ({exc.strerror or exc}); "
                               "the previous one, if any, is unchanged") from None
         # in place: the previous bundle left beside it goes at the next recovery
-    except BaseException:
+    except BaseException as exc:
         if not placed:
             _undo_save(directory, staging, backup)
+        else:  # a stop while the previous bundle was being removed: the new one is written all the same
+            shutil.rmtree(backup, ignore_errors=True)
+            exc.bundle_written = directory
         raise
     with contextlib.suppress(OSError):  # a mark left behind is cleared by the next recovery
         (directory / _STAGING_MARK).unlink()
@@ -486,9 +506,13 @@ def lock_bundle_target(directory: str | Path) -> Iterator[None]:
     import fcntl
 
     directory = Path(directory).resolve()
-    directory.parent.mkdir(parents=True, exist_ok=True)
     path = directory.with_name(f".{directory.name}.lock")
-    with open(path, "a") as lock:
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as exc:  # a read-only volume, where os.access told root it could write
+        raise BundleError(f"{directory}: cannot be created ({exc.strerror or exc} at {exc.filename or path})") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -69,7 +69,9 @@ def _print(text: str | bytes, *, is_result: bool = True) -> None:
         typer.echo(text)
     except BrokenPipeError:  # the reader has gone (| head): end quietly, with the code of a process SIGPIPE ended
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
-        raise typer.Exit(128 + signal.SIGPIPE) from None
+        if is_result:
+            raise typer.Exit(128 + signal.SIGPIPE) from None
+        # a command whose result is a file (train, evaluate --report) has done its work: exit 0
     except OSError as exc:
         raise OutputError(f"cannot write to standard output: {exc.strerror or exc}") from None
 
@@ -169,10 +171,13 @@ def train(
         with _stop_signals_handled_by(stop):
             metrics = train_bundle(data, out, settings, verbose=0 if quiet else 1, vectors_path=vectors,
                                    stop_requested=lambda: bool(received))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         signum = received[0] if received else signal.SIGINT
-        _tell(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
-              f"({out} is as it was)")
+        if getattr(exc, "bundle_written", None):  # the stop came as the previous bundle was being removed
+            _tell(f"nerbatch: {signal.Signals(signum).name} received: stopped after the bundle was written to {out}")
+        else:
+            _tell(f"nerbatch: {signal.Signals(signum).name} received: training stopped, no bundle written "
+                  f"({out} is as it was)")
         raise typer.Exit(128 + signum) from None
     _print(format_table(metrics["test"]), is_result=False)
     _print(f"bundle written to {out}", is_result=False)

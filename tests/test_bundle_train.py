@@ -188,6 +188,25 @@ def test_only_a_bundle_folder_is_replaced(tiny_bundle, tmp_path):
         check_bundle_target(copy)
 
 
+def test_a_target_that_cannot_hold_a_bundle_is_one_error_before_training(tiny_bundle, gmb_sample, tmp_path):
+    from nerbatch.train import TrainSettings, train
+
+    settings = TrainSettings.for_arch("seed", epochs=1)
+    copy = _copy(tiny_bundle, tmp_path)
+    cases = {  # where os.access tells root it may write, a long name, a folder inside a bundle
+        "/proc/nerbatch-model": "/proc/nerbatch-model: cannot be created (No such file or directory at /proc/",
+        str(tmp_path / ("a" * 243)): "the folder name is longer than 242 bytes",
+        str(tmp_path / ("b" * 256)): "the folder name is longer than 242 bytes",
+        str(copy / "sub"): f"is inside the model bundle {copy.resolve()}",
+    }
+    for out, message in cases.items():
+        with pytest.raises(BundleError, match=re.escape(message)):
+            train(gmb_sample, out, settings, verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+    verify_bundle(copy)
+    check_bundle_target(tmp_path / ("a" * 242))
+
+
 def test_interrupted_replace_puts_the_previous_bundle_back(tiny_bundle, tmp_path, monkeypatch):
     import os
 
@@ -248,6 +267,43 @@ def test_a_staging_mark_that_cannot_be_removed_does_not_fail_the_save(tiny_bundl
     verify_bundle(saved)
     assert bundle_module.recover_interrupted_save(saved) == ["removed the staging mark a killed write left in m"]
     assert sorted(p.name for p in saved.iterdir()) == sorted([*verify_bundle(saved)["files"], "manifest.json"])
+
+
+def test_a_stop_while_the_previous_bundle_is_removed_says_the_new_one_is_written(tiny_bundle, gmb_sample,
+                                                                                   tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    from nerbatch import bundle as bundle_module
+
+    copy = _copy(tiny_bundle, tmp_path)
+    loaded = load_bundle(copy)
+    rmtree, stops = shutil_module.rmtree, []
+
+    def stopped_once(path, *args, **kwargs):
+        if ".old-" in str(path) and not stops:
+            stops.append(path)
+            raise KeyboardInterrupt  # SIGTERM's handler raises it
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil_module, "rmtree", stopped_once)
+    with pytest.raises(KeyboardInterrupt) as info:
+        bundle_module.save_bundle(copy, model=loaded.model, encoder=loaded.encoder, tags=loaded.tags,
+                                  config={**loaded.config, "name": "second"})
+    monkeypatch.undo()
+    assert info.value.bundle_written == copy.resolve()
+    assert load_bundle(copy).config["name"] == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # the previous bundle removed all the same
+
+    from nerbatch.cli import app  # and the command tells it so
+
+    stops.clear()
+    monkeypatch.setattr(shutil_module, "rmtree", stopped_once)
+    result = CliRunner().invoke(app, ["train", "--data", str(gmb_sample), "--out", str(copy), "--arch", "seed",
+                                      "--epochs", "1", "--max-train-sentences", "40", "-q"])
+    monkeypatch.undo()
+    assert result.exit_code == 130, result.output
+    assert f"SIGINT received: stopped after the bundle was written to {copy}" in result.output
+    assert load_bundle(copy).config["arch"] == "seed"
 
 
 def test_a_save_whose_bundle_is_in_place_succeeds_though_its_cleanup_fails(tiny_bundle, tmp_path, monkeypatch):

@@ -311,6 +311,10 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     assert piped("run", "-i", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "x.parquet"), redirect="2>&1",
                  into="head -c0") == 2
     assert piped("info", "--model", str(tiny_bundle), into="head -c0") == 141
+    report.unlink()  # with --report the result is the file: a reader gone from the table is no failure
+    assert piped("evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample), "--report", str(report),
+                 into="head -c0") == 0
+    assert json.loads(report.read_text())["test"]["sentences"] == 108
 
 
 def test_run_called_from_a_thread_other_than_the_main_one(tiny_bundle, tmp_path):
