@@ -79,10 +79,13 @@ def _finite_matrix(words: list[str], rows: list, path: Path) -> np.ndarray:
     holds something else than a finite number (one would turn every trained weight into NaN)."""
     try:
         matrix = np.asarray(rows, dtype=np.float32)
+        if matrix.ndim != 2:  # a package's vectors of lists of lists
+            raise ValueError("not one row of numbers a word")
     except (ValueError, TypeError):
         for word, row in zip(words, rows):
             try:
-                np.asarray(row, dtype=np.float32)
+                if np.asarray(row, dtype=np.float32).ndim != 1:
+                    raise ValueError
             except (ValueError, TypeError):
                 raise VectorsError(f"{path}: the vector of {word!r} holds a value that is not a number") from None
         raise
@@ -101,6 +104,8 @@ def _read_container(path: Path) -> tuple[list[str], list]:
                 member = archive.extractfile(WINK_MEMBER)
             except KeyError:
                 raise VectorsError(f"{path}: not the wink-embeddings package (no {WINK_MEMBER})") from None
+            if member is None:  # a folder or a device by that name
+                raise VectorsError(f"{path}: not the wink-embeddings package ({WINK_MEMBER} is not a file)")
             return _wink_json(member, path)
     if name.endswith(".json"):
         with open(path, "rb") as handle:
@@ -130,6 +135,7 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
     """
     words, rows = [], []
     dim = None
+    header_dim = header_line = 0
     first = True  # the first line that is not blank
     for number, raw in enumerate(lines, start=1):
         if not (raw.removeprefix(b"\xef\xbb\xbf") if first else raw).strip():  # blank, as editors leave them
@@ -141,10 +147,14 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
             raise VectorsError(f"{path}, line {number}: not UTF-8 (byte {exc.start} of the line)") from None
         header = first and len(parts) == 2 and all(p.isdigit() for p in parts)
         first = False
-        if header:
-            continue  # word2vec-style header: count and dimension
+        if header:  # word2vec-style header: count and dimension
+            header_dim, header_line = int(parts[1]), number
+            continue
         if dim is None:
             dim = len(parts) - 1
+            if header_line and dim != header_dim:
+                raise VectorsError(f"{path}, line {number}: {dim} numbers, but the header on line {header_line} "
+                                   f"gives {header_dim} dimensions")
         if dim < 1 or len(parts) < dim + 1:
             raise VectorsError(f"{path}, line {number}: expected a word followed by {max(dim, 1)} or more numbers, "
                                f"found {len(parts) - 1} field(s)")
@@ -155,7 +165,11 @@ def _glove_text(lines, path: Path) -> tuple[list[str], list[np.ndarray]]:
                 values = np.asarray(parts[-dim:], dtype=np.float32)
         except ValueError:
             raise VectorsError(f"{path}, line {number}: expected a word followed by {dim} numbers") from None
-        words.append(" ".join(parts[:-dim]))
+        word = " ".join(parts[:-dim])
+        if word != word.strip(" "):  # two spaces before the numbers: the word would never match text
+            raise VectorsError(f"{path}, line {number}: the word {word!r} begins or ends with a space; "
+                               "a word and its numbers are separated by single spaces")
+        words.append(word)
         rows.append(values)
     return words, rows
 
@@ -171,15 +185,20 @@ def _is_number(field: str) -> bool:
 def _wink_json(handle, path: Path) -> tuple[list[str], list[list[float]]]:
     try:
         data = json.load(handle)
-        dim = int(data["dimensions"])
+        dim = data["dimensions"]
         words = data["words"]
-        # Each stored vector carries two extra numbers after its dimensions (norm, word index).
-        rows = [data["vectors"][word][:dim] for word in words]
+        if type(dim) is not int or dim < 1:
+            raise ValueError(f"'dimensions' is {dim!r}, not a positive whole number")
+        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+            raise ValueError("'words' is not a list of strings")
+        stored = [data["vectors"][word] for word in words]
     except (ValueError, KeyError, TypeError) as exc:
         raise VectorsError(f"{path}: not a wink-embeddings vector file ({exc})") from None
-    short = next((word for word, row in zip(words, rows) if len(row) != dim), None)
+    # Each stored vector carries two extra numbers after its dimensions (norm, word index).
+    rows = [row[:dim] if isinstance(row, list) else row for row in stored]
+    short = next((word for word, row in zip(words, rows) if not isinstance(row, list) or len(row) != dim), None)
     if short is not None:
-        raise VectorsError(f"{path}: the vector of {short!r} has fewer than the file's {dim} dimensions")
+        raise VectorsError(f"{path}: the vector of {short!r} is not a list of the file's {dim} dimensions")
     return words, rows
 
 

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -59,6 +60,9 @@ def test_the_npm_package_reads_like_the_text_file(tmp_path):
     (b"a 1 2\nb 3\n", "line 2"), (b"a 1 x\n", "line 1"), (b"", "holds no vectors"),
     (b"a 1 2\nb 3 4 5\n", "line 2: more numbers than the 2 of line 1"),
     (b"a 1 2\nb\xe9 3 4\n", "line 2: not UTF-8"),
+    (b"the 1 2\nof  3 4\n", "line 2: the word 'of ' begins or ends with a space"),
+    (b"the 1 2\n of 3 4\n", "line 2: the word ' of' begins or ends with a space"),
+    (b"5 1\nthe 1 2 3\n", "line 2: 3 numbers, but the header on line 1 gives 1 dimensions"),
 ])
 def test_malformed_vectors_are_named_by_file_and_line(tmp_path, text, where):
     path = tmp_path / "bad.txt"
@@ -128,10 +132,35 @@ def test_training_that_diverges_stops_without_a_bundle(gmb_sample, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("document, message", [
+    ({"dimensions": 0, "words": ["a"], "vectors": {"a": [0, 0]}}, "'dimensions' is 0, not a positive whole number"),
+    ({"dimensions": 2.7, "words": ["a"], "vectors": {"a": [1, 2, 0]}}, "'dimensions' is 2.7"),
+    ({"dimensions": True, "words": ["a"], "vectors": {"a": [1, 0]}}, "'dimensions' is True"),
+    ({"dimensions": 2, "words": ["a", 7], "vectors": {"a": [1, 2]}}, "'words' is not a list of strings"),
+    ({"dimensions": 2, "words": ["the"], "vectors": {"the": [[1], [2]]}}, "vector of 'the' holds a value that is not"),
+    ({"dimensions": 2, "words": ["the"], "vectors": {"the": {"x": 1}}}, "vector of 'the' is not a list"),
+])
+def test_a_package_file_of_the_wrong_shape_is_refused(tmp_path, document, message):
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(VectorsError, match=re.escape(message)):
+        read_word_vectors(path, lowercase=True)
+
+
+def test_a_package_whose_vector_file_is_a_folder_is_refused(tmp_path):
+    package = tmp_path / "odd.tgz"
+    with tarfile.open(package, "w:gz") as archive:
+        info = tarfile.TarInfo(WINK_MEMBER)
+        info.type = tarfile.DIRTYPE
+        archive.addfile(info)
+    with pytest.raises(VectorsError, match=f"not the wink-embeddings package \\({WINK_MEMBER} is not a file\\)"):
+        read_word_vectors(package, lowercase=True)
+
+
 def test_a_ragged_package_vector_is_refused(tmp_path):
     path = tmp_path / "v.json"
     path.write_text(json.dumps({"dimensions": 3, "words": ["a", "b"], "vectors": {"a": [1, 2, 3, 0, 0], "b": [1, 2]}}))
-    with pytest.raises(VectorsError, match="vector of 'b' has fewer than the file's 3 dimensions"):
+    with pytest.raises(VectorsError, match="vector of 'b' is not a list of the file's 3 dimensions"):
         read_word_vectors(path, lowercase=True)
 
 
