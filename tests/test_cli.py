@@ -58,6 +58,29 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, gmb_sample):
     assert result.exit_code == 2 and "line 2" in result.output
 
 
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--data", "{sample}", "--report", ""],
+    ["evaluate", "--data", "", "--report", "r.json"],
+    ["info", "--model", ""],
+    ["run", "-i", "{news}", "-o", "o.parquet", "--errors", ""],
+    ["run", "-i", "{news}", "-o", "o.parquet", "--outcomes="],
+    ["run", "-i", "{news}", "-o", "o.parquet", "--report", ""],
+    ["run", "-i", "{news}", "-o", "o.parquet", "-m", ""],
+    ["train", "--data", "{sample}", "--out", ""],
+    ["train", "--data", "{sample}", "--out", "b", "--vectors", ""],
+    ["consume", "-b", "127.0.0.1:1", "-t", "news", "-g", "ner", "--output-dir", "", "--report", "r.json"],
+])
+def test_an_empty_path_is_refused_not_taken_for_a_default(tmp_path, gmb_sample, monkeypatch, args):
+    # "--report $REPORT" with REPORT unset: the report must not be silently skipped, nor "." be the model
+    monkeypatch.chdir(tmp_path)
+    news = tmp_path / "news.jsonl"
+    news.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    result = runner.invoke(app, [a.format(sample=gmb_sample, news=news) for a in args])
+    assert result.exit_code == 2, result.output
+    assert "an empty path names no file or folder" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["news.jsonl"]
+
+
 def test_train_through_the_cli(gmb_sample, tmp_path):
     out = tmp_path / "cli-bundle"
     result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(out), "--arch", "seed",
