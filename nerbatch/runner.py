@@ -477,13 +477,14 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
             "docs_in": str(report.docs_in),
             "docs_failed": str(report.docs_failed),
         }
-        _merge_parts(work, inputs, options.output, fmt, to_folder, schema, metadata)
+        # The output last: a reader that waits for it never finds it beside an earlier run's errors.
         _merge_errors(work, inputs, errors_path)
         if options.outcomes:
             with open_sink(options.outcomes, outcomes_fmt, schema=outcome_arrow_schema(), metadata=metadata,
                            dataset=False) as sink:
                 _copy_parts([work.path / work.finished(s)["outcomes_part"] for s in inputs], sink, outcomes_fmt,
                             sources=inputs)
+        _merge_parts(work, inputs, options.output, fmt, to_folder, schema, metadata)
         work.remove()
     finally:
         work.release()  # a failed run keeps its finished parts for --resume

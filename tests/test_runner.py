@@ -778,3 +778,33 @@ def test_relative_paths_with_a_colon_are_local_files_not_uris(tmp_path, tiny_pip
     rows = [json.loads(line) for line in Path("local:e.jsonl").read_text(encoding="utf-8").splitlines()]
     assert rows and {r["doc_id"] for r in rows} == set(texts)
     _check_offsets(rows, texts)
+
+
+def test_the_output_is_published_after_its_errors_and_outcomes(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    # A job that starts when the output appears must not find it beside the previous run's errors.
+    from nerbatch import runner
+
+    first = _write_jsonl(tmp_path / "first.jsonl", news_documents[:2] + ["{not json"])
+    second = _write_jsonl(tmp_path / "second.jsonl", news_documents[2:5] + ["[1]"])
+    out, outcomes = tmp_path / "e.parquet", tmp_path / "outcomes.jsonl"
+    options = dict(output=str(out), outcomes=str(outcomes), max_error_rate=1.0)
+    run_job(RunOptions(inputs=[str(first)], **options), tiny_pipeline)
+    before = out.read_bytes()
+    real_open_sink = runner.open_sink
+
+    def crash_at_outcomes(path, *args, **kwargs):
+        if str(path) == str(outcomes):
+            raise KeyboardInterrupt  # a stop or crash between the files
+        return real_open_sink(path, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "open_sink", crash_at_outcomes)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(RunOptions(inputs=[str(second)], **options), tiny_pipeline)
+    monkeypatch.undo()
+    assert out.read_bytes() == before  # not yet published: the previous run's output stays
+    report = run_job(RunOptions(inputs=[str(second)], resume=True, **options), tiny_pipeline)
+    assert report.resumed_inputs == [str(second)]
+    sources = {json.loads(line)["source"] for line in outcomes.read_text().splitlines()}
+    errors = {json.loads(line)["source"] for line in Path(report.errors).read_text().splitlines()}
+    assert sources == errors == {str(second)}
+    assert json.loads(pq.read_metadata(out).metadata[b"inputs"]) == [str(second)]
