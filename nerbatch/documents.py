@@ -790,6 +790,12 @@ def _column_values(column) -> list:
     Parquet writers do not all check UTF-8, and Arrow holds dates and times
     Python cannot, so one bad value must not cost the other rows of its batch.
     """
+    import pyarrow as pa
+
+    if pa.types.is_float32(column.type) or pa.types.is_float16(column.type):
+        return _short_floats(column)
+    if pa.types.is_time64(column.type) and column.type.unit == "ns":  # datetime.time stops at microseconds
+        return column.cast(pa.string()).to_pylist()
     try:
         return column.to_pylist(maps_as_pydicts="strict")
     except (UnicodeDecodeError, OverflowError, ValueError, KeyError, TypeError):
@@ -800,6 +806,17 @@ def _column_values(column) -> list:
             except (UnicodeDecodeError, OverflowError, ValueError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
+
+
+def _short_floats(column) -> list:
+    """A float32 or float16 column's values with the digits its writer meant ("0.1"), not those of
+    the float64 Python widens them to ("0.10000000149011612"); NaN and infinities stay floats."""
+    import numpy as np
+
+    numbers = column.to_numpy(zero_copy_only=False)  # null -> NaN, so nulls are taken from the mask
+    nulls = column.is_null().to_numpy(zero_copy_only=False)
+    return [None if null else JsonNumber(str(number)) if np.isfinite(number) else float(number)
+            for number, null in zip(numbers, nulls)]
 
 
 def _scalar_value(scalar) -> Any:

@@ -574,6 +574,26 @@ def test_parquet_values_without_a_python_form_cost_only_their_row(tmp_path):
     assert len(list(read_documents(str(path)))) == 4
 
 
+def test_narrow_floats_and_nanosecond_times_keep_the_values_written(tmp_path):
+    # Widened to float64, a float32 0.1 reads 0.10000000149011612; datetime.time drops nanoseconds.
+    table = pa.table({
+        "text": ["Angela Merkel spoke."] * 5,
+        "price": pa.array([0.1, 19.99, None, float("nan"), 3.4e38], pa.float32()),
+        "half": pa.array([0.1, None, 1.5, float("inf"), 2.0], pa.float16()),
+        "at": pa.array([3723000000001, 1, None, 0, 86399999999999], pa.time64("ns")),
+    })
+    path = tmp_path / "narrow.parquet"
+    pq.write_table(table, path)
+    docs = list(read_documents(str(path), keep_fields=["price", "half", "at"]))
+    assert [d.fields for d in docs] == [
+        {"price": "0.1", "half": "0.1", "at": "01:02:03.000000001"},
+        {"price": "19.99", "half": None, "at": "00:00:00.000000001"},
+        {"price": None, "half": "1.5", "at": None},
+        {"price": "NaN", "half": "Infinity", "at": "00:00:00.000000000"},
+        {"price": "3.4e+38", "half": "2.0", "at": "23:59:59.999999999"},
+    ]
+
+
 def test_a_needed_parquet_column_named_twice_fails_the_file_by_name(tmp_path):
     arrays = [pa.array(["a"]), pa.array(["Angela Merkel spoke."]), pa.array(["x"]), pa.array(["y"])]
     path = tmp_path / "dup.parquet"
