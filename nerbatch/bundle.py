@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -268,6 +269,8 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     tags = _read_tags(directory)
     metrics = read_bundle_json(directory, "metrics.json") if "metrics.json" in listed else {}
     saving = keras().saving  # outside the try: a missing backend is not the model's fault
+    if not zipfile.is_zipfile(directory / "model.keras"):  # Keras would say "File not found" of it
+        raise BundleError(f"{directory / 'model.keras'}: cannot load model (not a Keras archive: not a zip file)")
     try:
         model = saving.load_model(directory / "model.keras", compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad archive

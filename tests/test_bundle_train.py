@@ -81,6 +81,17 @@ def test_truncated_model_is_refused(tiny_bundle, tmp_path):
         verify_bundle(copy)
 
 
+def test_a_signed_model_file_that_is_no_keras_archive_is_named_as_such(tiny_bundle, tmp_path):
+    from nerbatch.bundle import write_manifest
+
+    copy = _copy(tiny_bundle, tmp_path)
+    (copy / "model.keras").write_bytes(bytes(range(256)) * 64)
+    write_manifest(copy)  # signed again: only the contents are wrong
+    with pytest.raises(BundleError, match=re.escape(f"{copy / 'model.keras'}: cannot load model "
+                                                    "(not a Keras archive: not a zip file)")):
+        load_bundle(copy)
+
+
 def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
     copy = _copy(tiny_bundle, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
