@@ -412,7 +412,7 @@ def _sniff(path: str) -> str:
 
 
 def read_documents(
-    path: str,
+    path: str | os.PathLike[str],
     *,
     id_field: str = "id",
     text_field: str = "text",
@@ -445,12 +445,17 @@ def read_documents(
     0.  Bad content never raises; ``InputError`` is raised (eagerly, at the
     call) only for invalid arguments.
     """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise InputError(f"input path must be a non-empty string or path, got {path!r}")
+    path = os.fspath(path)
     if not isinstance(id_field, str) or not id_field:
         raise InputError(f"id field must be a non-empty string, got {id_field!r}")
     if not isinstance(text_field, str) or not text_field:
         raise InputError(f"text field must be a non-empty string, got {text_field!r}")
     if isinstance(keep_fields, str):
         keep_fields = [keep_fields]
+    if keep_fields is None or not all(isinstance(name, str) and name for name in keep_fields):
+        raise InputError(f"kept fields must be non-empty strings, got {keep_fields!r}")
     keep = tuple(dict.fromkeys(keep_fields))
     for name, value in (
         ("max_doc_chars", max_doc_chars),

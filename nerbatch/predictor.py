@@ -80,6 +80,7 @@ class Tagger:
 
     def tag_probabilities(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per sentence, a float32 [n_tokens, n_tags] matrix of tag probabilities."""
+        sentences = list(sentences)  # read twice below: an iterator would leave every sentence unscored
         n_tags = len(self.tags)
         merged = [np.zeros((len(s), n_tags), dtype=np.float32) for s in sentences]
         jobs = [

@@ -253,11 +253,20 @@ def test_missing_file_yields_read_error(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_doc_chars": 0}, {"chunk_rows": 0}, {"max_line_bytes": -1}, {"text_field": ""}, {"id_field": None}],
+    [{"max_doc_chars": 0}, {"chunk_rows": 0}, {"max_line_bytes": -1}, {"text_field": ""}, {"id_field": None},
+     {"keep_fields": None}, {"keep_fields": [1]}, {"keep_fields": ["title", ""]}, {"path": None}, {"path": ""}],
 )
 def test_invalid_arguments_raise_input_error_eagerly(tmp_path, kwargs):
+    kwargs = {"path": str(tmp_path / "x.jsonl"), **kwargs}
     with pytest.raises(InputError):
-        read_documents(str(tmp_path / "x.jsonl"), **kwargs)
+        read_documents(**kwargs)
+
+
+def test_a_path_object_is_read_as_its_string(tmp_path):
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": ["Angela Merkel visited Paris."]}), path)
+    [doc] = read_documents(path)
+    assert (doc.doc_id, doc.source) == ("docs.parquet:0", str(path))
 
 
 # --------------------------------------------------------------------------- parquet

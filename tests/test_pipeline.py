@@ -1,7 +1,9 @@
 import re
 
 import numpy as np
+import pytest
 
+from nerbatch.bundle import load_bundle
 from nerbatch.decode import TagKinds, flat_spans, iob2_spans
 from nerbatch.documents import Document
 from nerbatch.text import segment
@@ -30,6 +32,16 @@ def test_vectorised_spans_match_iob2_spans():
            for s, e, t, p in zip(spans.start, spans.end, spans.type_id, spans.score)]
     assert [g[:3] for g in got] == [e[:3] for e in expected]
     np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], rtol=1e-5)
+
+
+def test_a_tagger_given_an_iterator_tags_as_given_a_list(tiny_bundle):
+    # The sentences are read twice; an iterator used to leave every probability 0 and every tag made up.
+    tagger = load_bundle(tiny_bundle).tagger()
+    sentences = [["Angela", "Merkel", "visited", "Paris", "."], ["He", "left", "on", "Monday", "."]]
+    expected = tagger.tag_strings(sentences)
+    assert tagger.tag_strings(iter(sentences)) == expected
+    assert tagger.tag_strings(s for s in sentences) == expected
+    assert all(p.sum(axis=1) == pytest.approx(1.0, abs=1e-4) for p in tagger.tag_probabilities(iter(sentences)))
 
 
 def test_documents_come_back_once_in_order(tiny_pipeline, news_documents):
@@ -96,7 +108,6 @@ def _stops_promptly(pipeline, documents) -> float:
 
 
 def test_a_consumer_that_stops_early_does_not_wait_for_the_reader(tiny_bundle):
-    from nerbatch.bundle import load_bundle
     from nerbatch.pipeline import NerPipeline
 
     pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=2)
@@ -114,7 +125,6 @@ def test_a_consumer_that_stops_early_takes_nothing_more_from_a_slow_source(tiny_
     import threading
     import time
 
-    from nerbatch.bundle import load_bundle
     from nerbatch.pipeline import NerPipeline
 
     pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=20)
@@ -143,7 +153,6 @@ def test_pipelines_sharing_a_bundle_run_in_threads(tiny_bundle):
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    from nerbatch.bundle import load_bundle
     from nerbatch.pipeline import NerPipeline
 
     bundle = load_bundle(tiny_bundle)
@@ -165,7 +174,6 @@ def test_pipelines_sharing_a_bundle_run_in_threads(tiny_bundle):
 def test_empty_documents_still_come_in_bounded_chunks_and_kept_fields_are_checked(tiny_bundle):
     import pytest
 
-    from nerbatch.bundle import load_bundle
     from nerbatch.errors import OutputError
     from nerbatch.pipeline import NerPipeline
 
@@ -180,7 +188,6 @@ def test_empty_documents_still_come_in_bounded_chunks_and_kept_fields_are_checke
 
 
 def test_failed_documents_pass_through_in_bounded_chunks_in_input_order(tiny_bundle):
-    from nerbatch.bundle import load_bundle
     from nerbatch.documents import DocumentError
     from nerbatch.pipeline import NerPipeline
 
@@ -243,7 +250,6 @@ def test_the_readme_library_example_runs_and_plain_texts_get_a_clear_error(defau
 def test_documents_read_before_a_failing_source_are_annotated_before_its_error(tiny_bundle):
     import pytest
 
-    from nerbatch.bundle import load_bundle
     from nerbatch.pipeline import NerPipeline
 
     pipeline = NerPipeline(load_bundle(tiny_bundle), chunk_sentences=10)
