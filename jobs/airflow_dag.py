@@ -1,8 +1,10 @@
 """Airflow DAG: daily entity extraction over a dated folder of news files.
 
-Only wiring: the work is ``nerbatch.runner.run_job``. The explicit data-interval timetable makes
-``ds`` the day that has just ended on Airflow 2 and 3 alike (Airflow 3's ``@daily`` would name the
-day that is starting). A retry resumes: it reuses the input files a failed attempt finished. If the
+Only wiring: the work is ``nerbatch.runner.run_job``. A day's folder is complete by 02:00 the next
+day (as for jobs/nightly_run.sh), so the explicit data-interval timetable runs from 02:00 to 02:00:
+``ds`` is the day that ended two hours before the run, on Airflow 2 and 3 alike (Airflow 3's
+``@daily`` would name the day that is starting). A run without a logical date (Airflow 3's manual
+trigger without one) names no day and fails at once. A retry resumes: it reuses the input files a failed attempt finished. If the
 day's files changed after that attempt (late arrivals), the resume is refused and the day is done
 afresh, so its entities always come from the files as they are now. A run over the error rate
 fails without retries: the same files would fail the same way.
@@ -21,7 +23,7 @@ NEWS_ROOT = "/data/news"
 ENTITIES_ROOT = "/data/entities"
 
 
-@dag(schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"), start_date=datetime(2026, 1, 1),
+@dag(schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"), start_date=datetime(2026, 1, 1),
      catchup=False, default_args={"retries": 3, "retry_delay": timedelta(minutes=10)}, tags=["nerbatch"])
 def nerbatch_daily():
     @task
@@ -31,6 +33,8 @@ def nerbatch_daily():
         from nerbatch.errors import ResumeRefusedError
         from nerbatch.runner import RunOptions, run_job
 
+        if ds is None:
+            raise AirflowFailException("this run has no logical date, so no day to tag; trigger it with one")
         options = RunOptions(
             inputs=[f"{NEWS_ROOT}/{ds}/"],
             output=f"{ENTITIES_ROOT}/{ds}.parquet",

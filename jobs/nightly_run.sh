@@ -9,13 +9,13 @@
 # 2 configuration error (nerbatch not found included), another run still writing the same output,
 # or an output that could not be written (a full disk, say).
 set -euo pipefail
-if [ $# -ne 2 ]; then
+if [ $# -ne 2 ] || [ "${2%.parquet}" = "$2" ]; then  # the report and outcomes are named after OUTPUT
     echo "usage: nightly_run.sh INPUT_DIR OUTPUT.parquet" >&2
     exit 2
 fi
 input_dir=$1
 output=$2
-nerbatch=${NERBATCH:-$(command -v nerbatch || echo "$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/nerbatch")}
+nerbatch=${NERBATCH:-$(command -v nerbatch || echo "$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)/.venv/bin/nerbatch")}
 if [ ! -x "$nerbatch" ]; then
     echo "nightly_run.sh: nerbatch not found (tried ${nerbatch}); set NERBATCH=/path/to/nerbatch" >&2
     exit 2

@@ -45,9 +45,15 @@ def test_the_cron_wrapper_finds_nerbatch_without_path_and_can_start_afresh(tmp_p
 
     missing = wrapper_run()
     assert missing.returncode == 2 and "nerbatch not found" in missing.stderr
+    folder = subprocess.run(["bash", wrapper, str(day), str(tmp_path / "entities") + "/"], env=cron_env,
+                            capture_output=True, text=True, timeout=60)  # its report would land inside it
+    assert folder.returncode == 2 and "usage: nightly_run.sh INPUT_DIR OUTPUT.parquet" in folder.stderr
 
     (app / ".venv" / "bin").mkdir(parents=True)
     os.symlink(Path(sys.executable).parent / "nerbatch", app / ".venv" / "bin" / "nerbatch")
+    (tmp_path / "cron.d").mkdir()  # cron calls the wrapper through a link elsewhere: .venv is still its checkout's
+    os.symlink(wrapper, tmp_path / "cron.d" / "nightly")
+    wrapper = str(tmp_path / "cron.d" / "nightly")
     _interrupted_run_of_other_inputs(output)
     refused = wrapper_run()
     assert refused.returncode == 2 and "cannot resume" in refused.stderr, refused.stderr
@@ -103,12 +109,18 @@ def airflow_dag(monkeypatch, tmp_path):
 
 def test_the_airflow_task_tags_the_finished_day_and_redoes_a_changed_one(airflow_dag, tmp_path, news_documents):
     timetable = airflow_dag["settings"]["schedule"]
-    assert (timetable.cron, timetable.timezone) == ("0 0 * * *", "UTC")  # ds = the day that ended
+    assert (timetable.cron, timetable.timezone) == ("0 2 * * *", "UTC")  # ds = the day completed by 02:00
     _day_folder(tmp_path / "news" / "2026-01-01", news_documents)
     _interrupted_run_of_other_inputs(tmp_path / "entities" / "2026-01-01.parquet")
     report = airflow_dag["extract_entities"](ds="2026-01-01")
     assert report["docs_ok"] == 3 and report["resumed_inputs"] == []
     assert (tmp_path / "entities" / "2026-01-01.outcomes.parquet").is_file()
+
+
+def test_the_airflow_task_fails_without_retries_when_the_run_names_no_day(airflow_dag, tmp_path):
+    with pytest.raises(airflow_dag["fail"], match="no logical date"):
+        airflow_dag["extract_entities"](ds=None)
+    assert not list((tmp_path / "entities").iterdir())
 
 
 def test_the_airflow_task_fails_without_retries_over_the_error_rate(airflow_dag, tmp_path, news_documents):
