@@ -523,9 +523,17 @@ def _open_closed_standard_streams() -> None:
             setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     _open_closed_standard_streams()
     backend.silence_native_startup()
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # As a container's PID 1 (docker run without --init) the default action is to ignore SIGTERM,
+        # so `docker stop` would wait out its grace period; run, train and consume set their own.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app()
 
 

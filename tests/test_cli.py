@@ -397,3 +397,41 @@ cli.main()
     assert f"nerbatch: {stop.name} during start-up; stopped before consuming\n" in done.stderr.decode()
     report = json.loads((tmp_path / "r.json").read_text())  # a scheduler reads what the worker did: nothing
     assert (report["stopped_by"], report["docs_in"], report["commits"]) == ("signal", 0, 0)
+
+
+def test_a_command_running_as_a_containers_pid_1_stops_on_sigterm(tmp_path, gmb_sample, tiny_bundle):
+    # PID 1 ignores a signal it has no handler for: `docker stop` of `predict` or `evaluate` waited out
+    # its grace period and killed it. A new PID namespace stands in for the container.
+    import contextlib
+    import os
+    import subprocess
+    import time
+
+    command = [sys.executable, "-m", "nerbatch", "evaluate", "--data", str(gmb_sample), "--model", str(tiny_bundle),
+               "--report", str(tmp_path / "r.json")]
+    try:
+        namespace = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *command],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        pytest.skip("unshare is not available")
+    children = f"/proc/{namespace.pid}/task/{namespace.pid}/children"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not open(children).read().split():
+        time.sleep(0.05)
+    pids = open(children).read().split()
+    if not pids:
+        namespace.wait(timeout=60)
+        pytest.skip("no PID namespace here (unshare needs privileges)")
+    def catches_sigterm():  # once its handler is set (SigCgt), before the model is loaded
+        with contextlib.suppress(OSError):
+            for line in open(f"/proc/{pids[0]}/status"):
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+        return False
+
+    while time.monotonic() < deadline and namespace.poll() is None and not catches_sigterm():
+        time.sleep(0.02)
+    assert namespace.poll() is None, "the command ended without ever handling SIGTERM"
+    os.kill(int(pids[0]), signal.SIGTERM)
+    assert namespace.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not (tmp_path / "r.json").exists()
