@@ -56,7 +56,28 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+_forked = False  # this process is a fork of one where nerbatch had loaded Keras
+_fork_watched = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+def check_not_forked() -> None:
+    """``BackendError`` in a process forked after Keras was loaded: TensorFlow's threads do not
+    survive a fork, so the first prediction or model load there would hang for good."""
+    if _forked:
+        from nerbatch.errors import BackendError
+
+        raise BackendError("Keras was loaded before this process was forked (multiprocessing's default on "
+                           "Linux), and TensorFlow hangs in a forked copy: start workers with "
+                           "multiprocessing.get_context('spawn') and load the model in each of them")
+
+
 def keras():
+    check_not_forked()
     if "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         # 3, not 2: on CPUs without AVX-512 TensorFlow logs "oneDNN supports DT_BOOL only on
@@ -80,4 +101,8 @@ def keras():
                 tensorflow.get_logger().setLevel("ERROR")
     import keras as _keras
 
+    global _fork_watched
+    if not _fork_watched:
+        os.register_at_fork(after_in_child=_note_fork)
+        _fork_watched = True
     return _keras

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nerbatch import backend
 from nerbatch.decode import constrained_viterbi, tag_marginals
 from nerbatch.vocab import FeatureEncoder
 from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
@@ -80,6 +81,7 @@ class Tagger:
 
     def tag_probabilities(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per sentence, a float32 [n_tokens, n_tags] matrix of tag probabilities."""
+        backend.check_not_forked()
         sentences = list(sentences)  # read twice below: an iterator would leave every sentence unscored
         n_tags = len(self.tags)
         merged = [np.zeros((len(s), n_tags), dtype=np.float32) for s in sentences]

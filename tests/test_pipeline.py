@@ -318,3 +318,36 @@ def test_entities_never_begin_or_end_with_quote_marks_bars_bullets_or_emphasis(d
         for r in records:
             assert r["text"] == text[r["start"]:r["end"]]
             assert r["text"][0].isalnum() and r["text"][-1].isalnum(), r
+
+
+def test_a_process_forked_after_the_model_loaded_gets_an_error_not_a_hang(tiny_bundle):
+    # multiprocessing forks by default on Linux, and TensorFlow hangs for good in a forked copy.
+    import os
+    import time
+
+    from nerbatch.errors import BackendError
+
+    tagger = load_bundle(tiny_bundle).tagger()
+    assert tagger.tag_strings([["Paris"]])  # the model has run in this process
+    child = os.fork()
+    if child == 0:  # the child never returns to pytest
+        code = 4
+        try:
+            tagger.tag_strings([["Paris"]])
+        except BackendError as exc:
+            code = 3 if "multiprocessing.get_context('spawn')" in str(exc) else 5
+            try:
+                load_bundle(tiny_bundle)
+            except BackendError:
+                code = 0 if code == 3 else code
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done[0] == 0:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        pytest.fail("the forked process hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert tagger.tag_strings([["Paris"]])  # the parent goes on
