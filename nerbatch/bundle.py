@@ -262,6 +262,8 @@ def load_bundle(directory: str | Path | None = None) -> Bundle:
     """Verify and load a bundle; ``None`` means the shipped default model."""
     from nerbatch.backend import keras
 
+    if directory is not None and not os.fspath(directory):
+        raise BundleError("model bundle path is empty; give a folder, or None for the shipped model")
     directory = Path(directory) if directory is not None else default_model_path()
     listed = verify_bundle(directory)["files"]  # only files the checksums vouch for are read
     config = read_bundle_config(directory)

@@ -425,6 +425,9 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     from nerbatch.bundle import default_model_path, load_bundle
     from nerbatch.pipeline import NerPipeline
 
+    if pipeline is not None and not isinstance(pipeline, NerPipeline):
+        raise TypeError(f"run_job takes a NerPipeline, not {type(pipeline).__name__}; "
+                        "use run_job(options, NerPipeline(bundle)) or leave it out to load options.model")
     started = time.perf_counter()
     options.validate()
     inputs = expand_inputs(options.inputs)

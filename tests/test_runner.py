@@ -196,6 +196,11 @@ def test_missing_input_and_unwritable_output(tmp_path, tiny_pipeline):
     src = _write_jsonl(tmp_path / "d.jsonl", [{"id": 1, "text": "Paris."}])
     with pytest.raises(NerbatchError, match="does not exist"):
         run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "no" / "dir" / "o.parquet")), tiny_pipeline)
+    with pytest.raises(TypeError, match="run_job takes a NerPipeline, not Bundle"):  # a common slip
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet")), tiny_pipeline.bundle)
+    with pytest.raises(NerbatchError, match="model bundle path is empty"):  # Path("") would be "."
+        run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet"), model=""))
+    assert not (tmp_path / "o.parquet").exists()
 
 
 def test_cli_run_exit_codes(tmp_path, tiny_bundle, news_documents):
