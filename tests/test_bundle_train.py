@@ -697,7 +697,7 @@ def test_declared_keras_loads_the_shipped_bundle():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     bound = next(d for d in pyproject["project"]["dependencies"] if re.match(r"keras\b", d))
-    lowest = tuple(int(n) for n in re.fullmatch(r"keras>=([\d.]+)", bound).group(1).split("."))
+    lowest = tuple(int(n) for n in re.fullmatch(r"keras>=([\d.]+),<\d+", bound).group(1).split("."))
     saved_with = json.loads((Path(__file__).parents[1] / "nerbatch" / "models" / "default" / "metrics.json")
                             .read_text(encoding="utf-8"))["versions"]["keras"]
     assert lowest >= tuple(int(n) for n in saved_with.split(".")[:2]), (bound, saved_with)
