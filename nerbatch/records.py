@@ -35,6 +35,7 @@ contain, so files from different runs and inputs always concatenate.
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import functools
 import json
 import re
@@ -251,6 +252,8 @@ def _compact_json(value: Any) -> str:
     # Plain loops, one frame per level of nesting, so this nests about as deep as json.dumps does.
     if isinstance(value, JsonNumber):
         return value.literal
+    if isinstance(value, decimal.Decimal) and value.is_finite():  # a parquet decimal, nested: a number, as at the top
+        return str(value)
     if isinstance(value, dict):
         items = []
         for key, item in value.items():

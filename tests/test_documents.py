@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import gzip
 import json
 import os
@@ -664,6 +665,16 @@ def test_a_parquet_map_is_kept_as_the_json_object_a_jsonl_document_gives(tmp_pat
     assert d.fields == {"at": '{"1970-01-01T00:00:00":"x"}', "by_struct": '[[{"k":1},"y"]]'}
     assert kept_value({None: 1, True: 2, 1.5: 3, b"ab": 4}) == json.dumps({"null": 1, "true": 2, "1.5": 3, "ab": 4},
                                                                      separators=(",", ":"))
+
+
+def test_nested_parquet_decimals_are_json_numbers_as_from_json_lines(tmp_path):
+    amounts = pa.array([[decimal.Decimal("1.10"), decimal.Decimal("-2E+3")]], pa.list_(pa.decimal128(10, 2)))
+    pq.write_table(pa.table({"text": ["Angela Merkel spoke."], "amounts": amounts,
+                             "price": pa.array([decimal.Decimal("19.90")], pa.decimal128(10, 2))}), tmp_path / "d.parquet")
+    (tmp_path / "d.jsonl").write_text('{"text": "Angela Merkel spoke.", "amounts": [1.10, -2000.00], "price": 19.90}\n')
+    [from_parquet] = read_documents(str(tmp_path / "d.parquet"), keep_fields=["amounts", "price"])
+    [from_jsonl] = read_documents(str(tmp_path / "d.jsonl"), keep_fields=["amounts", "price"])
+    assert from_parquet.fields == from_jsonl.fields == {"amounts": "[1.10,-2000.00]", "price": "19.90"}
 
 
 def test_whole_number_ids_are_integers_as_the_document_schema_says(tmp_path):
