@@ -38,6 +38,7 @@ import datetime as _dt
 import decimal
 import functools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -254,6 +255,8 @@ def _compact_json(value: Any) -> str:
         return value.literal
     if isinstance(value, decimal.Decimal) and value.is_finite():  # a parquet decimal, nested: a number, as at the top
         return str(value)
+    if isinstance(value, decimal.Decimal) or isinstance(value, float) and not math.isfinite(value):
+        return "null"  # NaN and Infinity are not JSON: strict parsers (Go, Java, JavaScript) refuse the whole field
     if isinstance(value, dict):
         items = []
         for key, item in value.items():
@@ -278,7 +281,8 @@ def kept_value(value: Any) -> str | None:
     ``ensure_ascii=False`` (``42`` -> ``"42"``, ``True`` -> ``"true"``,
     ``{"a": 1}`` -> ``'{"a":1}'``); a :class:`JsonNumber` keeps its literal
     (``19.90`` -> ``"19.90"``).  A float NaN or infinity becomes ``NaN`` /
-    ``Infinity`` (the string, not JSON).
+    ``Infinity`` (the string, not JSON); inside an array or object it is
+    ``null``, so that the field stays valid JSON.
     """
     if value is None or isinstance(value, str):
         return value
@@ -289,6 +293,8 @@ def kept_value(value: Any) -> str | None:
         if callable(item):
             return kept_value(item())
         return str(value)
+    if isinstance(value, float) and not math.isfinite(value) and not isinstance(value, JsonNumber):
+        return json.dumps(value)  # the text NaN / Infinity: at the top level a kept value need not be JSON
     return _compact_json(value)
 
 

@@ -697,3 +697,22 @@ def test_whole_number_ids_are_integers_as_the_document_schema_says(tmp_path):
     seven, missing, nine, big = read_documents(str(parquet))
     assert [seven.doc_id, missing.doc_id, nine.doc_id] == ["7", "ids.parquet:1", "9"]
     assert big.reason.startswith("invalid_id: 'id' is a floating-point number beyond 2**53")
+
+
+def test_nested_nan_and_infinity_are_json_null_so_the_kept_field_stays_json(tmp_path):
+    def strict(text):  # as Go, Java and JavaScript parse: NaN and Infinity are no JSON
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+
+    (tmp_path / "m.jsonl").write_text(
+        '{"text": "Angela Merkel spoke.", "m": [NaN, 1.5, {"x": -Infinity}], "top": NaN}\n', encoding="utf-8")
+    pq.write_table(pa.table({
+        "text": ["Angela Merkel spoke."],
+        "m": pa.array([[float("nan"), 1.5, float("inf")]], pa.list_(pa.float64())),
+        "d": pa.array([{"x": float("-inf")}], pa.struct([("x", pa.float32())])),
+    }), tmp_path / "m.parquet")
+    [from_jsonl] = read_documents(str(tmp_path / "m.jsonl"), keep_fields=["m", "top"])
+    [from_parquet] = read_documents(str(tmp_path / "m.parquet"), keep_fields=["m", "d"])
+    assert from_jsonl.fields == {"m": '[null,1.5,{"x":null}]', "top": "NaN"}  # the top level is text, as documented
+    assert from_parquet.fields == {"m": "[null,1.5,null]", "d": '{"x":null}'}
+    for text in (from_jsonl.fields["m"], *from_parquet.fields.values()):
+        strict(text)
