@@ -268,7 +268,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path, tiny_bundle, news_docu
     assert proc.poll() is None, "run finished before it could be interrupted"
     proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL if stop == signal.SIGKILL else 128 + stop
+    assert proc.returncode == (-signal.SIGKILL if stop == signal.SIGKILL else 128 + stop)
     if stop == signal.SIGTERM:  # Airflow's timeout, docker stop: one line, and the run is left as a crash leaves it
         assert stderr.decode() == ("nerbatch: SIGTERM received: run stopped before it finished; the same command "
                                    "with --resume skips the inputs it finished\n")
