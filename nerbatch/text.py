@@ -147,6 +147,9 @@ _CJK = (
 _CJK_RANGES = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK)
 _CJK_TERMINATORS = "\u3002\uff01\uff1f\uff61"  # 。！？｡
 _TERMINATORS = ".!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u1362\u1367\u0589"
+# Apostrophes between letters, as the vocabulary folds them to "'": a left single quote or a
+# reversed one after a letter is an apostrophe typed with the wrong key (Britain‘s).
+_APOSTROPHES = "'\u2019\u2018\u201b\u02bc"
 _CLOSERS = "\"'\u201d\u2019\u00bb\u203a)\\]}\u300d\u300f\u3011\u3009\u300b\u3015\u3017\uff09"
 _OPENERS = "\"'\u201c\u2018\u00ab\u2039(\\[{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08"
 _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08`')
@@ -248,7 +251,9 @@ def _compiled() -> _Compiled:
         hi = min(hi, _SCAN_LIMIT - 1)
         is_cjk[lo : hi + 1] = b"\x01" * (hi + 1 - lo)
     # word characters: letters, numbers, combining marks, underscore -- except Han/kana
-    word = [cp for cp, cat in enumerate(categories) if (cat[0] in "LNM" or cp == 0x5F) and not is_cjk[cp]]
+    # U+02BC (modifier letter apostrophe) is a letter to Unicode but an apostrophe in text: Britainʼs
+    word = [cp for cp, cat in enumerate(categories)
+            if (cat[0] in "LNM" or cp == 0x5F) and not is_cjk[cp] and cp != 0x2BC]
     upper = [cp for cp, cat in enumerate(categories) if cat in ("Lu", "Lt")]
     start = [cp for cp, cat in enumerate(categories) if cat in ("Lu", "Lt", "Lo", "Nd")]
     marks = [cp for cp, cat in enumerate(categories) if cat[0] == "M"]
@@ -287,17 +292,18 @@ def _compiled() -> _Compiled:
     upper_titles = _trie_regex(_UPPER_TITLES + _UPPER_OTHER)
     numbered = _trie_regex(_NUMBERED)
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
+    apostrophe = f"[{_APOSTROPHES}]"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
     # not inside a dotted chain whose earlier letter was tried as one ("a.b.c.d.ex"): the same chain ends
     # the same way, and retrying at every letter was quadratic in its length (Ph.D. is a title token)
     acronym = f"(?<!(?<!Ph)\\.[A-Za-z]\\.)[A-Za-z](?:\\.[A-Za-z])++\\.?+{NOT_W}"
     # did|n't; a word neither starts nor ends in "_": Markdown's _emphasis_ around a name is not the name
-    run = f"(?!_){W}+(?<![nN](?=['\u2019][tT]{NOT_W}))(?<!_)"
+    run = f"(?!_){W}+(?<![nN](?={apostrophe}[tT]{NOT_W}))(?<!_)"
     seg = f"(?:{acronym}|{run})"
     tld = "(?:com|org|net|gov|edu|mil|int|info|biz|io|co|uk|cn|de|fr|ru|jp|in|au|ca|us|eu|ch|nl|es|it|tv)"
     join = (
         "(?:[-\u2010\u2011]"  # hyphen: al-Qaida, U.S.-led
-        f"|['\u2019](?!(?:{clitic_end}|[tT]){NOT_W})"  # O'Connor, Shi'ite (not Britain's)
+        f"|{apostrophe}(?!(?:{clitic_end}|[tT]){NOT_W})"  # O'Connor, Shi'ite (not Britain's)
         "|(?<=\\d)[.,:/](?=\\d)"  # 1,000 3.5 3:30 20/20
         "|(?<=[A-Z])&(?=[A-Z])"  # AT&T
         f"|(?<={W})@"  # e-mail
@@ -313,9 +319,9 @@ def _compiled() -> _Compiled:
         ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
         ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
         ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
-        ("clitic", f"['\u2019]{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
-        ("nt", f"[nN]['\u2019][tT]{NOT_W}"),  # n't
-        ("decade", f"['\u2019`]\\d\\ds?{NOT_W}"),  # '80s
+        ("clitic", f"{apostrophe}{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
+        ("nt", f"[nN]{apostrophe}[tT]{NOT_W}"),  # n't
+        ("decade", f"[{_APOSTROPHES}`]\\d\\ds{NOT_W}"),  # '80s (a quoted '20 is a quote and a number)
         # john.doe@mail.example.co.uk; the bounded look-ahead keeps a long dotted run linear-time
         ("email", f"(?=[^{sep}@]{{1,64}}@){W}++(?:[.+-]{W}++)*+@{W}++(?:[.-]{W}++)*\\.{W}++{NOT_W}"),
         ("word", f"{seg}(?:{join}{seg})*(?:[-\u2010\u2011](?=(?:{HSEP})+(?:and|or|to|nor|from)\\s))?"),  # oil- and

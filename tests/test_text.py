@@ -161,6 +161,17 @@ def test_gmb_style_tokens(text: str, expected: str) -> None:
         ("U.S.'s", ["U.S.", "'s"]),
         ("n't", ["n't"]),
         ("'sup", ["'", "sup"]),
+        # the other apostrophes news text has, which the vocabulary folds to "'" as well
+        ("Britain\u02bcs", ["Britain", "\u02bcs"]),
+        ("didn\u02bct", ["did", "n\u02bct"]),
+        ("Britain\u2018s", ["Britain", "\u2018s"]),
+        ("didn\u201bt", ["did", "n\u201bt"]),
+        ("Qur\u02bcan", ["Qur\u02bcan"]),
+        ("O\u2018Brien\u02bcs", ["O\u2018Brien", "\u02bcs"]),
+        ("\u2018sorry\u2019", ["\u2018", "sorry", "\u2019"]),
+        # a decade, but a quoted number is a quote and the number
+        ("the \u201880s and \u02bc90s", ["the", "\u201880s", "and", "\u02bc90s"]),
+        ("'20 people died,'", ["'", "20", "people", "died", ",", "'"]),
     ],
 )
 def test_clitics(text: str, expected: list[str]) -> None:
