@@ -147,6 +147,7 @@ _CJK = (
 _CJK_RANGES = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK)
 _CJK_TERMINATORS = "\u3002\uff01\uff1f\uff61"  # 。！？｡
 _TERMINATORS = ".!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u1362\u1367\u0589"
+_STANDALONE_TERMINATORS = frozenset(_TERMINATORS) - {".", "\u2026"}  # never an abbreviation's period
 # Apostrophes between letters, as the vocabulary folds them to "'": a left single quote or a
 # reversed one after a letter is an apostrophe typed with the wrong key (Britain‘s).
 _APOSTROPHES = "'\u2019\u2018\u201b\u02bc"
@@ -438,6 +439,8 @@ def _sentence_starts(
             # or a closing quote follows it ("...." / "…." / "…”")
             elif ends[k] < m.end() or w.startswith("....") or _opener_follows(words, idx):
                 cuts.add(idx)
+        elif k + 1 < idx and words[k + 1][0] in _STANDALONE_TERMINATORS:  # "in the U.S.? Obama": the ? ends it
+            cuts.add(idx)
         elif w in _TITLE_SET:
             continue
         elif _opener_follows(words, idx):  # U.S. / Inc. / J. before "The", "He" ...

@@ -204,6 +204,14 @@ def test_abbreviation_keeps_its_period_at_sentence_end() -> None:
     assert words("They work for Acme Inc. It is big.")[0][-1] == "Inc."
 
 
+@pytest.mark.parametrize("text", ["Will the troops stay in the U.S.? Obama said no.", "Is it Apple Inc.? Reuters asked.",
+                                  "They left at 5 p.m.! Merkel stayed.", 'Was it the U.S.?" Obama asked.'])
+def test_a_question_or_exclamation_mark_after_an_abbreviation_ends_the_sentence(text: str) -> None:
+    # the mark is its own token, as after a plain word ("in the US? Obama"), so any capital starts a sentence
+    first, second = words(text)
+    assert first[-1] in ("?", "!", '"') and second[0] in ("Obama", "Reuters", "Merkel")
+
+
 NEWS = (
     "Iraqi officials say a suicide bomber has killed at least 15 people in Mosul. "
     "The attack came as U.S. and Iraqi forces pressed an offensive against al-Qaida in Iraq! "
