@@ -627,6 +627,26 @@ def test_softmax_objective_decodes_with_a_bigram_prior_chosen_on_validation(gmb_
     assert transitions["weight"] == 0 or np.allclose(np.exp(log_probs).sum(axis=1), 1.0, atol=1e-3)
 
 
+def test_the_bigram_prior_weight_is_the_one_scoring_best_on_validation(gmb_sample):
+    # A trained network (the shipped one) makes the weights score differently; the one-epoch
+    # network of the test above scores 0 with every weight, so it cannot show the choice.
+    from nerbatch.bundle import load_bundle
+    from nerbatch.corpus import read_corpus
+    from nerbatch.decode import tag_bigram_log_probs
+    from nerbatch.train import TRANSITION_WEIGHTS, _fit_transition_prior
+    from nerbatch.vocab import TagSet
+
+    bundle, corpus = load_bundle(), read_corpus(gmb_sample)
+    tagset = TagSet(bundle.tags)
+    fit, val = corpus.subset(range(0, 540, 2)), corpus.subset(range(1, 540, 2))
+    prior = _fit_transition_prior(bundle.model, bundle.encoder, tagset, fit, val, bundle.max_len)
+    by_weight = {float(w): f for w, f in prior["validation_f1_by_weight"].items()}
+    assert sorted(by_weight) == sorted(TRANSITION_WEIGHTS) and len(set(by_weight.values())) > 1
+    assert prior["weight"] > 0 and by_weight[prior["weight"]] == max(by_weight.values())
+    expected = prior["weight"] * tag_bigram_log_probs([tagset.encode(t) for t in fit.tags], len(tagset))
+    np.testing.assert_allclose(prior["scores"], expected, atol=1e-6)
+
+
 def test_rare_type_sentences_are_oversampled(gmb_sample):
     from nerbatch.train import _training_windows
     from nerbatch.vocab import TagSet
