@@ -201,6 +201,7 @@ REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
 STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
 TOPIC_CHECK_S = 60.0  # how often the worker asks whether its input topics still exist
 DEFAULT_METRICS_HOST = "127.0.0.1"
+INT32_MAX = 2**31 - 1  # the largest timeout Kafka's protocol carries
 
 
 class ConsumeConfigError(NerbatchError, ValueError):
@@ -310,6 +311,10 @@ class ConsumeOptions:
             fail(f"session timeout must be positive, got {self.session_timeout_ms!r}")
         if self.max_poll_interval_ms is not None and self.max_poll_interval_ms < 1:
             fail(f"max poll interval must be positive, got {self.max_poll_interval_ms!r}")
+        for name in ("session_timeout_ms", "max_poll_interval_ms", "transaction_timeout_ms"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value > INT32_MAX:  # Kafka's protocol carries them as int32
+                fail(f"{name.replace('_', ' ')} must be at most {INT32_MAX} (Kafka's largest), got {value}")
         if self.group_instance_id is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", self.group_instance_id):
             fail(f"group instance id must be 1-249 of A-Z a-z 0-9 . _ -, got {self.group_instance_id!r}")
         for name in ("max_batch_docs", "max_batch_ms", "max_doc_chars", "max_message_bytes", "part_max_rows",
@@ -500,6 +505,7 @@ _FATAL_KAFKA_ERRORS = (
     "InvalidSessionTimeoutError",  # --session-timeout-ms outside group.min/max.session.timeout.ms
     "InvalidTransactionTimeoutError",  # --transaction-timeout-ms above transaction.max.timeout.ms
     "InvalidGroupIdError",
+    "FencedInstanceIdError",  # another member joined with this --group-instance-id
     "SSLCertVerificationError",  # the broker's certificate does not match --ssl-cafile or its host name
 )
 
@@ -1261,6 +1267,13 @@ class Worker:
                     self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()},
                                  [r.timestamp for r in hand])
         except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+            if isinstance(exc, kafka.errors.FencedInstanceIdError):
+                # Another worker joined with this --group-instance-id: this one can never commit again, and
+                # each retry would send its batch's output once more.
+                raise ConsumeConfigError(
+                    f"another worker joined group {o.group!r} with this worker's --group-instance-id "
+                    f"{o.group_instance_id!r}, so the group refuses this one's commits; it stops (give each "
+                    f"worker its own instance id)") from None
             if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
                 # asked first: the abort of a transaction that wrote to a deleted topic is never answered
                 self._stop_if_deleted("output", [o.output_topic] if o.output_topic else [],
