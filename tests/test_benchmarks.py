@@ -15,6 +15,7 @@ SHIPPED = str(Path(__file__).resolve().parents[1] / "nerbatch" / "models" / "def
     ("document_consistency.py", []),
     ("label_consistency.py", []),
     ("model_throughput.py", [f"shipped={SHIPPED}"]),
+    ("parquet_memory.py", []),
     ("run_throughput.py", []),
     ("score_calibration.py", [SHIPPED]),
     ("tokenizer_agreement.py", []),
