@@ -590,7 +590,7 @@ def _copy_jsonl(part: Path, sink, source: str | None = None) -> None:
 
 def _parquet_batches(part: Path):
     try:
-        yield from pq.ParquetFile(os.path.abspath(part)).iter_batches(batch_size=65_536)
+        yield from pq.ParquetFile(os.path.abspath(part)).iter_batches(batch_size=1_024)  # the sink regroups them
     except (pa.ArrowException, OSError) as exc:
         raise _damaged(part, exc) from None
 

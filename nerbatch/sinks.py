@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 DEFAULT_ROW_GROUP_SIZE = 65_536
+# A row group is also cut at this many bytes of Arrow data: rows carrying a large kept field
+# (a 20 KB body on every entity) would otherwise buffer gigabytes before a row group was full.
+DEFAULT_ROW_GROUP_BYTES = 64 * 2**20
 DEFAULT_PART_ROWS = 1_000_000
 
 _tmp_counter = itertools.count()
@@ -327,9 +330,9 @@ class ParquetSink(_AtomicSink):
 
     ``metadata`` goes into the file's key-value metadata next to the schema's
     own metadata (``nerbatch.record_schema``); non-string values are stored as
-    JSON text.  Rows are buffered until a full row group is ready, so every row
-    group but the last has exactly ``row_group_size`` rows, and memory is
-    bounded by one row group.
+    JSON text.  Rows are buffered until a full row group is ready: ``row_group_size``
+    rows, or fewer once they hold ``row_group_bytes`` of Arrow data, so memory is
+    bounded by one row group in rows and in bytes.
     """
 
     def __init__(
@@ -339,15 +342,19 @@ class ParquetSink(_AtomicSink):
         metadata: Mapping[str, Any] | None = None,
         *,
         row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
         compression: str = "snappy",
     ) -> None:
-        if row_group_size < 1:
-            raise ValueError(f"row_group_size must be positive, got {row_group_size}")
+        if row_group_size < 1 or row_group_bytes < 1:
+            raise ValueError(f"row_group_size and row_group_bytes must be positive, got {row_group_size}, "
+                             f"{row_group_bytes}")
         super().__init__(path)
         self.schema = schema.with_metadata(_metadata(schema, metadata))
         self.row_group_size = row_group_size
+        self.row_group_bytes = row_group_bytes
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._writer: pq.ParquetWriter | None = None
         try:
             # absolute: pyarrow reads a relative "day-T10:00/…" as a URI
@@ -389,8 +396,11 @@ class ParquetSink(_AtomicSink):
             return
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
         self.rows_written += batch.num_rows
-        if self._pending_rows >= self.row_group_size:
+        if self._pending_bytes >= self.row_group_bytes:
+            self._flush(final=True)  # every row held, as row groups of fewer rows
+        elif self._pending_rows >= self.row_group_size:
             self._flush(final=False)
 
     def write_records(self, records: Iterable[Mapping[str, Any]]) -> None:
@@ -415,6 +425,7 @@ class ParquetSink(_AtomicSink):
         rest = table.slice(cut)
         self._pending = rest.to_batches() if rest.num_rows else []
         self._pending_rows = rest.num_rows
+        self._pending_bytes = rest.nbytes if rest.num_rows else 0
 
     def _finish(self) -> None:
         self._flush(final=True)

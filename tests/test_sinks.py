@@ -168,6 +168,19 @@ def test_parquet_sink_writes_typed_row_groups_and_metadata(tmp_path):
         validate_record(r)
 
 
+def test_parquet_row_groups_are_also_cut_by_bytes_so_large_kept_fields_stay_bounded(tmp_path):
+    path = tmp_path / "entities.parquet"
+    body = "x" * 1000  # a large kept field, copied into every record
+    with ParquetSink(path, entity_arrow_schema(["body"]), {}, row_group_size=64, row_group_bytes=20_000) as sink:
+        for _ in range(20):
+            sink.write(columns(5, body=body))
+            assert sink._pending_rows < 25  # never more than the byte bound and one write held
+    pf = pq.ParquetFile(path)
+    groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    assert sum(groups) == 100 and len(groups) > 1 and max(groups) <= 20
+    assert pf.read().column("body").to_pylist() == [body] * 100
+
+
 def test_exception_inside_with_leaves_no_file_and_keeps_the_old_one(tmp_path):
     path = tmp_path / "out.parquet"
     schema = entity_arrow_schema()
