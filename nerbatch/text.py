@@ -294,6 +294,8 @@ def _compiled() -> _Compiled:
     numbered = _trie_regex(_NUMBERED)
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
     apostrophe = f"[{_APOSTROPHES}]"
+    # a clitic's left quote only right after a word: before a word it opens a quote (the \u2018M&S\u2019)
+    clitic_apostrophe = f"(?:['\u2019\u02bc]|(?<={W})[\u2018\u201b])"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
     # not inside a dotted chain whose earlier letter was tried as one ("a.b.c.d.ex"): the same chain ends
     # the same way, and retrying at every letter was quadratic in its length (Ph.D. is a title token)
@@ -320,9 +322,10 @@ def _compiled() -> _Compiled:
         ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
         ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
         ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
-        ("clitic", f"{apostrophe}{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
+        ("clitic", f"{clitic_apostrophe}{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
         ("nt", f"[nN]{apostrophe}[tT]{NOT_W}"),  # n't
-        ("decade", f"[{_APOSTROPHES}`]\\d\\ds{NOT_W}"),  # '80s (a quoted '20 is a quote and a number)
+        # '80s; \u201999 is a year (a right quote opens nothing), a straight '20 may open a quote
+        ("decade", f"(?:[\u2019\u02bc]\\d\\ds?|[{_APOSTROPHES}`]\\d\\ds){NOT_W}"),
         # john.doe@mail.example.co.uk; the bounded look-ahead keeps a long dotted run linear-time
         ("email", f"(?=[^{sep}@]{{1,64}}@){W}++(?:[.+-]{W}++)*+@{W}++(?:[.-]{W}++)*\\.{W}++{NOT_W}"),
         ("word", f"{seg}(?:{join}{seg})*(?:[-\u2010\u2011](?=(?:{HSEP})+(?:and|or|to|nor|from)\\s))?"),  # oil- and

@@ -172,6 +172,11 @@ def test_gmb_style_tokens(text: str, expected: str) -> None:
         # a decade, but a quoted number is a quote and the number
         ("the \u201880s and \u02bc90s", ["the", "\u201880s", "and", "\u02bc90s"]),
         ("'20 people died,'", ["'", "20", "people", "died", ",", "'"]),
+        ("the class of \u201999", ["the", "class", "of", "\u201999"]),  # a right quote opens nothing: a year
+        # a left quote before a word opens a quote, whatever letter follows it
+        ("shares in \u2018M&S\u2019 fell", ["shares", "in", "\u2018", "M&S", "\u2019", "fell"]),
+        ("the \u2018D-Day\u2019 and \u2018re-election\u2019", ["the", "\u2018", "D-Day", "\u2019", "and", "\u2018",
+                                                             "re-election", "\u2019"]),
     ],
 )
 def test_clitics(text: str, expected: list[str]) -> None:
