@@ -1267,13 +1267,7 @@ class Worker:
                     self._commit({tp: recs[-1].offset + 1 for tp, recs in tps.items()},
                                  [r.timestamp for r in hand])
         except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
-            if isinstance(exc, kafka.errors.FencedInstanceIdError):
-                # Another worker joined with this --group-instance-id: this one can never commit again, and
-                # each retry would send its batch's output once more.
-                raise ConsumeConfigError(
-                    f"another worker joined group {o.group!r} with this worker's --group-instance-id "
-                    f"{o.group_instance_id!r}, so the group refuses this one's commits; it stops (give each "
-                    f"worker its own instance id)") from None
+            self._stop_if_fenced(exc)
             if isinstance(exc, kafka.errors.KafkaTimeoutError):  # what sends to a deleted topic end in
                 # asked first: the abort of a transaction that wrote to a deleted topic is never answered
                 self._stop_if_deleted("output", [o.output_topic] if o.output_topic else [],
@@ -1290,6 +1284,16 @@ class Worker:
         self.report.batches += 1
         self.metrics.batches.inc()
         self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _stop_if_fenced(self, exc: BaseException) -> None:
+        """Another worker joined with this --group-instance-id: this one can never commit again, and
+        each retry would write its batch's output once more."""
+        if isinstance(exc, _kafka().errors.FencedInstanceIdError):
+            o = self.options
+            raise ConsumeConfigError(
+                f"another worker joined group {o.group!r} with this worker's --group-instance-id "
+                f"{o.group_instance_id!r}, so the group refuses this one's commits; it stops (give each "
+                f"worker its own instance id)") from None
 
     @staticmethod
     def _tp(record):
@@ -1762,6 +1766,7 @@ class Worker:
         try:
             self._roll(due)
         except (kafka.errors.KafkaError, OutputError, OSError, TimeoutError) as exc:
+            self._stop_if_fenced(exc)
             self._rewind(due)
             self.report.batch_failures += 1
             self.metrics.batch_failures.inc()

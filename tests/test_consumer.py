@@ -814,13 +814,14 @@ class _WriteHeldWorker(Worker):
         return super()._write_part(*args, **kwargs)
 
 
-@pytest.mark.parametrize("held_in, instance", [
-    ("batch", None),  # before its ownership check: it writes nothing
-    ("write", None),  # after it: its commit is refused and it removes what it wrote
-    ("write", "w1"),  # the same for a static member, whose commit is refused as fenced
+@pytest.mark.parametrize("held_in, instance, rolled_by", [
+    ("batch", None, "rows"),  # before its ownership check: it writes nothing
+    ("write", None, "rows"),  # after it: its commit is refused and it removes what it wrote
+    ("write", "w1", "rows"),  # the same for a static member, whose commit is refused as fenced
+    ("write", "w2", "time"),  # the same when the part is rolled by its age, between batches
 ])
 def test_a_worker_the_group_moved_on_from_leaves_the_new_owners_part_whole(
-        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, held_in, instance):
+        kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path, held_in, instance, rolled_by):
     source, dlq = kafka_topic_factory(1), kafka_topic_factory(1)
     group, folder = _uid("zombie"), tmp_path / "parts"
     docs = _docs(10, "z")
@@ -828,8 +829,10 @@ def test_a_worker_the_group_moved_on_from_leaves_the_new_owners_part_whole(
 
     def options(**extra):
         return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
-                              output_dir=str(folder), dead_letter_topic=dlq, part_max_rows=1, part_max_seconds=600,
-                              max_batch_ms=200, max_backoff_s=1.0, outcomes=True, group_instance_id=instance,
+                              output_dir=str(folder), dead_letter_topic=dlq, max_batch_ms=200, max_backoff_s=1.0,
+                              outcomes=True, group_instance_id=instance,
+                              **(dict(part_max_rows=1, part_max_seconds=600) if rolled_by == "rows"
+                                 else dict(part_max_rows=1000, part_max_seconds=1)),
                               **extra)
 
     stale_options = options(max_poll_interval_ms=6000)  # held past 6 s: the group drops it
