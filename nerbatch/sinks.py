@@ -425,7 +425,7 @@ class ParquetSink(_AtomicSink):
         rest = table.slice(cut)
         self._pending = rest.to_batches() if rest.num_rows else []
         self._pending_rows = rest.num_rows
-        self._pending_bytes = rest.nbytes if rest.num_rows else 0
+        self._pending_bytes = rest.nbytes
 
     def _finish(self) -> None:
         self._flush(final=True)

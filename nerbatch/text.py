@@ -325,7 +325,7 @@ def _compiled() -> _Compiled:
         ("clitic", f"{clitic_apostrophe}{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
         ("nt", f"[nN]{apostrophe}[tT]{NOT_W}"),  # n't
         # '80s; \u201999 is a year (a right quote opens nothing), a straight '20 may open a quote
-        ("decade", f"(?:[\u2019\u02bc]\\d\\ds?|[{_APOSTROPHES}`]\\d\\ds){NOT_W}"),
+        ("decade", f"(?:[\u2019\u02bc]\\d\\ds?|['\u2018\u201b`]\\d\\ds){NOT_W}"),
         # john.doe@mail.example.co.uk; the bounded look-ahead keeps a long dotted run linear-time
         ("email", f"(?=[^{sep}@]{{1,64}}@){W}++(?:[.+-]{W}++)*+@{W}++(?:[.-]{W}++)*\\.{W}++{NOT_W}"),
         ("word", f"{seg}(?:{join}{seg})*(?:[-\u2010\u2011](?=(?:{HSEP})+(?:and|or|to|nor|from)\\s))?"),  # oil- and
