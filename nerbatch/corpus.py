@@ -7,10 +7,15 @@ value detection is switched off.
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import hashlib
 import io
+import lzma
 import re
 import unicodedata
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -83,17 +88,23 @@ def read_corpus(path: str | Path) -> Corpus:
         raise CorpusError(f"{path}: corpus file not found")
     source = _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path
     try:
-        frame = pd.read_csv(
-            source,
-            encoding="latin1",
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            quotechar='"',
-            on_bad_lines="error",
-            engine="c",
-            skip_blank_lines=False,  # skipped below, so that line numbers stay those of the file
-        )
+        with warnings.catch_warnings():
+            # pandas' warning that rows hold more fields than the header (their extra fields dropped)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                source,
+                encoding="latin1",
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                quotechar='"',
+                on_bad_lines="error",
+                engine="c",
+                index_col=False,  # else rows of one field more than the header shift every column left
+                skip_blank_lines=False,  # skipped below, so that line numbers stay those of the file
+            )
+    except pd.errors.ParserWarning:
+        raise CorpusError(f"{path}: {_first_long_row(source)}") from None
     except Exception as exc:  # noqa: BLE001 - the parser and each decompressor (gz, bz2, xz, zst, zip, tar) raise their own
         detail = " ".join(str(exc).split())  # pandas' messages end in a newline
         raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
@@ -108,8 +119,10 @@ def read_corpus(path: str | Path) -> Corpus:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+    header_lines = 1 + sum(str(c).count("\n") for c in frame.columns)
+    _refuse_line_breaks(frame, path, header_lines)
     blank = (frame == "").all(axis=1).to_numpy()
-    lines = _first_lines(frame, header_lines=1 + sum(str(c).count("\n") for c in frame.columns))[~blank]
+    lines = (header_lines + 1 + np.arange(len(frame)))[~blank]
     frame = frame[~blank]
     if frame.empty:
         raise CorpusError(f"{path}: corpus has no rows")
@@ -127,9 +140,6 @@ def read_corpus(path: str | Path) -> Corpus:
     for row, word in enumerate(words.tolist()):
         if not word.strip(" \t\f\v"):  # not str.strip(): the corpus's latin1 holds cp1252's "…" as U+0085
             raise CorpusError(f"{path}: line {line_of(row)}: empty word")
-        if "\n" in word or "\r" in word:  # text never tokenizes so: a quote the CSV writer left unescaped
-            raise CorpusError(f"{path}: line {line_of(row)}: a word holds a line break ({word[:40]!r}): is a quote "
-                              "unescaped? In CSV a word with a \" is quoted, its \" doubled (\"\"\"\" for \" alone)")
     unique_tags, tag_index = np.unique(tags, return_inverse=True)
     for position, tag in enumerate(unique_tags):
         if not _TAG_PATTERN.fullmatch(tag):
@@ -149,16 +159,46 @@ def read_corpus(path: str | Path) -> Corpus:
     )
 
 
-def _first_lines(frame: pd.DataFrame, header_lines: int) -> np.ndarray:
-    """The file line (1-based) each row starts on: a quoted field may span lines."""
-    breaks = np.zeros(len(frame), dtype=np.int64)
+def _refuse_line_breaks(frame: pd.DataFrame, path: Path, header_lines: int) -> None:
+    """No cell of a token-per-row corpus holds a line break: one that does is a quote the CSV writer left
+    unescaped, which swallowed the rows up to the next quote."""
+    first = None
     for column in frame.columns:
-        values = frame[column]
-        spans = values.str.contains("\n", regex=False).to_numpy()
-        if spans.any():
-            breaks[spans] += values[spans].str.count("\n").to_numpy()
-    rows = 1 + breaks
-    return header_lines + 1 + np.concatenate([[0], np.cumsum(rows)[:-1]])
+        rows = np.flatnonzero(frame[column].str.contains(r"[\r\n]", regex=True).to_numpy())
+        if len(rows) and (first is None or rows[0] < first[0]):
+            first = (int(rows[0]), column)
+    if first is not None:
+        row, column = first
+        value = frame[column].iloc[row]
+        # the rows above hold no line break, so the row starts on this line
+        raise CorpusError(f"{path}: line {header_lines + 1 + row}: the {column!r} cell holds a line break "
+                          f"({value[:40]!r}): is a quote unescaped? In CSV a cell with a \" is quoted, its \" "
+                          "doubled (\"\"\"\" for \" alone)")
+
+
+def _first_long_row(source) -> str:
+    """Where a row first holds more fields than the header (the file is read again, on the error path only)."""
+    why = "(a field too many, or a trailing comma)"
+    general = f"rows hold more fields than the header {why}"
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        handle = io.TextIOWrapper(source, encoding="latin1", newline="")
+    else:
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(source.suffix.lower(), open)
+        try:
+            handle = opener(source, "rt", encoding="latin1", newline="")
+        except OSError:
+            return general
+    with handle:
+        try:
+            reader = csv.reader(handle)
+            width = len(next(reader))
+            for row in reader:
+                if len(row) > width:
+                    return f"line {reader.line_num}: {len(row)} fields where the header has {width} {why}"
+        except (OSError, EOFError, csv.Error):  # a compression the opener above does not know: pandas read it
+            pass
+    return general
 
 
 def _zip_member(path: Path, what: str) -> io.BytesIO:

@@ -139,11 +139,14 @@ def test_blank_lines_are_skipped_and_lines_still_named(tmp_path):
         ("Sentence: 1,Paris,NNP,B-geo\n,,NN,O\n", "line 3"),
         ("Sentence: 1,Paris,NNP,B-geo,extra,cols\n", "line 2"),
         ("Sentence: 1,Paris,NNP,B-geo\n, ,NN,O\n", "line 3: empty word"),
-        # a quote left unescaped swallows the rows up to the next one into a "word"
-        ('Sentence: 1,He,PRP,O\n,",``,O\n,Paris,NNP,B-geo\n,",\'\',O\n', "line 3: a word holds a line break"),
-        # a quoted POS cell spanning lines: later errors still name the file's own line
-        ('Sentence: 1,Paris,"NN\nP",B-geo\n,is,VBZ,O\n\n,x,NN,Q-geo\n', "line 6: invalid IOB2 tag 'Q-geo'"),
-        ('Sentence: 1,Paris,NNP,"B-geo\n"\n,is,VBZ,O\n', r"line 2: invalid IOB2 tag 'B-geo\\n'"),
+        # a quote left unescaped swallows the rows up to the next one into a cell, whichever its column
+        ('Sentence: 1,He,PRP,O\n,",``,O\n,Paris,NNP,B-geo\n,",\'\',O\n', "line 3: the 'Word' cell holds a line break"),
+        ('Sentence: 1,He,PRP,O\n,"""",",O\n,Paris,NNP,B-geo\n,"""",",O\n', "line 3: the 'POS' cell holds a line break"),
+        ('Sentence: 1,He,PRP,O\n"Sentence: 2,Paris,NNP,B-geo\n,is,VBZ,O\n",x,NN,O\n', "line 3: the 'Sentence #' cell"),
+        ('Sentence: 1,Paris,NNP,"B-geo\n"\n,is,VBZ,O\n', "line 2: the 'Tag' cell holds a line break"),
+        # one field more than the header made pandas take the first column as the index, shifting the others
+        ("Sentence: 1,Paris,NNP,B-geo,B-geo\n,is,VBZ,O,O\n", "line 2: 5 fields where the header has 4"),
+        ("Sentence: 1,Paris,NNP,B-geo,\n,is,VBZ,O,\n", "line 2: 5 fields where the header has 4 .*trailing comma"),
     ],
 )
 def test_malformed_rows_name_the_line(tmp_path, body, where):
