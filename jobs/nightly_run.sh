@@ -24,5 +24,5 @@ resume=(--resume)
 if [ "${NERBATCH_FRESH:-0}" = 1 ]; then
     resume=()
 fi
-exec "$nerbatch" run --input "$input_dir" --output "$output" "${resume[@]}" --quiet \
+exec "$nerbatch" run --input "$input_dir" --output "$output" ${resume[@]+"${resume[@]}"} --quiet \
     --report "${output%.parquet}.report.json" --outcomes "${output%.parquet}.outcomes.parquet" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"
