@@ -28,8 +28,9 @@ class AnnotatedChunk:
     """Entities found in a run of consecutive documents, as columns.
 
     ``doc_index`` points into ``documents``; entities are ordered by document,
-    then by position in the text.  ``failed`` holds the input's failed
-    documents (``DocumentError``) that came among or after the chunk's
+    then by position in the text.  ``sentences_per_doc`` and ``tokens_per_doc``
+    count each document's sentences and tokens.  ``failed`` holds the input's
+    failed documents (``DocumentError``) that came among or after the chunk's
     documents, in input order.
     """
 
@@ -41,12 +42,29 @@ class AnnotatedChunk:
     start: np.ndarray
     end: np.ndarray
     score: np.ndarray
-    sentences: int
-    tokens: int
+    sentences_per_doc: np.ndarray
+    tokens_per_doc: np.ndarray
     failed: list[DocumentError] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.label)
+
+    @property
+    def sentences(self) -> int:
+        return int(self.sentences_per_doc.sum())
+
+    @property
+    def tokens(self) -> int:
+        return int(self.tokens_per_doc.sum())
+
+    def documents_slice(self, first: int, stop: int) -> AnnotatedChunk:
+        """The chunk of ``documents[first:stop]`` and their entities (``failed`` left empty)."""
+        a, b = np.searchsorted(self.doc_index, [first, stop]).tolist()
+        return AnnotatedChunk(
+            self.documents[first:stop], self.doc_index[a:b] - first, self.sentence[a:b], self.label[a:b],
+            self.text[a:b], self.start[a:b], self.end[a:b], self.score[a:b],
+            self.sentences_per_doc[first:stop], self.tokens_per_doc[first:stop],
+        )
 
     def entities_per_document(self) -> np.ndarray:
         return np.bincount(self.doc_index, minlength=len(self.documents))
@@ -237,12 +255,15 @@ class NerPipeline:
     def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
         sentences = [s for doc_sentences in segmented for s in doc_sentences]
         tagged = self.tagger.tag([s.words for s in sentences])
-        n_tokens = sum(len(s) for s in sentences)
+        lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))
+        sentences_per_doc = np.fromiter((len(d) for d in segmented), np.int64, len(segmented))
+        doc_of_sentence = np.repeat(np.arange(len(docs)), sentences_per_doc)
+        tokens_per_doc = np.bincount(doc_of_sentence, weights=lengths, minlength=len(docs)).astype(np.int64)
+        n_tokens = int(lengths.sum())
         if n_tokens == 0:
             empty = np.zeros(0, dtype=np.int64)
             return AnnotatedChunk(docs, empty, empty, [], [], empty, empty, np.zeros(0, np.float32),
-                                  len(sentences), 0)
-        lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))
+                                  sentences_per_doc, tokens_per_doc)
         tag_ids = np.concatenate([t.tag_ids for t in tagged])
         tag_probs = np.concatenate([t.tag_probs for t in tagged])
         first = np.zeros(n_tokens, dtype=bool)
@@ -252,8 +273,6 @@ class NerPipeline:
 
         char_starts = np.fromiter((o for s in sentences for o in s.starts), np.int64, n_tokens)
         char_ends = np.fromiter((o for s in sentences for o in s.ends), np.int64, n_tokens)
-        sentences_per_doc = np.fromiter((len(d) for d in segmented), np.int64, len(segmented))
-        doc_of_sentence = np.repeat(np.arange(len(docs)), sentences_per_doc)
         sentence_in_doc = np.arange(len(sentences)) - np.repeat(np.cumsum(sentences_per_doc) - sentences_per_doc,
                                                                  sentences_per_doc)
         sentence_of_token = np.repeat(np.arange(len(sentences)), lengths)
@@ -266,5 +285,5 @@ class NerPipeline:
         labels = [self.kinds.labels[t] for t in spans.type_id.tolist()]
         return AnnotatedChunk(
             docs, doc_index, sentence_in_doc[entity_sentence], labels, texts, start, end, spans.score,
-            len(sentences), n_tokens,
+            sentences_per_doc, tokens_per_doc,
         )

@@ -6,11 +6,13 @@ that folder's journal only once its parts are durably in place. When every
 input is done the parts are merged into the output (a file, or a folder of
 part files), which appears atomically, and the work folder is removed. A crash
 leaves no output that looks complete; ``resume=True`` reuses the completed
-parts, so the rerun finishes the work without duplicates.
+parts, so the rerun finishes the work without duplicates. The inputs still to do
+are read as one stream, so prediction batches span small files.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import glob
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,6 +45,9 @@ from nerbatch.sinks import (
     output_kind,
     write_text_atomic,
 )
+
+if TYPE_CHECKING:
+    from nerbatch.pipeline import AnnotatedChunk
 
 WORK_FORMAT_VERSION = 4  # 4: entries record their parts' sha256
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
@@ -454,16 +460,12 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
                             options.output if to_folder else None, inputs)
         report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,
                            outcomes=options.outcomes)
-        tokens_read = 0
-        for number, source in enumerate(inputs):
+        pending = [_InputWork(number, source, options, fmt, outcomes_fmt, schema, work)
+                   for number, source in enumerate(inputs) if work.finished(source) is None]
+        report.resumed_inputs = [source for source in inputs if work.finished(source) is not None]
+        tokens_read = _annotate_inputs(pending, pipeline, work, on_progress)
+        for source in inputs:
             entry = work.finished(source)
-            if entry is not None:
-                report.resumed_inputs.append(source)
-            else:
-                entry = _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work,
-                                       on_progress)
-                work.mark_complete(source, entry)
-                tokens_read += entry["counts"]["tokens"]
             report.add(entry["counts"])
             if entry["incomplete"]:
                 report.incomplete_inputs.append(source)
@@ -502,52 +504,135 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
     return report
 
 
-def _process_input(number, source, options, fmt, outcomes_fmt, schema, pipeline, work, on_progress) -> dict:
-    part = work.path / f"part-{number:05d}.{fmt}"
-    errors_part = work.path / f"errors-{number:05d}.jsonl"
-    outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
-    incomplete = False
-    counts = dict.fromkeys(
-        ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"), 0
-    )
+class _InputWork:
+    """One input file's parts in the work folder: open while its documents are written, then its journal entry."""
 
-    def documents():
-        # Runs on the pipeline's reader thread, which has finished when the last chunk arrives.
-        nonlocal incomplete
+    def __init__(self, number, source, options, fmt, outcomes_fmt, schema, work) -> None:
+        self.source = source
+        self.part = work.path / f"part-{number:05d}.{fmt}"
+        self.errors_part = work.path / f"errors-{number:05d}.jsonl"
+        self.outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
+        self.incomplete = False  # set while the file is read (on the pipeline's reader thread)
+        self.counts = dict.fromkeys(
+            ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"), 0
+        )
+        self._options, self._fmt, self._outcomes_fmt, self._schema, self._work = (
+            options, fmt, outcomes_fmt, schema, work)
+        self._sinks: list = []
+
+    def documents(self):
+        options = self._options
         for item in read_documents(
-            source, id_field=options.id_field, text_field=options.text_field,
+            self.source, id_field=options.id_field, text_field=options.text_field,
             keep_fields=options.keep_fields, max_doc_chars=options.max_doc_chars,
         ):
             if isinstance(item, DocumentError):
-                incomplete = incomplete or reason_kind(item.reason) in _BREAK_KINDS
+                self.incomplete = self.incomplete or reason_kind(item.reason) in _BREAK_KINDS
             yield item
 
-    sink = open_sink(part, fmt, schema=schema, metadata={"source": source}, dataset=False)
-    outcome_sink = (open_sink(outcomes_part, outcomes_fmt, schema=outcome_arrow_schema(), dataset=False)
-                    if outcomes_part else contextlib.nullcontext())
-    with sink, open_error_sink(errors_part) as error_sink, outcome_sink:
+    def open(self) -> None:
+        self._sinks = []
+        try:
+            self._sinks.append(open_sink(self.part, self._fmt, schema=self._schema, metadata={"source": self.source},
+                                         dataset=False))
+            self._sinks.append(open_error_sink(self.errors_part))
+            if self.outcomes_part:
+                self._sinks.append(open_sink(self.outcomes_part, self._outcomes_fmt, schema=outcome_arrow_schema(),
+                                             dataset=False))
+        except BaseException:
+            self.abort()
+            raise
+        self._sink, self._error_sink = self._sinks[:2]
+        self._outcome_sink = self._sinks[2] if self.outcomes_part else None
+
+    def write(self, chunk: AnnotatedChunk, model: str) -> None:
+        """Write a chunk of this input's documents and failures."""
+        counts = self.counts
+        self._sink.write(chunk.record_columns(model, self._options.keep_fields))
+        per_doc = chunk.entities_per_document()
+        counts["docs_ok"] += len(chunk.documents)
+        counts["docs_without_entities"] += int((per_doc == 0).sum())
+        counts["sentences"] += chunk.sentences
+        counts["tokens"] += chunk.tokens
+        counts["entities"] += len(chunk)
+        counts["docs_failed"] += len(chunk.failed)
+        self._error_sink.write_records(error_record(e) for e in chunk.failed)
+        if self._outcome_sink is not None:
+            self._outcome_sink.write(outcome_columns(self.source, chunk.documents, per_doc.tolist(), chunk.failed,
+                                                     model))
+
+    def abort(self) -> None:
+        """Discard the parts not committed."""
+        for sink in self._sinks:
+            sink.abort()
+
+    def entry(self) -> dict:
+        """Commit the parts; the journal entry that records them."""
+        for sink in self._sinks:
+            sink.close()
+        self.counts["docs_in"] = self.counts["docs_ok"] + self.counts["docs_failed"]
+        entry = {"part": self.part.name, "errors_part": self.errors_part.name, "counts": self.counts,
+                 "incomplete": self.incomplete, "id_prefix": generated_id_prefix(self.source)}
+        if self.outcomes_part:
+            entry["outcomes_part"] = self.outcomes_part.name
+        entry["sha256"] = self._work.part_digests(entry)
+        return entry
+
+
+def _complete_input(work: WorkFolder, current: _InputWork) -> None:
+    work.mark_complete(current.source, current.entry())
+
+
+def _annotate_inputs(pending: list[_InputWork], pipeline, work, on_progress) -> int:
+    """Annotate the inputs as one stream, so prediction batches span small files; each input is completed
+    (its parts committed and journalled) in input order once a later input's documents, or the end, show
+    that it has no more. Returns the tokens read."""
+    if not pending:
+        return 0
+    index_of = {p.source: i for i, p in enumerate(pending)}
+    tokens_read = 0
+
+    def documents():
+        for input_work in pending:
+            yield from input_work.documents()
+
+    current = 0
+    pending[0].open()
+    try:
         for chunk in pipeline.annotate(documents()):
-            sink.write(chunk.record_columns(pipeline.model_name, options.keep_fields))
-            per_doc = chunk.entities_per_document()
-            counts["docs_ok"] += len(chunk.documents)
-            counts["docs_without_entities"] += int((per_doc == 0).sum())
-            counts["sentences"] += chunk.sentences
-            counts["tokens"] += chunk.tokens
-            counts["entities"] += len(chunk)
-            counts["docs_failed"] += len(chunk.failed)
-            error_sink.write_records(error_record(e) for e in chunk.failed)
-            if outcomes_part:
-                outcome_sink.write(outcome_columns(source, chunk.documents, per_doc.tolist(), chunk.failed,
-                                                    pipeline.model_name))
+            for index, piece in _pieces_by_input(chunk, index_of):
+                while current < index:
+                    _complete_input(work, pending[current])
+                    current += 1
+                    pending[current].open()
+                pending[current].write(piece, pipeline.model_name)
+            tokens_read += chunk.tokens
             if on_progress:
                 on_progress(len(chunk.documents) + len(chunk.failed), chunk.tokens)
-    counts["docs_in"] = counts["docs_ok"] + counts["docs_failed"]
-    entry = {"part": part.name, "errors_part": errors_part.name, "counts": counts, "incomplete": incomplete,
-             "id_prefix": generated_id_prefix(source)}
-    if outcomes_part:
-        entry["outcomes_part"] = outcomes_part.name
-    entry["sha256"] = work.part_digests(entry)
-    return entry
+        while True:
+            _complete_input(work, pending[current])
+            if current + 1 == len(pending):
+                return tokens_read
+            current += 1
+            pending[current].open()
+    except BaseException:
+        pending[current].abort()
+        raise
+
+
+def _pieces_by_input(chunk: AnnotatedChunk, index_of: dict[str, int]):
+    """``(input index, piece of the chunk)`` in input order: its documents and failures from each input."""
+    doc_inputs = [index_of[d.source] for d in chunk.documents]
+    failed: dict[int, list[DocumentError]] = {}
+    for error in chunk.failed:
+        failed.setdefault(index_of[error.source], []).append(error)
+    first = 0
+    for index in sorted(set(doc_inputs) | set(failed)):
+        stop = bisect.bisect_right(doc_inputs, index, lo=first)
+        piece = chunk.documents_slice(first, stop)
+        piece.failed = failed.get(index, [])
+        first = stop
+        yield index, piece
 
 
 def _merge_parts(work, inputs, output, fmt, to_folder, schema, metadata) -> None:

@@ -218,7 +218,7 @@ class _PlaceNames:
         col = list(zip(*rows)) if rows else [[]] * 7
         return AnnotatedChunk(docs, np.array(col[0], np.int64), np.array(col[1], np.int64), list(col[2]),
                               list(col[3]), np.array(col[4], np.int64), np.array(col[5], np.int64),
-                              np.array(col[6], np.float32), chunk.sentences, chunk.tokens)
+                              np.array(col[6], np.float32), chunk.sentences_per_doc, chunk.tokens_per_doc)
 
 
 @pytest.fixture(scope="module")

@@ -528,15 +528,15 @@ def test_progress_is_appended_once_per_input_and_a_torn_line_is_done_again(tmp_p
     expected = Path(out).read_text()
     work = runner.work_folder_path(out)
     manifests = []
-    process_input = runner._process_input
+    complete_input = runner._complete_input
 
-    def killed_at_the_fourth(number, *args):
+    def killed_at_the_fourth(work_folder, current):
         manifests.append(os.stat(work / "manifest.json"))
-        if number == 3:
+        if current.source == sources[3]:
             raise KeyboardInterrupt
-        return process_input(number, *args)
+        complete_input(work_folder, current)
 
-    monkeypatch.setattr(runner, "_process_input", killed_at_the_fourth)
+    monkeypatch.setattr(runner, "_complete_input", killed_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         run_job(RunOptions(inputs=sources, output=out), tiny_pipeline)
     monkeypatch.undo()
@@ -565,9 +565,9 @@ def test_a_run_first_completes_a_publish_that_a_crash_interrupted(tmp_path, tiny
     def killed_reading(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_process_input", killed_reading)
+    monkeypatch.setattr(runner, "_complete_input", killed_reading)
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
-    with pytest.raises(KeyboardInterrupt):  # the next run dies before it writes anything
+    with pytest.raises(KeyboardInterrupt):  # the next run dies before it completes an input
         run_job(RunOptions(inputs=[str(src)], output=str(out) + "/"), tiny_pipeline)
     assert sorted(pq.read_table(out).column("doc_id").to_pylist()) == ["new-0", "new-1", "new-2"]
 
@@ -607,16 +607,16 @@ def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
     """Run ``options`` until ``n_inputs`` inputs are finished, then stop as a kill would; the work folder."""
     from nerbatch import runner
 
-    real = runner._process_input
+    real = runner._complete_input
     done = []
 
-    def process(*args, **kwargs):
+    def complete(work, current):
         if len(done) == n_inputs:
             raise KeyboardInterrupt
-        done.append(real(*args, **kwargs))
-        return done[-1]
+        real(work, current)
+        done.append(current.source)
 
-    monkeypatch.setattr(runner, "_process_input", process)
+    monkeypatch.setattr(runner, "_complete_input", complete)
     with pytest.raises(KeyboardInterrupt):
         run_job(options, pipeline)
     monkeypatch.undo()
@@ -813,3 +813,72 @@ def test_the_output_is_published_after_its_errors_and_outcomes(tmp_path, tiny_pi
     errors = {json.loads(line)["source"] for line in Path(report.errors).read_text().splitlines()}
     assert sources == errors == {str(second)}
     assert json.loads(pq.read_metadata(out).metadata[b"inputs"]) == [str(second)]
+
+
+def _small_inputs(tmp_path, news_documents) -> list[str]:
+    """Small files as a corpus of one file per article gives them: failures, an empty file, a file of failures
+    only, a gzip file cut part-way, between files of documents."""
+    whole = _write_jsonl(tmp_path / "whole.jsonl.gz", [dict(d, id=f"cut-{n}-{d['id']}") for n in range(3)
+                                                        for d in news_documents], compress=True).read_bytes()
+    cut = tmp_path / "c3.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "whole.jsonl.gz").unlink()
+    files = [
+        _write_jsonl(tmp_path / "c0.jsonl", [news_documents[0], "{not json", news_documents[1]]),
+        _write_jsonl(tmp_path / "c1.jsonl", []),
+        _write_jsonl(tmp_path / "c2.jsonl", [{"id": "no-text"}, "[1, 2]"]),
+        cut,
+        *[_write_jsonl(tmp_path / f"c{4 + i}.jsonl", [news_documents[2 + i]]) for i in range(6)],
+        _write_jsonl(tmp_path / "c10.jsonl", [{"id": "blank", "text": " "}]),
+    ]
+    return [str(f) for f in files]
+
+
+def test_small_inputs_share_prediction_batches(tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    # A model call costs milliseconds whatever its batch; one call per file made a folder of one-article
+    # files ten times slower than the same articles in one file.
+    sources = _small_inputs(tmp_path, news_documents)
+    calls = []
+    tag = tiny_pipeline.tagger.tag
+    monkeypatch.setattr(tiny_pipeline.tagger, "tag", lambda sentences: calls.append(len(sentences)) or tag(sentences))
+    report = run_job(RunOptions(inputs=sources, output=str(tmp_path / "o.parquet")), tiny_pipeline)
+    # every chunk but the last holds at least chunk_sentences sentences (or items), whichever files they come from
+    assert sum(calls) == report.sentences and len(calls) <= -(-report.sentences // tiny_pipeline.chunk_sentences)
+    assert len(calls) < len(sources) // 2
+
+
+@pytest.mark.parametrize("chunk_sentences", [1, 3, 2048])
+def test_inputs_annotated_together_keep_their_own_records(tmp_path, tiny_bundle, news_documents, chunk_sentences,
+                                                          monkeypatch):
+    """Whether a chunk ends inside a file, at its end or holds them all, the records, errors, outcomes and
+    per-input figures (which --resume reuses) are those of running each input alone."""
+    from nerbatch import runner
+    from nerbatch.bundle import load_bundle
+    from nerbatch.pipeline import NerPipeline
+
+    pipeline = NerPipeline(load_bundle(tiny_bundle), batch_size=64, chunk_sentences=chunk_sentences)
+    sources = _small_inputs(tmp_path, news_documents)
+    journalled = {}
+    mark_complete = runner.WorkFolder.mark_complete
+
+    def journal(work, source, entry):
+        journalled[source] = (entry["counts"], entry["incomplete"])
+        mark_complete(work, source, entry)
+
+    monkeypatch.setattr(runner.WorkFolder, "mark_complete", journal)
+
+    def run(inputs, name):
+        options = RunOptions(inputs=inputs, output=str(tmp_path / f"{name}.jsonl"),
+                             outcomes=str(tmp_path / f"{name}-outcomes.jsonl"))
+        report = run_job(options, pipeline)
+        return report, [Path(p).read_text() for p in (options.output, options.outcomes, report.errors)]
+
+    alone = [run([source], f"alone{i}") for i, source in enumerate(sources)]
+    alone_entries = dict(journalled)
+    journalled.clear()
+    report, files = run(sources, "together")
+    assert journalled == alone_entries
+    assert files == ["".join(texts) for texts in zip(*(f for _, f in alone))]
+    for figure in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
+        assert getattr(report, figure) == sum(getattr(r, figure) for r, _ in alone), figure
+    assert report.incomplete_inputs == [sources[3]] and report.docs_failed == 5 and report.entities > 0
