@@ -23,11 +23,12 @@ from tokenizer_agreement import detokenize  # noqa: E402
 
 from nerbatch.bundle import default_model_path, load_bundle  # noqa: E402
 from nerbatch.corpus import read_corpus  # noqa: E402
+from nerbatch.errors import NerbatchError  # noqa: E402
 from nerbatch.pipeline import NerPipeline  # noqa: E402
 from nerbatch.runner import RunOptions, run_job  # noqa: E402
 
 
-def write_inputs(data: str, folder: Path, files: int, sentences_per_doc: int) -> Path:
+def write_inputs(data: str, folder: Path, files: int, sentences_per_doc: int) -> None:
     corpus = read_corpus(data)
     sentences = [detokenize(words)[0] for words in corpus.words]
     (folder / "many").mkdir()
@@ -38,7 +39,6 @@ def write_inputs(data: str, folder: Path, files: int, sentences_per_doc: int) ->
         lines.append(json.dumps({"id": f"doc-{n}", "text": text}) + "\n")
         (folder / "many" / f"doc-{n:06d}.jsonl").write_text(lines[-1], encoding="utf-8")
     (folder / "one.jsonl").write_text("".join(lines), encoding="utf-8")
-    return folder
 
 
 def timed_run(inputs: str, output: Path, pipeline: NerPipeline) -> tuple[float, int]:
@@ -58,9 +58,9 @@ def main() -> None:
     if args.files < 1 or args.sentences_per_doc < 1 or args.rounds < 1:
         parser.error("--files, --sentences-per-doc and --rounds must be positive")
 
-    folder = write_inputs(args.data, Path(tempfile.mkdtemp(prefix="nerbatch-many-")), args.files,
-                          args.sentences_per_doc)
+    folder = Path(tempfile.mkdtemp(prefix="nerbatch-many-"))
     try:
+        write_inputs(args.data, folder, args.files, args.sentences_per_doc)
         pipeline = NerPipeline(load_bundle(args.model))
         timed_run(str(folder / "one.jsonl"), folder / "warm-up.jsonl", pipeline)  # traces the model's graph
         seconds = {"one file": [], "many files": []}
@@ -78,6 +78,8 @@ def main() -> None:
             print(f"  {name:<10} {min(runs):7.2f} s   (rounds: {', '.join(f'{s:.2f}' for s in runs)})")
         print(f"  extra per file: {(many - one) / args.files * 1000:.1f} ms; many/one: {many / one:.2f}x; "
               f"same records: {same}")
+    except NerbatchError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -14,6 +14,7 @@ SHIPPED = str(Path(__file__).resolve().parents[1] / "nerbatch" / "models" / "def
     ("ablation.py", []),
     ("document_consistency.py", []),
     ("label_consistency.py", []),
+    ("many_files.py", []),
     ("model_throughput.py", [f"shipped={SHIPPED}"]),
     ("parquet_memory.py", []),
     ("run_throughput.py", []),
