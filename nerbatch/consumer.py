@@ -159,7 +159,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -201,6 +201,7 @@ REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
 STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
 TOPIC_CHECK_S = 60.0  # how often the worker asks whether its input topics still exist
 DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's, used when --max-poll-interval-ms is not given
 INT32_MAX = 2**31 - 1  # the largest timeout Kafka's protocol carries
 
 
@@ -721,12 +722,26 @@ class _Metrics:
 METRICS_REQUEST_TIMEOUT_S = 10.0
 
 
-def _serve_metrics(registry, host: str, port: int):
-    """Serve ``registry`` at http://host:port/ on a daemon thread, one thread per request; the server."""
+def _serve_metrics(registry, host: str, port: int, stalled: Callable[[], str | None] = lambda: None):
+    """Serve ``registry`` at http://host:port/ on a daemon thread, one thread per request; the server.
+
+    ``/healthz`` answers 200 ``ok``, or 503 with ``stalled()``'s words when that is not None.
+    """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     from prometheus_client import make_wsgi_app
+
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)
+        problem = stalled()
+        body = f"{problem or 'ok'}\n".encode()
+        start_response("503 Service Unavailable" if problem else "200 OK",
+                       [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+        return [body]
 
     class Handler(WSGIRequestHandler):
         timeout = METRICS_REQUEST_TIMEOUT_S
@@ -742,7 +757,7 @@ def _serve_metrics(registry, host: str, port: int):
             if not isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):  # a client that went quiet
                 super().handle_error(request, client_address)
 
-    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    server = make_server(host, port, app, Server, handler_class=Handler)
     threading.Thread(target=server.serve_forever, name="nerbatch-metrics", daemon=True).start()
     return server
 
@@ -855,6 +870,7 @@ class Worker:
         self._unreadable: UnreadableRecordError | None = None  # raised once the work before it is committed
         self._metrics_server = None
         self._last_log = time.monotonic()
+        self._last_round = time.monotonic()  # the loop's (or a retry's) last turn: /healthz watches it
         self._last_log_counts = (0, 0)
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
@@ -913,11 +929,21 @@ class Worker:
             return
         host = self.options.metrics_host or DEFAULT_METRICS_HOST
         try:
-            self._metrics_server = _serve_metrics(self.metrics.registry, host, port)
+            self._metrics_server = _serve_metrics(self.metrics.registry, host, port, self._stalled)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode ("a..b")
             raise ConsumeConfigError(
                 f"cannot serve metrics on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
         log.info("metrics at http://%s:%d/metrics", host, self._metrics_server.server_address[1])
+
+    def _stalled(self) -> str | None:
+        """Why the worker looks hung (its loop has not come round for longer than a batch and a backoff may
+        take), or None."""
+        o = self.options
+        limit = (o.max_poll_interval_ms or DEFAULT_MAX_POLL_INTERVAL_MS) / 1000 + o.max_backoff_s
+        since = time.monotonic() - self._last_round
+        if since <= limit:
+            return None
+        return f"stalled: the worker's loop has not come round for {since:.0f} s (limit {limit:.0f} s)"
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -931,7 +957,9 @@ class Worker:
         delay = min(self.options.max_backoff_s, 2.0 ** min(self._failures, 16))
         self._failures += 1
         log.warning("%s%s; retrying in %.0f s (attempt %d)", what, detail, delay, self._failures)
+        self._last_round = time.monotonic()
         self._stop.wait(delay)
+        self._last_round = time.monotonic()
 
     def _connect(self) -> bool:
         """Create the clients, retrying with backoff; False when stopped first."""
@@ -1101,6 +1129,7 @@ class Worker:
         last_message = None  # or the last assignment, if later; None: not in the group yet
         batch_s = o.max_batch_ms / 1000
         while not self._stop.is_set():
+            self._last_round = time.monotonic()
             left = self._limit_left()
             if left is not None and left <= 0:
                 self.report.stopped_by = "max_docs"

@@ -1451,6 +1451,51 @@ def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_boot
         _finish(thread, box)
 
 
+def test_healthz_tells_a_hung_worker_from_a_busy_one(kafka_bootstrap, kafka_topic_factory, pipeline):
+    """A liveness probe restarts a worker whose loop is stuck (here: a batch that never ends); /metrics
+    answers from its own thread whatever the loop does."""
+    import urllib.error
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    release = threading.Event()
+
+    class Stuck:
+        def __getattr__(self, name):
+            return getattr(pipeline, name)
+
+        def annotate(self, documents):
+            release.wait(60)
+            return pipeline.annotate(documents)
+
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("health"),
+                                   output_topic=out, dead_letter_topic=out, max_batch_docs=5, max_batch_ms=100,
+                                   max_poll_interval_ms=2_000, max_backoff_s=1.0, log_interval=600.0,
+                                   metrics_port=0), Stuck())
+    thread, box = _start(worker)
+
+    def health() -> tuple[int, str]:
+        try:
+            response = urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=10)
+        except urllib.error.HTTPError as exc:
+            response = exc
+        return response.status, response.read().decode()
+
+    try:
+        _wait(worker.running.is_set, "the worker to connect")
+        host, port = worker.metrics_address
+        time.sleep(4)  # idle for longer than the limit: waiting for input is not hanging
+        assert health() == (200, "ok\n")
+        _produce(kafka_bootstrap, source, _docs(5, "health"))
+        status, text = _wait(lambda: (answer := health())[0] == 503 and answer, "/healthz to see the stuck batch")
+        assert re.fullmatch(r"stalled: the worker's loop has not come round for \d+ s \(limit 3 s\)\n", text)
+        release.set()
+        _wait(lambda: health() == (200, "ok\n"), "/healthz to see the loop again")
+    finally:
+        release.set()
+        worker.stop()
+        _finish(thread, box)
+
+
 @pytest.mark.parametrize("rolls", [True, False])
 def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstrap, kafka_admin, kafka_topic_factory,
                                                                      pipeline, tmp_path, caplog, monkeypatch, rolls):
