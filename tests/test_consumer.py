@@ -1457,20 +1457,11 @@ def test_healthz_tells_a_hung_worker_from_a_busy_one(kafka_bootstrap, kafka_topi
     import urllib.error
 
     source, out = kafka_topic_factory(1), kafka_topic_factory(1)
-    release = threading.Event()
-
-    class Stuck:
-        def __getattr__(self, name):
-            return getattr(pipeline, name)
-
-        def annotate(self, documents):
-            release.wait(60)
-            return pipeline.annotate(documents)
-
+    stuck = _HeldPipeline(pipeline)
     worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("health"),
                                    output_topic=out, dead_letter_topic=out, max_batch_docs=5, max_batch_ms=100,
                                    max_poll_interval_ms=2_000, max_backoff_s=1.0, log_interval=600.0,
-                                   metrics_port=0), Stuck())
+                                   metrics_port=0), stuck)
     thread, box = _start(worker)
 
     def health() -> tuple[int, str]:
@@ -1487,11 +1478,12 @@ def test_healthz_tells_a_hung_worker_from_a_busy_one(kafka_bootstrap, kafka_topi
         assert health() == (200, "ok\n")
         _produce(kafka_bootstrap, source, _docs(5, "health"))
         status, text = _wait(lambda: (answer := health())[0] == 503 and answer, "/healthz to see the stuck batch")
+        assert stuck.held.is_set()
         assert re.fullmatch(r"stalled: the worker's loop has not come round for \d+ s \(limit 3 s\)\n", text)
-        release.set()
+        stuck.release.set()
         _wait(lambda: health() == (200, "ok\n"), "/healthz to see the loop again")
     finally:
-        release.set()
+        stuck.release.set()
         worker.stop()
         _finish(thread, box)
 
