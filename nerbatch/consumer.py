@@ -870,7 +870,7 @@ class Worker:
         self._unreadable: UnreadableRecordError | None = None  # raised once the work before it is committed
         self._metrics_server = None
         self._last_log = time.monotonic()
-        self._last_round = time.monotonic()  # the loop's (or a retry's) last turn: /healthz watches it
+        self._last_round = time.monotonic()  # the loop's (or a wait's) last turn: /healthz watches it
         self._last_log_counts = (0, 0)
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
@@ -893,7 +893,7 @@ class Worker:
     # ---- lifecycle
 
     def run(self) -> ConsumeReport:
-        started = time.monotonic()
+        started = self._last_round = time.monotonic()
         o = self.options
         log.info("worker starting: group %s, topics %s -> %s%s%s, model %s, %s", o.group, ",".join(o.topics),
                  f"topic {o.output_topic}" if o.output_topic else "",
@@ -1533,6 +1533,7 @@ class Worker:
         started = time.monotonic()
         while not done.wait(0.5):
             now = time.monotonic()
+            self._last_round = now  # waiting on the broker is not hanging: /healthz stays 200
             if (limit_s is not None and now - started >= limit_s) or (
                     self._stop.is_set() and now >= max(self._stop_at, started) + STOP_GRACE_S):
                 raise kafka.errors.KafkaTimeoutError(f"{what} not answered by the broker after {now - started:.0f} s")

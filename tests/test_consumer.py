@@ -1488,6 +1488,47 @@ def test_healthz_tells_a_hung_worker_from_a_busy_one(kafka_bootstrap, kafka_topi
         _finish(thread, box)
 
 
+def test_healthz_does_not_count_a_wait_on_the_broker_as_a_hang(kafka_bootstrap, kafka_topic_factory, pipeline,
+                                                                monkeypatch):
+    """An exactly-once commit waits on the broker without a limit of its own (an outage ends when the broker
+    is back): a probe must not restart the worker meanwhile."""
+    import urllib.error
+
+    from kafka import KafkaProducer
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    commit = KafkaProducer.commit_transaction
+    committing = threading.Event()
+
+    def slow_commit(self):  # a transaction coordinator slower than the probe's limit
+        committing.set()
+        time.sleep(6.0)
+        return commit(self)
+
+    monkeypatch.setattr(KafkaProducer, "commit_transaction", slow_commit)
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("health-eos"),
+                                   output_topic=out, dead_letter_topic=out, exactly_once=True, max_batch_docs=5,
+                                   max_batch_ms=100, max_poll_interval_ms=2_000, max_backoff_s=1.0,
+                                   log_interval=600.0, metrics_port=0), pipeline)
+    thread, box = _start(worker)
+    try:
+        _wait(worker.running.is_set, "the worker to connect")
+        host, port = worker.metrics_address
+        _produce(kafka_bootstrap, source, _docs(5, "health-eos"))
+        _wait(committing.is_set, "the batch's commit")
+        answers = []
+        for _ in range(16):  # the commit's 6 s, twice the limit
+            try:
+                answers.append(urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=10).status)
+            except urllib.error.HTTPError as exc:
+                answers.append(exc.status)
+            time.sleep(0.4)
+        assert answers == [200] * 16
+    finally:
+        worker.stop()
+        _finish(thread, box)
+
+
 @pytest.mark.parametrize("rolls", [True, False])
 def test_the_last_lag_figure_of_a_max_docs_run_counts_what_it_left(kafka_bootstrap, kafka_admin, kafka_topic_factory,
                                                                      pipeline, tmp_path, caplog, monkeypatch, rolls):
