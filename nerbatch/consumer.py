@@ -579,27 +579,44 @@ class _BootstrapFailures:
         return reason
 
 
-class _BootstrapLog:
-    """Shows kafka-python's bootstrap records to the running workers' ``_BootstrapFailures``.
+class _Fenced:
+    """Whether kafka-python found this worker fenced: another member joined the group with its
+    ``--group-instance-id``. The client logs it from its heartbeat, on its IO thread (named after
+    the client id), stops heartbeating and raises nothing until the worker's next commit; a worker
+    without input would wait for ever, and one with input would first annotate and send a batch
+    that the new member sends too."""
+
+    def __init__(self, client_id: str) -> None:
+        self.io_thread = f"kafka-io-{client_id}"
+        self.io_thread_shared = False
+        self.seen = False
+
+    def see(self, record: logging.LogRecord) -> None:
+        if (record.levelno >= logging.ERROR and "fenced" in str(record.msg)
+                and threading.current_thread().name == self.io_thread and not self.io_thread_shared):
+            self.seen = True
+
+
+class _KafkaLog:
+    """Shows one kafka-python logger's records to the running workers' watchers (``see(record)``).
 
     The records must be made even where logging hides kafka-python (the CLI does, and so may an
     application): while a worker runs, that logger is enabled at WARNING, and a filter on it hands
     each record to the workers, then lets through only what the logging configuration showed.
     """
 
-    NAME = "kafka.net.manager"
-
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._lock = threading.Lock()
-        self._watchers: list[_BootstrapFailures] = []
+        self._watchers: list[_BootstrapFailures | _Fenced] = []
         self._saved = (logging.NOTSET, False)  # the logger's level and disabled flag before the first watcher
         self._set_level = logging.WARNING
         self._shown_from = logging.WARNING
 
-    def watch(self, watcher: _BootstrapFailures) -> None:
+    def watch(self, watcher: _BootstrapFailures | _Fenced) -> None:
         with self._lock:
             if not self._watchers:
-                logger = logging.getLogger(self.NAME)
+                logger = logging.getLogger(self.name)
                 # dictConfig disables the loggers of libraries imported before it
                 self._saved, self._shown_from = (logger.level, logger.disabled), logger.getEffectiveLevel()
                 self._set_level = min(self._shown_from, logging.WARNING)
@@ -611,12 +628,12 @@ class _BootstrapLog:
             self._watchers.append(watcher)
             self._mark_shared()
 
-    def unwatch(self, watcher: _BootstrapFailures) -> None:
+    def unwatch(self, watcher: _BootstrapFailures | _Fenced) -> None:
         with self._lock:
             self._watchers.remove(watcher)
             self._mark_shared()
             if not self._watchers:
-                logger = logging.getLogger(self.NAME)
+                logger = logging.getLogger(self.name)
                 logger.removeFilter(self._filter)
                 if logger.level == self._set_level:  # else the application has set it since
                     logger.setLevel(self._saved[0])
@@ -633,7 +650,8 @@ class _BootstrapLog:
         return record.levelno >= self._shown_from
 
 
-_BOOTSTRAP_LOG = _BootstrapLog()
+_BOOTSTRAP_LOG = _KafkaLog("kafka.net.manager")  # for _BootstrapFailures
+_HEARTBEAT_LOG = _KafkaLog("kafka.coordinator.heartbeat")  # for _Fenced
 _worker_numbers = itertools.count(1)
 
 
@@ -877,6 +895,7 @@ class Worker:
         self._last_topic_check = time.monotonic()
         self._last_lag = 0.0
         self._bootstrap_failures = _BootstrapFailures(self.options.client_id)
+        self._fenced = _Fenced(self.options.client_id)
 
     # ---- control
 
@@ -902,6 +921,7 @@ class Worker:
                  "exactly-once" if o.exactly_once else "at-least-once")
         self._bootstrap_failures.thread = threading.get_ident()
         _BOOTSTRAP_LOG.watch(self._bootstrap_failures)
+        _HEARTBEAT_LOG.watch(self._fenced)
         try:
             self._start_metrics_server()
             if o.output_dir:
@@ -918,6 +938,7 @@ class Worker:
                 self.report.stopped_by = "signal"
         finally:
             _BOOTSTRAP_LOG.unwatch(self._bootstrap_failures)
+            _HEARTBEAT_LOG.unwatch(self._fenced)
             self._close()
             self.report.seconds = round(time.monotonic() - started, 3)
         log.info("worker stopped: %s", self.report.summary())
@@ -1130,6 +1151,7 @@ class Worker:
         batch_s = o.max_batch_ms / 1000
         while not self._stop.is_set():
             self._last_round = time.monotonic()
+            self._stop_if_fenced()  # before the batch in hand: the member that fenced this one has it
             left = self._limit_left()
             if left is not None and left <= 0:
                 self.report.stopped_by = "max_docs"
@@ -1314,10 +1336,10 @@ class Worker:
         self.metrics.batches.inc()
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    def _stop_if_fenced(self, exc: BaseException) -> None:
-        """Another worker joined with this --group-instance-id: this one can never commit again, and
-        each retry would write its batch's output once more."""
-        if isinstance(exc, _kafka().errors.FencedInstanceIdError):
+    def _stop_if_fenced(self, exc: BaseException | None = None) -> None:
+        """Another worker joined with this --group-instance-id (``exc``, or the heartbeat saw it): this
+        one can never commit again, and each retry would write its batch's output once more."""
+        if self._fenced.seen or isinstance(exc, _kafka().errors.FencedInstanceIdError):
             o = self.options
             raise ConsumeConfigError(
                 f"another worker joined group {o.group!r} with this worker's --group-instance-id "

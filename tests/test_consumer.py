@@ -873,6 +873,38 @@ def test_a_worker_the_group_moved_on_from_leaves_the_new_owners_part_whole(
     assert _committed(kafka_admin, group, source) == {0: 10}
 
 
+def test_an_idle_worker_another_member_fenced_stops_before_it_sends_again(kafka_bootstrap, kafka_admin,
+                                                                          kafka_topic_factory, pipeline):
+    """Only the fenced member's heartbeat learns of it; it used to wait without a word, then annotate and
+    send the next input (which the member that fenced it sends too) before its commit was refused."""
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    group = _uid("fenced-idle")
+    docs = _docs(5, "fi")
+    _produce(kafka_bootstrap, source, docs[:2])
+
+    def options():
+        return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                              dead_letter_topic=out, group_instance_id="w1", max_batch_ms=200, max_backoff_s=1.0)
+
+    first = Worker(options(), pipeline)
+    first_run = _start(first)
+    _wait(lambda: _committed(kafka_admin, group, source) == {0: 2}, "the first worker's commit")
+    second = Worker(options(), pipeline)
+    second_run = _start(second)
+    try:
+        first_run[0].join(WAIT_S)
+        assert not first_run[0].is_alive(), "the fenced worker did not stop"
+        _produce(kafka_bootstrap, source, docs[2:])
+        _wait(lambda: _committed(kafka_admin, group, source) == {0: 5}, "the second worker's commit")
+    finally:
+        first.stop()
+        second.stop()
+    with pytest.raises(ConsumeConfigError, match="with this worker's --group-instance-id 'w1'"):
+        _finish(*first_run)
+    assert _finish(*second_run).docs_in == 3 and first.report.docs_in == 2
+    assert sorted(m.key.decode() for m in _read_all(kafka_bootstrap, out, 1)) == [key for key, _ in docs]
+
+
 def test_a_commit_refused_on_a_retry_after_the_broker_applied_it_keeps_its_parts(
         kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
     """kafka-python resends a commit whose reply was lost; a refusal of the resend does not undo the first."""
