@@ -420,7 +420,7 @@ def consume(
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents fail (dead-letter).")] = 1_000_000,
     max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document (at least 1024).")] = 1_000_000,
     auto_offset_reset: Annotated[str, typer.Option(help="Where a group without committed offsets starts: earliest or latest.")] = "earliest",
-    group_instance_id: Annotated[Optional[str], typer.Option(help="Static group membership: a restarted worker takes its partitions back at once. One id per worker: a second worker with the same id fences the first, which stops (exit 2) at its next commit.")] = None,
+    group_instance_id: Annotated[Optional[str], typer.Option(help="Static group membership: a restarted worker takes its partitions back at once. One id per worker: a second worker with the same id fences the first, which stops (exit 2) before it sends another batch.")] = None,
     session_timeout_ms: Annotated[Optional[int], typer.Option(help="Group session timeout (default 45000): how soon a dead worker's partitions move.")] = None,
     max_poll_interval_ms: Annotated[Optional[int], typer.Option(help="A batch must finish within this (default 300000), or the group moves the worker's partitions.")] = None,
     log_interval: Annotated[float, typer.Option(help="Seconds between progress log lines.")] = 30.0,

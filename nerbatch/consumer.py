@@ -586,14 +586,20 @@ class _Fenced:
     without input would wait for ever, and one with input would first annotate and send a batch
     that the new member sends too."""
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, group: str, instance_id: str) -> None:
         self.io_thread = f"kafka-io-{client_id}"
-        self.io_thread_shared = False
+        self.io_thread_shared = False  # unused: the record's group and instance id tell workers apart
+        self.group, self.instance_id = group, instance_id
         self.seen = False
 
     def see(self, record: logging.LogRecord) -> None:
+        # kafka-python 3.0's two records: "... for group %s due to fenced id error: %s" (group, instance
+        # id) and "... caught fenced group_instance_id %s error" (instance id); another client of the
+        # process may share the client id, and so the thread
+        args = record.args if isinstance(record.args, tuple) else ()
         if (record.levelno >= logging.ERROR and "fenced" in str(record.msg)
-                and threading.current_thread().name == self.io_thread and not self.io_thread_shared):
+                and threading.current_thread().name == self.io_thread
+                and args in ((self.group, self.instance_id), (self.instance_id,))):
             self.seen = True
 
 
@@ -895,7 +901,9 @@ class Worker:
         self._last_topic_check = time.monotonic()
         self._last_lag = 0.0
         self._bootstrap_failures = _BootstrapFailures(self.options.client_id)
-        self._fenced = _Fenced(self.options.client_id)
+        # only a static member can be fenced
+        self._fenced = _Fenced(self.options.client_id, options.group, options.group_instance_id) \
+            if options.group_instance_id else None
 
     # ---- control
 
@@ -921,7 +929,8 @@ class Worker:
                  "exactly-once" if o.exactly_once else "at-least-once")
         self._bootstrap_failures.thread = threading.get_ident()
         _BOOTSTRAP_LOG.watch(self._bootstrap_failures)
-        _HEARTBEAT_LOG.watch(self._fenced)
+        if self._fenced:
+            _HEARTBEAT_LOG.watch(self._fenced)
         try:
             self._start_metrics_server()
             if o.output_dir:
@@ -938,7 +947,8 @@ class Worker:
                 self.report.stopped_by = "signal"
         finally:
             _BOOTSTRAP_LOG.unwatch(self._bootstrap_failures)
-            _HEARTBEAT_LOG.unwatch(self._fenced)
+            if self._fenced:
+                _HEARTBEAT_LOG.unwatch(self._fenced)
             self._close()
             self.report.seconds = round(time.monotonic() - started, 3)
         log.info("worker stopped: %s", self.report.summary())
@@ -1305,6 +1315,7 @@ class Worker:
             tps.setdefault(self._tp(r), []).append(r)
         try:
             outcomes = self._annotate(hand)
+            self._stop_if_fenced()  # the heartbeat may have learnt it meanwhile: nothing is sent
             messages = self._messages(outcomes)
             if o.exactly_once:
                 self._send_transaction(messages, tps)
@@ -1339,7 +1350,7 @@ class Worker:
     def _stop_if_fenced(self, exc: BaseException | None = None) -> None:
         """Another worker joined with this --group-instance-id (``exc``, or the heartbeat saw it): this
         one can never commit again, and each retry would write its batch's output once more."""
-        if self._fenced.seen or isinstance(exc, _kafka().errors.FencedInstanceIdError):
+        if (self._fenced and self._fenced.seen) or isinstance(exc, _kafka().errors.FencedInstanceIdError):
             o = self.options
             raise ConsumeConfigError(
                 f"another worker joined group {o.group!r} with this worker's --group-instance-id "
@@ -1506,7 +1517,7 @@ class Worker:
                 self._producer.flush(timeout=0.5)
                 return
             except kafka.errors.KafkaTimeoutError:
-                now = time.monotonic()
+                now = self._last_round = time.monotonic()  # waiting on the broker is not hanging
                 if self._stop.is_set():
                     give_up = min(give_up, now + STOP_GRACE_S)
                 if now >= give_up:

@@ -905,6 +905,57 @@ def test_an_idle_worker_another_member_fenced_stops_before_it_sends_again(kafka_
     assert sorted(m.key.decode() for m in _read_all(kafka_bootstrap, out, 1)) == [key for key, _ in docs]
 
 
+def test_a_worker_fenced_while_it_annotates_sends_nothing(kafka_bootstrap, kafka_admin, kafka_topic_factory,
+                                                         pipeline):
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    group = _uid("fenced-busy")
+    docs = _docs(4, "fb")
+    _produce(kafka_bootstrap, source, docs)
+
+    def options():
+        return ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group, output_topic=out,
+                              dead_letter_topic=out, group_instance_id="w1", max_batch_ms=200, max_backoff_s=1.0)
+
+    held = _HeldPipeline(pipeline)
+    first = Worker(options(), held)
+    first_run = _start(first)
+    _wait(held.held.is_set, "the first worker to annotate")
+    second = Worker(options(), pipeline)
+    second_run = _start(second)
+    try:
+        _wait(lambda: first._fenced.seen, "the first worker's heartbeat to learn it is fenced")
+        held.release.set()
+        first_run[0].join(WAIT_S)
+        _wait(lambda: _committed(kafka_admin, group, source) == {0: 4}, "the second worker's commit")
+    finally:
+        held.release.set()
+        first.stop()
+        second.stop()
+    with pytest.raises(ConsumeConfigError, match="with this worker's --group-instance-id 'w1'"):
+        _finish(*first_run)
+    assert _finish(*second_run).docs_in == 4 and first.report.produced == 0
+    assert sorted(m.key.decode() for m in _read_all(kafka_bootstrap, out, 1)) == [key for key, _ in docs]
+
+
+def test_only_its_own_fencing_stops_a_worker():
+    """Another client of the process may share the worker's client id, and so its IO thread."""
+    from nerbatch.consumer import _Fenced
+
+    def seen(instance_id, *records) -> bool:
+        fenced = _Fenced("app", "g", instance_id)
+        for msg, args in records:
+            record = logging.LogRecord("kafka.coordinator.heartbeat", logging.ERROR, "base.py", 1, msg, args, None)
+            thread = threading.Thread(target=fenced.see, args=(record,), name="kafka-io-app")
+            thread.start()
+            thread.join()
+        return fenced.seen
+
+    by_group = "Heartbeat failed for group %s due to fenced id error: %s"
+    by_thread = "Heartbeat thread caught fenced group_instance_id %s error"
+    assert seen("w1", (by_group, ("g", "w1"))) and seen("w1", (by_thread, ("w1",)))
+    assert not seen("w1", (by_group, ("other-group", "w1")), (by_thread, ("i1",)), (by_group, ("g", "i1")))
+
+
 def test_a_commit_refused_on_a_retry_after_the_broker_applied_it_keeps_its_parts(
         kafka_bootstrap, kafka_admin, kafka_topic_factory, pipeline, tmp_path):
     """kafka-python resends a commit whose reply was lost; a refusal of the resend does not undo the first."""
