@@ -84,6 +84,8 @@ def read_corpus(path: str | Path) -> Corpus:
     with ``I-``) are read as IOB2.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a folder; give the corpus file (ner_dataset.csv or a zip holding it)")
     if not path.is_file():
         raise CorpusError(f"{path}: corpus file not found")
     source = _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path

@@ -54,6 +54,8 @@ class WordVectors:
 def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
     """Read a GloVe text file or the wink-embeddings package, keyed like the vocabulary."""
     path = Path(path)
+    if path.is_dir():
+        raise VectorsError(f"{path}: is a folder; give the word-vector file (GloVe text or the wink-embeddings package)")
     if not path.is_file():
         raise VectorsError(f"{path}: no such word-vector file")
     try:

@@ -159,6 +159,8 @@ def test_malformed_rows_name_the_line(tmp_path, body, where):
 def test_missing_file_and_columns(tmp_path):
     with pytest.raises(CorpusError, match="not found"):
         read_corpus(tmp_path / "nope.csv")
+    with pytest.raises(CorpusError, match="is a folder; give the corpus file"):
+        read_corpus(tmp_path)
     path = tmp_path / "cols.csv"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(CorpusError, match="missing column"):
