@@ -41,6 +41,7 @@ import json
 import math
 import os
 import stat
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -264,7 +265,7 @@ def _type_name(value: Any) -> str:
         return "a boolean"
     if isinstance(value, int):
         return "an integer"
-    if isinstance(value, float):
+    if isinstance(value, (float, decimal.Decimal)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -338,6 +339,10 @@ class _Rules:
             doc_id = raw_id.literal
         elif isinstance(raw_id, float) and (whole := _whole_number(raw_id)) is not None:
             doc_id = whole
+        elif isinstance(raw_id, decimal.Decimal) and raw_id.is_finite() and raw_id == raw_id.to_integral_value():
+            doc_id = str(int(raw_id))  # a parquet decimal(38, 0): how Spark and JDBC exports write number ids
+        elif isinstance(raw_id, uuid.UUID):  # a parquet uuid column (DuckDB, Iceberg)
+            doc_id = str(raw_id)
         else:
             what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
             if isinstance(raw_id, float) and not isinstance(raw_id, JsonNumber) and 2**53 < abs(raw_id) < math.inf:
@@ -741,6 +746,7 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
                                  f"so which one holds the documents' values is unknown; no row was read")
             pf.close()
             return
+    text_columns = {rules.id_field, rules.text_field}
     position = 0  # next row index to yield
     try:
         # One row group at a time, so a corrupt row group costs only its own rows.
@@ -751,7 +757,7 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
                 for batch in pf.iter_batches(
                     batch_size=chunk_rows, row_groups=[group], columns=columns, use_threads=False
                 ):
-                    cols = {name: _column_values(batch.column(name)) for name in columns}
+                    cols = {name: _column_values(batch.column(name), name in text_columns) for name in columns}
                     for i in range(batch.num_rows):
                         row = {name: values[i] for name, values in cols.items()}
                         yield _parquet_row(rules, row, position)
@@ -791,14 +797,22 @@ class _Unreadable:
             self.shown = f"<unreadable {scalar.type}>"
 
 
-def _column_values(column) -> list:
+def _column_values(column, text: bool = False) -> list:
     """A column's Python values; a value without a Python form becomes ``_Unreadable``.
 
     Parquet writers do not all check UTF-8, and Arrow holds dates and times
     Python cannot, so one bad value must not cost the other rows of its batch.
+    With ``text`` (the id and text columns) binary values are read as UTF-8:
+    Impala, older Hive and Spark write strings as binary without the UTF-8 mark.
     """
     import pyarrow as pa
 
+    if text and (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+                 or pa.types.is_binary_view(column.type)):
+        try:
+            return column.cast(pa.large_string()).to_pylist()  # the cast checks UTF-8
+        except pa.ArrowInvalid:
+            return [_utf8_value(scalar) for scalar in column]
     if pa.types.is_float32(column.type) or pa.types.is_float16(column.type):
         return _short_floats(column)
     if pa.types.is_time64(column.type) and column.type.unit == "ns":  # datetime.time stops at microseconds
@@ -813,6 +827,14 @@ def _column_values(column) -> list:
             except (UnicodeDecodeError, OverflowError, ValueError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
+
+
+def _utf8_value(scalar) -> str | _Unreadable | None:
+    value = scalar.as_py()
+    try:
+        return None if value is None else value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _Unreadable(scalar, exc)
 
 
 def _short_floats(column) -> list:

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import uuid
 from collections import Counter
 
 import pandas as pd
@@ -716,3 +717,27 @@ def test_nested_nan_and_infinity_are_json_null_so_the_kept_field_stays_json(tmp_
     assert from_parquet.fields == {"m": "[null,1.5,null]", "d": '{"x":null}'}
     for text in (from_jsonl.fields["m"], *from_parquet.fields.values()):
         strict(text)
+
+
+def test_parquet_ids_of_database_exports_and_binary_strings_are_read(tmp_path):
+    # Spark and JDBC exports write number ids as decimal(38, 0), DuckDB and Iceberg have uuid columns,
+    # and Impala or older Hive and Spark write strings as binary without the UTF-8 mark.
+    text = "Angela Merkel met Emmanuel Macron in Berlin."
+    first, second = uuid.uuid4(), uuid.uuid4()
+    pq.write_table(pa.table({"id": pa.array([decimal.Decimal(12345), decimal.Decimal("1.50")], pa.decimal128(38, 2)),
+                             "text": [text, text]}), tmp_path / "decimal.parquet")
+    pq.write_table(pa.table({"id": pa.array([first.bytes, second.bytes], pa.uuid()), "text": [text, text]}),
+                   tmp_path / "uuid.parquet")
+    pq.write_table(pa.table({"id": pa.array([b"a", b"b\xff", b"c"], pa.binary()),
+                             "text": pa.array([text.encode(), text.encode(), b"Berlin \xfe"], pa.large_binary())}),
+                   tmp_path / "binary.parquet")
+
+    whole, fraction = read_documents(str(tmp_path / "decimal.parquet"))
+    assert whole.doc_id == "12345"
+    assert fraction.reason == "invalid_id: 'id' is a number; expected a non-blank string or an integer"
+    assert [d.doc_id for d in read_documents(str(tmp_path / "uuid.parquet"))] == [str(first), str(second)]
+    good, bad_id, bad_text = read_documents(str(tmp_path / "binary.parquet"))
+    assert (good.doc_id, good.text) == ("a", text)
+    assert bad_id.reason.startswith("invalid_utf8: column 'id': byte 0xff at byte offset 1")
+    assert (bad_text.doc_id, reason_kind(bad_text.reason)) == ("c", "invalid_utf8")
+    assert "column 'text': byte 0xfe at byte offset 7" in bad_text.reason
