@@ -47,11 +47,14 @@ ModelOpt = Annotated[
 DataOpt = Annotated[Path, typer.Option("--data", parser=_path, help="Annotated corpus: ner_dataset.csv or its .zip.")]
 IdFieldOpt = Annotated[str, typer.Option(help="Document id field.")]
 TextFieldOpt = Annotated[str, typer.Option(help="Document text field.")]
-KeepFieldsOpt = Annotated[str, typer.Option(help="Comma-separated document fields copied into every record.")]
+KeepFieldsOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(help="Comma-separated document fields copied into every record; repeatable (the lists add up)."),
+]
 
 
-def _field_list(value: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in value.split(",") if name.strip())
+def _field_list(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(name.strip() for value in values or () for name in value.split(",") if name.strip())
 
 
 def _write_report(path: str, data: dict) -> None:
@@ -274,7 +277,7 @@ def run(
     report: Annotated[Optional[str], typer.Option(parser=_path_text, help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
-    keep_fields: KeepFieldsOpt = "",
+    keep_fields: KeepFieldsOpt = None,
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents become error records.")] = 1_000_000,
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit 1 when more than this fraction of documents failed (or an input could not be read to its end).")] = 0.01,
     resume: Annotated[bool, typer.Option("--resume", help="Skip inputs a previous, interrupted run completed.")] = False,
@@ -416,7 +419,7 @@ def consume(
     metrics_host: Annotated[Optional[str], typer.Option(help="With --metrics-port: address the metrics server binds (default 127.0.0.1; 0.0.0.0 inside a container).")] = None,
     id_field: IdFieldOpt = "id",
     text_field: TextFieldOpt = "text",
-    keep_fields: KeepFieldsOpt = "",
+    keep_fields: KeepFieldsOpt = None,
     max_doc_chars: Annotated[int, typer.Option(help="Longer documents fail (dead-letter).")] = 1_000_000,
     max_message_bytes: Annotated[int, typer.Option(help="Output messages larger than this fail their document (at least 1024).")] = 1_000_000,
     auto_offset_reset: Annotated[str, typer.Option(help="Where a group without committed offsets starts: earliest or latest.")] = "earliest",

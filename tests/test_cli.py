@@ -275,6 +275,13 @@ def test_kept_fields_whose_names_differ_only_in_case_are_refused(tmp_path, tiny_
                                  "Title,Title,Straße,STRASSE", "--model", str(tiny_bundle), "-q"])
     assert result.exit_code == 0, result.output  # the same name twice is one column; ß is not SS to a reader
     assert pq.read_schema(tmp_path / "o.parquet").names[-3:] == ["Title", "Straße", "STRASSE"]
+    result = runner.invoke(app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--keep-fields", "Title",
+                                 "--keep-fields", "title,Title", "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 2 and "'Title' and 'title' differ only in case" in result.output, result.output
+    result = runner.invoke(app, ["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--keep-fields", "Title",
+                                 "--keep-fields", "Straße", "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 0, result.output  # a repeated --keep-fields adds its fields, as a repeated --input does
+    assert pq.read_schema(tmp_path / "o.parquet").names[-2:] == ["Title", "Straße"]
 
 
 def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, tiny_bundle, gmb_sample):
