@@ -219,9 +219,12 @@ def evaluate(
         _write_report(report, result)
     if result["data"].get("same_as_training") is False:
         trained_on = result["data"]["trained_on"]
-        _tell(f"nerbatch: warning: {data} is not the file this model was trained on ({trained_on['file']}, "
-              f"sha256 {trained_on['sha256'][:12]}...): unless it holds the same sentences in the same order, its "
-              "test split may hold sentences the model trained on, and the scores do not compare with the model's own")
+        what = ("does not hold the sentences, in their order, of the corpus this model was trained on"
+                if "sentences_sha256" in trained_on else "is not the file this model was trained on")
+        _tell(f"nerbatch: warning: {data} {what} ({trained_on['file']}, sha256 {trained_on['sha256'][:12]}...): "
+              + ("" if "sentences_sha256" in trained_on else "unless it holds the same sentences in the same order, ")
+              + "its test split may hold sentences the model trained on, and the scores do not compare with the "
+              "model's own")
     if result["types_unknown_to_model"]:
         _tell(f"nerbatch: the model does not know the corpus's type(s) {', '.join(result['types_unknown_to_model'])}: "
               "they are scored, and never found")

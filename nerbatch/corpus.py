@@ -63,6 +63,15 @@ class Corpus:
     def n_tokens(self) -> int:
         return sum(len(s) for s in self.words)
 
+    def sentences_sha256(self) -> str:
+        """sha256 of the sentences' words and tags in order: the same corpus zipped, unzipped or
+        re-zipped gives the same digest, where the file's own sha256 differs."""
+        digest = hashlib.sha256()
+        for words, tags in zip(self.words, self.tags):
+            digest.update("\x1f".join(words).encode("utf-8", "surrogatepass") + b"\x1e")
+            digest.update("\x1f".join(tags).encode("utf-8") + b"\x1d")
+        return digest.hexdigest()
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()

@@ -49,13 +49,15 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
         raise CorpusError(f"{data_path}: its entity types ({', '.join(sorted(types)) or 'none'}) and the "
                           f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
     scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
-    data = {"file": Path(data_path).name, "sha256": file_sha256(data_path)}
+    data = {"file": Path(data_path).name, "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()}
     trained_on = bundle.metrics.get("data") if isinstance(bundle.metrics, dict) else None
     if isinstance(trained_on, dict) and isinstance(trained_on.get("sha256"), str):
         # Another file's test split may hold sentences the model trained on (the same corpus in another
         # order scores far above the model's true figures), so the report says which file trained it.
-        data["trained_on"] = {"file": trained_on.get("file"), "sha256": trained_on["sha256"]}
-        data["same_as_training"] = trained_on["sha256"] == data["sha256"]
+        # The same sentences in another container (unzipped, re-zipped) are the same corpus.
+        data["trained_on"] = {k: trained_on[k] for k in ("file", "sha256", "sentences_sha256") if k in trained_on}
+        data["same_as_training"] = (trained_on["sha256"] == data["sha256"]
+                                    or trained_on.get("sentences_sha256") == data["sentences_sha256"])
     return {
         "model": bundle.name,
         "protocol": PROTOCOL,

@@ -518,7 +518,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     created = datetime.now(timezone.utc)
     metrics = {
         "protocol": PROTOCOL,
-        "data": {"file": data_path.name, "sha256": file_sha256(data_path)},
+        "data": {"file": data_path.name, "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()},
         "vectors": vectors and vectors.describe(),
         "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
         "test": test_scores,

@@ -39,11 +39,22 @@ def test_info_and_evaluate_through_the_cli(tiny_bundle, gmb_sample, tmp_path):
     result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(reordered),
                                  "--report", str(report)])
     assert result.exit_code == 0, result.output
-    assert f"warning: {reordered} is not the file this model was trained on (gmb_sample.csv, sha256 " in result.output
+    assert (f"warning: {reordered} does not hold the sentences, in their order, of the corpus this model was trained "
+            "on (gmb_sample.csv, sha256 ") in result.output
     saved = json.loads(report.read_text())
     assert saved["data"]["same_as_training"] is False
     assert saved["data"]["trained_on"]["file"] == "gmb_sample.csv" and saved["data"]["trained_on"]["sha256"] != \
         saved["data"]["sha256"]
+
+    # The same sentences zipped: another file, the same corpus.
+    zipped = tmp_path / "gmb_sample.csv.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(gmb_sample, "ner_dataset.csv")
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(zipped),
+                                 "--report", str(report)])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    saved = json.loads(report.read_text())
+    assert saved["data"]["same_as_training"] is True and saved["data"]["sha256"] != saved["data"]["trained_on"]["sha256"]
 
 
 def test_user_errors_are_one_line_and_exit_2(tmp_path, gmb_sample):
