@@ -235,14 +235,15 @@ def evaluate(
 @app.command()
 @_user_errors
 def info(model: ModelOpt = None) -> None:
-    """What a bundle is, how it was trained, and its test-split metrics."""
-    from nerbatch.bundle import default_model_path, read_bundle_config, read_bundle_json, verify_bundle
+    """What a bundle is, how it was trained, and its test-split metrics (loading it: a bundle info
+    describes is one the other commands can use)."""
+    from nerbatch.bundle import default_model_path, load_bundle, verify_bundle
     from nerbatch.errors import BundleError
 
     path = model or default_model_path()
+    bundle = load_bundle(path)
     manifest = verify_bundle(path)
-    config = read_bundle_config(path)
-    metrics = read_bundle_json(path, "metrics.json") if "metrics.json" in manifest["files"] else {}
+    config, metrics = bundle.config, bundle.metrics
     summary = {
         "path": str(path),
         "model": f"{config['name']}@{config['version']}",

@@ -83,6 +83,7 @@ def test_truncated_model_is_refused(tiny_bundle, tmp_path):
 
 def test_a_signed_model_file_that_is_no_keras_archive_is_named_as_such(tiny_bundle, tmp_path):
     from nerbatch.bundle import write_manifest
+    from nerbatch.cli import app
 
     copy = _copy(tiny_bundle, tmp_path)
     (copy / "model.keras").write_bytes(bytes(range(256)) * 64)
@@ -90,6 +91,8 @@ def test_a_signed_model_file_that_is_no_keras_archive_is_named_as_such(tiny_bund
     with pytest.raises(BundleError, match=re.escape(f"{copy / 'model.keras'}: cannot load model "
                                                     "(not a Keras archive: not a zip file)")):
         load_bundle(copy)
+    result = CliRunner().invoke(app, ["info", "--model", str(copy)])
+    assert result.exit_code == 2 and "not a Keras archive" in result.output, result.output
 
 
 def test_future_and_missing_manifest_are_refused(tiny_bundle, tmp_path):
@@ -146,6 +149,8 @@ def test_a_malformed_file_in_a_signed_bundle_is_one_error(tiny_bundle, tmp_path,
     news.write_text(json.dumps({"id": "1", "text": "Angela Merkel visited Paris."}) + "\n")
     result = CliRunner().invoke(app, ["run", "--input", str(news), "--output", str(tmp_path / "o.parquet"),
                                       "--model", str(copy)])
+    assert result.exit_code == 2 and message in result.output, result.output
+    result = CliRunner().invoke(app, ["info", "--model", str(copy)])  # info describes only a usable bundle
     assert result.exit_code == 2 and message in result.output, result.output
 
 
