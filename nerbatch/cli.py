@@ -67,6 +67,14 @@ def _write_report(path: str, data: dict) -> None:
         raise OutputError(f"cannot write the report {path!r}: {exc.strerror or exc}") from None
 
 
+def _check_result_stream() -> None:
+    """Before any work: a command whose result is its standard output fails at once when that is closed."""
+    from nerbatch.errors import OutputError
+
+    if _closed_at_start["stdout"]:
+        raise OutputError("cannot write to standard output: it is closed")
+
+
 def _print(text: str | bytes, *, is_result: bool = True) -> None:
     """Write to standard output: a full or failing output is a one-line error, not a traceback.
 
@@ -212,6 +220,8 @@ def evaluate(
 
     if report:
         check_writable(report, "report", spare={"corpus": data, "model": model or default_model_path()})
+    else:
+        _check_result_stream()
     bundle = load_bundle(model)
     result = evaluate_bundle(bundle, data, batch_size=batch_size)
     test = result["test"]
@@ -240,6 +250,7 @@ def info(model: ModelOpt = None) -> None:
     from nerbatch.bundle import default_model_path, load_bundle, verify_bundle
     from nerbatch.errors import BundleError
 
+    _check_result_stream()
     path = model or default_model_path()
     bundle = load_bundle(path)
     manifest = verify_bundle(path)
@@ -345,16 +356,25 @@ def predict(
     from nerbatch.documents import Document
     from nerbatch.pipeline import NerPipeline
 
+    _check_result_stream()
     if text == "-":
-        source, raw = "<stdin>", sys.stdin.buffer.read()
+        source = "<stdin>"
+        if _closed_at_start["stdin"]:
+            raise InputError("<stdin>: standard input is closed; give the text as the argument or pipe it in")
+        try:
+            raw = sys.stdin.buffer.read()
+        except OSError as exc:
+            raise InputError(f"<stdin>: cannot read standard input: {exc.strerror or exc}") from None
     else:  # an argument's undecodable bytes arrive as surrogates (PEP 383)
         source, raw = "<argument>", os.fsencode(text)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{source}: not valid UTF-8 at byte {exc.start}") from None
+    if not text.strip():  # as `run` makes such a document an empty_text error, not "no entities"
+        raise InputError(f"{source}: no text to tag ({'empty' if not text else 'white space only'})")
     pipeline = NerPipeline(load_bundle(model))
-    chunk = pipeline.annotate_all([Document("input", text, {}, "<argument>", 1)])
+    chunk = pipeline.annotate_all([Document("input", text, {}, source, 1)])
     for record in chunk.records_by_document(pipeline.model_name)[0]:
         _print(json.dumps(record, ensure_ascii=False).encode("utf-8"))  # JSON Lines are UTF-8 whatever the locale
 

@@ -26,6 +26,7 @@ Choosing a sink: :func:`open_sink` (entity records) and
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import itertools
 import json
@@ -131,9 +132,21 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
     if os.path.exists(path) and not os.path.isfile(path):
         raise OutputError(f"cannot write the {what} {path!r}: it is not a regular file (a device, pipe or "
                           "socket); give the path of a regular file")
-    _check_parent(path)
+    parent = _check_parent(path)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
+    # The temporary file itself, created and removed: a name too long for it, a file system mounted
+    # read-only or one that takes no files (/proc) would otherwise fail only once the work is done.
+    probe = os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}-probe{next(_tmp_counter):06d}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        detail = exc.strerror or str(exc)
+        if exc.errno == errno.ENAMETOOLONG:
+            longer = len(os.fsencode(os.path.basename(probe))) - len(os.fsencode(os.path.basename(path)))
+            detail += f" (it is written through a temporary file whose name is {longer} bytes longer)"
+        raise OutputError(f"cannot write the {what} {path!r}: {detail}") from None
 
 
 def check_writable_folder(path: str | os.PathLike[str], what: str = "output folder") -> None:

@@ -264,11 +264,16 @@ def test_outputs_that_are_links_or_pipes_are_refused_before_any_work(tmp_path, t
         (["run", "-i", str(src), "-o", str(tmp_path / "o.parquet"), "--report", str(link)],
          f"it is a symbolic link \\(to '{target}'\\)"),
         (["evaluate", "--data", str(gmb_sample), "--report", str(fifo)], "it is not a regular file"),
+        # a legal name, whose temporary file's name is too long: refused before the work, not after it
+        (["evaluate", "--data", str(gmb_sample), "--report", str(tmp_path / ("r" * 240 + ".json"))],
+         r"File name too long \(it is written through a temporary file whose name is \d+ bytes longer\)"),
+        (["run", "-i", str(src), "-o", str(tmp_path / ("o" * 240 + ".parquet"))], "File name too long"),
     ):
         result = runner.invoke(app, [*args, "--model", str(tiny_bundle)])
         assert result.exit_code == 2 and re.search(message, result.output), result.output
     assert fifo.is_fifo() and link.is_symlink() and target.read_text() == "{}"
     assert not (tmp_path / "o.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entities.jsonl", "in.jsonl", "real.json", "report.json"]
 
 
 def test_kept_fields_whose_names_differ_only_in_case_are_refused(tmp_path, tiny_bundle):
@@ -336,9 +341,20 @@ def test_standard_streams_that_fail_or_are_closed_do_not_cost_results(tmp_path, 
     assert done.returncode == 2 and "cannot use the Keras backend 'no-such-backend' named by KERAS_BACKEND" in \
         done.stderr.decode()
 
-    # A command whose result is its standard output fails when that is closed.
-    done = nerbatch("info", "--model", str(tiny_bundle), shell_redirect=">&-")
-    assert done.returncode == 2 and done.stderr.decode() == "nerbatch: error: cannot write to standard output: it is closed\n"
+    # A command whose result is its standard output fails when that is closed, before any work (the
+    # missing model is never looked at), whether or not it would have found something to print.
+    closed = "nerbatch: error: cannot write to standard output: it is closed\n"
+    for args in (("info",), ("predict", "the cat sat on the mat"), ("evaluate", "--data", str(gmb_sample))):
+        done = nerbatch(*args, "--model", str(tmp_path / "no-model"), shell_redirect=">&-")
+        assert done.returncode == 2 and done.stderr.decode() == closed, (args, done.stderr)
+    # Standard input that is closed, empty or unreadable is no text to tag.
+    for redirect, message in (
+        ("<&-", "<stdin>: standard input is closed; give the text as the argument or pipe it in"),
+        ("</dev/null", "<stdin>: no text to tag (empty)"),
+        (f"0>{tmp_path / 'w'}", "<stdin>: cannot read standard input: Bad file descriptor"),
+    ):
+        done = nerbatch("predict", "-", "--model", str(tiny_bundle), shell_redirect=redirect)
+        assert done.returncode == 2 and done.stderr.decode() == f"nerbatch: error: {message}\n", (redirect, done.stderr)
     report.unlink()  # with --report the scores are the report, and the table on standard output is a courtesy
     done = nerbatch("evaluate", "--model", str(tiny_bundle), "--data", str(gmb_sample), "--report", str(report),
                     shell_redirect=">&-")
