@@ -40,6 +40,7 @@ import glob
 import json
 import math
 import os
+import re
 import stat
 import uuid
 import zlib
@@ -815,8 +816,14 @@ def _column_values(column, text: bool = False) -> list:
             return [_utf8_value(scalar) for scalar in column]
     if pa.types.is_float32(column.type) or pa.types.is_float16(column.type):
         return _short_floats(column)
-    if pa.types.is_time64(column.type) and column.type.unit == "ns":  # datetime.time stops at microseconds
-        return column.cast(pa.string()).to_pylist()
+    if pa.types.is_timestamp(column.type) or pa.types.is_time(column.type):
+        # Arrow's text has the column unit's digits on every row (Python's drops a zero fraction, and stops
+        # at microseconds and the year 9999); made RFC 3339: "T", and a colon in a time zone's offset.
+        return [None if v is None else _UTC_OFFSET.sub(r"\1:\2", v.replace(" ", "T", 1)) if v[0] != "<"
+                else _Unreadable(column[i], OverflowError(v.strip("<>")))  # "<value out of range: ...>"
+                for i, v in enumerate(column.cast(pa.string()).to_pylist())]
+    if pa.types.is_duration(column.type):
+        return _iso_durations(column)
     try:
         return column.to_pylist(maps_as_pydicts="strict")
     except (UnicodeDecodeError, OverflowError, ValueError, KeyError, TypeError):
@@ -827,6 +834,25 @@ def _column_values(column, text: bool = False) -> list:
             except (UnicodeDecodeError, OverflowError, ValueError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
+
+
+_UTC_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
+
+
+def _iso_durations(column) -> list:
+    """ISO 8601 durations in seconds with the unit's digits ("PT5.000123S" for microseconds), one form
+    for every row and unit (Python gives "0:00:05.000123", pandas "0 days 00:00:05.000123")."""
+    import pyarrow as pa
+
+    digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[column.type.unit]
+    values = []
+    for count in column.cast(pa.int64()).to_pylist():
+        if count is None:
+            values.append(None)
+            continue
+        seconds, fraction = divmod(abs(count), 10**digits)
+        values.append(f"{'-' if count < 0 else ''}PT{seconds}{f'.{fraction:0{digits}d}' if digits else ''}S")
+    return values
 
 
 def _utf8_value(scalar) -> str | _Unreadable | None:

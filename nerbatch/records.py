@@ -276,7 +276,8 @@ def kept_value(value: Any) -> str | None:
 
     ``None`` stays ``None`` and a string stays as it is.  A date/time becomes
     its ISO 8601 text, bytes their UTF-8 text (bad bytes as ``\\xNN``), a
-    numpy/arrow scalar its Python value's form; any other value (number,
+    numpy/arrow scalar its Python value's form; a float without a fraction
+    its integer (``7.0`` -> ``"7"``, as for ids); any other value (number,
     boolean, array, object) becomes its compact JSON text with
     ``ensure_ascii=False`` (``42`` -> ``"42"``, ``True`` -> ``"true"``,
     ``{"a": 1}`` -> ``'{"a":1}'``); a :class:`JsonNumber` keeps its literal
@@ -293,8 +294,11 @@ def kept_value(value: Any) -> str | None:
         if callable(item):
             return kept_value(item())
         return str(value)
-    if isinstance(value, float) and not math.isfinite(value) and not isinstance(value, JsonNumber):
-        return json.dumps(value)  # the text NaN / Infinity: at the top level a kept value need not be JSON
+    if isinstance(value, float) and not isinstance(value, JsonNumber):
+        if not math.isfinite(value):
+            return json.dumps(value)  # the text NaN / Infinity: at the top level a kept value need not be JSON
+        if value.is_integer() and abs(value) <= 2**53:
+            return str(int(value))  # as ids are: pandas writes an integer column with missing values as float64
     return _compact_json(value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import gzip
 import json
@@ -289,10 +290,10 @@ def test_parquet_documents_positions_ids_and_errors(tmp_path):
     docs, errs = split(items)
     assert [x.position for x in items] == [0, 1, 2, 3, 4, 5]  # 0-based row index
     assert [(d.doc_id, d.text) for d in docs] == [("10", "Berlin is big."), ("docs.parquet:1", "No id here.")]
-    assert docs[0].fields == {"ts": "1970-01-01T00:00:00", "missing": None}
+    assert docs[0].fields == {"ts": "1970-01-01T00:00:00.000", "missing": None}  # parquet keeps ms
     assert [reason_kind(e.reason) for e in errs] == ["empty_text", "missing_text", "empty_text", "oversized"]
     assert [e.doc_id for e in errs] == ["12", "13", "14", None]
-    assert json.loads(errs[0].raw) == {"id": 12, "text": "", "ts": "1970-01-01T00:00:02"}
+    assert json.loads(errs[0].raw) == {"id": 12, "text": "", "ts": "1970-01-01T00:00:02.000"}
 
 
 def test_parquet_without_text_column_reports_every_row(tmp_path):
@@ -565,24 +566,28 @@ def test_a_pipe_is_refused_as_input(tmp_path):
 
 
 def test_parquet_values_without_a_python_form_cost_only_their_row(tmp_path):
-    far = 253402300800 * 10  # seconds: a timestamp past year 9999, which Python's datetime cannot hold
+    far = 253402300800 * 10  # seconds: a timestamp in the year 99,999, which neither Python nor Arrow can write
     table = pa.table({
-        "id": ["a", "b", "c", "d"],
-        "text": ["Angela Merkel spoke.", "In Berlin.", "On Monday.", "In Paris."],
-        "ts": pa.array([0, far, 0, 0], pa.timestamp("s")),
-        "took": pa.array([1, 1, 10**15, 1], pa.duration("s")),
+        "id": ["a", "b", "c", "d", "e"],
+        "text": ["Angela Merkel spoke.", "In Berlin.", "On Monday.", "In Paris.", "In Rome."],
+        "ts": pa.array([0, far, 0, 0, 253402300800], pa.timestamp("s")),
+        "took": pa.array([1, 1, 1, 10**15, 1], pa.duration("s")),
+        "when": pa.array([[0], [0], [far // 10], [0], [0]], pa.list_(pa.timestamp("s"))),  # Python's stops at 9999
     })
     path = tmp_path / "far.parquet"
     pq.write_table(table, path)
 
-    docs, errs = split(list(read_documents(str(path), keep_fields=["ts", "took"])))
-    assert [d.doc_id for d in docs] == ["a", "d"]
+    docs, errs = split(list(read_documents(str(path), keep_fields=["ts", "took", "when"])))
+    assert [d.doc_id for d in docs] == ["a", "d", "e"]
+    assert [d.fields["took"] for d in docs] == ["PT1S", "PT1000000000000000S", "PT1S"]
+    assert docs[2].fields["ts"] == "10000-01-01T00:00:00.000"
     assert [(e.position, e.doc_id) for e in errs] == [(1, "b"), (2, "c")]
     assert errs[0].reason.startswith("unreadable_value: column 'ts': a timestamp[ms] value has no Python form")  # parquet keeps ms
-    assert errs[1].reason.startswith("unreadable_value: column 'took': a duration[s] value has no Python form")
+    assert errs[1].reason.startswith("unreadable_value: column 'when': a list<element: timestamp[ms]> value has no "
+                                     "Python form")
     assert json.loads(errs[0].raw)["ts"] == "<unreadable timestamp[ms]>"
     # the same columns not asked for are never converted
-    assert len(list(read_documents(str(path)))) == 4
+    assert len(list(read_documents(str(path)))) == 5
 
 
 def test_narrow_floats_and_nanosecond_times_keep_the_values_written(tmp_path):
@@ -741,3 +746,40 @@ def test_parquet_ids_of_database_exports_and_binary_strings_are_read(tmp_path):
     assert bad_id.reason.startswith("invalid_utf8: column 'id': byte 0xff at byte offset 1")
     assert (bad_text.doc_id, reason_kind(bad_text.reason)) == ("c", "invalid_utf8")
     assert "column 'text': byte 0xfe at byte offset 7" in bad_text.reason
+
+
+def test_kept_times_and_whole_floats_have_one_form_whatever_the_row_or_unit(tmp_path):
+    # Python's isoformat drops a zero fraction, pandas writes ns durations as "0 days 00:00:05", and pandas
+    # writes an integer column with missing values as float64: one column would hold two spellings.
+    noon = datetime.datetime(2024, 1, 1, 12)
+    half = noon + datetime.timedelta(microseconds=500000)
+    table = pa.table({
+        "text": ["Angela Merkel spoke.", "In Berlin."],
+        "at": pa.array([noon, half], pa.timestamp("us")),
+        "at_ns": pa.array([noon, half], pa.timestamp("ns")),
+        "utc": pa.array([noon, half], pa.timestamp("ms", tz="UTC")),
+        "berlin": pa.array([noon, half], pa.timestamp("ms", tz="Europe/Berlin")),
+        "clock": pa.array([noon.time(), half.time()], pa.time32("ms")),
+        "took": pa.array([datetime.timedelta(seconds=5), datetime.timedelta(seconds=-5, microseconds=-123)],
+                         pa.duration("us")),
+        "took_ns": pa.array([5_000_000_000, 5_000_123_000], pa.duration("ns")),
+        "author": pa.array([42.0, None]),
+        "score": pa.array([0.5, 2.0**60]),
+    })
+    path = tmp_path / "times.parquet"
+    pq.write_table(table, path)
+    first, second = read_documents(str(path), keep_fields=[c for c in table.column_names if c != "text"])
+    assert first.fields == {
+        "at": "2024-01-01T12:00:00.000000", "at_ns": "2024-01-01T12:00:00.000000000",
+        "utc": "2024-01-01T12:00:00.000Z", "berlin": "2024-01-01T13:00:00.000+01:00", "clock": "12:00:00.000",
+        "took": "PT5.000000S", "took_ns": "PT5.000000000S", "author": "42", "score": "0.5",
+    }
+    assert second.fields == {
+        "at": "2024-01-01T12:00:00.500000", "at_ns": "2024-01-01T12:00:00.500000000",
+        "utc": "2024-01-01T12:00:00.500Z", "berlin": "2024-01-01T13:00:00.500+01:00", "clock": "12:00:00.500",
+        "took": "-PT5.000123S", "took_ns": "PT5.000123000S", "author": None, "score": "1.152921504606847e+18",
+    }
+    jsonl = tmp_path / "numbers.jsonl"
+    jsonl.write_text('{"text": "Paris.", "author": 42.0}\n')
+    [doc] = read_documents(str(jsonl), keep_fields=["author"])
+    assert doc.fields == {"author": "42.0"}  # JSON keeps the digits its document wrote
