@@ -72,7 +72,9 @@ INPUT_SUFFIXES: tuple[str, ...] = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz
 RAW_LIMIT = 1024
 
 #: Physical JSONL lines longer than this many bytes are reported (``oversized``)
-#: without being held in memory; the default for ``max_line_bytes``.
+#: without being held in memory; the least default for ``max_line_bytes``,
+#: which also leaves room for a text of ``max_doc_chars`` characters written
+#: as JSON escapes (up to 12 bytes a character: a surrogate pair's two ``\uXXXX``).
 DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024
 
 #: Every ``reason`` kind :func:`read_documents` emits, with its meaning.
@@ -425,7 +427,7 @@ def read_documents(
     keep_fields: Sequence[str] = (),
     max_doc_chars: int = 1_000_000,
     chunk_rows: int = 1024,
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_line_bytes: int | None = None,
 ) -> Iterator[Document | DocumentError]:
     """Stream the documents of one file, in file order, in bounded memory.
 
@@ -435,6 +437,8 @@ def read_documents(
     * JSONL is read as bytes one line at a time (never more than
       ``max_line_bytes`` held) and decoded per line, so one bad line only costs
       that line.  A UTF-8 byte-order mark at the start of the file is ignored.
+      ``max_line_bytes`` defaults to room for a text of ``max_doc_chars``
+      characters however it is escaped, and at least 64 MiB.
     * parquet is read with ``ParquetFile.iter_batches`` in batches of
       ``chunk_rows`` rows, reading only the id, text and kept columns (at most
       one row group's worth of those columns is in memory at a time).
@@ -463,6 +467,8 @@ def read_documents(
     if keep_fields is None or not all(isinstance(name, str) and name for name in keep_fields):
         raise InputError(f"kept fields must be non-empty strings, got {keep_fields!r}")
     keep = tuple(dict.fromkeys(keep_fields))
+    if max_line_bytes is None and isinstance(max_doc_chars, int):
+        max_line_bytes = max(DEFAULT_MAX_LINE_BYTES, 12 * max_doc_chars + (1 << 20))  # + the other fields
     for name, value in (
         ("max_doc_chars", max_doc_chars),
         ("chunk_rows", chunk_rows),

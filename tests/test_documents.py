@@ -235,6 +235,17 @@ def test_overlong_line_is_reported_without_holding_it(tmp_path):
     assert doc.text == "after" and doc.position == 2
 
 
+def test_the_line_limit_leaves_room_for_the_longest_text_allowed(tmp_path):
+    # 12 million characters that json.dumps writes as \uXXXX escapes: a 72 MB line, past the 64 MiB floor
+    path = tmp_path / "escaped.jsonl"
+    path.write_text(json.dumps({"id": "cjk", "text": "東" * 12_000_000}) + "\n", encoding="ascii")
+    assert path.stat().st_size > documents.DEFAULT_MAX_LINE_BYTES
+    [doc] = read_documents(str(path), max_doc_chars=20_000_000)
+    assert doc.doc_id == "cjk" and len(doc.text) == 12_000_000
+    [err] = read_documents(str(path))  # the default 1,000,000 characters: the line is refused unread
+    assert err.reason == f"oversized: line is longer than max_line_bytes={documents.DEFAULT_MAX_LINE_BYTES} bytes"
+
+
 def test_split_lines_agrees_with_split_for_any_chunking():
     rnd = random.Random(3)
     for _ in range(500):
