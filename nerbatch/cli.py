@@ -339,6 +339,8 @@ def run(
         bar.close()
     if not quiet:
         _tell(f"nerbatch: {result.summary()}")  # the records are written; a full stderr must not fail the run
+    for warning in result.field_warnings(id_field, id_field_given=id_field != "id"):
+        _tell(f"nerbatch: warning: {warning}")
     failure = result.failed(max_error_rate)
     if failure:
         _tell(f"nerbatch: {failure}")

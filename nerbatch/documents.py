@@ -107,7 +107,8 @@ class Document:
     ``fields`` maps every requested kept field to its value normalised by
     :func:`nerbatch.records.kept_value` (``str``, or ``None`` when missing).
     ``position`` is the 1-based line number (JSONL) or 0-based row index
-    (parquet); see the module docstring.
+    (parquet); see the module docstring.  ``generated_id``: the document had
+    no id, and ``doc_id`` was made from its file and position.
     """
 
     doc_id: str
@@ -115,6 +116,7 @@ class Document:
     fields: dict[str, Any]
     source: str
     position: int
+    generated_id: bool = False
 
 
 @dataclass(slots=True)
@@ -397,7 +399,7 @@ class _Rules:
                     raw,
                 )
             fields[name] = value
-        return Document(doc_id, text, fields, self.source, position)
+        return Document(doc_id, text, fields, self.source, position, raw_id is None)
 
 
 def _sniff(path: str) -> str:

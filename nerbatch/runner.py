@@ -119,6 +119,10 @@ class RunReport:
     seconds: float = 0.0  # the whole job
     model_load_seconds: float = 0.0
     tokens_per_s: float = 0.0  # of the inputs read in this run, model loading not included
+    # Documents read whose id was generated (no id field), and per kept field those without it (or null):
+    # equal to docs_ok, they point at a misspelt --id-field or --keep-fields.
+    docs_with_generated_id: int = 0
+    kept_fields_missing: dict[str, int] = field(default_factory=dict)
     resumed_inputs: list[str] = field(default_factory=list)
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
     # they hold documents that no record or error stands for one by one.
@@ -147,6 +151,21 @@ class RunReport:
     def add(self, counts: dict) -> None:
         for key in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
             setattr(self, key, getattr(self, key) + counts[key])
+        self.docs_with_generated_id += counts.get("docs_with_generated_id", 0)
+        for name, missing in counts.get("kept_fields_missing", {}).items():
+            self.kept_fields_missing[name] = self.kept_fields_missing.get(name, 0) + missing
+
+    def field_warnings(self, id_field: str, id_field_given: bool) -> list[str]:
+        """What looks like a misspelt field: one no document read had (only an id field that was asked for:
+        documents without ids are common, and get generated ones)."""
+        if not self.docs_ok:
+            return []
+        warnings = [f"no document has the kept field {name!r}: it is null in every record; is it spelt as in "
+                    "the documents?" for name, missing in self.kept_fields_missing.items() if missing == self.docs_ok]
+        if id_field_given and self.docs_with_generated_id == self.docs_ok:
+            warnings.insert(0, f"no document has the id field {id_field!r}: every id was generated as "
+                               "<file name>:<line or row>; is it spelt as in the documents?")
+        return warnings
 
     def summary(self) -> str:
         return (
@@ -514,8 +533,10 @@ class _InputWork:
         self.outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
         self.incomplete = False  # set while the file is read (on the pipeline's reader thread)
         self.counts = dict.fromkeys(
-            ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"), 0
+            ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities",
+             "docs_with_generated_id"), 0
         )
+        self.counts["kept_fields_missing"] = dict.fromkeys(options.keep_fields, 0)
         self._options, self._fmt, self._outcomes_fmt, self._schema, self._work = (
             options, fmt, outcomes_fmt, schema, work)
         self._sinks: list = []
@@ -556,6 +577,10 @@ class _InputWork:
         counts["tokens"] += chunk.tokens
         counts["entities"] += len(chunk)
         counts["docs_failed"] += len(chunk.failed)
+        counts["docs_with_generated_id"] += sum(d.generated_id for d in chunk.documents)
+        missing = counts["kept_fields_missing"]
+        for name in missing:
+            missing[name] += sum(d.fields[name] is None for d in chunk.documents)
         self._error_sink.write_records(error_record(e) for e in chunk.failed)
         if self._outcome_sink is not None:
             self._outcome_sink.write(outcome_columns(self.source, chunk.documents, per_doc.tolist(), chunk.failed,

@@ -5,6 +5,7 @@ import signal
 import sys
 import zipfile
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -470,3 +471,29 @@ def test_a_command_running_as_a_containers_pid_1_stops_on_sigterm(tmp_path, gmb_
     os.kill(int(pids[0]), signal.SIGTERM)
     assert namespace.wait(timeout=60) == 128 + signal.SIGTERM
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_field_no_document_has_is_a_warning_and_counted_in_the_report(tmp_path, tiny_bundle):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.parquet"
+    first.write_text('{"id": "a1", "text": "Angela Merkel visited Paris.", "title": "T"}\n'
+                     '{"id": "a2", "text": "Barack Obama spoke in London."}\n')
+    pq.write_table(pa.table({"id": ["b1"], "text": ["The UN met in Geneva."], "url": ["u"]}), second)
+    report = tmp_path / "report.json"
+
+    def run(*options):
+        result = runner.invoke(app, ["run", "-i", str(first), "-i", str(second), "-o", str(tmp_path / "o.parquet"),
+                                     "--report", str(report), "--model", str(tiny_bundle), "-q", *options])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads(report.read_text())
+
+    output, saved = run("--id-field", "doc_id", "--keep-fields", "title,titel,url")
+    assert saved["docs_with_generated_id"] == 3
+    assert saved["kept_fields_missing"] == {"title": 2, "titel": 3, "url": 2}
+    assert output.splitlines() == [
+        "nerbatch: warning: no document has the id field 'doc_id': every id was generated as <file name>:<line or "
+        "row>; is it spelt as in the documents?",
+        "nerbatch: warning: no document has the kept field 'titel': it is null in every record; is it spelt as in the "
+        "documents?",
+    ]
+    output, saved = run("--keep-fields", "title")  # fields some documents have, and the default id field
+    assert output == "" and saved["docs_with_generated_id"] == 0 and saved["kept_fields_missing"] == {"title": 2}
