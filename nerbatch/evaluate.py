@@ -23,11 +23,12 @@ PROTOCOL = {
 }
 
 
-def score_corpus(tagger, corpus: Corpus) -> dict:
+def score_corpus(tagger, corpus: Corpus, types: set[str] = frozenset()) -> dict:
+    """Scores of ``tagger`` on ``corpus``, with a row for each of the model's types and ``types``."""
     started = time.perf_counter()
     predicted = tagger.tag_strings(corpus.words)
     seconds = time.perf_counter() - started
-    scores = entity_scores(corpus.tags, predicted)
+    scores = entity_scores(corpus.tags, predicted, types={tag[2:] for tag in tagger.tags if tag != "O"} | types)
     scores["sentences"] = len(corpus)
     scores["tokens"] = corpus.n_tokens
     scores["seconds"] = round(seconds, 3)
@@ -48,7 +49,7 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
     if not known & types:
         raise CorpusError(f"{data_path}: its entity types ({', '.join(sorted(types)) or 'none'}) and the "
                           f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
-    scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus))
+    scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus), types)
     data = {"file": Path(data_path).name, "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()}
     trained_on = bundle.metrics.get("data") if isinstance(bundle.metrics, dict) else None
     if isinstance(trained_on, dict) and isinstance(trained_on.get("sha256"), str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from nerbatch.decode import iob2_spans
 
@@ -15,8 +15,9 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn, "predicted": tp + fp}
 
 
-def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
-    """Micro and macro P/R/F1 plus per-type figures over whole tag sequences."""
+def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], types: Iterable[str] = ()) -> dict:
+    """Micro and macro P/R/F1 plus per-type figures over whole tag sequences; ``types`` (a model's) are
+    listed even when neither gold nor prediction holds one, so a report's keys do not depend on the sample."""
     if len(gold) != len(predicted):
         raise ValueError("gold and predicted hold different numbers of sentences")
     tp: Counter[str] = Counter()
@@ -33,7 +34,7 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
             fp[span.label] += 1
         for span in gold_spans - pred_spans:
             fn[span.label] += 1
-    types = sorted(set(tp) | set(fp) | set(fn))
+    types = sorted(set(tp) | set(fp) | set(fn) | set(types))
     per_type = {t: _prf(tp[t], fp[t], fn[t]) for t in types}
     micro = _prf(sum(tp.values()), sum(fp.values()), sum(fn.values()))
     gold_types = [t for t in types if per_type[t]["support"]]

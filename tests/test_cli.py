@@ -164,9 +164,15 @@ def test_evaluate_refuses_a_corpus_without_a_type_the_model_knows(tmp_path, gmb_
     frame = pd.read_csv(gmb_sample, encoding="latin1", dtype=str, keep_default_na=False)
     frame["Tag"] = frame["Tag"].str.replace("-nat", "-NAT")
     frame.to_csv(corpus, index=False, encoding="latin1")
-    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corpus)])
+    report = tmp_path / "scores.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_bundle), "--data", str(corpus), "--report", str(report)])
     assert result.exit_code == 0 and "does not know the corpus's type(s) NAT" in result.output, result.output
     assert "micro" in result.output
+    # every type of the model and the corpus has its row, found or not: a report's keys do not depend on the sample
+    per_type = json.loads(report.read_text())["test"]["per_type"]
+    assert sorted(per_type) == ["NAT", "art", "eve", "geo", "gpe", "nat", "org", "per", "tim"]
+    assert per_type["nat"]["support"] == 0 and per_type["NAT"]["predicted"] == 0
+    assert all(re.search(rf"^{name} ", result.output, re.M) for name in per_type)
 
 
 def test_a_report_never_overwrites_the_corpus_or_the_model(tmp_path, gmb_sample, tiny_bundle, news_documents):
