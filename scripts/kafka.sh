@@ -393,6 +393,9 @@ launch_once() {
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-broker "$PID_FILE" \
         "${jvm[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 kafka.Kafka "$RUN_DIR/server.properties" \
         </dev/null >>"$LOG_FILE" 2>&1 9>&- &
+    # The broker has its own session: interrupted before it is ready (Ctrl-C, a CI timeout), this
+    # start stops it, rather than leave a broker that no bootstrap file names.
+    trap 'kill_broker "$(cat "$PID_FILE" 2>/dev/null)"; clean_run_dir; exit 130' INT TERM HUP
     local i
     for i in $(seq 1 50); do
         [ -s "$PID_FILE" ] && break
@@ -404,9 +407,11 @@ launch_once() {
     if [ "$rc" = 0 ]; then
         echo "127.0.0.1:$sport" >"$SASL_BOOTSTRAP_FILE"
         echo "$bootstrap" >"$BOOTSTRAP_FILE"
+        trap - INT TERM HUP
         return 0
     fi
     kill_broker "$pid"
+    trap - INT TERM HUP
     if [ "$rc" = 3 ] && grep -q "BindException\|Address already in use" "$LOG_FILE"; then
         return 10   # a port was taken between picking and binding: retry
     fi
@@ -420,8 +425,13 @@ cmd_start() {
     take_lock
     local pid
     if pid=$(broker_pid); then
-        echo "kafka running at $(cat "$BOOTSTRAP_FILE" 2>/dev/null) (pid $pid), already started"
-        return 0
+        if [ -s "$BOOTSTRAP_FILE" ]; then
+            echo "kafka running at $(cat "$BOOTSTRAP_FILE") (pid $pid), already started"
+            return 0
+        fi
+        log "stopping broker pid $pid, left by a start that did not finish"  # none is running: we hold the lock
+        kill_broker "$pid"
+        clean_run_dir
     fi
     check_java
     PY=$(pick_python) || die "no Python with kafka-python found for the readiness check; set NERBATCH_PYTHON or activate the project venv"
@@ -460,7 +470,11 @@ cmd_stop() {
 cmd_status() {
     local pid
     if pid=$(broker_pid); then
-        echo "kafka running at $(cat "$BOOTSTRAP_FILE" 2>/dev/null) (pid $pid)"
+        if [ ! -s "$BOOTSTRAP_FILE" ]; then
+            echo "kafka not ready (pid $pid): starting, or left by a start that did not finish; kafka.sh start or stop"
+            return 1
+        fi
+        echo "kafka running at $(cat "$BOOTSTRAP_FILE") (pid $pid)"
         return 0
     fi
     echo "kafka not running"

@@ -4,10 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-# editable, like scripts/test.sh: the one .venv always runs this checkout, never a stale copy
-.venv/bin/python -m pip install --quiet -e .
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+install_into_venv .
 
 mkdir -p out
 .venv/bin/nerbatch run --input 'examples/*.jsonl' --output out/entities.parquet \

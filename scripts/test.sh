@@ -4,18 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
+install_into_venv '.[dev]'
 # shellcheck disable=SC1091
 source .venv/bin/activate
 
 # A broker the developer started stays running, with its topics; only one started here is stopped.
-if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
-    bash scripts/kafka.sh start
-    trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
-fi
-eval "$(bash scripts/kafka.sh env)"
+# Tests deselected with -m "not kafka" need none (nor Java).
+case " $* " in
+    *"not kafka"*) ;;
+    *)
+        if ! bash scripts/kafka.sh status >/dev/null 2>&1; then
+            bash scripts/kafka.sh start
+            trap 'bash scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+        fi
+        kafka_env=$(bash scripts/kafka.sh env)  # its failure stops here, not in every Kafka test
+        eval "$kafka_env"
+        ;;
+esac
 
 status=0
 python -m pytest -p no:cacheprovider "$@" || status=$?
