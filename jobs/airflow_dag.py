@@ -15,8 +15,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from airflow.decorators import dag, task
-from airflow.exceptions import AirflowFailException
+try:  # Airflow 3: the task SDK (the Airflow 2 names still import there, with deprecation warnings)
+    from airflow.sdk import dag, task
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 2
+    from airflow.decorators import dag, task
+    from airflow.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 NEWS_ROOT = "/data/news"
@@ -28,6 +32,8 @@ ENTITIES_ROOT = "/data/entities"
 def nerbatch_daily():
     @task
     def extract_entities(ds: str | None = None) -> dict:
+        """The run's report as the XCom, less its lists of input files (a folder of one-article files
+        would put thousands of paths in Airflow's database); the report file has them."""
         from dataclasses import asdict, replace
 
         from nerbatch.errors import ResumeRefusedError
@@ -51,7 +57,7 @@ def nerbatch_daily():
         failure = report.failed(max_error_rate=0.01)  # the rule `nerbatch run` exits 1 on
         if failure:
             raise AirflowFailException(failure)
-        return asdict(report)
+        return {key: value for key, value in asdict(report).items() if not key.endswith("inputs")}
 
     extract_entities()
 
