@@ -49,7 +49,8 @@ IdFieldOpt = Annotated[str, typer.Option(help="Document id field.")]
 TextFieldOpt = Annotated[str, typer.Option(help="Document text field.")]
 KeepFieldsOpt = Annotated[
     Optional[list[str]],
-    typer.Option(help="Comma-separated document fields copied into every record; repeatable (the lists add up)."),
+    typer.Option(metavar="FIELD,...",
+                 help="Comma-separated document fields copied into every record; repeatable (the lists add up)."),
 ]
 
 
