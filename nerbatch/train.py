@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import sys
 import time
@@ -227,11 +228,38 @@ def _model_output_is_the_loss(y_true, y_pred):
     return y_pred
 
 
+class _ProgressStream:
+    """Training's progress text (the bars on stderr, the epoch lines on stdout): a reader that has gone
+    (`| head`, a log collector) or a full disk ends the text, never hours of training."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except OSError:
+            # what is left to write, and the interpreter's last flush, go nowhere instead of failing
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def flush(self) -> None:
+        self.write("")
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+
 def _train_epoch(trainer, crf, batches, label: str, verbose: int, stop_requested: Callable[[], bool]) -> float:
     """One pass over the batches; the mean training loss."""
     losses = []
-    progress = tqdm(batches.epoch(), total=len(batches), desc=label, unit="batch", disable=not verbose,
-                    leave=True, mininterval=1.0)
+    # disable=None: no bars where stderr is no terminal (a log file would get each update, joined by \r)
+    progress = tqdm(batches.epoch(), total=len(batches), desc=label, unit="batch", disable=None if verbose else True,
+                    leave=True, mininterval=1.0, file=_ProgressStream(sys.stderr))
     for inputs, target, weight in progress:
         _stop_if_requested(stop_requested, progress)
         if crf is None:
@@ -281,8 +309,8 @@ def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, setting
         f1 = score_corpus(tagger, val)["micro"]["f1"]
         history["val_entity_f1"].append(f1)
         if verbose:
-            print(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation entity F1 {f1:.4f} "
-                  f"({epoch_seconds[-1]:.0f}s)", flush=True)
+            _ProgressStream(sys.stdout).write(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation "
+                                              f"entity F1 {f1:.4f} ({epoch_seconds[-1]:.0f}s)\n")
         if f1 > best["f1"] or best["f1"] <= 0:  # while it finds nothing, the latest epoch is the most trained
             best = {"f1": f1, "epoch": epoch, "weights": model.get_weights(), "transitions": tagger.transition_scores}
             waited = 0
@@ -430,7 +458,7 @@ def train(data_path: str | Path, out_dir: str | Path, settings: TrainSettings, v
     check_bundle_target(out_dir)  # before hours of training, not after
     with lock_bundle_target(out_dir):
         for line in recover_interrupted_save(out_dir):  # a training killed while it wrote this bundle
-            print(f"nerbatch: {out_dir}: {line}", file=sys.stderr)
+            _ProgressStream(sys.stderr).write(f"nerbatch: {out_dir}: {line}\n")
         check_bundle_target(out_dir)  # what recovery put back must be a bundle too
         with _global_random_state_kept():
             return _train(data_path, out_dir, settings, verbose, vectors_path, stop_requested)

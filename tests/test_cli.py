@@ -503,3 +503,20 @@ def test_a_field_no_document_has_is_a_warning_and_counted_in_the_report(tmp_path
     ]
     output, saved = run("--keep-fields", "title")  # fields some documents have, and the default id field
     assert output == "" and saved["docs_with_generated_id"] == 0 and saved["kept_fields_missing"] == {"title": 2}
+
+
+def test_a_training_outlives_a_log_reader_that_goes_and_a_full_log_disk(tmp_path, gmb_sample):
+    import subprocess
+
+    def train(out, redirect, epochs):
+        command = " ".join([sys.executable, "-m", "nerbatch", "train", "--data", shlex.quote(str(gmb_sample)),
+                            "--out", shlex.quote(str(out)), "--arch", "seed", "--epochs", str(epochs), redirect])
+        return subprocess.run(["bash", "-c", command], capture_output=True, timeout=300)
+
+    # the reader takes the first epoch's line and goes: the second epoch's line meets a closed pipe
+    done = train(tmp_path / "piped", "2>/dev/null | head -1; echo rc=${PIPESTATUS[0]} >&2", epochs=2)
+    assert done.stdout.decode().startswith("epoch 1: loss") and done.stderr.decode() == "rc=0\n"
+    assert (tmp_path / "piped" / "manifest.json").is_file()
+    done = train(tmp_path / "full", ">/dev/full; echo rc=$? >&2", epochs=1)
+    assert done.stderr.decode().endswith("rc=0\n") and "Traceback" not in done.stderr.decode(), done.stderr
+    assert (tmp_path / "full" / "manifest.json").is_file()
