@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import os
 import re
 import unicodedata
 import warnings
@@ -71,6 +72,12 @@ class Corpus:
             digest.update("\x1f".join(words).encode("utf-8", "surrogatepass") + b"\x1e")
             digest.update("\x1f".join(tags).encode("utf-8") + b"\x1d")
         return digest.hexdigest()
+
+
+def file_name(path: str | Path) -> str:
+    """A file's name as text that can be written anywhere: bytes that are not UTF-8 (a Latin-1 name
+    from an old zip) as ``\\xNN`` instead of the surrogates that fail a UTF-8 write."""
+    return os.fsencode(Path(path).name).decode("utf-8", "backslashreplace")
 
 
 def file_sha256(path: str | Path) -> str:

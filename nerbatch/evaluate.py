@@ -12,7 +12,7 @@ import platform
 import time
 from pathlib import Path
 
-from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus
+from nerbatch.corpus import Corpus, CorpusError, file_name, file_sha256, protocol_split, read_corpus
 from nerbatch.metrics import entity_scores
 
 PROTOCOL = {
@@ -50,7 +50,7 @@ def evaluate_bundle(bundle, data_path: str | Path, batch_size: int = 256) -> dic
         raise CorpusError(f"{data_path}: its entity types ({', '.join(sorted(types)) or 'none'}) and the "
                           f"model's ({', '.join(sorted(known))}) have none in common; there is nothing to score")
     scores = score_corpus(bundle.tagger(batch_size=batch_size), test_part(corpus), types)
-    data = {"file": Path(data_path).name, "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()}
+    data = {"file": file_name(data_path), "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()}
     trained_on = bundle.metrics.get("data") if isinstance(bundle.metrics, dict) else None
     if isinstance(trained_on, dict) and isinstance(trained_on.get("sha256"), str):
         # Another file's test split may hold sentences the model trained on (the same corpus in another

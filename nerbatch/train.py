@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nerbatch.backend import keras
 from nerbatch.bundle import check_bundle_target, lock_bundle_target, recover_interrupted_save, save_bundle
-from nerbatch.corpus import Corpus, CorpusError, file_sha256, protocol_split, read_corpus, validation_split
+from nerbatch.corpus import Corpus, CorpusError, file_name, file_sha256, protocol_split, read_corpus, validation_split
 from nerbatch.crf import crf_layer, transition_matrix
 from nerbatch.errors import NerbatchError
 from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
@@ -84,9 +84,10 @@ class TrainSettings:
                                 ("plateau_lr_factor", 0.01, 1.0)):
             if not low <= getattr(self, name) <= high:
                 raise TrainConfigError(f"{name.replace('_', '-')} must be from {low} to {high}, got {getattr(self, name)!r}")
-        if self.name is not None and not MODEL_ID_PART.fullmatch(self.name):
-            raise TrainConfigError(f"name must be non-empty, without '@' or white space (records carry "
-                                   f"name@version), got {self.name!r}")
+        if self.name is not None and (not MODEL_ID_PART.fullmatch(self.name)
+                                      or any("\ud800" <= c <= "\udfff" for c in self.name)):
+            raise TrainConfigError(f"name must be non-empty UTF-8 text, without '@' or white space (records "
+                                   f"carry name@version), got {self.name!r}")
         if not self.learning_rate > 0:
             raise TrainConfigError(f"learning-rate must be positive, got {self.learning_rate!r}")
 
@@ -546,7 +547,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     created = datetime.now(timezone.utc)
     metrics = {
         "protocol": PROTOCOL,
-        "data": {"file": data_path.name, "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()},
+        "data": {"file": file_name(data_path), "sha256": file_sha256(data_path), "sentences_sha256": corpus.sentences_sha256()},
         "vectors": vectors and vectors.describe(),
         "split": {"fit": len(fit), "validation": len(val), "test": len(test)},
         "test": test_scores,

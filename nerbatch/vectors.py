@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerbatch.corpus import file_sha256, the_zip_member
+from nerbatch.corpus import file_name, file_sha256, the_zip_member
 from nerbatch.errors import VectorsError
 from nerbatch.vocab import normalize_word
 
@@ -73,7 +73,7 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
             seen.add(key)
             keys.append(key)
             kept.append(row)
-    return WordVectors(keys, _finite_matrix(words, rows, path)[kept], path.name, file_sha256(path))
+    return WordVectors(keys, _finite_matrix(words, rows, path)[kept], file_name(path), file_sha256(path))
 
 
 def _finite_matrix(words: list[str], rows: list, path: Path) -> np.ndarray:

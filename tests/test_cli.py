@@ -1,6 +1,7 @@
 import json
 import re
 import shlex
+import shutil
 import signal
 import sys
 import zipfile
@@ -520,3 +521,21 @@ def test_a_training_outlives_a_log_reader_that_goes_and_a_full_log_disk(tmp_path
     done = train(tmp_path / "full", ">/dev/full; echo rc=$? >&2", epochs=1)
     assert done.stderr.decode().endswith("rc=0\n") and "Traceback" not in done.stderr.decode(), done.stderr
     assert (tmp_path / "full" / "manifest.json").is_file()
+
+
+def test_file_names_that_are_not_utf8_are_kept_as_escapes_and_a_model_name_must_be_text(tmp_path, gmb_sample):
+    # A Latin-1 name from an old zip or a share: written into metrics.json, it failed the save after the training.
+    data, vectors = tmp_path / "donn\udce9es.csv", tmp_path / "v\udce9c.txt"
+    shutil.copy(gmb_sample, data)
+    vectors.write_text("the 0.1 0.2\nparis 0.3 0.4\n", encoding="utf-8")
+    out = tmp_path / "bundle"
+    result = runner.invoke(app, ["train", "--data", str(data), "--vectors", str(vectors), "--out", str(out),
+                                 "--arch", "seed", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["data"]["file"], metrics["vectors"]["file"]) == ("donn\\xe9es.csv", "v\\xe9c.txt")
+    report = tmp_path / "scores.json"
+    result = runner.invoke(app, ["evaluate", "--model", str(out), "--data", str(data), "--report", str(report)])
+    assert result.exit_code == 0 and json.loads(report.read_text())["data"]["same_as_training"] is True
+    result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "named"), "--name", "caf\udce9"])
+    assert result.exit_code == 2 and "name must be non-empty UTF-8 text" in result.output, result.output
