@@ -102,6 +102,8 @@ def read_corpus(path: str | Path) -> Corpus:
     path = Path(path)
     if path.is_dir():
         raise CorpusError(f"{path}: is a folder; give the corpus file (ner_dataset.csv or a zip holding it)")
+    if path.exists() and not path.is_file():  # it is read more than once, so not a stream
+        raise CorpusError(f"{path}: is not a regular file (a pipe or a device); give the corpus file")
     if not path.is_file():
         raise CorpusError(f"{path}: corpus file not found")
     source = _zip_member(path, "corpus") if path.suffix.lower() == ".zip" else path

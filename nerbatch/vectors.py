@@ -56,6 +56,8 @@ def read_word_vectors(path: str | Path, lowercase: bool) -> WordVectors:
     path = Path(path)
     if path.is_dir():
         raise VectorsError(f"{path}: is a folder; give the word-vector file (GloVe text or the wink-embeddings package)")
+    if path.exists() and not path.is_file():
+        raise VectorsError(f"{path}: is not a regular file (a pipe or a device); give the word-vector file")
     if not path.is_file():
         raise VectorsError(f"{path}: no such word-vector file")
     try:

@@ -5,6 +5,7 @@ import shutil
 import signal
 import sys
 import zipfile
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,7 +107,8 @@ def test_train_refuses_unreadable_vectors_before_training(gmb_sample, tmp_path):
     ragged = tmp_path / "vectors.txt"
     ragged.write_text("the 0.1 0.2\nof 0.3\n", encoding="utf-8")
     for vectors, message in ((ragged, "vectors.txt, line 2"), (tmp_path / "missing.txt", "no such word-vector file"),
-                            (tmp_path, "is a folder; give the word-vector file")):
+                            (tmp_path, "is a folder; give the word-vector file"),
+                            (Path("/dev/null"), "is not a regular file (a pipe or a device)")):
         result = runner.invoke(app, ["train", "--data", str(gmb_sample), "--out", str(tmp_path / "v"),
                                      "--vectors", str(vectors), "--quiet"])
         assert result.exit_code == 2 and message in result.output, result.output

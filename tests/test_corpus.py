@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -161,6 +163,10 @@ def test_missing_file_and_columns(tmp_path):
         read_corpus(tmp_path / "nope.csv")
     with pytest.raises(CorpusError, match="is a folder; give the corpus file"):
         read_corpus(tmp_path)
+    fifo = tmp_path / "corpus.fifo"  # as --data <(unzip -p ...) gives
+    os.mkfifo(fifo)
+    with pytest.raises(CorpusError, match=r"is not a regular file \(a pipe or a device\)"):
+        read_corpus(fifo)
     path = tmp_path / "cols.csv"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(CorpusError, match="missing column"):
