@@ -375,6 +375,19 @@ def test_what_a_killed_bundle_write_left_is_put_back_or_removed(tiny_bundle, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["copy", live.name])
 
 
+def test_a_killed_write_whose_pid_is_the_next_runs_own_is_put_back_and_trained_over(tiny_bundle, gmb_sample, tmp_path):
+    # In a container every run has the same pid: the killed training's backup is named after this process.
+    import os
+
+    from nerbatch.train import TrainSettings, train
+
+    previous = _copy(tiny_bundle, tmp_path).rename(tmp_path / f".m.old-{os.getpid()}")
+    train(gmb_sample, tmp_path / "m", TrainSettings.for_arch("seed", epochs=1, max_train_sentences=40), verbose=0)
+    verify_bundle(tmp_path / "m")
+    assert load_bundle(tmp_path / "m").config["arch"] == "seed"
+    assert not previous.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
 def test_recovery_leaves_a_users_folders_beside_the_bundle_alone(tiny_bundle, gmb_sample, tmp_path):
     import subprocess
 
