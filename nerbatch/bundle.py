@@ -259,12 +259,37 @@ def _unloadable(path: Path, exc: Exception, metrics: dict, keras_version: str) -
 
 
 def load_bundle(directory: str | Path | None = None) -> Bundle:
-    """Verify and load a bundle; ``None`` means the shipped default model."""
-    from nerbatch.backend import keras
+    """Verify and load a bundle; ``None`` means the shipped default model.
 
+    A training that replaces the bundle while it loads (a rename of the whole folder) is seen, and the
+    new one loaded: its files are never mixed with the previous one's."""
     if directory is not None and not os.fspath(directory):
         raise BundleError("model bundle path is empty; give a folder, or None for the shipped model")
     directory = Path(directory) if directory is not None else default_model_path()
+    for _ in range(3):
+        folder = _folder_identity(directory)
+        try:
+            bundle = _load_bundle_files(directory)
+        except BundleError:
+            if _folder_identity(directory) == folder:
+                raise
+            continue  # a file gone or changed under the load: the replacement is read whole
+        if _folder_identity(directory) == folder:
+            return bundle
+    raise BundleError(f"{directory}: replaced three times while it was being loaded; load it again")
+
+
+def _folder_identity(directory: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _load_bundle_files(directory: Path) -> Bundle:
+    from nerbatch.backend import keras
+
     listed = verify_bundle(directory)["files"]  # only files the checksums vouch for are read
     config = read_bundle_config(directory)
     vocab = _read_vocab(directory, config)

@@ -388,6 +388,40 @@ def test_a_killed_write_whose_pid_is_the_next_runs_own_is_put_back_and_trained_o
     assert not previous.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_a_bundle_replaced_while_it_loads_is_loaded_whole_never_mixed(tiny_bundle, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    import numpy as np
+
+    from nerbatch.backend import keras
+    from nerbatch.bundle import write_manifest
+
+    live = _copy(tiny_bundle, tmp_path).rename(tmp_path / "m")
+    replacement = shutil.copytree(live, tmp_path / ".m.q1w2e3r4")  # what a training is about to rename into place
+    config = json.loads((replacement / "config.json").read_text())
+    (replacement / "config.json").write_text(json.dumps({**config, "name": "second"}))
+    transitions = json.loads((replacement / "transitions.json").read_text())
+    transitions["scores"] = (np.asarray(transitions["scores"]) + 1.0).tolist()
+    (replacement / "transitions.json").write_text(json.dumps(transitions))
+    write_manifest(replacement)
+    saving = keras().saving
+    load_model = saving.load_model
+    swaps = []
+
+    def load_while_replaced(path, **kwargs):  # the training's two renames land while the network loads
+        if not swaps:
+            os.replace(live, tmp_path / ".m.old-1")
+            os.replace(replacement, live)
+            swaps.append(path)
+        return load_model(path, **kwargs)
+
+    monkeypatch.setattr(saving, "load_model", load_while_replaced)
+    loaded = load_bundle(live)
+    assert swaps and loaded.config["name"] == "second"
+    np.testing.assert_allclose(loaded.transition_scores, np.asarray(transitions["scores"]), rtol=1e-6)
+
+
 def test_recovery_leaves_a_users_folders_beside_the_bundle_alone(tiny_bundle, gmb_sample, tmp_path):
     import subprocess
 
