@@ -218,7 +218,8 @@ def _compiled_trainer(model, tagset: TagSet, settings: TrainSettings):
 
 def _stop_if_requested(stop_requested: Callable[[], bool], progress=None) -> None:
     # A signal handler's KeyboardInterrupt is lost when it lands in a garbage-collector callback
-    # (JAX registers one), so the training also asks between batches and before it saves.
+    # (JAX registers one), and under JAX the handler does not raise at all, so the training also asks
+    # between batches, around each validation, after reading its inputs and before it saves.
     if stop_requested():
         if progress is not None:
             progress.close()
@@ -307,7 +308,9 @@ def _fit_member(shape, initial_embedding, batches, encoder, tagset, val, setting
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if crf is not None:
             tagger.transition_scores = transition_matrix(crf)
+        _stop_if_requested(stop_requested)
         f1 = score_corpus(tagger, val)["micro"]["f1"]
+        _stop_if_requested(stop_requested)
         history["val_entity_f1"].append(f1)
         if verbose:
             _ProgressStream(sys.stdout).write(f"{label}epoch {epoch}: loss {history['loss'][-1]:.4f}, validation "
@@ -494,7 +497,9 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
         raise CorpusError(f"{data_path}: the training part holds no entity tags (only O); there is nothing to learn")
 
     lowercase = settings.arch != "seed" if settings.lowercase is None else settings.lowercase
+    _stop_if_requested(stop_requested)
     vectors = read_word_vectors(vectors_path, lowercase) if vectors_path is not None else None
+    _stop_if_requested(stop_requested)
     tagset = TagSet.build(fit.tags + val.tags)  # a tag seen only in test could never be learnt
     encoder, shape, batches, initial_embedding = _training_inputs(fit, tagset, lowercase, settings, vectors)
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
