@@ -35,12 +35,12 @@ A line holding only spaces or tabs is *not* skipped; it is reported as
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import glob
 import json
 import math
 import os
-import re
 import stat
 import uuid
 import zlib
@@ -816,6 +816,8 @@ def _column_values(column, text: bool = False) -> list:
     """
     import pyarrow as pa
 
+    if text and pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
     if text and (pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
                  or pa.types.is_binary_view(column.type)):
         try:
@@ -824,14 +826,22 @@ def _column_values(column, text: bool = False) -> list:
             return [_utf8_value(scalar) for scalar in column]
     if pa.types.is_float32(column.type) or pa.types.is_float16(column.type):
         return _short_floats(column)
-    if pa.types.is_timestamp(column.type) or pa.types.is_time(column.type):
-        # Arrow's text has the column unit's digits on every row (Python's drops a zero fraction, and stops
-        # at microseconds and the year 9999); made RFC 3339: "T", and a colon in a time zone's offset.
-        return [None if v is None else _UTC_OFFSET.sub(r"\1:\2", v.replace(" ", "T", 1)) if v[0] != "<"
-                else _Unreadable(column[i], OverflowError(v.strip("<>")))  # "<value out of range: ...>"
-                for i, v in enumerate(column.cast(pa.string()).to_pylist())]
-    if pa.types.is_duration(column.type):
+    if pa.types.is_time64(column.type) and column.type.unit == "ns":  # datetime.time stops at microseconds
+        return column.cast(pa.string()).to_pylist()
+    if not text and pa.types.is_duration(column.type):  # kept fields only: an id or text of times is refused
         return _iso_durations(column)
+    if not text and (pa.types.is_timestamp(column.type) or pa.types.is_time(column.type)):
+        # ISO 8601 with the column unit's digits on every row: Python's drops a zero fraction
+        spec = _TIMESPEC[column.type.unit]
+        return [value.isoformat(timespec=spec) if isinstance(value, (datetime.datetime, datetime.time)) else value
+                for value in _python_values(column)]
+    return _python_values(column)
+
+
+_TIMESPEC = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def _python_values(column) -> list:
     try:
         return column.to_pylist(maps_as_pydicts="strict")
     except (UnicodeDecodeError, OverflowError, ValueError, KeyError, TypeError):
@@ -842,9 +852,6 @@ def _column_values(column, text: bool = False) -> list:
             except (UnicodeDecodeError, OverflowError, ValueError) as exc:
                 values.append(_Unreadable(scalar, exc))
         return values
-
-
-_UTC_OFFSET = re.compile(r"([+-]\d\d)(\d\d)$")
 
 
 def _iso_durations(column) -> list:
@@ -878,8 +885,14 @@ def _short_floats(column) -> list:
 
     numbers = column.to_numpy(zero_copy_only=False)  # null -> NaN, so nulls are taken from the mask
     nulls = column.is_null().to_numpy(zero_copy_only=False)
-    return [None if null else JsonNumber(str(number)) if np.isfinite(number) else float(number)
+    return [None if null else JsonNumber(_short_float_text(number)) if np.isfinite(number) else float(number)
             for number, null in zip(numbers, nulls)]
+
+
+def _short_float_text(number) -> str:
+    # without a fraction an integer, as a double column's is (records.kept_value), so that the same
+    # value reads the same whatever width of float a writer chose
+    return str(int(number)) if number.is_integer() and abs(float(number)) <= 2**53 else str(number)
 
 
 def _scalar_value(scalar) -> Any:

@@ -577,25 +577,27 @@ def test_a_pipe_is_refused_as_input(tmp_path):
 
 
 def test_parquet_values_without_a_python_form_cost_only_their_row(tmp_path):
-    far = 253402300800 * 10  # seconds: a timestamp in the year 99,999, which neither Python nor Arrow can write
+    far = 253402300800  # seconds: the year 10,000, past what Python's datetime can hold
     table = pa.table({
         "id": ["a", "b", "c", "d", "e"],
         "text": ["Angela Merkel spoke.", "In Berlin.", "On Monday.", "In Paris.", "In Rome."],
-        "ts": pa.array([0, far, 0, 0, 253402300800], pa.timestamp("s")),
+        "ts": pa.array([0, far, 0, 0, 0], pa.timestamp("s")),
         "took": pa.array([1, 1, 1, 10**15, 1], pa.duration("s")),
-        "when": pa.array([[0], [0], [far // 10], [0], [0]], pa.list_(pa.timestamp("s"))),  # Python's stops at 9999
+        "when": pa.array([[0], [0], [far], [0], [0]], pa.list_(pa.timestamp("s"))),
+        # epoch milliseconds in a column of seconds: Arrow's own text of it would wrap the year
+        "utc": pa.array([0, 0, 0, 0, 1_700_000_000_000], pa.timestamp("s", tz="UTC")),
     })
     path = tmp_path / "far.parquet"
     pq.write_table(table, path)
 
-    docs, errs = split(list(read_documents(str(path), keep_fields=["ts", "took", "when"])))
-    assert [d.doc_id for d in docs] == ["a", "d", "e"]
-    assert [d.fields["took"] for d in docs] == ["PT1S", "PT1000000000000000S", "PT1S"]
-    assert docs[2].fields["ts"] == "10000-01-01T00:00:00.000"
-    assert [(e.position, e.doc_id) for e in errs] == [(1, "b"), (2, "c")]
+    docs, errs = split(list(read_documents(str(path), keep_fields=["ts", "took", "when", "utc"])))
+    assert [d.doc_id for d in docs] == ["a", "d"]
+    assert [d.fields["took"] for d in docs] == ["PT1S", "PT1000000000000000S"]  # a duration is a number of seconds
+    assert [(e.position, e.doc_id) for e in errs] == [(1, "b"), (2, "c"), (4, "e")]
     assert errs[0].reason.startswith("unreadable_value: column 'ts': a timestamp[ms] value has no Python form")  # parquet keeps ms
     assert errs[1].reason.startswith("unreadable_value: column 'when': a list<element: timestamp[ms]> value has no "
                                      "Python form")
+    assert errs[2].reason.startswith("unreadable_value: column 'utc'")
     assert json.loads(errs[0].raw)["ts"] == "<unreadable timestamp[ms]>"
     # the same columns not asked for are never converted
     assert len(list(read_documents(str(path)))) == 5
@@ -617,7 +619,7 @@ def test_narrow_floats_and_nanosecond_times_keep_the_values_written(tmp_path):
         {"price": "19.99", "half": None, "at": "00:00:00.000000001"},
         {"price": None, "half": "1.5", "at": None},
         {"price": "NaN", "half": "Infinity", "at": "00:00:00.000000000"},
-        {"price": "3.4e+38", "half": "2.0", "at": "23:59:59.999999999"},
+        {"price": "3.4e+38", "half": "2", "at": "23:59:59.999999999"},  # whole: an integer, as a double's
     ]
 
 
@@ -776,20 +778,25 @@ def test_kept_times_and_whole_floats_have_one_form_whatever_the_row_or_unit(tmp_
         "took_ns": pa.array([5_000_000_000, 5_000_123_000], pa.duration("ns")),
         "author": pa.array([42.0, None]),
         "score": pa.array([0.5, 2.0**60]),
+        "narrow": pa.array([7.0, 7.5], pa.float32()),
     })
     path = tmp_path / "times.parquet"
     pq.write_table(table, path)
     first, second = read_documents(str(path), keep_fields=[c for c in table.column_names if c != "text"])
     assert first.fields == {
         "at": "2024-01-01T12:00:00.000000", "at_ns": "2024-01-01T12:00:00.000000000",
-        "utc": "2024-01-01T12:00:00.000Z", "berlin": "2024-01-01T13:00:00.000+01:00", "clock": "12:00:00.000",
-        "took": "PT5.000000S", "took_ns": "PT5.000000000S", "author": "42", "score": "0.5",
+        "utc": "2024-01-01T12:00:00.000+00:00", "berlin": "2024-01-01T13:00:00.000+01:00", "clock": "12:00:00.000",
+        "took": "PT5.000000S", "took_ns": "PT5.000000000S", "author": "42", "score": "0.5", "narrow": "7",
     }
     assert second.fields == {
         "at": "2024-01-01T12:00:00.500000", "at_ns": "2024-01-01T12:00:00.500000000",
-        "utc": "2024-01-01T12:00:00.500Z", "berlin": "2024-01-01T13:00:00.500+01:00", "clock": "12:00:00.500",
+        "utc": "2024-01-01T12:00:00.500+00:00", "berlin": "2024-01-01T13:00:00.500+01:00", "clock": "12:00:00.500",
         "took": "-PT5.000123S", "took_ns": "PT5.000123000S", "author": None, "score": "1.152921504606847e+18",
+        "narrow": "7.5",
     }
+    # an id or text column of times is a mistaken field name, not text
+    assert [reason_kind(e.reason) for e in read_documents(str(path), text_field="at")] == ["non_string_text"] * 2
+    assert reason_kind(next(iter(read_documents(str(path), id_field="took"))).reason) == "invalid_id"
     jsonl = tmp_path / "numbers.jsonl"
     jsonl.write_text('{"text": "Paris.", "author": 42.0}\n')
     [doc] = read_documents(str(jsonl), keep_fields=["author"])
