@@ -117,8 +117,10 @@ def _interrupt_is_safe() -> bool:
     """Whether a signal handler may raise into what runs now. JAX's and PyTorch's native code is not
     known to survive it (a SIGTERM while JAX trained ended in a segfault in 6 of 14 tries), so there
     only the training's own polls stop it."""
-    keras_module = sys.modules.get("keras")
-    return keras_module is None or keras_module.backend.backend() == "tensorflow"
+    try:
+        return sys.modules["keras"].backend.backend() == "tensorflow"
+    except (KeyError, AttributeError):  # keras not imported, or half imported: no backend runs yet
+        return True
 
 
 def _tell(message: str) -> None:

@@ -121,8 +121,9 @@ class RunReport:
     tokens_per_s: float = 0.0  # of the inputs read in this run, model loading not included
     # Documents read whose id was generated (no id field), and per kept field those without it (or null):
     # equal to docs_ok, they point at a misspelt --id-field or --keep-fields.
-    docs_with_generated_id: int = 0
-    kept_fields_missing: dict[str, int] = field(default_factory=dict)
+    # None: an input resumed from a run of an earlier nerbatch, which did not count them.
+    docs_with_generated_id: int | None = 0
+    kept_fields_missing: dict[str, int] | None = field(default_factory=dict)
     resumed_inputs: list[str] = field(default_factory=list)
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
     # they hold documents that no record or error stands for one by one.
@@ -151,14 +152,17 @@ class RunReport:
     def add(self, counts: dict) -> None:
         for key in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
             setattr(self, key, getattr(self, key) + counts[key])
-        self.docs_with_generated_id += counts.get("docs_with_generated_id", 0)
-        for name, missing in counts.get("kept_fields_missing", {}).items():
+        if "docs_with_generated_id" not in counts or self.docs_with_generated_id is None:
+            self.docs_with_generated_id = self.kept_fields_missing = None
+            return
+        self.docs_with_generated_id += counts["docs_with_generated_id"]
+        for name, missing in counts["kept_fields_missing"].items():
             self.kept_fields_missing[name] = self.kept_fields_missing.get(name, 0) + missing
 
     def field_warnings(self, id_field: str, id_field_given: bool) -> list[str]:
         """What looks like a misspelt field: one no document read had (only an id field that was asked for:
         documents without ids are common, and get generated ones)."""
-        if not self.docs_ok:
+        if not self.docs_ok or self.docs_with_generated_id is None:
             return []
         warnings = [f"no document has the kept field {name!r}: it is null in every record; is it spelt as in "
                     "the documents?" for name, missing in self.kept_fields_missing.items() if missing == self.docs_ok]

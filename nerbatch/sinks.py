@@ -137,10 +137,11 @@ def check_writable(path: str | os.PathLike[str], what: str = "output",
         raise OutputError(f"cannot write the {what} {path!r}: the file is read-only")
     # The temporary file itself, created and removed: a name too long for it, a file system mounted
     # read-only or one that takes no files (/proc) would otherwise fail only once the work is done.
-    probe = os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}-probe{next(_tmp_counter):06d}")
+    probe = os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}-{next(_tmp_counter)}")
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
+        with contextlib.suppress(FileNotFoundError):  # another run's clean-up of stale temporary files
+            os.unlink(probe)
     except OSError as exc:
         detail = exc.strerror or str(exc)
         if exc.errno == errno.ENAMETOOLONG:

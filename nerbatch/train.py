@@ -249,6 +249,13 @@ class _ProgressStream:
     def flush(self) -> None:
         self.write("")
 
+    @property
+    def encoding(self) -> str | None:  # tqdm draws its bars in Unicode only where the stream's encoding has it
+        return getattr(self._stream, "encoding", None)
+
+    def fileno(self) -> int:  # and sizes them to the terminal through it
+        return self._stream.fileno()
+
     def isatty(self) -> bool:
         try:
             return self._stream.isatty()
@@ -261,7 +268,7 @@ def _train_epoch(trainer, crf, batches, label: str, verbose: int, stop_requested
     losses = []
     # disable=None: no bars where stderr is no terminal (a log file would get each update, joined by \r)
     progress = tqdm(batches.epoch(), total=len(batches), desc=label, unit="batch", disable=None if verbose else True,
-                    leave=True, mininterval=1.0, file=_ProgressStream(sys.stderr))
+                    leave=True, mininterval=1.0, file=_ProgressStream(sys.stderr), dynamic_ncols=True)
     for inputs, target, weight in progress:
         _stop_if_requested(stop_requested, progress)
         if crf is None:

@@ -531,6 +531,24 @@ def test_sigterm_stops_a_training_with_a_message_and_no_bundle(gmb_sample, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_sigterm_in_the_first_seconds_while_keras_imports_stops_with_the_message(gmb_sample, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0):  # before, during and after Keras's import
+        proc = subprocess.Popen([sys.executable, "-m", "nerbatch", "train", "--data", str(gmb_sample),
+                                 "--out", str(tmp_path / "m"), "--arch", "seed", "--epochs", "1", "-q"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, (delay, stderr[-2000:])
+        assert "SIGTERM received" in stderr, (delay, stderr[-2000:])
+    assert list(tmp_path.iterdir()) == []
+
+
 # The signal lands while a garbage-collector callback runs (JAX registers one), where Python
 # reports the handler's KeyboardInterrupt as "Exception ignored" instead of raising it.
 _SIGNAL_INSIDE_A_GC_CALLBACK = """

@@ -882,3 +882,30 @@ def test_inputs_annotated_together_keep_their_own_records(tmp_path, tiny_bundle,
     for figure in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
         assert getattr(report, figure) == sum(getattr(r, figure) for r, _ in alone), figure
     assert report.incomplete_inputs == [sources[3]] and report.docs_failed == 5 and report.entities > 0
+
+
+def test_resumed_inputs_keep_their_field_counts_and_an_older_journal_leaves_them_unknown(
+        tmp_path, tiny_pipeline, news_documents, monkeypatch):
+    for i in range(3):  # documents without ids, and without the kept field
+        _write_jsonl(tmp_path / f"{i}.jsonl", [{"text": d["text"]} for d in news_documents[i * 2:(i + 1) * 2]])
+    inputs = [str(tmp_path / f"{i}.jsonl") for i in range(3)]
+
+    def options(name):
+        return RunOptions(inputs=inputs, output=str(tmp_path / f"{name}.jsonl"), keep_fields=("titel",), resume=True)
+
+    whole = run_job(options("whole"), tiny_pipeline)
+    assert (whole.docs_ok, whole.docs_with_generated_id, whole.kept_fields_missing) == (6, 6, {"titel": 6})
+    _interrupted_after(2, options("resumed"), tiny_pipeline, monkeypatch)
+    resumed = run_job(options("resumed"), tiny_pipeline)
+    assert (resumed.docs_with_generated_id, resumed.kept_fields_missing) == (6, {"titel": 6})
+    assert len(resumed.field_warnings("id", id_field_given=False)) == 1
+
+    work = _interrupted_after(2, options("older"), tiny_pipeline, monkeypatch)
+    journal = work / "completed.jsonl"
+    entries = [json.loads(line) for line in journal.read_text().splitlines()]
+    for _, entry in entries:  # as an earlier nerbatch wrote them
+        del entry["counts"]["docs_with_generated_id"], entry["counts"]["kept_fields_missing"]
+    journal.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    older = run_job(options("older"), tiny_pipeline)
+    assert older.docs_ok == 6 and (older.docs_with_generated_id, older.kept_fields_missing) == (None, None)
+    assert older.field_warnings("id", id_field_given=True) == []  # unknown, so no warning from a partial count

@@ -474,3 +474,26 @@ def test_write_failure_becomes_output_error_and_cleans_up(tmp_path):
         with sink:
             sink.write(columns(1))
     assert os.listdir(tmp_path) == []
+
+
+def test_the_write_check_takes_every_name_the_write_itself_takes(tmp_path):
+    import os
+
+    from nerbatch.sinks import check_writable, write_text_atomic
+
+    for length in (200, 228, 238, 250):  # the temporary file's name is 13 to 20 bytes longer
+        path = tmp_path / ("n" * length)
+        try:
+            write_text_atomic(path, "{}")
+            written = True
+        except OSError:
+            written = False
+        try:
+            check_writable(path, "report")
+            checked = True
+        except OutputError as exc:
+            assert "File name too long" in str(exc)
+            checked = False
+        assert checked == written, length
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no probe left
+    assert os.listdir(tmp_path)
