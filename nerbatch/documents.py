@@ -312,6 +312,23 @@ def generated_id_prefix(path: str) -> str:
     return os.path.basename(os.path.normpath(path))
 
 
+def _own_id(raw_id: Any) -> str | None:
+    """A document's id as text, or None when ``raw_id`` is missing or no valid id."""
+    if isinstance(raw_id, str):
+        return raw_id if raw_id.strip() else None
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool):
+        return str(raw_id)
+    if isinstance(raw_id, JsonInteger):
+        return raw_id.literal
+    if isinstance(raw_id, float):
+        return _whole_number(raw_id)
+    if isinstance(raw_id, decimal.Decimal) and raw_id.is_finite() and raw_id == raw_id.to_integral_value():
+        return str(int(raw_id))  # a parquet decimal(38, 0): how Spark and JDBC exports write number ids
+    if isinstance(raw_id, uuid.UUID):  # a parquet uuid column (DuckDB, Iceberg)
+        return str(raw_id)
+    return None
+
+
 class _Rules:
     """The per-document checks shared by the JSONL and parquet readers."""
 
@@ -336,18 +353,8 @@ class _Rules:
         raw_id = obj.get(idf)
         if raw_id is None:
             doc_id = f"{self.basename}:{position}"
-        elif isinstance(raw_id, str) and raw_id.strip():
-            doc_id = raw_id
-        elif isinstance(raw_id, int) and not isinstance(raw_id, bool):
-            doc_id = str(raw_id)
-        elif isinstance(raw_id, JsonInteger):
-            doc_id = raw_id.literal
-        elif isinstance(raw_id, float) and (whole := _whole_number(raw_id)) is not None:
-            doc_id = whole
-        elif isinstance(raw_id, decimal.Decimal) and raw_id.is_finite() and raw_id == raw_id.to_integral_value():
-            doc_id = str(int(raw_id))  # a parquet decimal(38, 0): how Spark and JDBC exports write number ids
-        elif isinstance(raw_id, uuid.UUID):  # a parquet uuid column (DuckDB, Iceberg)
-            doc_id = str(raw_id)
+        elif (own := _own_id(raw_id)) is not None:
+            doc_id = own
         else:
             what = "a blank string" if isinstance(raw_id, str) else _type_name(raw_id)
             if isinstance(raw_id, float) and not isinstance(raw_id, JsonNumber) and 2**53 < abs(raw_id) < math.inf:
@@ -908,9 +915,7 @@ def _parquet_row(rules: _Rules, row: dict, position: int) -> Document | Document
     bad = next((name for name, value in row.items() if isinstance(value, _Unreadable)), None)
     if bad is not None:
         kind, detail = row[bad].problem
-        raw_id = row.get(rules.id_field)
-        own_id = str(raw_id) if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) else None
-        doc = rules.error(position, f"{kind}: column {bad!r}: {detail}", own_id)
+        doc = rules.error(position, f"{kind}: column {bad!r}: {detail}", _own_id(row.get(rules.id_field)))
     else:
         doc = rules.build(row, position, None, check_unicode=False)
     if isinstance(doc, DocumentError):

@@ -760,6 +760,12 @@ def test_parquet_ids_of_database_exports_and_binary_strings_are_read(tmp_path):
     assert (bad_text.doc_id, reason_kind(bad_text.reason)) == ("c", "invalid_utf8")
     assert "column 'text': byte 0xfe at byte offset 7" in bad_text.reason
 
+    # a row that fails on a kept value still names its document by that id
+    pq.write_table(pa.table({"id": pa.array([first.bytes], pa.uuid()), "text": [text],
+                             "at": pa.array([253402300800], pa.timestamp("s"))}), tmp_path / "far.parquet")
+    [unreadable] = read_documents(str(tmp_path / "far.parquet"), keep_fields=["at"])
+    assert (unreadable.doc_id, reason_kind(unreadable.reason)) == (str(first), "unreadable_value")
+
 
 def test_kept_times_and_whole_floats_have_one_form_whatever_the_row_or_unit(tmp_path):
     # Python's isoformat drops a zero fraction, pandas writes ns durations as "0 days 00:00:05", and pandas
