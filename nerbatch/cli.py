@@ -84,9 +84,9 @@ def _print(text: str | bytes, *, is_result: bool = True) -> None:
     from nerbatch.errors import OutputError
 
     if _closed_at_start["stdout"]:
-        if not is_result:
-            return
-        raise OutputError("cannot write to standard output: it is closed")  # a result nobody can read
+        if is_result:
+            _check_result_stream()  # a result nobody can read
+        return
     try:
         typer.echo(text)
     except BrokenPipeError:  # the reader has gone (| head): end quietly, with the code of a process SIGPIPE ended

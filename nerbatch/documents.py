@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from nerbatch.errors import InputError
-from nerbatch.records import JsonInteger, JsonNumber, kept_value
+from nerbatch.records import JsonInteger, JsonNumber, kept_value, whole_float_text
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -302,9 +302,7 @@ def _whole_number(value: float) -> str | None:
         if number.is_finite() and (number.is_zero() or number.adjusted() < 4000) and number == number.to_integral_value():
             return str(int(number))
         return None
-    if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
-        return str(int(value))
-    return None
+    return whole_float_text(value)
 
 
 def generated_id_prefix(path: str) -> str:
@@ -899,7 +897,8 @@ def _short_floats(column) -> list:
 def _short_float_text(number) -> str:
     # without a fraction an integer, as a double column's is (records.kept_value), so that the same
     # value reads the same whatever width of float a writer chose
-    return str(int(number)) if number.is_integer() and abs(float(number)) <= 2**53 else str(number)
+    whole = whole_float_text(number)
+    return str(number) if whole is None else whole
 
 
 def _scalar_value(scalar) -> Any:

@@ -271,6 +271,15 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
 
 
+def whole_float_text(value: float) -> str | None:
+    """The integer a float without a fraction holds (``7.0`` -> ``"7"``), else None; also None beyond
+    2**53, where a float may no longer be the integer that was written."""
+    value = float(value)  # numpy's float16/32 too
+    if math.isfinite(value) and value.is_integer() and abs(value) <= 2**53:
+        return str(int(value))
+    return None
+
+
 def kept_value(value: Any) -> str | None:
     """Normalise a kept document field to its stored form: ``str`` or ``None``.
 
@@ -297,8 +306,8 @@ def kept_value(value: Any) -> str | None:
     if isinstance(value, float) and not isinstance(value, JsonNumber):
         if not math.isfinite(value):
             return json.dumps(value)  # the text NaN / Infinity: at the top level a kept value need not be JSON
-        if value.is_integer() and abs(value) <= 2**53:
-            return str(int(value))  # as ids are: pandas writes an integer column with missing values as float64
+        if (whole := whole_float_text(value)) is not None:
+            return whole  # as ids are: pandas writes an integer column with missing values as float64
     return _compact_json(value)
 
 

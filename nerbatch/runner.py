@@ -483,9 +483,12 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
                             options.output if to_folder else None, inputs)
         report = RunReport(inputs=inputs, output=options.output, errors=errors_path, model=model,
                            outcomes=options.outcomes)
-        pending = [_InputWork(number, source, options, fmt, outcomes_fmt, schema, work)
-                   for number, source in enumerate(inputs) if work.finished(source) is None]
-        report.resumed_inputs = [source for source in inputs if work.finished(source) is not None]
+        pending = []
+        for number, source in enumerate(inputs):
+            if work.finished(source) is None:
+                pending.append(_InputWork(number, source, options, fmt, outcomes_fmt, schema, work))
+            else:
+                report.resumed_inputs.append(source)
         tokens_read = _annotate_inputs(pending, pipeline, work, on_progress)
         for source in inputs:
             entry = work.finished(source)
