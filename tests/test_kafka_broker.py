@@ -211,8 +211,14 @@ def test_consume_transform_produce_with_send_offsets_to_transaction(
         producer.close(timeout=30)
         consumer.close(autocommit=False)
 
-    committed = kafka_admin.list_group_offsets({group: None})[group]
     end = {tp.partition: o for tp, o in _end_offsets(kafka_bootstrap, source, 3).items()}
+    # The coordinator writes the transaction's commit markers after EndTxn returns: the offsets show a moment later.
+    deadline = time.monotonic() + 30
+    while True:
+        committed = kafka_admin.list_group_offsets({group: None})[group]
+        if {tp.partition: om.offset for tp, om in committed.items()} == end or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert {tp.partition: om.offset for tp, om in committed.items()} == end
     assert sum(end.values()) == n
 
