@@ -7,6 +7,7 @@ Keras (and TensorFlow behind it) is imported only when a model is needed, so
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 
@@ -99,6 +100,10 @@ def keras():
 
                 # Each length bucket traces the predict function once; that is by design.
                 tensorflow.get_logger().setLevel("ERROR")
+            elif _silence_native_startup and importlib.util.find_spec("tensorflow") is not None:
+                # Under another backend Keras still imports TensorFlow, if installed, when it
+                # loads a model; here, its banner is silenced too.
+                import tensorflow  # noqa: F401
     import keras as _keras
 
     global _fork_watched

@@ -132,3 +132,14 @@ def test_loading_keras_in_a_library_keeps_the_host_process_stderr():
     assert done.returncode == 0, done.stderr[-3000:]
     sent = int(done.stdout)
     assert sent > 5 and done.stderr.count("beat ") == sent, (sent, done.stderr.count("beat "))
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_cli_prints_no_native_start_up_lines_under_either_backend(backend):
+    """Keras imports TensorFlow while it loads a model under JAX too; its banner must stay hidden there."""
+    nerbatch = os.path.join(os.path.dirname(sys.executable), "nerbatch")
+    done = subprocess.run([nerbatch, "predict", "Angela Merkel met Emmanuel Macron in Berlin."],
+                          env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"text": "Angela Merkel"' in done.stdout
+    assert done.stderr == ""
