@@ -99,30 +99,48 @@ class AnnotatedChunk:
 
 _DONE = object()
 _WORDY = re.compile(r"[^\W_]").search  # a letter or digit
+# the format characters a token may start or end with (text.py's word and joiner characters)
+_FORMAT_CHARS = "\u00ad\u200c\u200d\u2060"
 
 
-def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatSpans:
+def _trimmed(spans: FlatSpans, words: list[str], item_marks: set[int], tag_probs: np.ndarray) -> FlatSpans:
     """Spans without leading or trailing tokens that hold no letter or digit (tokens, not characters:
-    "U.S." keeps its period).
+    "U.S." keeps its period), or that are a list item's number (``item_marks``).
 
     An index wants "Jerusalem", not "> Jerusalem" (an e-mail's quote mark) or "| Jerusalem" (a
-    table's bar); a span of such tokens only is dropped. A trimmed span's score is the mean over the
-    tokens it keeps.
+    table's bar), and no "1" of "1. Angela Merkel ..." as a time; a span of such tokens only is
+    dropped. A trimmed span's score is the mean over the tokens it keeps.
     """
+    def wordy(token: int) -> bool:
+        return _WORDY(words[token]) is not None and token not in item_marks
+
     starts, ends, scores = spans.start.tolist(), spans.end.tolist(), spans.score.copy()
     keep = np.ones(len(starts), dtype=bool)
     for i, (a, b) in enumerate(zip(starts, ends)):
-        if _WORDY(words[a]) and _WORDY(words[b - 1]):
+        if wordy(a) and wordy(b - 1):
             continue
-        while a < b and not _WORDY(words[a]):
+        while a < b and not wordy(a):
             a += 1
-        while b > a and not _WORDY(words[b - 1]):
+        while b > a and not wordy(b - 1):
             b -= 1
         starts[i], ends[i], keep[i] = a, b, a < b
         if a < b:
             scores[i] = tag_probs[a:b].mean()
     return FlatSpans(np.asarray(starts, np.int64)[keep], np.asarray(ends, np.int64)[keep], spans.type_id[keep],
                      scores[keep])
+
+
+def _strip_invisible_edges(texts: list[str], start: np.ndarray, end: np.ndarray) -> None:
+    """Moves entities' edges past invisible format characters their first or last token holds
+    ("Ber\u00adlin\u00ad": a soft hyphen; a zero-width joiner or non-joiner): an index matches the
+    name people see. In place."""
+    for i, text in enumerate(texts):
+        if text[0] in _FORMAT_CHARS or text[-1] in _FORMAT_CHARS:
+            lead = len(text) - len(text.lstrip(_FORMAT_CHARS))
+            stripped = text.strip(_FORMAT_CHARS)
+            texts[i] = stripped
+            start[i] += lead
+            end[i] = start[i] + len(stripped)
 
 
 def _until(stop: threading.Event, items: Iterable):
@@ -268,8 +286,10 @@ class NerPipeline:
         tag_probs = np.concatenate([t.tag_probs for t in tagged])
         first = np.zeros(n_tokens, dtype=bool)
         first[np.cumsum(lengths) - lengths] = True
+        item_marks = {int(offset) + k for s, offset in zip(sentences, np.cumsum(lengths) - lengths)
+                      for k in range(s.item_mark)}
         spans = _trimmed(flat_spans(tag_ids, tag_probs, first, self.kinds),
-                         [w for s in sentences for w in s.words], tag_probs)
+                         [w for s in sentences for w in s.words], item_marks, tag_probs)
 
         char_starts = np.fromiter((o for s in sentences for o in s.starts), np.int64, n_tokens)
         char_ends = np.fromiter((o for s in sentences for o in s.ends), np.int64, n_tokens)
@@ -282,6 +302,7 @@ class NerPipeline:
         start = char_starts[spans.start]
         end = char_ends[spans.end - 1]
         texts = [docs[d].text[a:b] for d, a, b in zip(doc_index.tolist(), start.tolist(), end.tolist())]
+        _strip_invisible_edges(texts, start, end)
         labels = [self.kinds.labels[t] for t in spans.type_id.tolist()]
         return AnnotatedChunk(
             docs, doc_index, sentence_in_doc[entity_sentence], labels, texts, start, end, spans.score,

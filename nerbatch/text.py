@@ -68,6 +68,9 @@ class SentenceTokens:
     words: list[str]
     starts: list[int]
     ends: list[int]
+    #: leading tokens that are a list item's number and its period or bracket ("1" "."): read by the
+    #: model with the item, but no part of an entity
+    item_mark: int = 0
 
     @property
     def start(self) -> int:
@@ -375,13 +378,13 @@ def segment(text: str) -> list[SentenceTokens]:
     words = [m.group() for m in ms]
     starts = [m.start() for m in ms]
     ends = [m.end() for m in ms]
-    cuts = _sentence_starts(text, c, words, starts, ends)
+    marks: set[int] = set()
+    cuts = _sentence_starts(text, c, words, starts, ends, marks)
     out = []
     prev = 0
-    for k in cuts:
-        out.append(SentenceTokens(words[prev:k], starts[prev:k], ends[prev:k]))
+    for k in [*cuts, len(words)]:
+        out.append(SentenceTokens(words[prev:k], starts[prev:k], ends[prev:k], 2 if prev in marks else 0))
         prev = k
-    out.append(SentenceTokens(words[prev:], starts[prev:], ends[prev:]))
     return out
 
 
@@ -420,9 +423,10 @@ def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
 
 
 def _sentence_starts(
-    text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int]
+    text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int], marks: set[int]
 ) -> list[int]:
-    """Indices of the tokens that start a new sentence (sorted, without 0)."""
+    """Indices of the tokens that start a new sentence (sorted, without 0); adds to ``marks`` those that
+    start one with a list item's number."""
     n = len(words)
     cuts: set[int] = set()
     # . ! ? … followed by whitespace and a sentence start
@@ -466,7 +470,7 @@ def _sentence_starts(
     widths = _wrap_widths(text, breaks)
     inner = sorted(cuts)  # the sentence ends found so far, none at a line break: those inside lines
     if c.bullet.match(text):
-        _keep_item_number(cuts, words, 0)
+        _keep_item_number(cuts, marks, words, 0)
     line_start = 0
     line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
@@ -493,7 +497,7 @@ def _sentence_starts(
                 # "on July" with no evidence of wrapping, "10." may well end the sentence
                 if bullet and (paragraph or in_list or lead in _ITEM_LEADS
                                or _looks_like_heading(prev_line, first_in_paragraph)):
-                    _keep_item_number(cuts, words, idx)
+                    _keep_item_number(cuts, marks, words, idx)
                 in_list = bool(bullet) and not paragraph
             elif (c.sentence_start.match(text, b) and _looks_like_heading(prev_line, first_in_paragraph)
                   # "Prime Minister \n Boris Johnson\n said": a page's markup broke a sentence into lines
@@ -588,10 +592,12 @@ def _next_item_alike(text: str, c: _Compiled, breaks: list[tuple[int, int, bool]
     return item is not None and item.group(1) == mark
 
 
-def _keep_item_number(cuts: set[int], words: list[str], item: int) -> None:
-    """A list item's number ("1. Roger Federer") is no sentence of its own."""
-    if item + 2 < len(words) and words[item].isdigit() and words[item + 1] == ".":
+def _keep_item_number(cuts: set[int], marks: set[int], words: list[str], item: int) -> None:
+    """A list item's number ("1. Roger Federer", "2) Oil prices") is no sentence of its own, and marked
+    so that it is not taken for a date."""
+    if item + 2 < len(words) and words[item].isdigit() and words[item + 1] in (".", ")"):
         cuts.discard(item + 2)
+        marks.add(item)
 
 
 def _title_case(line: str) -> bool:

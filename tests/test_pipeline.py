@@ -320,6 +320,27 @@ def test_entities_never_begin_or_end_with_quote_marks_bars_bullets_or_emphasis(d
             assert r["text"][0].isalnum() and r["text"][-1].isalnum(), r
 
 
+def test_a_list_items_number_is_no_entity_and_edges_hold_no_invisible_characters(default_pipeline):
+    # The model reads "1 ." before a name as a date; the segmenter knows it is the item's number.
+    digest = ("Top stories:\n1. Angela Merkel met Emmanuel Macron in Berlin.\n2. Oil prices rose in London.\n"
+              "3. The United Nations warned of famine in Somalia.")
+    speakers = "Speakers\n\n1. Angela Merkel\n2. Emmanuel Macron\n3) Boris Johnson"
+    invisible = "Angela Merkel\u200d, the chancellor, visited Ber\u00adlin\u00ad and \u200dParis\u200c on Tuesday."
+    texts = [digest, speakers, invisible]
+    chunk = default_pipeline.annotate_all([Document(str(i), t, {}, "<test>", i) for i, t in enumerate(texts)])
+    found = [[(r["label"], r["text"]) for r in records] for records in chunk.records_by_document("m")]
+    assert found[0] == [("per", "Angela Merkel"), ("per", "Emmanuel Macron"), ("geo", "Berlin"), ("geo", "London"),
+                        ("org", "United Nations"), ("geo", "Somalia")]
+    assert found[1] == [("per", "Angela Merkel"), ("per", "Emmanuel Macron"), ("per", "Boris Johnson")]
+    assert found[2] == [("per", "Angela Merkel"), ("geo", "Ber\u00adlin"), ("geo", "Paris"), ("tim", "Tuesday")]
+    for text, records in zip(texts, chunk.records_by_document("m")):
+        assert all(r["text"] == text[r["start"]:r["end"]] for r in records)
+    # in prose a number before a period stays what the model makes of it
+    assert "1990" in [r["text"] for r in default_pipeline.annotate_all(
+        [Document("p", "The wall fell in 1990. Germany was united a year later.", {}, "<test>", 1)]
+    ).records_by_document("m")[0]]
+
+
 def test_a_process_forked_after_the_model_loaded_gets_an_error_not_a_hang(tiny_bundle):
     # multiprocessing forks by default on Linux, and TensorFlow hangs for good in a forked copy.
     import os

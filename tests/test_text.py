@@ -544,6 +544,9 @@ def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token(
     standings = "1. Roger Federer (Switzerland) 10,550 points\n2. Rafael Nadal (Spain) 9,205 points"
     assert [s[:3] for s in words(standings)] == [["1", ".", "Roger"], ["2", ".", "Rafael"]]
     assert len(words("He came in at number 1. The rest followed.")) == 2
+    assert [s.item_mark for s in segment(standings)] == [2, 2]
+    assert [s.item_mark for s in segment("Speakers\n\n1. Angela Merkel\n2) Emmanuel Macron")] == [0, 2, 2]
+    assert [s.item_mark for s in segment("He came in at number 1. The rest followed.")] == [0, 0]
     assert "MSFT.O" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
     assert ".DJI" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
 
