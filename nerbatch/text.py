@@ -31,8 +31,9 @@ caseless script or an opening quote/bracket; at ``。！？`` without whitespace
 title abbreviation (``Mr.``, ``Dr.``, ``Gen.``...), and after other abbreviations, initials
 and ellipses only when the next word is a typical sentence opener (``The``, ``He``,
 ``But``...); between a lower-case word and a capitalised one with no space at all
-("Berlin.The", paragraphs a page's extraction joined). Blank lines, page breaks and U+2029
-always end a sentence; a single line break does when the next line is a bullet item (a
+("Berlin.The", paragraphs a page's extraction joined). Blank lines (also lines of characters that
+show nothing, as a braille blank or a zero-width non-joiner), page breaks and U+2029 always end a
+sentence; a single line break does when the next line is a bullet item (a
 number or dash only after a line that is not wrapped mid-sentence: "on March / 3. Analysts"
 is a date; an item's number stays with its item), or when the previous line looks like a
 heading (short, not ending in a continuation character or a title, Title Cased or first in
@@ -160,6 +161,13 @@ _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u30
 # Line-break characters (str.splitlines() boundaries); those in _PARA_BREAKS always
 # end a paragraph on their own.
 _NEWLINES = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Characters that show nothing on their own, though they are (part of) words elsewhere: soft hyphen,
+# combining grapheme joiner, zero-width (non-)joiner, braille blank, Hangul filler, variation
+# selectors. A line of them only is blank (captions space paragraphs with U+2800, e-mail HTML leaves
+# &zwnj;), and a token of them only is none.
+_INVISIBLE = "\u00ad\u034f\u200c\u200d\u2800\u3164\ufe00-\ufe0f\U000e0100-\U000e01ef"
+_HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}]").search
+_ALL_INVISIBLE = re.compile(f"[{_INVISIBLE}]+").fullmatch
 _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
@@ -343,7 +351,7 @@ def _compiled() -> _Compiled:
     token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
     term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={SEP}+[{_OPENERS}]*{START})"
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
-    linebreak = f"{NL}(?:(?:{HSEP})*{NL})*"
+    linebreak = f"{NL}(?:(?:{HSEP}|[{_INVISIBLE}])*{NL})*"  # HSEP holds none of them
     # group 1: a mark that also occurs in prose (a number ending a sentence, a spaced dash)
     # a number or dash only before a space on its line: "October / 10. / The" ends a sentence at "10."
     bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf](?:{SEP})|([-\u2013\u2014]|\\d{{1,2}}[.)])(?:{HSEP}))"
@@ -373,6 +381,8 @@ def segment(text: str) -> list[SentenceTokens]:
         raise TypeError(f"segment() expects str, not {type(text).__name__}")
     c = _compiled()
     ms = list(c.token.finditer(text))
+    if _HAS_INVISIBLE(text):
+        ms = [m for m in ms if not _ALL_INVISIBLE(m.group())]
     if not ms:
         return []
     words = [m.group() for m in ms]

@@ -10,7 +10,7 @@ import unicodedata
 
 import pytest
 
-from nerbatch.text import SentenceTokens, segment
+from nerbatch.text import _ALL_INVISIBLE, SentenceTokens, segment
 
 # Characters segment() treats as separators besides str.isspace() and Cc / Cs.
 _INVISIBLE_SEPARATORS = set(
@@ -46,7 +46,8 @@ def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
             prev_end = b
     for i, ch in enumerate(text):
         if not covered[i]:
-            assert _is_separator(ch), f"dropped {ch!r} at {i} in {text!r}"
+            # a run of characters that show nothing on their own is no token
+            assert _is_separator(ch) or _ALL_INVISIBLE(ch), f"dropped {ch!r} at {i} in {text!r}"
 
 
 def words(text: str) -> list[list[str]]:
@@ -254,6 +255,14 @@ def test_paragraphs_and_line_breaks() -> None:
         assert words(text) == [["First", "paragraph", "without", "stop"], ["second", "one", "starts", "lower"], ["Third"]]
     assert len(words("one\u2029two")) == 2
     assert len(words("one\x0ctwo")) == 2
+    # a line that shows nothing is blank: a braille blank, &zwnj;, a soft hyphen, a variation selector
+    for blank in ["\u2800", "\u200c", "\u00ad", "\ufe0f", "\u200c \u200c \u200d", "\u3164"]:
+        text = f"Written by John Smith\n{blank}\nBerlin police said on Tuesday that Angela Merkel was safe"
+        assert [s[0] for s in words(text)] == ["Written", "Berlin"], repr(blank)
+        assert words(f"Paris\n\n{blank}\n\nEmmanuel Macron left.") == [["Paris"], ["Emmanuel", "Macron", "left", "."]]
+    assert words("\u2800\u200c \ufe0f") == []
+    assert words("Vladi\u200cmir Putin met \U0001f468\u200d\U0001f469 fans") == [
+        ["Vladi\u200cmir", "Putin", "met", "\U0001f468\u200d\U0001f469", "fans"]]
     # a heading line followed by text
     assert words("Bomb Blast Kills 15 in Iraq\nA suicide bomber struck Mosul on Sunday.")[0] == [
         "Bomb", "Blast", "Kills", "15", "in", "Iraq",
