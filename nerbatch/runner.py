@@ -124,6 +124,9 @@ class RunReport:
     # None: an input resumed from a run of an earlier nerbatch, which did not count them.
     docs_with_generated_id: int | None = 0
     kept_fields_missing: dict[str, int] | None = field(default_factory=dict)
+    # Inputs of the same file name in different folders whose documents without an id got the same
+    # generated ids (<file name>:<line or row>): their records cannot be told apart by doc_id.
+    generated_id_clashes: list[list[str]] = field(default_factory=list)
     resumed_inputs: list[str] = field(default_factory=list)
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
     # they hold documents that no record or error stands for one by one.
@@ -169,6 +172,9 @@ class RunReport:
         if id_field_given and self.docs_with_generated_id == self.docs_ok:
             warnings.insert(0, f"no document has the id field {id_field!r}: every id was generated as "
                                "<file name>:<line or row>; is it spelt as in the documents?")
+        warnings += [f"documents without an id in {', '.join(map(repr, clash))} got the same generated ids "
+                     f"({generated_id_prefix(clash[0])}:<line or row>), so their records share doc_ids; give the "
+                     "documents ids (--id-field) or the files distinct names" for clash in self.generated_id_clashes]
         return warnings
 
     def summary(self) -> str:
@@ -490,11 +496,15 @@ def run_job(options: RunOptions, pipeline=None, on_progress: Callable[[int, int]
             else:
                 report.resumed_inputs.append(source)
         tokens_read = _annotate_inputs(pending, pipeline, work, on_progress)
+        with_generated_ids: dict[str, list[str]] = {}
         for source in inputs:
             entry = work.finished(source)
             report.add(entry["counts"])
             if entry["incomplete"]:
                 report.incomplete_inputs.append(source)
+            if entry["counts"].get("docs_with_generated_id"):
+                with_generated_ids.setdefault(generated_id_prefix(source), []).append(source)
+        report.generated_id_clashes = [same for same in with_generated_ids.values() if len(same) > 1]
 
         now = time.perf_counter()
         report.seconds = round(now - started, 3)

@@ -508,6 +508,29 @@ def test_a_field_no_document_has_is_a_warning_and_counted_in_the_report(tmp_path
     assert output == "" and saved["docs_with_generated_id"] == 0 and saved["kept_fields_missing"] == {"title": 2}
 
 
+def test_files_of_one_name_in_two_folders_whose_documents_lack_ids_are_a_warning(tmp_path, tiny_bundle):
+    # Their generated ids are the same (<file name>:<line>): an index keyed on doc_id would merge two articles.
+    for day, text in (("d1", "Angela Merkel visited Berlin."), ("d2", "Barack Obama visited Chicago.")):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "news.jsonl").write_text(json.dumps({"text": text}) + "\n")
+    (tmp_path / "d3").mkdir()
+    (tmp_path / "d3" / "news.jsonl").write_text(json.dumps({"id": "x", "text": "The UN met in Geneva."}) + "\n")
+    report = tmp_path / "report.json"
+    inputs = [str(tmp_path / d / "news.jsonl") for d in ("d1", "d2", "d3")]
+    result = runner.invoke(app, ["run", "-i", inputs[0], "-i", inputs[1], "-i", inputs[2], "-o",
+                                 str(tmp_path / "o.jsonl"), "--report", str(report), "--model", str(tiny_bundle), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["generated_id_clashes"] == [inputs[:2]]
+    assert result.output == (
+        f"nerbatch: warning: documents without an id in {inputs[0]!r}, {inputs[1]!r} got the same generated ids "
+        "(news.jsonl:<line or row>), so their records share doc_ids; give the documents ids (--id-field) or the "
+        "files distinct names\n")
+    result = runner.invoke(app, ["run", "-i", inputs[0], "-i", inputs[2], "-o", str(tmp_path / "p.jsonl"),
+                                 "--report", str(report), "--model", str(tiny_bundle), "-q"])
+    assert (result.exit_code, result.output) == (0, "")  # one of them has ids
+    assert json.loads(report.read_text())["generated_id_clashes"] == []
+
+
 def test_a_training_outlives_a_log_reader_that_goes_and_a_full_log_disk(tmp_path, gmb_sample):
     import subprocess
 
