@@ -363,9 +363,18 @@ def _outcomes_format(options: RunOptions) -> str | None:
         raise OutputError(f"--outcomes {options.outcomes!r}: name a .parquet, .jsonl or .jsonl.gz file") from None
 
 
+def _named_output(output: str) -> str:
+    """``output`` without a trailing slash, and resolved where its last part is no name (``.``, ``out/..``):
+    the files named after it go beside the folder, not into it as ``..errors.jsonl``."""
+    stripped = output.rstrip("/" + os.sep)
+    if os.path.basename(stripped) in ("", ".", ".."):
+        return os.path.realpath(output)
+    return stripped
+
+
 def _errors_path(options: RunOptions) -> str:
     if not options.errors:
-        return options.output.rstrip("/" + os.sep) + ".errors.jsonl"
+        return _named_output(options.output) + ".errors.jsonl"
     try:
         fmt = output_kind(options.errors, None, dataset=False)[0]
     except OutputError:
@@ -377,7 +386,7 @@ def _errors_path(options: RunOptions) -> str:
 
 def work_folder_path(output: str) -> Path:
     """The hidden folder next to ``output`` that holds a run's parts until they are merged."""
-    target = Path(output.rstrip("/" + os.sep))
+    target = Path(_named_output(output))
     return target.parent / f".{target.name}.nerbatch-work"
 
 

@@ -72,7 +72,7 @@ def test_mixed_inputs_to_parquet(tmp_path, tiny_pipeline, news_documents):
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no temp or work files left
 
 
-def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents):
+def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents, monkeypatch):
     src = _write_jsonl(tmp_path / "docs.jsonl", news_documents)
     jsonl_out = tmp_path / "entities.jsonl"
     run_job(RunOptions(inputs=[str(src)], output=str(jsonl_out)), tiny_pipeline)
@@ -93,6 +93,14 @@ def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents
     parts = sorted(p.name for p in folder.iterdir())
     assert parts == ["part-00000.parquet"]
     assert pq.read_table(folder).num_rows == len(rows)
+    # a folder named "." or "x/.": the errors file and the work folder go beside it, named after it
+    beside = os.path.realpath(folder) + ".errors.jsonl"
+    for output, cwd, errors in ((".", folder, beside), (f"{folder}/.", tmp_path, beside),
+                                ("dataset/", tmp_path, "dataset.errors.jsonl")):
+        monkeypatch.chdir(cwd)
+        assert run_job(RunOptions(inputs=[str(src)], output=output), tiny_pipeline).errors == errors
+        assert sorted(p.name for p in folder.iterdir()) == ["part-00000.parquet"]
+        assert (tmp_path / "dataset.errors.jsonl").is_file() and pq.read_table(folder).num_rows == len(rows)
 
 
 def test_bad_documents_reconcile_exactly(tmp_path, tiny_pipeline, news_documents):
