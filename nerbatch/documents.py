@@ -741,9 +741,10 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
     import pyarrow.parquet as pq
 
     try:
-        # absolute: a relative "a:b.parquet" is no URI; no pre-buffering, so a row group is read a page
-        # at a time, not whole (a file written as one row group would otherwise need about its size)
-        pf = pq.ParquetFile(os.path.abspath(rules.source), pre_buffer=False, buffer_size=1 << 20)
+        # absolute, not normalised as text (a/link/.. is where the system finds it): a relative
+        # "a:b.parquet" is no URI; no pre-buffering, so a row group is read a page at a time, not whole
+        # (a file written as one row group would otherwise need about its size)
+        pf = pq.ParquetFile(os.path.join(os.getcwd(), rules.source), pre_buffer=False, buffer_size=1 << 20)
         names = set(pf.schema_arrow.names)
         group_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     except OSError as exc:

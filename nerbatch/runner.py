@@ -43,6 +43,7 @@ from nerbatch.sinks import (
     open_error_sink,
     open_sink,
     output_kind,
+    split_beside,
     write_text_atomic,
 )
 
@@ -449,7 +450,7 @@ def _remove_stale_temps(paths: list[str], folder: str | None, inputs: list[str])
     keep = {_identity(p) for p in inputs}
     leftovers = []
     for path in paths:
-        directory, name = os.path.split(os.path.abspath(path))
+        directory, name = split_beside(path)
         leftovers += Path(directory).glob(f".{glob.escape(name)}.tmp-*")
     if folder and os.path.isdir(folder):
         # staged parts (.part-N.ext.tmp-staged-PID) and the temp files they are written through (..part-...)
@@ -726,7 +727,7 @@ def _copy_jsonl(part: Path, sink, source: str | None = None) -> None:
 
 def _parquet_batches(part: Path):
     try:
-        yield from pq.ParquetFile(os.path.abspath(part)).iter_batches(batch_size=1_024)  # the sink regroups them
+        yield from pq.ParquetFile(os.path.join(os.getcwd(), part)).iter_batches(batch_size=1_024)  # the sink regroups them
     except (pa.ArrowException, OSError) as exc:
         raise _damaged(part, exc) from None
 

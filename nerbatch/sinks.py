@@ -66,12 +66,20 @@ _tmp_counter = itertools.count()
 # --------------------------------------------------------------------------- helpers
 
 
+def split_beside(path: str | os.PathLike) -> tuple[str, str]:
+    """The absolute folder ``path`` is in, and its name. Not normalised as text: ``a/link/../b`` is in
+    the folder the system finds (the parent of ``link``'s target), where its temporary file must be
+    written to be renamed into place, not in ``a``."""
+    head, name = os.path.split(os.fspath(path))
+    return (os.path.join(os.getcwd(), head) if head else os.getcwd()), name
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` whole: readers (and a crash) see the old file or the new one.
 
     Written through ``.<name>.tmp-<pid>-<n>`` beside it, like the sinks' files.
     """
-    directory, name = os.path.split(os.path.abspath(path))
+    directory, name = split_beside(path)
     tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{next(_tmp_counter)}")
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
@@ -101,7 +109,7 @@ def _fsync_dir(directory: str) -> None:
 
 def _check_parent(path: str) -> str:
     """Absolute folder ``path`` will be written in; ``OutputError`` if it can't be."""
-    parent = os.path.dirname(os.path.abspath(path))
+    parent = split_beside(path)[0]
     if not os.path.exists(parent):
         raise OutputError(f"cannot write {path!r}: folder {parent!r} does not exist")
     if not os.path.isdir(parent):
@@ -372,7 +380,7 @@ class ParquetSink(_AtomicSink):
         self._writer: pq.ParquetWriter | None = None
         try:
             # absolute: pyarrow reads a relative "day-T10:00/…" as a URI
-            self._writer = pq.ParquetWriter(os.path.abspath(self.tmp_path), self.schema, compression=compression)
+            self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression=compression)
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self.path!r}: {exc.strerror or exc}") from exc
@@ -594,7 +602,7 @@ def _foreign_part(path: str, schema: pa.Schema) -> bool:
         return not _holds_records_of(path, schema)
     ours = (schema.metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
     try:
-        theirs = (pq.read_schema(os.path.abspath(path)).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
+        theirs = (pq.read_schema(os.path.join(os.getcwd(), path)).metadata or {}).get(RECORD_SCHEMA_METADATA_KEY.encode())
     except (OSError, pa.ArrowException):
         return True
     return theirs != ours
@@ -715,7 +723,7 @@ class DatasetSink(_CommitOnExit):
         if os.path.exists(self.path) and not os.path.isdir(self.path):
             raise OutputError(f"cannot write dataset {self.path!r}: it exists and is not a folder")
         if not os.path.isdir(self.path):
-            _check_parent(os.path.normpath(self.path))
+            _check_parent(self.path.rstrip("/" + os.sep))
             try:
                 os.mkdir(self.path)
             except OSError as exc:

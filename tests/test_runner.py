@@ -103,6 +103,25 @@ def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents
         assert (tmp_path / "dataset.errors.jsonl").is_file() and pq.read_table(folder).num_rows == len(rows)
 
 
+def test_paths_through_a_link_and_dot_dot_are_where_the_system_finds_them(tmp_path, tiny_pipeline, news_documents):
+    # "a/link/.." is the parent of link's target, not "a": temporary files must be written there, beside
+    # the file they are renamed to, and a parquet input read from there.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "other" / "deep").mkdir(parents=True)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "other" / "deep")
+    via = str(tmp_path / "a" / "link" / "..")
+    pq.write_table(pa.Table.from_pylist(news_documents), tmp_path / "other" / "docs.parquet")
+    report = run_job(RunOptions(inputs=[f"{via}/docs.parquet"], output=f"{via}/e.parquet", report=f"{via}/r.json"),
+                     tiny_pipeline)
+    assert report.docs_ok == len(news_documents) and report.entities > 0
+    dataset = run_job(RunOptions(inputs=[f"{via}/docs.parquet"], output=f"{via}/ds/"), tiny_pipeline)
+    assert dataset.entities == report.entities
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == [
+        "deep", "docs.parquet", "ds", "ds.errors.jsonl", "e.parquet", "e.parquet.errors.jsonl", "r.json"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["link"]
+    assert pq.read_table(tmp_path / "other" / "e.parquet").num_rows == report.entities
+
+
 def test_bad_documents_reconcile_exactly(tmp_path, tiny_pipeline, news_documents):
     good = news_documents[:3]
     lines = [
