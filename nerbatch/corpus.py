@@ -123,8 +123,8 @@ def read_corpus(path: str | Path) -> Corpus:
                 index_col=False,  # else rows of one field more than the header shift every column left
                 skip_blank_lines=False,  # skipped below, so that line numbers stay those of the file
             )
-    except pd.errors.ParserWarning:
-        raise CorpusError(f"{path}: {_first_long_row(source)}") from None
+    except (pd.errors.ParserWarning, pd.errors.ParserError):
+        raise CorpusError(f"{path}: {_first_bad_row(source)}") from None
     except Exception as exc:  # noqa: BLE001 - the parser and each decompressor (gz, bz2, xz, zst, zip, tar) raise their own
         detail = " ".join(str(exc).split())  # pandas' messages end in a newline
         raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
@@ -196,10 +196,11 @@ def _refuse_line_breaks(frame: pd.DataFrame, path: Path, header_lines: int) -> N
                           "doubled (\"\"\"\" for \" alone)")
 
 
-def _first_long_row(source) -> str:
-    """Where a row first holds more fields than the header (the file is read again, on the error path only)."""
-    why = "(a field too many, or a trailing comma)"
-    general = f"rows hold more fields than the header {why}"
+def _first_bad_row(source) -> str:
+    """Where the file first breaks the corpus's shape, by its line (the file is read again, on the error
+    path only): the parser's own messages count records, not lines, and name where it gave up, often
+    far below an unescaped quote that swallowed rows."""
+    general = "its rows do not all hold the header's fields (a quote left unescaped, a field too many or missing)"
     if isinstance(source, io.BytesIO):
         source.seek(0)
         handle = io.TextIOWrapper(source, encoding="latin1", newline="")
@@ -212,10 +213,25 @@ def _first_long_row(source) -> str:
     with handle:
         try:
             reader = csv.reader(handle)
-            width = len(next(reader))
+            header = next(reader)
+            if header:
+                header[0] = header[0].removeprefix("\u00ef\u00bb\u00bf")
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                return f"line 1: missing column(s) {missing}; found {header}"
+            width = len(header)
+            first_line = reader.line_num + 1
             for row in reader:
-                if len(row) > width:
-                    return f"line {reader.line_num}: {len(row)} fields where the header has {width} {why}"
+                broken = next((i for i, cell in enumerate(row) if "\n" in cell or "\r" in cell), None)
+                if broken is not None:
+                    column = header[broken] if broken < width else f"field {broken + 1}"
+                    return (f"line {first_line}: the {column!r} cell holds a line break ({row[broken][:40]!r}): "
+                            "is a quote unescaped? In CSV a cell with a \" is quoted, its \" doubled (\"\"\"\" for "
+                            "\" alone)")
+                if row and len(row) != width:
+                    why = "a field too many, or a trailing comma" if len(row) > width else "a field missing"
+                    return f"line {first_line}: {len(row)} fields where the header has {width} ({why})"
+                first_line = reader.line_num + 1
         except (OSError, EOFError, csv.Error):  # a compression the opener above does not know: pandas read it
             pass
     return general

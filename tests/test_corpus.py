@@ -146,6 +146,12 @@ def test_blank_lines_are_skipped_and_lines_still_named(tmp_path):
         ('Sentence: 1,He,PRP,O\n,"""",",O\n,Paris,NNP,B-geo\n,"""",",O\n', "line 3: the 'POS' cell holds a line break"),
         ('Sentence: 1,He,PRP,O\n"Sentence: 2,Paris,NNP,B-geo\n,is,VBZ,O\n",x,NN,O\n', "line 3: the 'Sentence #' cell"),
         ('Sentence: 1,Paris,NNP,"B-geo\n"\n,is,VBZ,O\n', "line 2: the 'Tag' cell holds a line break"),
+        # ... also where the parser gives up first, far below, counting records ("Expected 4 fields in line 5"),
+        # or at the end of the file ("EOF inside string")
+        ('Sentence: 1,He,PRP,O\n,",``,O\n,Paris,NNP,B-geo\n,is,VBZ,O\n,",\'\',O\n,x,NN,O\n,said,VBD,O,and,more\n',
+         "line 3: the 'Word' cell holds a line break"),
+        ('Sentence: 1,He,PRP,O\n,",``,O\n,Paris,NNP,B-geo\n,is,VBZ,O\n,",\'\',O\n,",NN,O\n,Rome,NNP,B-geo\n',
+         "line 3: the 'Word' cell holds a line break"),
         # one field more than the header made pandas take the first column as the index, shifting the others
         ("Sentence: 1,Paris,NNP,B-geo,B-geo\n,is,VBZ,O,O\n", "line 2: 5 fields where the header has 4"),
         ("Sentence: 1,Paris,NNP,B-geo,\n,is,VBZ,O,\n", "line 2: 5 fields where the header has 4 .*trailing comma"),
@@ -163,6 +169,10 @@ def test_missing_file_and_columns(tmp_path):
         read_corpus(tmp_path / "nope.csv")
     with pytest.raises(CorpusError, match="is a folder; give the corpus file"):
         read_corpus(tmp_path)
+    tabs = tmp_path / "tabs.csv"  # a comma in a word made the parser fail on that row, not on the header
+    tabs.write_text("Sentence #\tWord\tPOS\tTag\nSentence: 1\tParis\tNNP\tB-geo\n\t,\t,\tO\n", encoding="latin1")
+    with pytest.raises(CorpusError, match=r"tabs.csv: line 1: missing column\(s\) \['Sentence #', 'Word', 'Tag'\]"):
+        read_corpus(tabs)
     fifo = tmp_path / "corpus.fifo"  # as --data <(unzip -p ...) gives
     os.mkfifo(fifo)
     with pytest.raises(CorpusError, match=r"is not a regular file \(a pipe or a device\)"):
