@@ -43,6 +43,9 @@ too long for it, unless every word is capitalised and the line starts a sentence
 item or a capitalised block) and the next line starts like a sentence; hard-wrapped prose is
 not split at its lines, even where a line is mostly names.
 
+An e-mail's quote marks at a line's start (``> ``, ``>> ``) are no tokens and a line of them only is
+blank, so quoted text splits as it would unquoted.
+
 Offsets are Python ``str`` indices into the original text and every token is
 exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
 
@@ -244,6 +247,7 @@ class _Compiled:
     terminator: re.Pattern[str]
     cjk_terminator: re.Pattern[str]
     linebreak: re.Pattern[str]
+    quote_prefix: re.Pattern[str]
     newline: re.Pattern[str]
     bullet: re.Pattern[str]
     sentence_start: re.Pattern[str]
@@ -349,9 +353,13 @@ def _compiled() -> _Compiled:
         ("other", NOTSEP),
     ]
     token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
-    term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={SEP}+[{_OPENERS}]*{START})"
+    # an e-mail's quote marks at a line's start: "> ", ">> ", "  > > "
+    quote_prefix = f"(?:{HSEP})*>(?:>|{HSEP})*"
+    term = (f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+"
+            f"(?={SEP}+(?:(?<=[{_NEWLINES}]){quote_prefix})?[{_OPENERS}]*{START})")
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
-    linebreak = f"{NL}(?:(?:{HSEP}|[{_INVISIBLE}])*{NL})*"  # HSEP holds none of them
+    # a line of quote marks only is blank too; the next line's quote marks belong to the break
+    linebreak = f"{NL}(?:(?:{HSEP}|[{_INVISIBLE}>])*{NL})*(?:{quote_prefix})?"  # HSEP holds none of them
     # group 1: a mark that also occurs in prose (a number ending a sentence, a spaced dash)
     # a number or dash only before a space on its line: "October / 10. / The" ends a sentence at "10."
     bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf](?:{SEP})|([-\u2013\u2014]|\\d{{1,2}}[.)])(?:{HSEP}))"
@@ -360,6 +368,7 @@ def _compiled() -> _Compiled:
         terminator=re.compile(term),
         cjk_terminator=re.compile(cjk_term),
         linebreak=re.compile(linebreak),
+        quote_prefix=re.compile(f"(?<![^{_NEWLINES}]){quote_prefix}"),
         newline=re.compile(NL),
         bullet=re.compile(bullet),
         sentence_start=re.compile(f"(?:{HSEP})*[{_OPENERS}]*{START}"),
@@ -383,6 +392,9 @@ def segment(text: str) -> list[SentenceTokens]:
     ms = list(c.token.finditer(text))
     if _HAS_INVISIBLE(text):
         ms = [m for m in ms if not _ALL_INVISIBLE(m.group())]
+    if ">" in text:  # an e-mail's quote marks are no part of what it says
+        quoted = {q.start() + i for q in c.quote_prefix.finditer(text) for i, ch in enumerate(q.group()) if ch == ">"}
+        ms = [m for m in ms if m.start() not in quoted]
     if not ms:
         return []
     words = [m.group() for m in ms]

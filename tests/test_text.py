@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 import textwrap
 import time
 import unicodedata
@@ -46,8 +47,10 @@ def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
             prev_end = b
     for i, ch in enumerate(text):
         if not covered[i]:
-            # a run of characters that show nothing on their own is no token
-            assert _is_separator(ch) or _ALL_INVISIBLE(ch), f"dropped {ch!r} at {i} in {text!r}"
+            # a run of characters that show nothing on their own is no token, nor an e-mail's quote marks
+            quote_mark = ch == ">" and not re.sub(r"[\s>]", "", re.split(r"[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]",
+                                                                     text[:i])[-1])
+            assert _is_separator(ch) or _ALL_INVISIBLE(ch) or quote_mark, f"dropped {ch!r} at {i} in {text!r}"
 
 
 def words(text: str) -> list[list[str]]:
@@ -547,6 +550,23 @@ def test_wire_copy_wrapped_in_short_paragraphs_keeps_names_dates_and_dashes() ->
                          "\u2014 will be handed over to the Palestinian security forces next month.", 74)
     assert dash.split("\n")[1].startswith("\u2014 will")
     assert len(words(f"{dash}\n\n{other}")) == 2
+
+
+def test_an_emails_quote_marks_are_no_tokens_and_hide_no_sentence_end() -> None:
+    plain = ("Merkel Visits Paris\n\n"
+             "German Chancellor Angela Merkel met French President Emmanuel Macron\n"
+             "in Paris on Tuesday. The two leaders discussed the budget of the\n"
+             "European Union.\n"
+             "Angela Merkel left on Wednesday.\n\n"
+             "Officials said the talks would resume in Berlin.")
+    sentences = words(plain)
+    assert [s[0] for s in sentences] == ["Merkel", "German", "The", "Angela", "Officials"]
+    for mark, blank in (("> ", ">"), (">> ", ">>"), ("> > ", "> >"), ("  > ", " >")):
+        quoted = "\n".join(mark + line if line else blank for line in plain.split("\n"))
+        assert words(quoted) == sentences, repr(mark)
+    assert words("> The talks went on.\r\n> Angela Merkel left.") == [
+        ["The", "talks", "went", "on", "."], ["Angela", "Merkel", "left", "."]]
+    assert flat("Revenue > 5 million, said Merkel.") == ["Revenue", ">", "5", "million", ",", "said", "Merkel", "."]
 
 
 def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token() -> None:
