@@ -1225,9 +1225,9 @@ class Worker:
                 # The client drops the records it decoded in this poll before the bad one: read them
                 # again one at a time, so that they are processed and the bad record's offset is exact.
                 try:
-                    self._reread_from_last_commit()
-                    self._one_at_a_time = True
-                    return {}
+                    if self._reread_from_last_commit():
+                        self._one_at_a_time = True
+                        return {}
                 except kafka.errors.KafkaError as rewind_failed:  # the broker is gone too: stop as before
                     log.warning("could not read again up to the undecodable record: %s", _describe(rewind_failed))
             # Polling again would not skip it: kafka-python 3.0.12 then loops at full CPU, deaf to SIGTERM.
@@ -1590,17 +1590,29 @@ class Worker:
         _close_producer(self._producer, timeout=2)
         self._producer = None
 
-    def _reread_from_last_commit(self) -> None:
-        """Seek every assigned partition back to its first uncommitted record (dropping uncommitted work)."""
+    def _reread_from_last_commit(self) -> bool:
+        """Seek every assigned partition back to its first uncommitted record (dropping uncommitted work).
+
+        False, and nothing done, when a partition that received nothing since the last commit is at that
+        record already (a worker restarted after stopping at the bad record): a seek to where it is would
+        leave the bad record in the client's buffer, where the next poll loops for good (kafka-python
+        3.0.12), and it has nothing before the bad record to read again. The worker then stops at once;
+        the records in hand are processed and committed first all the same.
+        """
         assigned = set(self._consumer.assignment())
         fresh = {tp for tp in assigned if getattr(self._states.get(tp), "resume_at", None) is None}
-        self._rewind(assigned - fresh)
+        starts = {}
         for tp in fresh:  # nothing received since the last commit: that is where reading resumed
             committed = self._consumer.committed(tp)
-            if committed is not None:
-                self._consumer.seek(tp, committed)
-            elif self.options.auto_offset_reset == "earliest":
-                self._consumer.seek_to_beginning(tp)
+            if committed is None and self.options.auto_offset_reset == "earliest":
+                committed = self._consumer.beginning_offsets([tp])[tp]
+            if committed is None or committed == self._consumer.position(tp, timeout_ms=0):
+                return False
+            starts[tp] = committed
+        self._rewind(assigned - fresh)
+        for tp, start in starts.items():
+            self._consumer.seek(tp, start)
+        return True
 
     def _rewind(self, tps) -> None:
         """Send partitions back to their last committed offset, dropping their uncommitted work (on a failure)."""

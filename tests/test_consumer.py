@@ -650,7 +650,7 @@ def test_messages_at_the_topic_size_limit_never_stall_a_partition(kafka_bootstra
     assert "nerbatch_consume_latency_seconds_count 21.0" in metrics
 
 
-def _produce_unchecked(bootstrap: str, topic: str, records) -> None:
+def _produce_unchecked(bootstrap: str, topic: str, records, partition: int = 0) -> None:
     """Records that kafka-python's ``send`` refuses but the protocol and other clients (Java, librdkafka)
     allow, such as neither key nor value: appended to a producer batch directly."""
     from kafka import KafkaProducer, TopicPartition
@@ -658,7 +658,7 @@ def _produce_unchecked(bootstrap: str, topic: str, records) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         producer.partitions_for(topic)  # metadata, as send() would fetch it
-        futures = [producer._accumulator.append(TopicPartition(topic, 0), int(time.time() * 1000), key, value,
+        futures = [producer._accumulator.append(TopicPartition(topic, partition), int(time.time() * 1000), key, value,
                                                 headers)[0] for key, value, headers in records]
         producer._sender.wakeup()
         producer.flush(timeout=30)
@@ -1230,6 +1230,29 @@ def test_the_records_before_an_undecodable_one_are_processed_and_committed(kafka
     assert _committed(kafka_admin, group, source) == {0: 12}
     written = {json.loads(r.value)["doc_id"] for r in _read_all(kafka_bootstrap, out, 1)}
     assert written == {f"g{i}" for i in range(12)}
+    # Restarted, as a supervisor would: the bad record is first, with nothing before it to read again.
+    # A seek to where the client stands kept the record in its buffer, and its next poll spun for good.
+    _stops_soon_unreadable(Worker(options, pipeline), f"next in one of: {source}/0 at offset 12;")
+    assert _committed(kafka_admin, group, source) == {0: 12}
+
+
+def test_a_restart_at_an_undecodable_record_stops_whichever_partition_the_client_reads_first(
+        kafka_bootstrap, kafka_topic_factory, kafka_admin, pipeline):
+    source, out = kafka_topic_factory(2), kafka_topic_factory(1)
+    good = json.dumps({"id": "g", "text": "Angela Merkel visited Paris."}).encode()
+    _produce_unchecked(kafka_bootstrap, source, [(None, good, []), (None, good, [(_UndecodableKey("trace"), b"t")])])
+    group = _uid("restart-undecodable")
+    options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=group,
+                             output_topic=out, dead_letter_topic=out, max_backoff_s=1.0)
+    _stops_soon_unreadable(Worker(options, pipeline), f"next in one of: {source}/0 at offset 1, {source}/1 at offset 0;")
+    assert _committed(kafka_admin, group, source)[0] == 1
+    others = [json.dumps({"id": f"p{i}", "text": "Angela Merkel visited Paris."}).encode() for i in range(5)]
+    _produce_unchecked(kafka_bootstrap, source, [(None, value, []) for value in others], partition=1)
+    for _ in range(2):  # the other partition's records come first or not: either way no endless poll
+        _stops_soon_unreadable(Worker(options, pipeline), f"next in one of: {source}/0 at offset 1, ")
+        committed = _committed(kafka_admin, group, source)
+        written = {json.loads(r.value)["doc_id"] for r in _read_all(kafka_bootstrap, out, 1)}
+        assert committed[0] == 1 and written >= {f"p{i}" for i in range(committed.get(1, 0))}
 
 
 def _stops_soon_unreadable(worker: Worker, match: str) -> None:
