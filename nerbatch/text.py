@@ -301,6 +301,11 @@ def _compiled() -> _Compiled:
         f"|(?=[\U00010000-\U0010ffff])[{astral_marks}])*"
     )
     NOT_W = f"(?!{W})"
+    # an e-mail's quote marks at a line's start: "> ", ">> ", "  > > "
+    quote_prefix = f"(?:{HSEP})*>(?:>|{HSEP})*"
+    # the space between two words: after a line break, quote marks too ("F.\n>\n> Kennedy");
+    # possessive, as its parts overlap
+    GAP = f"(?:(?:{HSEP})*+{NL}(?:{SEP}|>)*+|{SEP}++)"
     # a URL does not end in sentence punctuation or a closing quote/bracket
     url_last = f"[^{sep}.,;:!?)\\]}}'\"\u201d\u2019>]"
 
@@ -334,9 +339,9 @@ def _compiled() -> _Compiled:
         ("ric", "(?<=\\()(?:[A-Za-z0-9]{1,8}\\.[A-Z]{1,3}|\\.[A-Z]{2,6})(?=\\))"),
         ("url", f"(?:(?:https?|ftp)://|www\\.){NOTSEP}*{url_last}"),
         ("title", f"{titles}\\."),  # Mr. Gen. Inc. Jan. Calif.
-        ("upper_title", f"{upper_titles}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
+        ("upper_title", f"{upper_titles}\\.(?={GAP}[{_OPENERS}]*{UPPER}['\u2019]?{UPPER})"),  # ST. LOUIS
         ("numbered", f"{numbered}\\.(?=(?:{SEP})*\\d)"),  # No. 5
-        ("initial", f"{UPPER}\\.(?=(?:{SEP})+[{_OPENERS}]*{UPPER})"),  # George W. Bush
+        ("initial", f"{UPPER}\\.(?={GAP}[{_OPENERS}]*{UPPER})"),  # George W. Bush
         ("clitic", f"{clitic_apostrophe}{clitic_end}{NOT_W}"),  # 's 're 've 'll 'd 'm
         ("nt", f"[nN]{apostrophe}[tT]{NOT_W}"),  # n't
         # '80s; \u201999 is a year (a right quote opens nothing), a straight '20 may open a quote
@@ -353,10 +358,7 @@ def _compiled() -> _Compiled:
         ("other", NOTSEP),
     ]
     token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
-    # an e-mail's quote marks at a line's start: "> ", ">> ", "  > > "
-    quote_prefix = f"(?:{HSEP})*>(?:>|{HSEP})*"
-    term = (f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+"
-            f"(?={SEP}+(?:(?<=[{_NEWLINES}]){quote_prefix})?[{_OPENERS}]*{START})")
+    term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={GAP}[{_OPENERS}]*{START})"
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
     # a line of quote marks only is blank too; the next line's quote marks belong to the break
     linebreak = f"{NL}(?:(?:{HSEP}|[{_INVISIBLE}>])*{NL})*(?:{quote_prefix})?"  # HSEP holds none of them
@@ -489,11 +491,13 @@ def _sentence_starts(
     for m in c.linebreak.finditer(text):
         g = m.group()
         breaks.append((m.start(), m.end(), len(c.newline.findall(g)) >= 2 or any(ch in _PARA_BREAKS for ch in g)))
-    widths = _wrap_widths(text, breaks)
+    quoted = c.quote_prefix.match(text)
+    first_line_start = quoted.end() if quoted else 0  # the first line's quote marks, as a break takes the others'
+    widths = _wrap_widths(text, breaks, first_line_start)
     inner = sorted(cuts)  # the sentence ends found so far, none at a line break: those inside lines
-    if c.bullet.match(text):
+    if c.bullet.match(text, first_line_start):
         _keep_item_number(cuts, marks, words, 0)
-    line_start = 0
+    line_start = first_line_start
     line_first = 0  # index of the previous line's first token
     first_in_paragraph = True
     # Whether the previous line starts where a headline or list item may: a capitalised line inside
@@ -644,7 +648,7 @@ def _wrapped(line: str, text: str, c: _Compiled, b: int, width: int) -> bool:
     return length + 1 + len(c.next_word.match(text, b)[1]) > max(width, length)
 
 
-def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
+def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]], first_line_start: int) -> list[int]:
     """For each line break, the longest line of its paragraph other than the line it ends and the
     paragraph's last line (which wrapping leaves short). A paragraph of two lines takes the longest
     such line of the document's paragraphs of three lines or more (a page's headline-and-caption
@@ -653,7 +657,7 @@ def _wrap_widths(text: str, breaks: list[tuple[int, int, bool]]) -> list[int]:
     lengths: list[int] = []  # the current paragraph's lines
     alone: list[tuple[int, int]] = []  # (position in widths, last line's length) of two-line paragraphs
     longest = 0  # the longest wrapped-looking line of the document's longer paragraphs
-    line_start = 0
+    line_start = first_line_start
     for a, b, paragraph in breaks + [(len(text), len(text), True)]:
         lengths.append(len(text[line_start:a].rstrip()))
         line_start = b

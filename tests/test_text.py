@@ -564,6 +564,18 @@ def test_an_emails_quote_marks_are_no_tokens_and_hide_no_sentence_end() -> None:
     for mark, blank in (("> ", ">"), (">> ", ">>"), ("> > ", "> >"), ("  > ", " >")):
         quoted = "\n".join(mark + line if line else blank for line in plain.split("\n"))
         assert words(quoted) == sentences, repr(mark)
+    # the first line's marks too (they once made it look longer than the wrap width), an initial before a
+    # quoted blank line, a quoted list's first item
+    wrapped = ("The labor group said it intended to investigate Zimbabwe's political climate ahead of\n"
+               "general elections. German Defense Minister Karl Theodor zu Guttenberg says Army Inspector\n"
+               "General Wolfgang Schneiderhan failed to provide adequate information.\n\n"
+               "Two of his brothers, President John F.\n\nKennedy and Senator Robert Kennedy, were killed.\n\n"
+               "Top stories:\n1. Angela Merkel met Emmanuel Macron.\n2. Oil prices rose in London.")
+    for mark, blank in (("> ", ">"), (">> ", ">>")):
+        quoted = "\n".join(mark + line if line else blank for line in wrapped.split("\n"))
+        assert words(quoted) == words(wrapped), repr(mark)
+        assert [s.item_mark for s in segment(quoted)] == [s.item_mark for s in segment(wrapped)]
+    assert [s.item_mark for s in segment("> 1. Angela Merkel met him.\n> 2. Oil prices rose.")] == [2, 2]
     assert words("> The talks went on.\r\n> Angela Merkel left.") == [
         ["The", "talks", "went", "on", "."], ["Angela", "Merkel", "left", "."]]
     assert flat("Revenue > 5 million, said Merkel.") == ["Revenue", ">", "5", "million", ",", "said", "Merkel", "."]
