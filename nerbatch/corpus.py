@@ -123,19 +123,16 @@ def read_corpus(path: str | Path) -> Corpus:
                 index_col=False,  # else rows of one field more than the header shift every column left
                 skip_blank_lines=False,  # skipped below, so that line numbers stay those of the file
             )
-    except (pd.errors.ParserWarning, pd.errors.ParserError):
-        raise CorpusError(f"{path}: {_first_bad_row(source)}") from None
+    except pd.errors.ParserWarning:
+        raise CorpusError(f"{path}: {_first_bad_row(source, _MORE_FIELDS)}") from None
     except Exception as exc:  # noqa: BLE001 - the parser and each decompressor (gz, bz2, xz, zst, zip, tar) raise their own
         detail = " ".join(str(exc).split())  # pandas' messages end in a newline
-        raise CorpusError(f"{path}: cannot read corpus ({type(exc).__name__}: {detail})") from None
+        detail = f"cannot read corpus ({type(exc).__name__}: {detail})"
+        if isinstance(exc, pd.errors.ParserError):
+            detail = _first_bad_row(source, detail)
+        raise CorpusError(f"{path}: {detail}") from None
 
-    # A UTF-8 byte-order mark (spreadsheets' "CSV UTF-8" export), read as latin1.
-    first = str(frame.columns[0])
-    if first.startswith("\u00ef\u00bb\u00bf"):
-        first = first[3:]
-        if len(first) > 1 and first[0] == first[-1] == '"':  # the mark kept the CSV reader from unquoting it
-            first = first[1:-1].replace('""', '"')
-    frame.columns = [first, *frame.columns[1:]]
+    frame.columns = [_first_column_name(str(frame.columns[0])), *frame.columns[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
@@ -196,26 +193,43 @@ def _refuse_line_breaks(frame: pd.DataFrame, path: Path, header_lines: int) -> N
                           "doubled (\"\"\"\" for \" alone)")
 
 
-def _first_bad_row(source) -> str:
+def _first_column_name(first: str) -> str:
+    """The header's first name without a UTF-8 byte-order mark (spreadsheets' "CSV UTF-8" export), read as
+    latin1; the mark also kept the CSV reader from unquoting it."""
+    if first.startswith("\u00ef\u00bb\u00bf"):
+        first = first[3:]
+        if len(first) > 1 and first[0] == first[-1] == '"':
+            first = first[1:-1].replace('""', '"')
+    return first
+
+
+_MORE_FIELDS = "rows hold more fields than the header (a field too many, or a trailing comma)"
+# what the error path below can read again; other compressions (zst, tar) keep the parser's message
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_OTHER_COMPRESSIONS = (".zst", ".zstd", ".tar", ".tgz", ".tbz2", ".txz", ".zip")
+
+
+def _first_bad_row(source, fallback: str) -> str:
     """Where the file first breaks the corpus's shape, by its line (the file is read again, on the error
-    path only): the parser's own messages count records, not lines, and name where it gave up, often
-    far below an unescaped quote that swallowed rows."""
-    general = "its rows do not all hold the header's fields (a quote left unescaped, a field too many or missing)"
+    path only): the parser's messages count records, not lines, and name where it gave up, often far
+    below an unescaped quote that swallowed rows. ``fallback`` where it finds nothing."""
     if isinstance(source, io.BytesIO):
         source.seek(0)
         handle = io.TextIOWrapper(source, encoding="latin1", newline="")
     else:
-        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(source.suffix.lower(), open)
+        suffixes = [s.lower() for s in source.suffixes[-2:]]
+        if ".tar" in suffixes or suffixes[-1:] and suffixes[-1] in _OTHER_COMPRESSIONS:
+            return fallback
         try:
-            handle = opener(source, "rt", encoding="latin1", newline="")
+            handle = _OPENERS.get(source.suffix.lower(), open)(source, "rt", encoding="latin1", newline="")
         except OSError:
-            return general
+            return fallback
     with handle:
         try:
             reader = csv.reader(handle)
             header = next(reader)
             if header:
-                header[0] = header[0].removeprefix("\u00ef\u00bb\u00bf")
+                header[0] = _first_column_name(header[0])
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 return f"line 1: missing column(s) {missing}; found {header}"
@@ -228,13 +242,13 @@ def _first_bad_row(source) -> str:
                     return (f"line {first_line}: the {column!r} cell holds a line break ({row[broken][:40]!r}): "
                             "is a quote unescaped? In CSV a cell with a \" is quoted, its \" doubled (\"\"\"\" for "
                             "\" alone)")
-                if row and len(row) != width:
-                    why = "a field too many, or a trailing comma" if len(row) > width else "a field missing"
-                    return f"line {first_line}: {len(row)} fields where the header has {width} ({why})"
+                if len(row) > width:  # the parser fills a shorter row
+                    return (f"line {first_line}: {len(row)} fields where the header has {width} (a field too many, "
+                            "or a trailing comma)")
                 first_line = reader.line_num + 1
-        except (OSError, EOFError, csv.Error):  # a compression the opener above does not know: pandas read it
+        except (OSError, EOFError, csv.Error):
             pass
-    return general
+    return fallback
 
 
 def _zip_member(path: Path, what: str) -> io.BytesIO:

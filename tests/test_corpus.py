@@ -1,4 +1,6 @@
+import io
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -169,6 +171,23 @@ def test_missing_file_and_columns(tmp_path):
         read_corpus(tmp_path / "nope.csv")
     with pytest.raises(CorpusError, match="is a folder; give the corpus file"):
         read_corpus(tmp_path)
+    # a spreadsheet's "CSV UTF-8" export (its mark keeps the first name quoted); a fifth column short rows leave out
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + b'"Sentence #","Word","POS","Tag"\r\n"Sentence: 1","Paris",'
+                                       b'"NNP","B-geo"\r\n"","is","VBZ","O","x"\r\n')
+    with pytest.raises(CorpusError, match=r"bom.csv: line 3: 5 fields where the header has 4"):
+        read_corpus(tmp_path / "bom.csv")
+    (tmp_path / "note.csv").write_text("Sentence #,Word,POS,Tag,Note\nSentence: 1,Paris,NNP,B-geo\n,is,VBZ,O,x\n"
+                                       ",here,RB,O\n,.,.,O,,\n", encoding="latin1")
+    with pytest.raises(CorpusError, match=r"note.csv: line 5: 6 fields where the header has 5"):
+        read_corpus(tmp_path / "note.csv")
+    # a tar the error path does not read again keeps the parser's message (not its tar header as a header)
+    data = "Sentence #,Word,POS,Tag\nSentence: 1,Paris,NNP,B-geo\n,is,VBZ,O,and,more\n".encode("latin1")
+    with tarfile.open(tmp_path / "corpus.tar.gz", "w:gz") as archive:
+        member = tarfile.TarInfo("ner_dataset.csv")
+        member.size = len(data)
+        archive.addfile(member, io.BytesIO(data))
+    with pytest.raises(CorpusError, match=r"corpus.tar.gz: cannot read corpus \(ParserError: .*Expected 4 fields"):
+        read_corpus(tmp_path / "corpus.tar.gz")
     tabs = tmp_path / "tabs.csv"  # a comma in a word made the parser fail on that row, not on the header
     tabs.write_text("Sentence #\tWord\tPOS\tTag\nSentence: 1\tParis\tNNP\tB-geo\n\t,\t,\tO\n", encoding="latin1")
     with pytest.raises(CorpusError, match=r"tabs.csv: line 1: missing column\(s\) \['Sentence #', 'Word', 'Tag'\]"):
