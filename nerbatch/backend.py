@@ -102,8 +102,10 @@ def keras():
                 tensorflow.get_logger().setLevel("ERROR")
             elif _silence_native_startup and importlib.util.find_spec("tensorflow") is not None:
                 # Under another backend Keras still imports TensorFlow, if installed, when it
-                # loads a model; here, its banner is silenced too.
-                import tensorflow  # noqa: F401
+                # loads a model; here, its banner is silenced too. Keras does without a TensorFlow
+                # that fails to import (one reason to use another backend), and so does this.
+                with contextlib.suppress(Exception):
+                    import tensorflow  # noqa: F401
     import keras as _keras
 
     global _fork_watched
