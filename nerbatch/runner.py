@@ -125,8 +125,8 @@ class RunReport:
     # None: an input resumed from a run of an earlier nerbatch, which did not count them.
     docs_with_generated_id: int | None = 0
     kept_fields_missing: dict[str, int] | None = field(default_factory=dict)
-    # Inputs of the same file name in different folders whose documents without an id got the same
-    # generated ids (<file name>:<line or row>): their records cannot be told apart by doc_id.
+    # Inputs of the same file name in different folders whose documents without an id got generated ids
+    # of the same form (<file name>:<line or row>): their records may share doc_ids.
     generated_id_clashes: list[list[str]] = field(default_factory=list)
     resumed_inputs: list[str] = field(default_factory=list)
     # Inputs not read to their end (truncated gzip, corrupt parquet row group...):
@@ -173,8 +173,8 @@ class RunReport:
         if id_field_given and self.docs_with_generated_id == self.docs_ok:
             warnings.insert(0, f"no document has the id field {id_field!r}: every id was generated as "
                                "<file name>:<line or row>; is it spelt as in the documents?")
-        warnings += [f"documents without an id in {', '.join(map(repr, clash))} got the same generated ids "
-                     f"({generated_id_prefix(clash[0])}:<line or row>), so their records share doc_ids; give the "
+        warnings += [f"documents without an id in {', '.join(map(repr, clash))} got generated ids of the same form "
+                     f"({generated_id_prefix(clash[0])}:<line or row>), so their records may share doc_ids; give the "
                      "documents ids (--id-field) or the files distinct names" for clash in self.generated_id_clashes]
         return warnings
 

@@ -522,9 +522,9 @@ def test_files_of_one_name_in_two_folders_whose_documents_lack_ids_are_a_warning
     assert result.exit_code == 0, result.output
     assert json.loads(report.read_text())["generated_id_clashes"] == [inputs[:2]]
     assert result.output == (
-        f"nerbatch: warning: documents without an id in {inputs[0]!r}, {inputs[1]!r} got the same generated ids "
-        "(news.jsonl:<line or row>), so their records share doc_ids; give the documents ids (--id-field) or the "
-        "files distinct names\n")
+        f"nerbatch: warning: documents without an id in {inputs[0]!r}, {inputs[1]!r} got generated ids of the same "
+        "form (news.jsonl:<line or row>), so their records may share doc_ids; give the documents ids (--id-field) or "
+        "the files distinct names\n")
     result = runner.invoke(app, ["run", "-i", inputs[0], "-i", inputs[2], "-o", str(tmp_path / "p.jsonl"),
                                  "--report", str(report), "--model", str(tiny_bundle), "-q"])
     assert (result.exit_code, result.output) == (0, "")  # one of them has ids
