@@ -533,7 +533,13 @@ def consume(
         if received:
             _tell(f"nerbatch: {signal.Signals(received[0]).name} during start-up; stopped before consuming")
             worker.stop()  # run() then returns before connecting, with the report a stop gives
-        result = worker.run()
+        try:
+            result = worker.run()
+        except Exception:
+            if report:  # a scheduler reads what was done (and committed) before the error, too
+                with contextlib.suppress(Exception):
+                    _write_report(report, report_dict(worker.report))
+            raise
     if report:
         _write_report(report, report_dict(result))
     if result.unfinished and result.stopped_by in ("idle_timeout", "max_docs"):

@@ -945,6 +945,9 @@ class Worker:
                     raise self._unreadable
             elif not self.report.stopped_by:
                 self.report.stopped_by = "signal"
+        except BaseException:
+            self.report.stopped_by = self.report.stopped_by or "error"
+            raise
         finally:
             _BOOTSTRAP_LOG.unwatch(self._bootstrap_failures)
             if self._fenced:

@@ -1236,6 +1236,24 @@ def test_the_records_before_an_undecodable_one_are_processed_and_committed(kafka
     assert _committed(kafka_admin, group, source) == {0: 12}
 
 
+def test_consume_writes_its_report_when_it_stops_with_an_error(kafka_bootstrap, kafka_topic_factory, tiny_bundle,
+                                                                tmp_path):
+    from typer.testing import CliRunner
+
+    from nerbatch.cli import app
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    good = json.dumps({"id": "g", "text": "Angela Merkel visited Paris."}).encode()
+    _produce_unchecked(kafka_bootstrap, source, [(None, good, []), (None, good, [(_UndecodableKey("trace"), b"t")])])
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(app, ["consume", "-b", kafka_bootstrap, "-t", source, "-g", _uid("report-on-error"),
+                                      "--output-topic", out, "--dead-letter-topic", out, "--model", str(tiny_bundle),
+                                      "--report", str(report), "--log-level", "ERROR"])
+    assert result.exit_code == 2 and f"{source}/0 at offset 1" in result.output, result.output
+    saved = json.loads(report.read_text())  # the document before the bad record was done and committed
+    assert (saved["stopped_by"], saved["docs_in"], saved["docs_ok"], saved["commits"]) == ("unreadable_record", 1, 1, 1)
+
+
 def test_a_restart_at_an_undecodable_record_stops_whichever_partition_the_client_reads_first(
         kafka_bootstrap, kafka_topic_factory, kafka_admin, pipeline):
     source, out = kafka_topic_factory(2), kafka_topic_factory(1)
