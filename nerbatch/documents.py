@@ -583,7 +583,14 @@ def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
                     break
                 d = zlib.decompressobj(wbits=31)
                 started = True
-            out = d.decompress(data, _READ_CHUNK)
+            before = d.copy()
+            try:
+                out = d.decompress(data, _READ_CHUNK)
+            except zlib.error:
+                # zlib keeps the output of a call that fails (a bad checksum in the trailer, a corrupt
+                # block): up to a chunk of good lines. Read that input again in small steps for them.
+                yield from _up_to_the_error(before, data)
+                raise
             if out:
                 yield out
             if d.eof:
@@ -600,6 +607,24 @@ def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
             yield tail
         if not d.eof:
             raise _Truncated("compressed data ends before the end-of-stream marker")
+
+
+def _up_to_the_error(d, data: bytes) -> Iterator[bytes]:
+    """What ``d`` decompresses of ``data`` before the point where it fails: 64 bytes at a time, then byte by
+    byte over the 64 where it failed (a step that fails gives nothing)."""
+    step = 64
+    for start in range(0, len(data), step):
+        before = d.copy()
+        try:
+            yield d.decompress(data[start:start + step])
+        except zlib.error:
+            d = before
+            for byte in range(start, min(start + step, len(data))):
+                try:
+                    yield d.decompress(data[byte:byte + 1])
+                except zlib.error:
+                    return
+            return
 
 
 def _split_lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[tuple[bytes, bool]]:
