@@ -7,12 +7,15 @@ day (as for jobs/nightly_run.sh), so the explicit data-interval timetable runs f
 trigger without one) names no day and fails at once. A retry resumes: it reuses the input files a failed attempt finished. If the
 day's files changed after that attempt (late arrivals), the resume is refused and the day is done
 afresh, so its entities always come from the files as they are now. A run over the error rate
-fails without retries: the same files would fail the same way.
+fails without retries: the same files would fail the same way. Only entity records go to
+ENTITIES_ROOT; each day's report, outcomes and errors go to its ``_runs/`` folder, which parquet readers
+(and a ``*.parquet`` glob) skip.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta
 
 try:  # Airflow 3: the task SDK (the Airflow 2 names still import there, with deprecation warnings)
@@ -41,11 +44,13 @@ def nerbatch_daily():
 
         if ds is None:
             raise AirflowFailException("this run has no logical date, so no day to tag; trigger it with one")
+        os.makedirs(f"{ENTITIES_ROOT}/_runs", exist_ok=True)
         options = RunOptions(
             inputs=[f"{NEWS_ROOT}/{ds}/"],
             output=f"{ENTITIES_ROOT}/{ds}.parquet",
-            report=f"{ENTITIES_ROOT}/{ds}.report.json",
-            outcomes=f"{ENTITIES_ROOT}/{ds}.outcomes.parquet",  # names the documents without entities too
+            report=f"{ENTITIES_ROOT}/_runs/{ds}.report.json",
+            outcomes=f"{ENTITIES_ROOT}/_runs/{ds}.outcomes.parquet",  # names the documents without entities too
+            errors=f"{ENTITIES_ROOT}/_runs/{ds}.errors.jsonl",
             keep_fields=("title", "url", "date"),
             resume=True,
         )

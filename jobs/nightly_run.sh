@@ -5,11 +5,13 @@
 #   0 2 * * *  /opt/nerbatch/jobs/nightly_run.sh /data/news/$(date -d yesterday +\%F) /data/entities/$(date -d yesterday +\%F).parquet
 # The nerbatch it runs: $NERBATCH if set, else the one on PATH, else this checkout's .venv (what
 # scripts/quickstart.sh installs), since cron's PATH is only /usr/bin:/bin.
+# Only entity records go beside OUTPUT, so a loader may read /data/entities/*.parquet or the folder;
+# the run's report, outcomes and errors go to _runs/ there (named after OUTPUT), which such readers skip.
 # Exit codes are nerbatch's: 0 ok, 1 too many bad documents or an input not readable to its end,
 # 2 configuration error (nerbatch not found included), another run still writing the same output,
 # or an output that could not be written (a full disk, say).
 set -euo pipefail
-if [ $# -ne 2 ] || [ "${2%.parquet}" = "$2" ]; then  # the report and outcomes are named after OUTPUT
+if [ $# -ne 2 ] || [ "${2%.parquet}" = "$2" ]; then  # the run's other files are named after OUTPUT
     echo "usage: nightly_run.sh INPUT_DIR OUTPUT.parquet" >&2
     exit 2
 fi
@@ -24,5 +26,9 @@ resume=(--resume)
 if [ "${NERBATCH_FRESH:-0}" = 1 ]; then
     resume=()
 fi
+runs=$(dirname "$output")/_runs
+mkdir -p "$runs"
+run=$runs/$(basename "${output%.parquet}")
 exec "$nerbatch" run --input "$input_dir" --output "$output" ${resume[@]+"${resume[@]}"} --quiet \
-    --report "${output%.parquet}.report.json" --outcomes "${output%.parquet}.outcomes.parquet" --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"
+    --report "$run.report.json" --outcomes "$run.outcomes.parquet" --errors "$run.errors.jsonl" \
+    --keep-fields "${NERBATCH_KEEP_FIELDS-title,url,date}"

@@ -9,6 +9,7 @@ import sys
 import types
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from nerbatch.runner import WorkFolder
@@ -59,9 +60,13 @@ def test_the_cron_wrapper_finds_nerbatch_without_path_and_can_start_afresh(tmp_p
     assert refused.returncode == 2 and "cannot resume" in refused.stderr, refused.stderr
     fresh = wrapper_run(NERBATCH_FRESH="1")
     assert fresh.returncode == 0, fresh.stderr
-    report = json.loads((tmp_path / "entities.report.json").read_text())
+    report = json.loads((tmp_path / "_runs" / "entities.report.json").read_text())
     assert report["docs_ok"] == 3 and report["resumed_inputs"] == []
-    assert (tmp_path / "entities.outcomes.parquet").is_file()
+    assert report["errors"] == str(tmp_path / "_runs" / "entities.errors.jsonl")
+    assert (tmp_path / "_runs" / "entities.outcomes.parquet").is_file()
+    # beside the output only entity records: the folder reads as one dataset of them
+    assert [p.name for p in tmp_path.glob("*.parquet")] == ["entities.parquet"]
+    assert pq.read_table(tmp_path, ignore_prefixes=[".", "_", "app", "news", "cron.d"]).num_rows == report["entities"]
 
 
 @pytest.fixture(params=["airflow 2", "airflow 3"])
@@ -118,8 +123,10 @@ def test_the_airflow_task_tags_the_finished_day_and_redoes_a_changed_one(airflow
     _interrupted_run_of_other_inputs(tmp_path / "entities" / "2026-01-01.parquet")
     xcom = airflow_dag["extract_entities"](ds="2026-01-01")
     assert xcom["docs_ok"] == 3 and not [key for key in xcom if key.endswith("inputs")]  # lists stay in the file
-    assert json.loads((tmp_path / "entities" / "2026-01-01.report.json").read_text())["resumed_inputs"] == []
-    assert (tmp_path / "entities" / "2026-01-01.outcomes.parquet").is_file()
+    report = json.loads((tmp_path / "entities" / "_runs" / "2026-01-01.report.json").read_text())
+    assert report["resumed_inputs"] == [] and report["errors"].endswith("/entities/_runs/2026-01-01.errors.jsonl")
+    assert (tmp_path / "entities" / "_runs" / "2026-01-01.outcomes.parquet").is_file()
+    assert pq.read_table(tmp_path / "entities").num_rows == report["entities"]  # entity records only
 
 
 def test_the_airflow_task_fails_without_retries_when_the_run_names_no_day(airflow_dag, tmp_path):
