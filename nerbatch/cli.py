@@ -28,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help: Rich's option table cut long option names short at 80 columns (--transaction-timeou…)
+    rich_markup_mode=None,
 )
 
 def _path_text(value: str) -> str:

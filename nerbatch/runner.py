@@ -94,14 +94,19 @@ class RunOptions:
         for name in ("id_field", "text_field"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
-                raise RunConfigError(f"{name} must be a non-blank field name, got {value!r}")
+                raise RunConfigError(f"{name} ({_option(name)}) must be a non-blank field name, got {value!r}")
         for name in ("max_doc_chars", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RunConfigError(f"{name} must be a positive integer, got {value!r}")
+                raise RunConfigError(f"{name} ({_option(name)}) must be a positive integer, got {value!r}")
         rate = self.max_error_rate
         if not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate <= 1:
-            raise RunConfigError(f"max_error_rate must be a fraction from 0 to 1, got {rate!r}")
+            raise RunConfigError(f"max_error_rate (--max-error-rate) must be a fraction from 0 to 1, got {rate!r}")
+
+
+def _option(name: str) -> str:
+    """The command-line option of a RunOptions field: messages serve the library and the CLI alike."""
+    return "--" + name.replace("_", "-")
 
 
 @dataclass

@@ -508,6 +508,16 @@ def test_a_field_no_document_has_is_a_warning_and_counted_in_the_report(tmp_path
     assert output == "" and saved["docs_with_generated_id"] == 0 and saved["kept_fields_missing"] == {"title": 2}
 
 
+def test_bad_run_settings_name_their_option(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "1", "text": "Angela Merkel visited Paris."}\n')
+    for option, value, message in (("--max-doc-chars", "0", "must be a positive integer, got 0"),
+                                   ("--id-field", " ", "must be a non-blank field name, got ' '")):
+        result = runner.invoke(app, ["run", "-i", str(source), "-o", str(tmp_path / "o.jsonl"), option, value])
+        assert result.exit_code == 2 and f"({option}) {message}" in result.output, result.output
+        assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_files_of_one_name_in_two_folders_whose_documents_lack_ids_are_a_warning(tmp_path, tiny_bundle):
     # Their generated ids are the same (<file name>:<line>): an index keyed on doc_id would merge two articles.
     for day, text in (("d1", "Angela Merkel visited Berlin."), ("d2", "Barack Obama visited Chicago.")):
