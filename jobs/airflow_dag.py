@@ -44,7 +44,8 @@ def nerbatch_daily():
 
         if ds is None:
             raise AirflowFailException("this run has no logical date, so no day to tag; trigger it with one")
-        os.makedirs(f"{ENTITIES_ROOT}/_runs", exist_ok=True)
+        if os.path.isdir(ENTITIES_ROOT):  # a missing ENTITIES_ROOT (a volume not mounted) is the run's error
+            os.makedirs(f"{ENTITIES_ROOT}/_runs", exist_ok=True)
         options = RunOptions(
             inputs=[f"{NEWS_ROOT}/{ds}/"],
             output=f"{ENTITIES_ROOT}/{ds}.parquet",

@@ -26,8 +26,17 @@ resume=(--resume)
 if [ "${NERBATCH_FRESH:-0}" = 1 ]; then
     resume=()
 fi
-runs=$(dirname "$output")/_runs
-mkdir -p "$runs"
+# only _runs/ is made: an output folder that is missing (a typo, a volume not mounted) is refused
+folder=$(dirname "$output")
+if [ ! -d "$folder" ]; then
+    echo "nightly_run.sh: cannot write $output: folder $folder does not exist" >&2
+    exit 2
+fi
+runs=$folder/_runs
+if ! mkdir -p "$runs"; then
+    echo "nightly_run.sh: cannot create $runs for the run's report, outcomes and errors" >&2
+    exit 2
+fi
 run=$runs/$(basename "${output%.parquet}")
 exec "$nerbatch" run --input "$input_dir" --output "$output" ${resume[@]+"${resume[@]}"} --quiet \
     --report "$run.report.json" --outcomes "$run.outcomes.parquet" --errors "$run.errors.jsonl" \

@@ -55,6 +55,11 @@ def test_the_cron_wrapper_finds_nerbatch_without_path_and_can_start_afresh(tmp_p
     (tmp_path / "cron.d").mkdir()  # cron calls the wrapper through a link elsewhere: .venv is still its checkout's
     os.symlink(wrapper, tmp_path / "cron.d" / "nightly")
     wrapper = str(tmp_path / "cron.d" / "nightly")
+    for where in (tmp_path / "typo" / "entities.parquet", day / "a.jsonl" / "entities.parquet"):
+        unwritable = subprocess.run(["bash", wrapper, str(day), str(where)], env=cron_env, capture_output=True,
+                                    text=True, timeout=60)  # a mistyped path, or a volume not mounted
+        assert unwritable.returncode == 2 and "nightly_run.sh: cannot" in unwritable.stderr, unwritable.stderr
+    assert not (tmp_path / "typo").exists()
     _interrupted_run_of_other_inputs(output)
     refused = wrapper_run()
     assert refused.returncode == 2 and "cannot resume" in refused.stderr, refused.stderr
@@ -127,6 +132,16 @@ def test_the_airflow_task_tags_the_finished_day_and_redoes_a_changed_one(airflow
     assert report["resumed_inputs"] == [] and report["errors"].endswith("/entities/_runs/2026-01-01.errors.jsonl")
     assert (tmp_path / "entities" / "_runs" / "2026-01-01.outcomes.parquet").is_file()
     assert pq.read_table(tmp_path / "entities").num_rows == report["entities"]  # entity records only
+
+
+def test_the_airflow_task_refuses_an_entities_folder_that_is_missing(airflow_dag, tmp_path, news_documents):
+    from nerbatch.errors import OutputError
+
+    _day_folder(tmp_path / "news" / "2026-01-01", news_documents)
+    (tmp_path / "entities").rmdir()  # a volume not mounted: nothing is made in its place
+    with pytest.raises(OutputError, match="does not exist"):
+        airflow_dag["extract_entities"](ds="2026-01-01")
+    assert not (tmp_path / "entities").exists()
 
 
 def test_the_airflow_task_fails_without_retries_when_the_run_names_no_day(airflow_dag, tmp_path):
