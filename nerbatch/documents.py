@@ -587,8 +587,9 @@ def _gunzip(raw: Iterator[bytes]) -> Iterator[bytes]:
             try:
                 out = d.decompress(data, _READ_CHUNK)
             except zlib.error:
-                # zlib keeps the output of a call that fails (a bad checksum in the trailer, a corrupt
-                # block): up to a chunk of good lines. Read that input again in small steps for them.
+                # zlib keeps nothing of a call that fails (a bad checksum in the trailer, a corrupt
+                # block): up to a chunk of lines. Read that input again in small steps for them, as
+                # gzip -d gives them; the error's reason says they may be damaged.
                 yield from _up_to_the_error(before, data)
                 raise
             if out:
@@ -684,7 +685,10 @@ def _break_reason(exc: BaseException) -> str:
     if isinstance(exc, EOFError):
         return f"corrupt_file: gzip stream is truncated ({_detail(exc)}); {rest}"
     if isinstance(exc, zlib.error):
-        return f"corrupt_file: invalid gzip data ({_detail(exc)}); {rest}"
+        # Damage shows where zlib notices it, not where it is: the lines read before may hold it (a
+        # checksum error covers the whole gzip member)
+        return (f"corrupt_file: invalid gzip data ({_detail(exc)}); {rest}, and the lines read before this "
+                "one may be damaged")
     detail = getattr(exc, "strerror", None) or _detail(exc)
     return f"read_error: {detail}; {rest}"
 
