@@ -146,7 +146,7 @@ def _user_errors(command):
     return wrapper
 
 
-@app.command()
+@app.command(short_help="Train a model bundle on a corpus and score its test part.")
 @_user_errors
 def train(
     data: DataOpt,
@@ -218,7 +218,7 @@ def train(
     _print(f"bundle written to {out}", is_result=False)
 
 
-@app.command()
+@app.command(short_help="Score a bundle on the protocol's test split (entity F1).")
 @_user_errors
 def evaluate(
     data: DataOpt,
@@ -256,7 +256,7 @@ def evaluate(
            f"{format_table(test)}\n{test['tokens_per_s']:.0f} tokens/s", is_result=not report)
 
 
-@app.command()
+@app.command(short_help="Describe a bundle: what it is, its training, its test scores.")
 @_user_errors
 def info(model: ModelOpt = None) -> None:
     """What a bundle is, how it was trained, and its test-split metrics (loading it: a bundle info
@@ -361,7 +361,7 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Print the entities of a text as JSON lines.")
 @_user_errors
 def predict(
     text: Annotated[str, typer.Argument(help="Text to tag, or '-' to read standard input.")],
@@ -437,7 +437,7 @@ class _WorkerLogFilter(logging.Filter):
         return True
 
 
-@app.command()
+@app.command(short_help="Annotate documents from Kafka topics as a long-running worker.")
 @_user_errors
 def consume(
     bootstrap_servers: Annotated[str, typer.Option("--bootstrap-servers", "-b", envvar="NERBATCH_KAFKA_BOOTSTRAP", help="Kafka brokers, HOST:PORT[,HOST:PORT...].")],
