@@ -188,9 +188,12 @@ def _refuse_line_breaks(frame: pd.DataFrame, path: Path, header_lines: int) -> N
         row, column = first
         value = frame[column].iloc[row]
         # the rows above hold no line break, so the row starts on this line
-        raise CorpusError(f"{path}: line {header_lines + 1 + row}: the {column!r} cell holds a line break "
-                          f"({value[:40]!r}): is a quote unescaped? In CSV a cell with a \" is quoted, its \" "
-                          "doubled (\"\"\"\" for \" alone)")
+        raise CorpusError(f"{path}: {_line_break(header_lines + 1 + row, column, value)}")
+
+
+def _line_break(line: int, column: str, value: str) -> str:
+    return (f"line {line}: the {column!r} cell holds a line break ({value[:40]!r}): is a quote unescaped? In "
+            "CSV a cell with a \" is quoted, its \" doubled (\"\"\"\" for \" alone)")
 
 
 def _first_column_name(first: str) -> str:
@@ -238,10 +241,8 @@ def _first_bad_row(source, fallback: str) -> str:
             for row in reader:
                 broken = next((i for i, cell in enumerate(row) if "\n" in cell or "\r" in cell), None)
                 if broken is not None:
-                    column = header[broken] if broken < width else f"field {broken + 1}"
-                    return (f"line {first_line}: the {column!r} cell holds a line break ({row[broken][:40]!r}): "
-                            "is a quote unescaped? In CSV a cell with a \" is quoted, its \" doubled (\"\"\"\" for "
-                            "\" alone)")
+                    return _line_break(first_line, header[broken] if broken < width else f"field {broken + 1}",
+                                       row[broken])
                 if len(row) > width:  # the parser fills a shorter row
                     return (f"line {first_line}: {len(row)} fields where the header has {width} (a field too many, "
                             "or a trailing comma)")

@@ -284,9 +284,10 @@ class NerPipeline:
                                   sentences_per_doc, tokens_per_doc)
         tag_ids = np.concatenate([t.tag_ids for t in tagged])
         tag_probs = np.concatenate([t.tag_probs for t in tagged])
+        sentence_offsets = np.cumsum(lengths) - lengths  # of each sentence's first token
         first = np.zeros(n_tokens, dtype=bool)
-        first[np.cumsum(lengths) - lengths] = True
-        item_marks = {int(offset) + k for s, offset in zip(sentences, np.cumsum(lengths) - lengths)
+        first[sentence_offsets] = True
+        item_marks = {int(offset) + k for s, offset in zip(sentences, sentence_offsets) if s.item_mark
                       for k in range(s.item_mark)}
         spans = _trimmed(flat_spans(tag_ids, tag_probs, first, self.kinds),
                          [w for s in sentences for w in s.words], item_marks, tag_probs)
