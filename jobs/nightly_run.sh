@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cron entry point: tag yesterday's news files (a complete folder by 02:00). Rerunning it with the
 # same arguments after an interruption resumes the interrupted run (--resume). A resume is refused
-# (exit 2) if the folder's files changed since; rerun with NERBATCH_FRESH=1 to start afresh.
+# (exit 2) if the folder's files changed since; rerun with NERBATCH_FRESH=1 (or remove the work
+# folder that the message names) to start afresh.
 #   0 2 * * *  /opt/nerbatch/jobs/nightly_run.sh /data/news/$(date -d yesterday +\%F) /data/entities/$(date -d yesterday +\%F).parquet
 # The nerbatch it runs: $NERBATCH if set, else the one on PATH, else this checkout's .venv (what
 # scripts/quickstart.sh installs), since cron's PATH is only /usr/bin:/bin.

@@ -63,6 +63,12 @@ def test_the_cron_wrapper_finds_nerbatch_without_path_and_can_start_afresh(tmp_p
     _interrupted_run_of_other_inputs(output)
     refused = wrapper_run()
     assert refused.returncode == 2 and "cannot resume" in refused.stderr, refused.stderr
+    # the message's remedies both work for the wrapper, which always passes --resume
+    work = tmp_path / ".entities.parquet.nerbatch-work"
+    assert f"or remove {str(work)!r} to start afresh" in refused.stderr, refused.stderr
+    shutil.rmtree(work)
+    assert wrapper_run().returncode == 0
+    _interrupted_run_of_other_inputs(output)
     fresh = wrapper_run(NERBATCH_FRESH="1")
     assert fresh.returncode == 0, fresh.stderr
     report = json.loads((tmp_path / "_runs" / "entities.report.json").read_text())

@@ -756,7 +756,7 @@ def test_a_work_part_damaged_during_the_run_is_named(tmp_path, tiny_pipeline, ne
 
     monkeypatch.setattr(runner, "_merge_parts", damage_then_merge)
     with pytest.raises(OutputError, match=r"work part '.*part-00000.parquet' is damaged \(ArrowInvalid: .*\); "
-                                          "rerun without --resume"):
+                                          "rerun without --resume, or remove '.*nerbatch-work' to start afresh"):
         run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet")), tiny_pipeline)
     assert not (tmp_path / "o.parquet").exists()
 
