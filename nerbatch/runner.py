@@ -560,9 +560,11 @@ class _InputWork:
 
     def __init__(self, number, source, options, fmt, outcomes_fmt, schema, work) -> None:
         self.source = source
-        self.part = work.path / f"part-{number:05d}.{fmt}"
-        self.errors_part = work.path / f"errors-{number:05d}.jsonl"
-        self.outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}" if outcomes_fmt else None
+        # Named so that no data glob matches them: DuckDB and polars descend into hidden folders, and a
+        # lake read as `**/part-*.parquet` must not take a run's unpublished records for published ones.
+        self.part = work.path / f"records-{number:05d}.{fmt}.work"
+        self.errors_part = work.path / f"errors-{number:05d}.jsonl.work"
+        self.outcomes_part = work.path / f"outcomes-{number:05d}.{outcomes_fmt}.work" if outcomes_fmt else None
         self.incomplete = False  # set while the file is read (on the pipeline's reader thread)
         self.counts = dict.fromkeys(
             ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities",

@@ -464,12 +464,12 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path, tiny_pipeline, new
     out = tmp_path / "o.parquet"
     first = WorkFolder(str(out))  # as a run in progress holds it
     first.begin({"any": 1}, resume=False)
-    (first.path / "part-00000.parquet").write_bytes(b"in progress")
+    (first.path / "records-00000.parquet.work").write_bytes(b"in progress")
     with pytest.raises(NerbatchError, match="another nerbatch run is writing"):
         run_job(RunOptions(inputs=[str(src)], output=str(out)), tiny_pipeline)
     with pytest.raises(NerbatchError, match="another nerbatch run is writing"):  # before loading a model
         run_job(RunOptions(inputs=[str(src)], output=str(out), model=str(tmp_path / "no-bundle")))
-    assert (first.path / "part-00000.parquet").read_bytes() == b"in progress"
+    assert (first.path / "records-00000.parquet.work").read_bytes() == b"in progress"
     first.remove()
     with pytest.raises(NerbatchError, match="model bundle not found"):
         run_job(RunOptions(inputs=[str(src)], output=str(out), model=str(tmp_path / "no-bundle")))
@@ -485,7 +485,7 @@ def test_resume_refuses_another_output_format_and_keeps_the_parts(tmp_path, tiny
     parquet = RunOptions(inputs=[str(src)], output=out)
     work = WorkFolder(out)
     work.begin(_fingerprint(parquet, [str(src)], tiny_pipeline.model_name), resume=False)
-    work.mark_complete("elsewhere.jsonl", {"part": "part-00000.parquet"})  # as a killed run leaves it
+    work.mark_complete("elsewhere.jsonl", {"part": "records-00000.parquet.work"})  # as a killed run leaves it
     work.release()
     with pytest.raises(NerbatchError, match="cannot resume"):
         run_job(RunOptions(inputs=[str(src)], output=out, fmt="jsonl", resume=True), tiny_pipeline)
@@ -650,6 +650,29 @@ def _interrupted_after(n_inputs: int, options, pipeline, monkeypatch) -> Path:
     return runner.work_folder_path(options.output)
 
 
+def test_an_interrupted_run_leaves_no_file_that_a_lake_glob_takes_for_records(tmp_path, tiny_pipeline,
+                                                                               news_documents, monkeypatch):
+    """DuckDB's and polars' `lake/**/part-*.parquet` (or `**/*.parquet`) descend into hidden folders:
+    the work folder's parts must match neither, or readers see a half-done day twice."""
+    import glob
+
+    sources = [str(_write_jsonl(tmp_path / f"in{i}.jsonl", news_documents[i * 3:(i + 1) * 3])) for i in range(3)]
+    (tmp_path / "lake").mkdir()
+    options = RunOptions(inputs=sources, output=str(tmp_path / "lake" / "day=1") + "/", resume=True,
+                         outcomes=str(tmp_path / "outcomes.parquet"), errors=str(tmp_path / "errors.jsonl"))
+    published = run_job(options, tiny_pipeline).entities
+    work = _interrupted_after(2, options, tiny_pipeline, monkeypatch)
+    assert len(list(work.iterdir())) > 3  # the finished inputs' parts are there
+
+    def lake_glob(pattern: str) -> list[str]:
+        return sorted(glob.glob(str(tmp_path / "lake" / "**" / pattern), recursive=True, include_hidden=True))
+
+    parts = lake_glob("part-*.parquet")
+    assert parts == [str(tmp_path / "lake" / "day=1" / "part-00000.parquet")]
+    assert lake_glob("*.parquet") == parts
+    assert pq.read_table(parts[0]).num_rows == published
+
+
 def test_resume_takes_the_finished_inputs_however_their_paths_are_written(tmp_path, tiny_pipeline, news_documents,
                                                                         monkeypatch):
     """Cron runs with absolute paths through a link to a volume; an operator resumes by hand from the
@@ -722,8 +745,8 @@ def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, 
 
     whole = run_job(options("whole"), tiny_pipeline)
     work = _interrupted_after(3, options("resumed"), tiny_pipeline, monkeypatch)
-    (work / "errors-00000.jsonl").write_text("")  # emptied
-    part = work / "part-00001.parquet"
+    (work / "errors-00000.jsonl.work").write_text("")  # emptied
+    part = work / "records-00001.parquet.work"
     part.write_bytes(part.read_bytes()[:300])  # truncated
     report = run_job(options("resumed"), tiny_pipeline)
     assert report.resumed_inputs == [sources[2]]
@@ -734,7 +757,7 @@ def test_resume_redoes_inputs_whose_parts_were_damaged(tmp_path, tiny_pipeline, 
 
     # A part damaged without changing its size is done again too; a manifest cut short starts afresh.
     work = _interrupted_after(2, options("more"), tiny_pipeline, monkeypatch)
-    part = work / "part-00000.parquet"
+    part = work / "records-00000.parquet.work"
     part.write_bytes(b"\0" * part.stat().st_size)
     report = run_job(options("more"), tiny_pipeline)
     assert report.resumed_inputs == [sources[1]]
@@ -751,11 +774,11 @@ def test_a_work_part_damaged_during_the_run_is_named(tmp_path, tiny_pipeline, ne
     real = runner._merge_parts
 
     def damage_then_merge(work, *args):
-        (work.path / "part-00000.parquet").write_bytes(b"PAR1")
+        (work.path / "records-00000.parquet.work").write_bytes(b"PAR1")
         real(work, *args)
 
     monkeypatch.setattr(runner, "_merge_parts", damage_then_merge)
-    with pytest.raises(OutputError, match=r"work part '.*part-00000.parquet' is damaged \(ArrowInvalid: .*\); "
+    with pytest.raises(OutputError, match=r"work part '.*records-00000.parquet.work' is damaged \(ArrowInvalid: .*\); "
                                           "rerun without --resume, or remove '.*nerbatch-work' to start afresh"):
         run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.parquet")), tiny_pipeline)
     assert not (tmp_path / "o.parquet").exists()
