@@ -301,7 +301,7 @@ def run(
     output: Annotated[str, typer.Option("--output", "-o", parser=_path_text, help="Entity records: a .parquet/.jsonl file, or a folder (ending in /) of part files.")],
     model: ModelOpt = None,
     format: Annotated[Optional[str], typer.Option("--format", help="parquet or jsonl (default: from the output name).")] = None,
-    errors: Annotated[Optional[str], typer.Option(parser=_path_text, help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: <output>.errors.jsonl).")] = None,
+    errors: Annotated[Optional[str], typer.Option(parser=_path_text, help="Error records, JSON lines: a .jsonl or .jsonl.gz file (default: _<output name>.errors.jsonl beside the output).")] = None,
     outcomes: Annotated[Optional[str], typer.Option(parser=_path_text, help="Also write one row per input document here (.parquet, .jsonl or .jsonl.gz): entities, no_entities or failed.")] = None,
     report: Annotated[Optional[str], typer.Option(parser=_path_text, help="Write the run report (JSON) here.")] = None,
     id_field: IdFieldOpt = "id",

@@ -69,7 +69,7 @@ class RunOptions:
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]  # one pattern, file or folder, or several
     output: str
     fmt: str | None = None  # parquet | jsonl; None: from the output's extension
-    errors: str | None = None  # error records (JSONL); None: <output>.errors.jsonl
+    errors: str | None = None  # error records (JSONL); None: _<output name>.errors.jsonl beside it
     outcomes: str | None = None  # one outcome row per document (.parquet or .jsonl); None: not written
     report: str | None = None
     id_field: str = "id"
@@ -371,7 +371,7 @@ def _outcomes_format(options: RunOptions) -> str | None:
 
 def _named_output(output: str) -> str:
     """``output`` without a trailing slash, and resolved where its last part is no name (``.``, ``out/..``):
-    the files named after it go beside the folder, not into it as ``..errors.jsonl``."""
+    the files named after it go beside the folder, not into it as ``_..errors.jsonl``."""
     stripped = output.rstrip("/" + os.sep)
     if os.path.basename(stripped) in ("", ".", ".."):
         return os.path.realpath(output)
@@ -380,7 +380,9 @@ def _named_output(output: str) -> str:
 
 def _errors_path(options: RunOptions) -> str:
     if not options.errors:
-        return _named_output(options.output) + ".errors.jsonl"
+        # "_" first: pyarrow, pandas and Spark skip the file when they read the output's folder as a dataset
+        parent, name = os.path.split(_named_output(options.output))
+        return os.path.join(parent, f"_{name}.errors.jsonl")
     try:
         fmt = output_kind(options.errors, None, dataset=False)[0]
     except OutputError:

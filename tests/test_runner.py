@@ -94,13 +94,30 @@ def test_jsonl_output_and_folder_dataset(tmp_path, tiny_pipeline, news_documents
     assert parts == ["part-00000.parquet"]
     assert pq.read_table(folder).num_rows == len(rows)
     # a folder named "." or "x/.": the errors file and the work folder go beside it, named after it
-    beside = os.path.realpath(folder) + ".errors.jsonl"
+    beside = str(tmp_path.resolve() / "_dataset.errors.jsonl")
     for output, cwd, errors in ((".", folder, beside), (f"{folder}/.", tmp_path, beside),
-                                ("dataset/", tmp_path, "dataset.errors.jsonl")):
+                                ("dataset/", tmp_path, "_dataset.errors.jsonl")):
         monkeypatch.chdir(cwd)
         assert run_job(RunOptions(inputs=[str(src)], output=output), tiny_pipeline).errors == errors
         assert sorted(p.name for p in folder.iterdir()) == ["part-00000.parquet"]
-        assert (tmp_path / "dataset.errors.jsonl").is_file() and pq.read_table(folder).num_rows == len(rows)
+        assert (tmp_path / "_dataset.errors.jsonl").is_file() and pq.read_table(folder).num_rows == len(rows)
+
+
+def test_the_default_errors_file_leaves_a_lake_readable_as_a_dataset(tmp_path, tiny_pipeline, news_documents):
+    import pyarrow.dataset as ds
+
+    src = _write_jsonl(tmp_path / "in.jsonl", news_documents[:3] + ["{not json"])
+    (tmp_path / "lake" / "day=2").mkdir(parents=True)
+    entities = 0
+    for output in (tmp_path / "lake" / "day=1", tmp_path / "lake" / "day=2" / "e.parquet"):
+        report = run_job(RunOptions(inputs=[str(src)], output=str(output) + ("/" if output.suffix == "" else ""),
+                                    max_error_rate=1.0), tiny_pipeline)
+        assert report.docs_failed == 1 and Path(report.errors).read_text().count("\n") == 1
+        entities += report.entities
+    assert sorted(p.name for p in (tmp_path / "lake").rglob("*errors*")) == [
+        "_day=1.errors.jsonl", "_e.parquet.errors.jsonl"]
+    table = ds.dataset(tmp_path / "lake", partitioning="hive").to_table()
+    assert table.num_rows == entities > 0 and sorted(set(table.column("day").to_pylist())) == [1, 2]
 
 
 def test_paths_through_a_link_and_dot_dot_are_where_the_system_finds_them(tmp_path, tiny_pipeline, news_documents):
@@ -117,7 +134,7 @@ def test_paths_through_a_link_and_dot_dot_are_where_the_system_finds_them(tmp_pa
     dataset = run_job(RunOptions(inputs=[f"{via}/docs.parquet"], output=f"{via}/ds/"), tiny_pipeline)
     assert dataset.entities == report.entities
     assert sorted(p.name for p in (tmp_path / "other").iterdir()) == [
-        "deep", "docs.parquet", "ds", "ds.errors.jsonl", "e.parquet", "e.parquet.errors.jsonl", "r.json"]
+        "_ds.errors.jsonl", "_e.parquet.errors.jsonl", "deep", "docs.parquet", "ds", "e.parquet", "r.json"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["link"]
     assert pq.read_table(tmp_path / "other" / "e.parquet").num_rows == report.entities
 
@@ -325,7 +342,7 @@ def test_outputs_never_overwrite_inputs_or_each_other(tmp_path, tiny_pipeline, n
         (dict(output=out, errors=str(src)), "the errors file .* is also an input"),
         (dict(output=out, report=str(src)), "the report .* is also an input"),
         (dict(output=out, errors=out), "the errors file .* is also the output"),
-        (dict(output=out, report=str(tmp_path / "o.jsonl.errors.jsonl")), "the report .* is also the errors file"),
+        (dict(output=out, report=str(tmp_path / "_o.jsonl.errors.jsonl")), "the report .* is also the errors file"),
         (dict(output=out, outcomes=str(src)), "the outcomes file .* is also an input"),
         (dict(output=out, outcomes=out), "the outcomes file .* is also the output"),
         (dict(output=str(tmp_path / "ds") + "/", outcomes=str(tmp_path / "ds" / "o.parquet")),
@@ -438,7 +455,7 @@ def test_an_input_that_vanishes_while_the_model_loads_is_an_error_record(tmp_pat
     assert "Traceback" not in result.output and "could not be read to the end" in result.output
     saved = json.loads(report.read_text())
     assert saved["docs_ok"] == 2 and saved["docs_failed"] == 1 and saved["incomplete_inputs"] == [str(gone)]
-    errors = [json.loads(line) for line in (tmp_path / "o.parquet.errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "_o.parquet.errors.jsonl").read_text().splitlines()]
     assert [(e["source"], e["reason"].split(":")[0]) for e in errors] == [(str(gone), "read_error")]
     assert saved["seconds"] >= saved["model_load_seconds"] > 0 and saved["tokens_per_s"] > 0
 
@@ -494,7 +511,7 @@ def test_resume_refuses_another_output_format_and_keeps_the_parts(tmp_path, tiny
 
 def test_temp_files_of_a_killed_merge_are_removed(tmp_path, tiny_pipeline, news_documents):
     src = _write_jsonl(tmp_path / "news.jsonl", news_documents[:2])
-    stale = [tmp_path / ".o.jsonl.tmp-99999-0", tmp_path / ".o.jsonl.errors.jsonl.tmp-99999-1"]
+    stale = [tmp_path / ".o.jsonl.tmp-99999-0", tmp_path / "._o.jsonl.errors.jsonl.tmp-99999-1"]
     for path in stale:
         path.write_text("half written")
     run_job(RunOptions(inputs=[str(src)], output=str(tmp_path / "o.jsonl")), tiny_pipeline)
