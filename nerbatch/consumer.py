@@ -200,6 +200,7 @@ MIN_MESSAGE_BYTES = 1024
 REBALANCE_POLL_S = 0.1  # the shortest poll while the group rebalances
 STOP_GRACE_S = 5.0  # how long a stop request still waits for an unresponsive broker
 TOPIC_CHECK_S = 60.0  # how often the worker asks whether its input topics still exist
+LAG_ENDS_S = 5.0  # how often the lag gauge asks the broker for its partitions' ends
 DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # kafka-python's, used when --max-poll-interval-ms is not given
 INT32_MAX = 2**31 - 1  # the largest timeout Kafka's protocol carries
@@ -899,7 +900,10 @@ class Worker:
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
         self._last_topic_check = time.monotonic()
-        self._last_lag = 0.0
+        self._last_lag = self._last_ends = 0.0
+        # The broker's partition ends as last asked: a fetch learns a partition's end only once its
+        # records are handed out, so a backlog of partitions not reached yet would count as none.
+        self._ends: dict = {}
         self._bootstrap_failures = _BootstrapFailures(self.options.client_id)
         # only a static member can be fenced
         self._fenced = _Fenced(self.options.client_id, options.group, options.group_instance_id) \
@@ -1859,7 +1863,10 @@ class Worker:
         now = time.monotonic()
         if now - self._last_lag >= 1.0:  # the gauge follows a backlog between progress lines
             self._last_lag = now
-            self.metrics.lag.set(self.lag())
+            ask_broker = now - self._last_ends >= LAG_ENDS_S
+            if ask_broker:
+                self._last_ends = now
+            self._set_lag_gauge(*self._left(ask_broker, uncommitted=True))
         if now - self._last_log >= self.options.log_interval:
             self._log_progress(now)
         if now - self._last_topic_check >= TOPIC_CHECK_S:
@@ -1901,13 +1908,13 @@ class Worker:
             first_left = {tp: s.resume_at for tp, s in self._states.items() if s.resume_at is not None}
         for record in self._hand:
             first_left.setdefault(self._tp(record), record.offset)
-        ends: dict = {}
         if ask_broker:
             with contextlib.suppress(Exception):
-                ends = self._consumer.end_offsets(list(self._consumer.assignment()), timeout_ms=1000)
+                self._ends.update(self._consumer.end_offsets(list(self._consumer.assignment()), timeout_ms=1000))
         for tp in self._consumer.assignment():
             try:
-                high = ends.get(tp, self._consumer.highwater(tp))
+                known = [end for end in (self._ends.get(tp), self._consumer.highwater(tp)) if end is not None]
+                high = max(known, default=None)  # ends only grow: the later of the two
                 position = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue
@@ -1917,12 +1924,16 @@ class Worker:
                 total += max(0, high - min(position, first_left.get(tp, position)))
         return total, unknown
 
+    def _set_lag_gauge(self, lag: int, unknown: int) -> None:
+        if not unknown:  # a partition not counted yet would show the backlog smaller than it is
+            self.metrics.lag.set(lag)
+
     def _log_progress(self, now: float) -> None:
         rep = self.report
         elapsed = max(1e-9, now - self._last_log)
         docs0, tokens0 = self._last_log_counts
-        lag = self.lag(ask_broker=True)
-        self.metrics.lag.set(lag)
+        lag, unknown = self._left(ask_broker=True, uncommitted=True)
+        self._set_lag_gauge(lag, unknown)
         log.info("consumed=%d produced=%d dead_lettered=%d failed=%d lag=%d docs/s=%.1f tokens/s=%.0f "
                  "batches=%d retries=%d", rep.docs_in, rep.produced, rep.dead_lettered, rep.docs_failed, lag,
                  (rep.docs_in - docs0) / elapsed, (rep.tokens - tokens0) / elapsed, rep.batches,

@@ -1554,21 +1554,24 @@ def test_a_connection_the_broker_keeps_failing_is_retried_with_its_reason(kafka_
             _finish(thread, box, timeout=30)
 
 
+class _SlowPipeline:
+    def __init__(self, pipeline, seconds: float) -> None:
+        self._pipeline, self._seconds = pipeline, seconds
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def annotate(self, documents):
+        time.sleep(self._seconds)
+        return self._pipeline.annotate(documents)
+
+
 def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_bootstrap, kafka_topic_factory, pipeline):
     source, out = kafka_topic_factory(1), kafka_topic_factory(1)
     _produce(kafka_bootstrap, source, _docs(60, "lag"))
-
-    class Slow:
-        def __getattr__(self, name):
-            return getattr(pipeline, name)
-
-        def annotate(self, documents):
-            time.sleep(0.5)
-            return pipeline.annotate(documents)
-
     worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("lag"),
                                    output_topic=out, dead_letter_topic=out, max_batch_docs=5, log_interval=600.0,
-                                   metrics_port=0), Slow())
+                                   metrics_port=0), _SlowPipeline(pipeline, 0.5))
     thread, box = _start(worker)
     _wait(worker.running.is_set, "the worker to connect")
     host, port = worker.metrics_address
@@ -1582,6 +1585,32 @@ def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_boot
     finally:
         worker.stop()
         _finish(thread, box)
+
+
+def test_the_lag_gauge_counts_partitions_not_reached_yet(kafka_bootstrap, kafka_topic_factory, pipeline):
+    """A fetch learns a partition's end only once its records are handed out: the gauge must count the
+    backlog of every assigned partition, not only of the one being drained."""
+    source, out = kafka_topic_factory(3), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(300, "lag3"))  # keyed: about 100 a partition
+    worker = Worker(ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("lag3"),
+                                   output_topic=out, dead_letter_topic=out, max_batch_docs=10, log_interval=600.0,
+                                   metrics_port=0), _SlowPipeline(pipeline, 0.3))
+    thread, box = _start(worker)
+    _wait(worker.running.is_set, "the worker to connect")
+    host, port = worker.metrics_address
+    samples = []
+    try:
+        while worker.report.docs_in < 150 and len(samples) < 200:
+            text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+            gauge = float(re.search(r"^nerbatch_consume_lag(?:\{.*\})? (\S+)$", text, re.M).group(1))
+            if gauge:  # 0 until the worker knows where it stands in every partition
+                samples.append((gauge, worker.report.docs_in))  # committed <= processed, so lag >= 300 - processed
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+        _finish(thread, box)
+    assert len(samples) >= 5, samples
+    assert all(gauge >= 300 - processed for gauge, processed in samples), samples
 
 
 def test_healthz_tells_a_hung_worker_from_a_busy_one(kafka_bootstrap, kafka_topic_factory, pipeline):
