@@ -496,7 +496,7 @@ def consume(
             log.info("already stopping")
             return
         log.info("%s received: finishing the batch in hand, then stopping", signal.Signals(signum).name)
-        worker.stop()
+        worker.stop("signal")
 
     with _stop_signals_handled_by(stop):
         from nerbatch.bundle import default_model_path, load_bundle
@@ -534,7 +534,7 @@ def consume(
         worker = Worker(options, NerPipeline(load_bundle(model), batch_size=batch_size))
         if received:
             _tell(f"nerbatch: {signal.Signals(received[0]).name} during start-up; stopped before consuming")
-            worker.stop()  # run() then returns before connecting, with the report a stop gives
+            worker.stop("signal")  # run() then returns at once, with the report a stop gives
         try:
             result = worker.run()
         except Exception:

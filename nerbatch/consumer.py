@@ -899,6 +899,8 @@ class Worker:
         self._last_log_counts = (0, 0)
         self.running = threading.Event()  # set once connected and subscribed
         self._stop_at = 0.0  # monotonic time of the first stop request
+        self._stop_reason = "stop"
+        self._ran = False
         self._last_topic_check = time.monotonic()
         self._last_lag = self._last_ends = 0.0
         # The broker's partition ends as last asked: a fetch learns a partition's end only once its
@@ -911,10 +913,12 @@ class Worker:
 
     # ---- control
 
-    def stop(self) -> None:
-        """Ask the worker to finish the batch in hand, commit and return (thread- and signal-safe)."""
+    def stop(self, reason: str = "stop") -> None:
+        """Ask the worker to finish the batch in hand, commit and return (thread- and signal-safe);
+        ``reason`` is the report's ``stopped_by`` (the CLI's signal handler says "signal")."""
         if not self._stop.is_set():
             self._stop_at = time.monotonic()
+            self._stop_reason = reason
         self._stop.set()
 
     @property
@@ -924,6 +928,12 @@ class Worker:
     # ---- lifecycle
 
     def run(self) -> ConsumeReport:
+        if self._ran:  # its report, stop request and partition states belong to the first run
+            raise RuntimeError("a Worker runs once: make a new one for another run")
+        self._ran = True
+        if self._stop.is_set():  # stopped before it started: nothing to connect to or serve
+            self.report.stopped_by = self._stop_reason
+            return self.report
         started = self._last_round = time.monotonic()
         o = self.options
         log.info("worker starting: group %s, topics %s -> %s%s%s, model %s, %s", o.group, ",".join(o.topics),
@@ -948,7 +958,7 @@ class Worker:
                 if self._unreadable is not None:
                     raise self._unreadable
             elif not self.report.stopped_by:
-                self.report.stopped_by = "signal"
+                self.report.stopped_by = self._stop_reason
         except BaseException:
             self.report.stopped_by = self.report.stopped_by or "error"
             raise
@@ -1220,7 +1230,7 @@ class Worker:
                     break
                 last_message = time.monotonic()  # wait another idle period before asking again
         if not self.report.stopped_by:
-            self.report.stopped_by = "signal"
+            self.report.stopped_by = self._stop_reason
 
     def _poll(self, timeout_s: float, max_records: int) -> dict:
         kafka = _kafka()

@@ -440,6 +440,7 @@ cli.main()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()
     assert f"nerbatch: {stop.name} during start-up; stopped before consuming\n" in done.stderr.decode()
+    assert "worker starting" not in done.stderr.decode()  # nor a metrics port bound after the stop
     report = json.loads((tmp_path / "r.json").read_text())  # a scheduler reads what the worker did: nothing
     assert (report["stopped_by"], report["docs_in"], report["commits"]) == ("signal", 0, 0)
 

@@ -1413,7 +1413,7 @@ def test_a_worker_whose_broker_dies_mid_batch_stops_cleanly_without_a_traceback(
     worker.stop()
     report = _finish(thread, box)
     gc.collect()
-    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
+    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "stop"
     # What the interpreter would print as "Exception ignored in ...", with a traceback.
     assert not unraisable, [f"{u.err_msg or 'Exception ignored in'} {u.object!r}: {u.exc_value!r}" for u in unraisable]
 
@@ -1483,8 +1483,10 @@ def test_broker_down_at_start_is_retried_with_backoff(pipeline, tmp_path, caplog
               timeout=60)
         worker.stop()
         report = _finish(thread, box, timeout=30)
-    assert report.docs_in == 0 and report.stopped_by == "signal"
+    assert report.docs_in == 0 and report.stopped_by == "stop"  # a library's stop(): no signal came
     assert not worker.running.is_set()
+    with pytest.raises(RuntimeError, match="a Worker runs once"):  # not a silent return with the old report
+        worker.run()
 
 
 def test_a_worker_authenticates_over_sasl_and_a_refused_password_stops_it_by_name(
@@ -1519,7 +1521,7 @@ def test_a_worker_authenticates_over_sasl_and_a_refused_password_stops_it_by_nam
         assert time.monotonic() - started < 15  # the first refusal ends it, not rounds of backoff
         assert other[0].is_alive()  # the refusal was not the other worker's
         unreachable.stop()
-        assert _finish(*other).stopped_by == "signal"
+        assert _finish(*other).stopped_by == "stop"
     finally:
         kafka_log.setLevel(logging.NOTSET)
 
@@ -1925,7 +1927,7 @@ def test_an_exactly_once_worker_whose_broker_dies_stops_soon_after_sigterm(doome
     worker.stop()
     report = _finish(thread, box, timeout=30)
     assert time.monotonic() - stopped < 12  # the broker's grace (5 s), then closing the connections
-    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "signal"
+    assert report.docs_ok == 3 and report.commits == 1 and report.stopped_by == "stop"
 
 
 def test_a_worker_writing_parts_whose_broker_dies_stops_soon_after_sigterm(doomed_broker, pipeline, tmp_path):
@@ -1943,7 +1945,7 @@ def test_a_worker_writing_parts_whose_broker_dies_stops_soon_after_sigterm(doome
     worker.stop()  # the open part's commit waits for a broker that is gone
     report = _finish(thread, box, timeout=30)
     assert time.monotonic() - stopped < 12  # the broker's grace (5 s), then closing the connections
-    assert report.unfinished and report.parts == 0 and report.stopped_by == "signal"
+    assert report.unfinished and report.parts == 0 and report.stopped_by == "stop"
 
 
 @pytest.mark.parametrize("deleted, exactly_once", [("input", False), ("output", False), ("output", True),
