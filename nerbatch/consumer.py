@@ -750,7 +750,9 @@ METRICS_REQUEST_TIMEOUT_S = 10.0
 def _serve_metrics(registry, host: str, port: int, stalled: Callable[[], str | None] = lambda: None):
     """Serve ``registry`` at http://host:port/ on a daemon thread, one thread per request; the server.
 
-    ``/healthz`` answers 200 ``ok``, or 503 with ``stalled()``'s words when that is not None.
+    ``/healthz`` answers 200 ``ok``, or 503 with ``stalled()``'s words when that is not None; ``/metrics``
+    (and ``/``) the metrics; any other path 404, so that a probe of a mistyped path fails instead of
+    passing for good. HEAD gets GET's status and headers.
     """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -759,14 +761,32 @@ def _serve_metrics(registry, host: str, port: int, stalled: Callable[[], str | N
 
     metrics_app = make_wsgi_app(registry)
 
-    def app(environ, start_response):
-        if environ.get("PATH_INFO") != "/healthz":
+    def text(start_response, status: str, body: str) -> list[bytes]:
+        data = body.encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    def answer(environ, start_response):
+        path = environ.get("PATH_INFO")
+        if path in ("/metrics", "/"):
             return metrics_app(environ, start_response)
-        problem = stalled()
-        body = f"{problem or 'ok'}\n".encode()
-        start_response("503 Service Unavailable" if problem else "200 OK",
-                       [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
-        return [body]
+        if path == "/healthz":
+            problem = stalled()
+            return text(start_response, "503 Service Unavailable" if problem else "200 OK", f"{problem or 'ok'}\n")
+        return text(start_response, "404 Not Found", "not found: try /metrics or /healthz\n")
+
+    def app(environ, start_response):
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return answer(environ, start_response)
+        got = []
+        body = answer({**environ, "REQUEST_METHOD": "GET"}, lambda status, headers, exc_info=None: got.append(
+            (status, headers)))
+        length = len(b"".join(body))
+        status, headers = got[0]
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers = [*headers, ("Content-Length", str(length))]
+        start_response(status, headers)
+        return []
 
     class Handler(WSGIRequestHandler):
         timeout = METRICS_REQUEST_TIMEOUT_S
@@ -981,7 +1001,8 @@ class Worker:
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode ("a..b")
             raise ConsumeConfigError(
                 f"cannot serve metrics on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
-        log.info("metrics at http://%s:%d/metrics", host, self._metrics_server.server_address[1])
+        log.info("metrics at http://%s:%d/metrics", f"[{host}]" if ":" in host else host,
+                 self._metrics_server.server_address[1])
 
     def _stalled(self) -> str | None:
         """Why the worker looks hung (its loop has not come round for longer than a batch and a backoff may

@@ -739,6 +739,41 @@ def test_idle_metrics_connections_are_closed_while_scrapes_are_served(monkeypatc
     assert "Traceback" not in capsys.readouterr().err  # a client that went quiet is no error
 
 
+def test_the_metrics_server_answers_its_paths_only_and_head_like_get():
+    import http.client
+
+    from prometheus_client import CollectorRegistry, Counter
+
+    from nerbatch import consumer
+
+    registry = CollectorRegistry()
+    Counter("probe", "A probe.", registry=registry).inc()
+    server = consumer._serve_metrics(registry, "127.0.0.1", 0, stalled=lambda: None)
+
+    def fetch(method: str, path: str) -> tuple[int, int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            return response.status, int(response.getheader("Content-Length") or -1), response.read()
+        finally:
+            connection.close()
+
+    try:
+        for path in ("/metrics", "/"):
+            status, length, body = fetch("GET", path)
+            assert status == 200 and b"probe_total 1.0" in body and length == len(body)
+        assert fetch("GET", "/healthz") == (200, 3, b"ok\n")
+        for mistyped in ("/health", "/healthz/", "/metric"):  # a probe of a mistyped path must fail
+            assert fetch("GET", mistyped)[0] == 404
+        for path in ("/metrics", "/healthz"):
+            status, length, body = fetch("HEAD", path)
+            assert (status, body) == (200, b"") and length == len(fetch("GET", path)[2])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("host, reason", [("a..b", "label empty or too long"), ("x" * 64 + ".example", "too long")])
 def test_a_metrics_host_no_resolver_accepts_is_one_line(pipeline, host, reason):
     options = ConsumeOptions(bootstrap_servers="127.0.0.1:9", topics=("in",), group="g", output_topic="out",
