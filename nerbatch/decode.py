@@ -75,15 +75,16 @@ def constrained_viterbi(
         return np.zeros((batch, time), dtype=np.int32)
     allowed, start_ok = allowed_transitions(tags)
     prior = transition_scores if transition_scores is not None else 0.0
-    forbid = np.where(allowed, prior, -np.inf).astype(np.float32)
+    # [next, prev]: each tag's predecessors lie in contiguous memory, and their best one is searched once
+    forbid = np.where(allowed, prior, -np.inf).astype(np.float32).T.copy()
     log_p = np.log(np.clip(probs, 1e-12, 1.0), dtype=np.float32)
     score = log_p[:, 0, :] + np.where(start_ok, 0.0, -np.inf).astype(np.float32)
     backpointers = np.zeros((batch, time, n_tags), dtype=np.int32)
     identity = np.broadcast_to(np.arange(n_tags, dtype=np.int32), (batch, n_tags))
     for t in range(1, time):
-        candidate = score[:, :, None] + forbid[None, :, :]
-        best_prev = candidate.argmax(axis=1).astype(np.int32)
-        new_score = candidate.max(axis=1) + log_p[:, t, :]
+        candidate = score[:, None, :] + forbid[None, :, :]
+        best_prev = candidate.argmax(axis=2)
+        new_score = np.take_along_axis(candidate, best_prev[:, :, None], axis=2)[:, :, 0] + log_p[:, t, :]
         active = (t < lengths)[:, None]
         score = np.where(active, new_score, score)
         backpointers[:, t, :] = np.where(active, best_prev, identity)

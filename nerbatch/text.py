@@ -357,7 +357,8 @@ def _compiled() -> _Compiled:
         ("underscores", "_+"),
         ("other", NOTSEP),
     ]
-    token = "(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
+    # no alternative starts with a separator: the guard skips the spaces between tokens at once
+    token = f"(?={NOTSEP})(?:" + "|".join(p for _, p in alternatives) + f"){EXTSEQ}"
     term = f"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{_CLOSERS}]*+(?={GAP}[{_OPENERS}]*{START})"
     cjk_term = f"(?<![{_CJK_TERMINATORS}])[{_CJK_TERMINATORS}]++[{_CLOSERS}]*+"
     # a line of quote marks only is blank too; the next line's quote marks belong to the break
