@@ -17,6 +17,7 @@ SHIPPED = str(Path(__file__).resolve().parents[1] / "nerbatch" / "models" / "def
     ("many_files.py", []),
     ("model_throughput.py", [f"shipped={SHIPPED}"]),
     ("parquet_memory.py", []),
+    ("raw_text_f1.py", []),
     ("run_throughput.py", []),
     ("score_calibration.py", [SHIPPED]),
     ("tokenizer_agreement.py", []),

@@ -1,0 +1,96 @@
+"""Entity F1 on raw prose against `nerbatch evaluate`'s figure on the corpus's own tokens.
+
+`nerbatch evaluate` tags the test split's gold tokens; `nerbatch run` and the Kafka worker get prose
+and split and tokenize it themselves. This joins the protocol's test sentences, detokenised, into
+documents of ``--doc-size`` consecutive sentences, runs them through ``NerPipeline.annotate`` (the
+path of `run`), and scores its entity records by exact character span and type against the gold
+entities, beside the same model tagging the gold tokens (scored the same way: by character span).
+
+    python benchmarks/raw_text_f1.py --data ../shared/data/ner_dataset.csv.zip [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tokenizer_agreement import _fix_cp1252, detokenize  # noqa: E402
+
+from nerbatch.bundle import load_bundle  # noqa: E402
+from nerbatch.corpus import read_corpus  # noqa: E402
+from nerbatch.decode import iob2_spans  # noqa: E402
+from nerbatch.documents import Document  # noqa: E402
+from nerbatch.errors import NerbatchError  # noqa: E402
+from nerbatch.evaluate import test_part  # noqa: E402
+from nerbatch.metrics import format_table  # noqa: E402
+from nerbatch.pipeline import NerPipeline  # noqa: E402
+
+
+def span_scores(gold: set, predicted: set, types: list[str]) -> dict:
+    """Micro, per-type and macro (over types with gold entities) P/R/F1 of (doc, label, start, end) sets."""
+
+    def row(g: set, p: set) -> dict:
+        hits = len(g & p)
+        precision = hits / len(p) if p else 0.0
+        recall = hits / len(g) if g else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+        return {"precision": precision, "recall": recall, "f1": f1, "support": len(g)}
+
+    per_type = {t: row({e for e in gold if e[1] == t}, {e for e in predicted if e[1] == t}) for t in types}
+    supported = [r["f1"] for r in per_type.values() if r["support"]]
+    return {"per_type": per_type, "micro": row(gold, predicted),
+            "macro_f1": sum(supported) / len(supported) if supported else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/ner_dataset.csv.zip")
+    parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
+    parser.add_argument("--doc-size", type=int, default=5, help="test sentences per document")
+    args = parser.parse_args()
+    if args.doc_size < 1:
+        parser.error("--doc-size must be at least 1")
+
+    test = test_part(read_corpus(args.data))
+    pipeline = NerPipeline(load_bundle(args.model))
+    docs, gold, word_spans, doc_of = [], set(), [], []
+    for first in range(0, len(test), args.doc_size):
+        doc_id, parts, offset = f"doc-{len(docs)}", [], 0
+        for i in range(first, min(first + args.doc_size, len(test))):
+            text, spans = detokenize([_fix_cp1252(w) for w in test.words[i]])
+            offset += 1 if parts else 0  # the space that joins it to the sentence before
+            word_spans.append([(start + offset, end + offset) for start, end in spans])
+            doc_of.append(doc_id)
+            parts.append(text)
+            offset += len(text)
+        docs.append(Document(doc_id, " ".join(parts), {}, "<test split>", len(docs)))
+
+    def entities(sentence_tags: list[list[str]]) -> set:
+        return {(doc_of[i], s.label, word_spans[i][s.start][0], word_spans[i][s.end - 1][1])
+                for i, tags in enumerate(sentence_tags) for s in iob2_spans(tags)}
+
+    gold = entities(test.tags)
+    on_tokens = entities(pipeline.tagger.tag_strings(test.words))
+    on_text = {(r["doc_id"], r["label"], r["start"], r["end"])
+               for chunk in pipeline.annotate(docs)
+               for records in chunk.records_by_document(pipeline.model_name) for r in records}
+    types = sorted({e[1] for e in gold})
+    token_scores, text_scores = span_scores(gold, on_tokens, types), span_scores(gold, on_text, types)
+    print(f"{len(test)} test sentences in {len(docs)} documents of {args.doc_size}, {len(gold)} gold entities; "
+          f"model {pipeline.model_name}")
+    print("\nthe corpus's tokens (as nerbatch evaluate):\n" + format_table(token_scores))
+    print("\nraw prose (as nerbatch run):\n" + format_table(text_scores))
+    gap = token_scores["micro"]["f1"] - text_scores["micro"]["f1"]
+    print(f"\nmicro F1: tokens {token_scores['micro']['f1']:.4f}, raw prose {text_scores['micro']['f1']:.4f}, "
+          f"lost {gap:.4f}; entities only the token path found: {len((gold & on_tokens) - on_text)}, "
+          f"only raw prose: {len((gold & on_text) - on_tokens)}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except NerbatchError as exc:  # a missing corpus or bundle: one line, as from the CLI
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
