@@ -1939,13 +1939,18 @@ class Worker:
             first_left = {tp: s.resume_at for tp, s in self._states.items() if s.resume_at is not None}
         for record in self._hand:
             first_left.setdefault(self._tp(record), record.offset)
+        ends: dict = {}
         if ask_broker:
             with contextlib.suppress(Exception):
-                self._ends.update(self._consumer.end_offsets(list(self._consumer.assignment()), timeout_ms=1000))
+                ends = self._consumer.end_offsets(list(self._consumer.assignment()), timeout_ms=1000)
+                self._ends.update(ends)
         for tp in self._consumer.assignment():
             try:
-                known = [end for end in (self._ends.get(tp), self._consumer.highwater(tp)) if end is not None]
-                high = max(known, default=None)  # ends only grow: the later of the two
+                # The broker's answer is the end a read_committed reader can reach; a fetch's high
+                # watermark counts an open transaction's records too, so it comes second, and the
+                # stored answer only for a partition not fetched from yet.
+                fetched = self._consumer.highwater(tp)
+                high = ends.get(tp, fetched if fetched is not None else self._ends.get(tp))
                 position = self._consumer.position(tp, timeout_ms=0)
             except Exception:  # noqa: BLE001 - partition just revoked
                 continue

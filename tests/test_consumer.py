@@ -11,6 +11,7 @@ outputs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import glob
@@ -825,6 +826,35 @@ def test_transactional_input_is_consumed_to_its_end(kafka_bootstrap, kafka_admin
     assert (report.docs_ok, report.stopped_by) == (3, "idle_timeout")
     # records at offsets 0, 2, 4; the commit follows the last record, before the last marker
     assert worker.lag() == 0 and _committed(kafka_admin, group, source) == {0: 5}
+
+
+def test_an_open_input_transaction_does_not_hold_off_the_idle_timeout(kafka_bootstrap, kafka_topic_factory,
+                                                                       pipeline):
+    """A read_committed reader cannot read past an open transaction: its records are no lag, and a run
+    that has read all it can ends by --idle-timeout (a fetch's high watermark counts them)."""
+    from kafka import KafkaProducer
+
+    source, out = kafka_topic_factory(1), kafka_topic_factory(1)
+    _produce(kafka_bootstrap, source, _docs(3, "before-txn"))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id=_uid("txn-open"))
+    try:
+        producer.init_transactions()
+        producer.begin_transaction()
+        producer.send(source, value=json.dumps({"id": "open", "text": "Angela Merkel visited Paris."}).encode())
+        producer.flush(timeout=30)
+        options = ConsumeOptions(bootstrap_servers=kafka_bootstrap, topics=(source,), group=_uid("txn-open"),
+                                 output_topic=out, dead_letter_topic=out, idle_timeout=2.0, max_backoff_s=1.0)
+        worker = Worker(options, pipeline)
+        thread, box = _start(worker)
+        thread.join(30)
+        if thread.is_alive():
+            worker.stop()
+        report = _finish(thread, box)
+        assert (report.docs_ok, report.stopped_by) == (3, "idle_timeout")
+    finally:
+        with contextlib.suppress(Exception):
+            producer.abort_transaction()
+        producer.close(timeout=30)
 
 
 class _HeldPipeline:
