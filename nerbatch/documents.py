@@ -42,6 +42,7 @@ import json
 import math
 import os
 import stat
+import struct
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -791,6 +792,7 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
             pf.close()
             return
     text_columns = {rules.id_field, rules.text_field}
+    intervals = _interval_columns(pf, [c for c in columns if c not in text_columns])  # an id or text of them is refused
     position = 0  # next row index to yield
     try:
         # One row group at a time, so a corrupt row group costs only its own rows.
@@ -801,7 +803,8 @@ def _read_parquet(rules: _Rules, chunk_rows: int) -> Iterator[Document | Documen
                 for batch in pf.iter_batches(
                     batch_size=chunk_rows, row_groups=[group], columns=columns, use_threads=False
                 ):
-                    cols = {name: _column_values(batch.column(name), name in text_columns) for name in columns}
+                    cols = {name: _iso_intervals(batch.column(name)) if name in intervals
+                            else _column_values(batch.column(name), name in text_columns) for name in columns}
                     for i in range(batch.num_rows):
                         row = {name: values[i] for name, values in cols.items()}
                         yield _parquet_row(rules, row, position)
@@ -902,6 +905,26 @@ def _iso_durations(column) -> list:
             continue
         seconds, fraction = divmod(abs(count), 10**digits)
         values.append(f"{'-' if count < 0 else ''}PT{seconds}{f'.{fraction:0{digits}d}' if digits else ''}S")
+    return values
+
+
+def _interval_columns(pf, names: list[str]) -> set[str]:
+    """Which of ``names`` hold parquet's INTERVAL (DuckDB writes one): Arrow reads it as 12 bytes."""
+    leaves = (pf.schema.column(i) for i in range(len(pf.schema)))
+    return {leaf.path for leaf in leaves if leaf.converted_type == "INTERVAL" and leaf.path in names}
+
+
+def _iso_intervals(column) -> list:
+    """Parquet INTERVAL values (months, days, milliseconds: little-endian uint32s) as ISO 8601, one form
+    for every row ("P1M2DT5.678S"): months and days have no fixed length in seconds."""
+    values = []
+    for value in column.to_pylist():
+        if value is None:
+            values.append(None)
+            continue
+        months, days, millis = struct.unpack("<III", value)
+        seconds, fraction = divmod(millis, 1000)
+        values.append(f"P{months}M{days}DT{seconds}.{fraction:03d}S")
     return values
 
 

@@ -791,6 +791,16 @@ def test_parquet_ids_of_database_exports_and_binary_strings_are_read(tmp_path):
     assert (unreadable.doc_id, reason_kind(unreadable.reason)) == (str(first), "unreadable_value")
 
 
+def test_a_kept_parquet_interval_is_iso_8601_not_its_bytes():
+    # DuckDB writes INTERVAL columns, which Arrow reads as 12 raw bytes (months, days, milliseconds)
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "duckdb_interval.parquet")
+    docs = list(read_documents(path, keep_fields=["took"]))
+    assert [(d.doc_id, d.fields["took"]) for d in docs] == [
+        ("d1", "P0M0DT5.000S"), ("d2", "P1M2DT11045.678S"), ("d3", None)]
+    assert [reason_kind(e.reason) for e in read_documents(path, text_field="took")] == [
+        "non_string_text", "non_string_text", "missing_text"]
+
+
 def test_kept_times_and_whole_floats_have_one_form_whatever_the_row_or_unit(tmp_path):
     # Python's isoformat drops a zero fraction, pandas writes ns durations as "0 days 00:00:05", and pandas
     # writes an integer column with missing values as float64: one column would hold two spellings.
