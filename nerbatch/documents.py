@@ -38,6 +38,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import glob
+import itertools
 import json
 import math
 import os
@@ -95,6 +96,10 @@ REASON_KINDS: dict[str, str] = {
         "of the file), a file that is not parquet at all (covers the whole file, position 0), or a "
         "corrupt parquet row group (covers the rows from position to the end of that row group; "
         "reading resumes with the next row group)"
+    ),
+    "not_jsonl": (
+        "the file is no JSON Lines at all: a JSON array or JSON over several lines, an archive (zip, bz2, "
+        "xz, zstd, 7z) or UTF-16/32 text; covers the whole file (position 0)"
     ),
     "duplicate_column": "a parquet file names a needed column (id, text or a kept field) more than once; covers the whole file (position 0)",
     "read_error": "the file could not be opened (position 0) or an I/O error stopped reading; covers the rest of the file",
@@ -427,6 +432,38 @@ def _sniff(path: str) -> str:
     return "jsonl"
 
 
+# What a file that is no JSON Lines starts with, and what to do about it.
+_NOT_JSONL_MAGIC = (
+    (b"PK\x03\x04", "a zip archive; extract it"), (b"PK\x05\x06", "an empty zip archive"),
+    (b"BZh", "bzip2-compressed; decompress it (bunzip2) or recompress it with gzip"),
+    (b"\xfd7zXZ\x00", "xz-compressed; decompress it (unxz) or recompress it with gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it (unzstd) or recompress it with gzip"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive; extract it"),
+    (b"\xff\xfe\x00\x00", "UTF-32 text; re-encode it as UTF-8 (iconv -f UTF-32 -t UTF-8)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 text; re-encode it as UTF-8 (iconv -f UTF-32 -t UTF-8)"),
+    (b"\xff\xfe", "UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text; re-encode it as UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+)
+
+
+def _not_jsonl(head: bytes, name: str) -> str | None:
+    """Why a file starting with ``head`` (its first bytes, decompressed) holds no JSON Lines at all, or
+    None. Each line of such a file would be a meaningless error of its own."""
+    for magic, what in _NOT_JSONL_MAGIC:
+        if head.startswith(magic):
+            return f"not_jsonl: the file is {what} (nerbatch reads JSON Lines, gzipped or not, and parquet)"
+    first = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    quoted = "'" + name.replace("'", "'\\''") + "'"
+    line, _, rest = first.partition(b"\n")
+    if first.startswith(b"[") and (line.strip() == b"[" or not rest.strip()):  # over several lines, or the only one
+        return (f"not_jsonl: the file is a JSON array, not JSON Lines (one object per line); "
+                f"convert it: jq -c '.[]' {quoted} > docs.jsonl")
+    if line.strip() == b"{" and rest:
+        return (f"not_jsonl: the file is JSON over several lines, not JSON Lines (one object per line); "
+                f"convert it: jq -c . {quoted} > docs.jsonl")
+    return None
+
+
 def read_documents(
     path: str | os.PathLike[str],
     *,
@@ -681,15 +718,15 @@ def _detail(exc: BaseException) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-def _break_reason(exc: BaseException) -> str:
+def _break_reason(exc: BaseException, lines_read: int) -> str:
     rest = "the rest of the file could not be read"
     if isinstance(exc, EOFError):
         return f"corrupt_file: gzip stream is truncated ({_detail(exc)}); {rest}"
     if isinstance(exc, zlib.error):
         # Damage shows where zlib notices it, not where it is: the lines read before may hold it (a
         # checksum error covers the whole gzip member)
-        return (f"corrupt_file: invalid gzip data ({_detail(exc)}); {rest}, and the lines read before this "
-                "one may be damaged")
+        damaged = ", and the lines read before this one may be damaged" if lines_read else ""
+        return f"corrupt_file: invalid gzip data ({_detail(exc)}); {rest}{damaged}"
     detail = getattr(exc, "strerror", None) or _detail(exc)
     return f"read_error: {detail}; {rest}"
 
@@ -701,8 +738,21 @@ def _read_jsonl(rules: _Rules, gz: bool, max_line_bytes: int) -> Iterator[Docume
         yield rules.error(0, f"read_error: cannot open file: {exc.strerror or exc}")
         return
     with f:
-        chunks = _file_chunks(f)
-        lines = _split_lines(_gunzip(chunks) if gz else chunks, max_line_bytes)
+        if gz and (magic := f.read(2)) and magic != b"\x1f\x8b" and magic[:1] != b"\0":  # zeros: gzip's padding
+            yield rules.error(0, "corrupt_file: the file is named .gz but holds no gzip data; if it is plain "
+                                 "JSON Lines, rename it without .gz")
+            return
+        f.seek(0)
+        chunks = _gunzip(_file_chunks(f)) if gz else _file_chunks(f)
+        try:
+            head = next((chunk for chunk in chunks if chunk), b"")
+        except (EOFError, OSError, zlib.error) as exc:
+            yield rules.error(1, _break_reason(exc, 0))
+            return
+        if (problem := _not_jsonl(head, os.path.basename(rules.source))) is not None:
+            yield rules.error(0, problem)
+            return
+        lines = _split_lines(itertools.chain((head,), chunks), max_line_bytes)
         lineno = 0
         while True:
             try:
@@ -710,7 +760,7 @@ def _read_jsonl(rules: _Rules, gz: bool, max_line_bytes: int) -> Iterator[Docume
             except StopIteration:
                 return
             except (EOFError, OSError, zlib.error) as exc:
-                yield rules.error(lineno + 1, _break_reason(exc))
+                yield rules.error(lineno + 1, _break_reason(exc, lineno))
                 return
             lineno += 1
             if overlong:

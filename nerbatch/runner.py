@@ -54,7 +54,7 @@ WORK_FORMAT_VERSION = 4  # 4: entries record their parts' sha256
 PART_KEYS = ("part", "errors_part", "outcomes_part")  # a completed input's files in the work folder
 # Error kinds that stop reading a file (or a parquet row group) early: the
 # documents they cover were never seen, so their number is unknown.
-_BREAK_KINDS = frozenset({"corrupt_file", "duplicate_column", "read_error"})
+_BREAK_KINDS = frozenset({"corrupt_file", "duplicate_column", "not_jsonl", "read_error"})
 
 
 class RunConfigError(NerbatchError, ValueError):

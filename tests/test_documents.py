@@ -234,7 +234,8 @@ def test_corrupt_gzip_data(tmp_path):
     path.write_bytes(b'{"text": "not actually gzip"}\n')
     [err] = read_documents(str(path))
     assert isinstance(err, DocumentError)
-    assert err.position == 1 and err.reason.startswith("corrupt_file: invalid gzip data")
+    assert err.position == 0 and err.reason == ("corrupt_file: the file is named .gz but holds no gzip data; if it "
+                                                "is plain JSON Lines, rename it without .gz")
 
 
 @pytest.mark.parametrize("content", [b"", b"\0" * 4096, b"\0" * 8 + gzip.compress(b'{"text": "a"}\n')],
@@ -789,6 +790,52 @@ def test_parquet_ids_of_database_exports_and_binary_strings_are_read(tmp_path):
                              "at": pa.array([253402300800], pa.timestamp("s"))}), tmp_path / "far.parquet")
     [unreadable] = read_documents(str(tmp_path / "far.parquet"), keep_fields=["at"])
     assert (unreadable.doc_id, reason_kind(unreadable.reason)) == (str(first), "unreadable_value")
+
+
+def test_a_file_that_is_no_json_lines_is_one_error_that_says_what_to_do(tmp_path):
+    """Read line by line, each would give a meaningless error of its own (a zip's bytes between line breaks,
+    an array's "[" and "{"), and a report counting its lines as documents."""
+    import bz2
+    import lzma
+    import zipfile
+
+    lines = [json.dumps({"id": f"d{i}", "text": "Angela Merkel visited Paris."}) for i in range(3)]
+    jsonl = ("\n".join(lines) + "\n").encode()
+    docs = [json.loads(line) for line in lines]
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as archive:
+        archive.writestr("docs.jsonl", jsonl)
+    files = {
+        "docs.zip": "a zip archive; extract it",
+        "docs.jsonl.bz2": "bzip2-compressed",
+        "docs.jsonl.xz": "xz-compressed",
+        "utf16.jsonl": "UTF-16 text; re-encode it as UTF-8",
+        "array.json": "a JSON array, not JSON Lines (one object per line); convert it: jq -c '.[]' 'array.json'",
+        "pretty.json": "a JSON array, not JSON Lines",
+        "object.json": "JSON over several lines, not JSON Lines (one object per line); convert it: jq -c .",
+        "array.json.gz": "a JSON array, not JSON Lines",  # what the gzip holds
+    }
+    (tmp_path / "docs.jsonl.bz2").write_bytes(bz2.compress(jsonl))
+    (tmp_path / "docs.jsonl.xz").write_bytes(lzma.compress(jsonl))
+    (tmp_path / "utf16.jsonl").write_bytes(jsonl.decode().encode("utf-16"))
+    (tmp_path / "array.json").write_text(json.dumps(docs))
+    (tmp_path / "pretty.json").write_text("\ufeff" + json.dumps(docs, indent=2))
+    (tmp_path / "object.json").write_text(json.dumps(docs[0], indent=2))
+    (tmp_path / "array.json.gz").write_bytes(gzip.compress(json.dumps(docs).encode()))
+    for name, why in files.items():
+        [error] = read_documents(str(tmp_path / name))
+        assert (error.position, reason_kind(error.reason)) == (0, "not_jsonl") and why in error.reason, error.reason
+    # named .gz but plain lines; an empty .gz (a gzip file cut short): no line was read, so none is damaged
+    (tmp_path / "plain.jsonl.gz").write_bytes(jsonl)
+    [error] = read_documents(str(tmp_path / "plain.jsonl.gz"))
+    assert error.reason == ("corrupt_file: the file is named .gz but holds no gzip data; if it is plain JSON Lines, "
+                            "rename it without .gz")
+    (tmp_path / "empty.jsonl.gz").write_bytes(b"")
+    [error] = read_documents(str(tmp_path / "empty.jsonl.gz"))
+    assert reason_kind(error.reason) == "corrupt_file" and "may be damaged" not in error.reason
+    # JSON Lines whose first line is an array or an object over one line stay line errors and documents
+    (tmp_path / "mixed.jsonl").write_text("[1, 2]\n" + jsonl.decode())
+    assert [reason_kind(getattr(i, "reason", "ok:")) for i in read_documents(str(tmp_path / "mixed.jsonl"))] == [
+        "not_object", "ok", "ok", "ok"]
 
 
 def test_a_kept_parquet_interval_is_iso_8601_not_its_bytes():
