@@ -135,7 +135,7 @@ def read_corpus(path: str | Path) -> Corpus:
     frame.columns = [_first_column_name(str(frame.columns[0])), *frame.columns[1:]]
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise CorpusError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}")
+        raise CorpusError(f"{path}: missing column(s) {missing}; {_found(list(frame.columns))}")
     header_lines = 1 + sum(str(c).count("\n") for c in frame.columns)
     _refuse_line_breaks(frame, path, header_lines)
     blank = (frame == "").all(axis=1).to_numpy()
@@ -212,6 +212,20 @@ _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _OTHER_COMPRESSIONS = (".zst", ".zstd", ".tar", ".tgz", ".tbz2", ".txz", ".zip")
 
 
+def _found(header: list) -> str:
+    """The header's names as a message shows them: a few, each cut short (a line of JSON or a binary
+    file read as a header is megabytes of "names"), and what the file looks like when it is no corpus."""
+    names = [str(name) for name in header]
+    shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:6]]
+    found = f"found {shown}" + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    first = names[0].lstrip() if names else ""
+    if first.startswith(("{", "[")) or first.startswith("PAR1"):
+        what = "JSON" if first[:1] in "{[" else "parquet"
+        found += (f"; this looks like {what} documents: --data takes the annotated corpus (a CSV with columns "
+                  f"{', '.join(REQUIRED_COLUMNS)}), and documents go to 'nerbatch run'")
+    return found
+
+
 def _first_bad_row(source, fallback: str) -> str:
     """Where the file first breaks the corpus's shape, by its line (the file is read again, on the error
     path only): the parser's messages count records, not lines, and name where it gave up, often far
@@ -235,7 +249,7 @@ def _first_bad_row(source, fallback: str) -> str:
                 header[0] = _first_column_name(header[0])
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                return f"line 1: missing column(s) {missing}; found {header}"
+                return f"line 1: missing column(s) {missing}; {_found(header)}"
             width = len(header)
             first_line = reader.line_num + 1
             for row in reader:

@@ -1,8 +1,11 @@
 import io
+import json
 import os
 import tarfile
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from nerbatch.corpus import protocol_split, read_corpus, validation_split
@@ -200,6 +203,21 @@ def test_missing_file_and_columns(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(CorpusError, match="missing column"):
         read_corpus(path)
+
+
+def test_documents_given_as_the_corpus_are_named_so_in_a_short_line(tmp_path):
+    # A line of JSON read as a header is thousands of "column names": the message printed them all.
+    docs = tmp_path / "news.jsonl"
+    text = ", ".join(["Angela Merkel met Emmanuel Macron in Berlin"] * 2000)
+    docs.write_text(json.dumps({"id": "a", "text": text}) + "\n")
+    pq.write_table(pa.table({"id": ["a"], "text": [text]}), tmp_path / "news.parquet")
+    for path, what in ((docs, "JSON"), (tmp_path / "news.parquet", "parquet")):
+        with pytest.raises(CorpusError) as caught:
+            read_corpus(path)
+        message = str(caught.value)
+        assert len(message) < 600, message
+        assert f"this looks like {what} documents: --data takes the annotated corpus" in message, message
+        assert "documents go to 'nerbatch run'" in message
 
 
 def test_protocol_split_is_fixed_and_disjoint():
