@@ -78,6 +78,9 @@ def verify_bundle(directory: str | Path) -> dict:
         if left and not directory.exists():
             raise BundleError(f"{directory}: model bundle not found; a training killed while replacing it left "
                               f"the previous bundle in {left[-1]} (the next training into it puts it back)")
+        if directory.is_file():
+            raise BundleError(f"{directory}: a file; a model bundle is the folder that holds {MANIFEST}, "
+                              f"model.keras and the rest (here {directory.parent} if it is one)")
         raise BundleError(f"{directory}: model bundle not found (expected a directory)")
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():

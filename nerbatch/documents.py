@@ -239,6 +239,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[s
             given = os.fspath(given)
         if not isinstance(given, str) or not given:
             raise InputError(f"invalid input argument {given!r}")
+        if given == "-" and not os.path.exists(given):
+            raise InputError("input '-': inputs are files, not standard input; save it to a file first")
         if _has_glob(given) and not os.path.exists(given):
             matches = sorted(glob.glob(given, recursive=True))
             files: list[str] = []

@@ -861,6 +861,8 @@ def output_kind(
 ) -> tuple[str, bool]:
     """``(format, is_folder)`` that :func:`open_sink` chooses for ``path`` (same arguments)."""
     path = os.fspath(path)
+    if path == "-":  # as other tools name standard output: a file named "-" would be a surprise
+        raise OutputError("'-': outputs are files, not standard output; name a file (entities.jsonl, say)")
     if fmt is not None and fmt not in _FORMATS:
         raise OutputError(f"unknown output format {fmt!r}; expected one of {', '.join(_FORMATS)}")
     if dataset is None:

@@ -72,6 +72,21 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, gmb_sample):
     assert result.exit_code == 2 and "line 2" in result.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["run", "-i", "{news}", "-o", "-", "--format", "jsonl"], "'-': outputs are files, not standard output"),
+    (["run", "-i", "-", "-o", "o.jsonl"], "input '-': inputs are files, not standard input; save it to a file first"),
+    (["info", "--model", "{model_file}"], "model.keras: a file; a model bundle is the folder that holds manifest.json"),
+])
+def test_a_dash_or_a_bundles_file_is_refused_saying_what_to_give(tmp_path, tiny_bundle, monkeypatch, args, message):
+    # "-o - --format jsonl" wrote a file named "-"; "-i -" said the input did not exist
+    monkeypatch.chdir(tmp_path)
+    news = tmp_path / "news.jsonl"
+    news.write_text('{"id": "a", "text": "Angela Merkel visited Paris."}\n')
+    result = runner.invoke(app, [a.format(news=news, model_file=tiny_bundle / "model.keras") for a in args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["news.jsonl"]
+
+
 @pytest.mark.parametrize("args", [
     ["evaluate", "--data", "{sample}", "--report", ""],
     ["evaluate", "--data", "", "--report", "r.json"],
