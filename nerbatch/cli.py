@@ -353,7 +353,7 @@ def run(
         bar.close()
     if not quiet:
         _tell(f"nerbatch: {result.summary()}")  # the records are written; a full stderr must not fail the run
-    for warning in result.field_warnings(id_field, id_field_given=id_field != "id"):
+    for warning in result.field_warnings(id_field, id_field_given=id_field != "id", text_field=text_field):
         _tell(f"nerbatch: warning: {warning}")
     failure = result.failed(max_error_rate)
     if failure:

@@ -130,6 +130,8 @@ class RunReport:
     # None: an input resumed from a run of an earlier nerbatch, which did not count them.
     docs_with_generated_id: int | None = 0
     kept_fields_missing: dict[str, int] | None = field(default_factory=dict)
+    # Failed documents per reason kind (missing_text, malformed_json...); None as above.
+    docs_failed_by_kind: dict[str, int] | None = field(default_factory=dict)
     # Inputs of the same file name in different folders whose documents without an id got generated ids
     # of the same form (<file name>:<line or row>): their records may share doc_ids.
     generated_id_clashes: list[list[str]] = field(default_factory=list)
@@ -161,6 +163,11 @@ class RunReport:
     def add(self, counts: dict) -> None:
         for key in ("docs_in", "docs_ok", "docs_failed", "docs_without_entities", "sentences", "tokens", "entities"):
             setattr(self, key, getattr(self, key) + counts[key])
+        if "docs_failed_by_kind" not in counts or self.docs_failed_by_kind is None:
+            self.docs_failed_by_kind = None
+        else:
+            for kind, failed in counts["docs_failed_by_kind"].items():
+                self.docs_failed_by_kind[kind] = self.docs_failed_by_kind.get(kind, 0) + failed
         if "docs_with_generated_id" not in counts or self.docs_with_generated_id is None:
             self.docs_with_generated_id = self.kept_fields_missing = None
             return
@@ -168,9 +175,13 @@ class RunReport:
         for name, missing in counts["kept_fields_missing"].items():
             self.kept_fields_missing[name] = self.kept_fields_missing.get(name, 0) + missing
 
-    def field_warnings(self, id_field: str, id_field_given: bool) -> list[str]:
+    def field_warnings(self, id_field: str, id_field_given: bool, text_field: str = "text") -> list[str]:
         """What looks like a misspelt field: one no document read had (only an id field that was asked for:
         documents without ids are common, and get generated ones)."""
+        no_text = (self.docs_failed_by_kind or {}).get("missing_text", 0)
+        if no_text and not self.docs_ok:
+            return [f"no document has the text field {text_field!r} ({no_text} failed as missing_text): is it spelt "
+                    "as in the documents? Name it with --text-field (a nested field is not read: flatten it first)"]
         if not self.docs_ok or self.docs_with_generated_id is None:
             return []
         warnings = [f"no document has the kept field {name!r}: it is null in every record; is it spelt as in "
@@ -573,6 +584,7 @@ class _InputWork:
              "docs_with_generated_id"), 0
         )
         self.counts["kept_fields_missing"] = dict.fromkeys(options.keep_fields, 0)
+        self.counts["docs_failed_by_kind"] = {}
         self._options, self._fmt, self._outcomes_fmt, self._schema, self._work = (
             options, fmt, outcomes_fmt, schema, work)
         self._sinks: list = []
@@ -613,6 +625,9 @@ class _InputWork:
         counts["tokens"] += chunk.tokens
         counts["entities"] += len(chunk)
         counts["docs_failed"] += len(chunk.failed)
+        for error in chunk.failed:
+            kind = reason_kind(error.reason)
+            counts["docs_failed_by_kind"][kind] = counts["docs_failed_by_kind"].get(kind, 0) + 1
         counts["docs_with_generated_id"] += sum(d.generated_id for d in chunk.documents)
         missing = counts["kept_fields_missing"]
         for name in missing:

@@ -522,6 +522,20 @@ def test_a_field_no_document_has_is_a_warning_and_counted_in_the_report(tmp_path
     ]
     output, saved = run("--keep-fields", "title")  # fields some documents have, and the default id field
     assert output == "" and saved["docs_with_generated_id"] == 0 and saved["kept_fields_missing"] == {"title": 2}
+    assert saved["docs_failed_by_kind"] == {}
+
+
+def test_a_text_field_no_document_has_is_named_on_the_console(tmp_path, tiny_bundle):
+    # Every document failed; the reason was only in the errors file, while a misspelt kept field got a warning.
+    source = tmp_path / "body.jsonl"
+    source.write_text('{"id": "a", "body": "Angela Merkel visited Paris."}\n{"id": "b", "body": "Rome."}\n{"id"\n')
+    result = runner.invoke(app, ["run", "-i", str(source), "-o", str(tmp_path / "o.parquet"), "--model",
+                                 str(tiny_bundle), "-q", "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 1
+    assert ("nerbatch: warning: no document has the text field 'text' (2 failed as missing_text): is it spelt as in "
+            "the documents? Name it with --text-field") in result.output, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["docs_failed_by_kind"] == {"missing_text": 2, "malformed_json": 1} and saved["docs_failed"] == 3
 
 
 def test_bad_run_settings_name_their_option(tmp_path):
