@@ -19,6 +19,7 @@ import numpy as np
 
 from nerbatch.decode import FlatSpans, TagKinds, flat_spans
 from nerbatch.documents import Document, DocumentError
+from nerbatch.predictor import TaggedSentence
 from nerbatch.records import kept_value, normalise_keep_fields
 from nerbatch.text import SentenceTokens, segment
 
@@ -103,16 +104,16 @@ _WORDY = re.compile(r"[^\W_]").search  # a letter or digit
 _FORMAT_CHARS = "\u00ad\u200c\u200d\u2060"
 
 
-def _trimmed(spans: FlatSpans, words: list[str], item_marks: set[int], tag_probs: np.ndarray) -> FlatSpans:
+def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatSpans:
     """Spans without leading or trailing tokens that hold no letter or digit (tokens, not characters:
-    "U.S." keeps its period), or that are a list item's number (``item_marks``).
+    "U.S." keeps its period).
 
     An index wants "Jerusalem", not "> Jerusalem" (an e-mail's quote mark) or "| Jerusalem" (a
-    table's bar), and no "1" of "1. Angela Merkel ..." as a time; a span of such tokens only is
-    dropped. A trimmed span's score is the mean over the tokens it keeps.
+    table's bar); a span of such tokens only is dropped. A trimmed span's score is the mean over
+    the tokens it keeps.
     """
     def wordy(token: int) -> bool:
-        return _WORDY(words[token]) is not None and token not in item_marks
+        return _WORDY(words[token]) is not None
 
     starts, ends, scores = spans.start.tolist(), spans.end.tolist(), spans.score.copy()
     keep = np.ones(len(starts), dtype=bool)
@@ -141,6 +142,12 @@ def _strip_invisible_edges(texts: list[str], start: np.ndarray, end: np.ndarray)
             texts[i] = stripped
             start[i] += lead
             end[i] = start[i] + len(stripped)
+
+
+def _after_item_mark(tagged: TaggedSentence, marks: int, outside: int) -> TaggedSentence:
+    """A list item's tags with its number or bullet in front, tagged O for certain."""
+    return TaggedSentence(np.concatenate([np.full(marks, outside, tagged.tag_ids.dtype), tagged.tag_ids]),
+                          np.concatenate([np.ones(marks, tagged.tag_probs.dtype), tagged.tag_probs]))
 
 
 def _until(stop: threading.Event, items: Iterable):
@@ -184,6 +191,7 @@ class NerPipeline:
         self.bundle = bundle
         self.tagger = bundle.tagger(batch_size=batch_size)
         self.kinds = TagKinds.from_tags(bundle.tags)
+        self._outside = list(bundle.tags).index("O")
         self.chunk_sentences = chunk_sentences
 
     @property
@@ -272,7 +280,10 @@ class NerPipeline:
 
     def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
         sentences = [s for doc_sentences in segmented for s in doc_sentences]
-        tagged = self.tagger.tag([s.words for s in sentences])
+        # the corpus's sentences hold no list item's number or bullet: the model reads the item without it
+        tagged = self.tagger.tag([s.words[s.item_mark:] for s in sentences])
+        tagged = [_after_item_mark(t, s.item_mark, self._outside) if s.item_mark else t
+                  for s, t in zip(sentences, tagged)]
         lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))
         sentences_per_doc = np.fromiter((len(d) for d in segmented), np.int64, len(segmented))
         doc_of_sentence = np.repeat(np.arange(len(docs)), sentences_per_doc)
@@ -287,10 +298,8 @@ class NerPipeline:
         sentence_offsets = np.cumsum(lengths) - lengths  # of each sentence's first token
         first = np.zeros(n_tokens, dtype=bool)
         first[sentence_offsets] = True
-        item_marks = {int(offset) + k for s, offset in zip(sentences, sentence_offsets) if s.item_mark
-                      for k in range(s.item_mark)}
-        spans = _trimmed(flat_spans(tag_ids, tag_probs, first, self.kinds),
-                         [w for s in sentences for w in s.words], item_marks, tag_probs)
+        spans = _trimmed(flat_spans(tag_ids, tag_probs, first, self.kinds), [w for s in sentences for w in s.words],
+                         tag_probs)
 
         char_starts = np.fromiter((o for s in sentences for o in s.starts), np.int64, n_tokens)
         char_ends = np.fromiter((o for s in sentences for o in s.ends), np.int64, n_tokens)

@@ -72,8 +72,8 @@ class SentenceTokens:
     words: list[str]
     starts: list[int]
     ends: list[int]
-    #: leading tokens that are a list item's number and its period or bracket ("1" "."): read by the
-    #: model with the item, but no part of an entity
+    #: leading tokens that are a list item's number and its period or bracket ("1" ".") or its bullet
+    #: ("\u2022"): tagged O, the model reading the item without them, as the corpus's sentences are
     item_mark: int = 0
 
     @property
@@ -182,6 +182,7 @@ _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
 _DOMAIN_ENDINGS = frozenset("com org net gov edu info biz".split())
 # A line ending in one of these may be followed by a list item even when it looks wrapped.
 _ITEM_LEADS = frozenset(":.!?;")
+_BULLET_GLYPHS = frozenset("*\u2022\u00b7\u2023\u25e6\u25aa\u25cf-\u2013\u2014")  # what text.bullet takes
 # A paragraph whose lines are all shorter is not taken for hard-wrapped prose: lists of short
 # headlines and link lines of scraped pages are more common than columns this narrow.
 _MIN_WRAP_WIDTH = 36
@@ -403,12 +404,12 @@ def segment(text: str) -> list[SentenceTokens]:
     words = [m.group() for m in ms]
     starts = [m.start() for m in ms]
     ends = [m.end() for m in ms]
-    marks: set[int] = set()
+    marks: dict[int, int] = {}
     cuts = _sentence_starts(text, c, words, starts, ends, marks)
     out = []
     prev = 0
     for k in [*cuts, len(words)]:
-        out.append(SentenceTokens(words[prev:k], starts[prev:k], ends[prev:k], 2 if prev in marks else 0))
+        out.append(SentenceTokens(words[prev:k], starts[prev:k], ends[prev:k], marks.get(prev, 0)))
         prev = k
     return out
 
@@ -448,7 +449,7 @@ def _looks_like_heading(line: str, first_in_paragraph: bool) -> bool:
 
 
 def _sentence_starts(
-    text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int], marks: set[int]
+    text: str, c: _Compiled, words: list[str], starts: list[int], ends: list[int], marks: dict[int, int]
 ) -> list[int]:
     """Indices of the tokens that start a new sentence (sorted, without 0); adds to ``marks`` those that
     start one with a list item's number."""
@@ -619,12 +620,15 @@ def _next_item_alike(text: str, c: _Compiled, breaks: list[tuple[int, int, bool]
     return item is not None and item.group(1) == mark
 
 
-def _keep_item_number(cuts: set[int], marks: set[int], words: list[str], item: int) -> None:
-    """A list item's number ("1. Roger Federer", "2) Oil prices") is no sentence of its own, and marked
-    so that it is not taken for a date."""
+def _keep_item_number(cuts: set[int], marks: dict[int, int], words: list[str], item: int) -> None:
+    """A list item's number ("1. Roger Federer", "2) Oil prices") or bullet ("\u2022 Oil prices") is no sentence
+    of its own, and marked so that the model reads the item without it (a number is not taken for a date)."""
     if item + 2 < len(words) and words[item].isdigit() and words[item + 1] in (".", ")"):
         cuts.discard(item + 2)
-        marks.add(item)
+        marks[item] = 2
+    elif item + 1 < len(words) and words[item] in _BULLET_GLYPHS:  # "• Angela Merkel", "- Oil prices"
+        cuts.discard(item + 1)
+        marks[item] = 1
 
 
 def _title_case(line: str) -> bool:

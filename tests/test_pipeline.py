@@ -335,6 +335,13 @@ def test_a_list_items_number_is_no_entity_and_edges_hold_no_invisible_characters
     assert found[2] == [("per", "Angela Merkel"), ("geo", "Ber\u00adlin"), ("geo", "Paris"), ("tim", "Tuesday")]
     for text, records in zip(texts, chunk.records_by_document("m")):
         assert all(r["text"] == text[r["start"]:r["end"]] for r in records)
+    # the model reads an item without its number or bullet, as the corpus's sentences are: "4 . The" made
+    # "The World Health Organization" an organisation, "5 . Mr. Yanukovych" a person "Mr." and an org
+    items = ("Top stories:\n4. The World Health Organization warned of famine.\n5. Mr. Yanukovych left Kiev.\n"
+             "\u2022 Captain William Keeling sailed.\n")
+    assert [(r["label"], r["text"]) for r in default_pipeline.annotate_all(
+        [Document("items", items, {}, "<test>", 1)]).records_by_document("m")[0]] == [
+        ("org", "World Health Organization"), ("per", "Mr. Yanukovych"), ("geo", "Kiev"), ("per", "William Keeling")]
     # in prose a number before a period stays what the model makes of it
     assert "1990" in [r["text"] for r in default_pipeline.annotate_all(
         [Document("p", "The wall fell in 1990. Germany was united a year later.", {}, "<test>", 1)]

@@ -588,6 +588,10 @@ def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token(
     assert [s.item_mark for s in segment(standings)] == [2, 2]
     assert [s.item_mark for s in segment("Speakers\n\n1. Angela Merkel\n2) Emmanuel Macron")] == [0, 2, 2]
     assert [s.item_mark for s in segment("He came in at number 1. The rest followed.")] == [0, 0]
+    bullets = segment("Speakers:\n\u2022 Angela Merkel\n- Emmanuel Macron\n* Boris Johnson")
+    assert [(s.item_mark, s.words[:2]) for s in bullets] == [
+        (0, ["Speakers", ":"]), (1, ["\u2022", "Angela"]), (1, ["-", "Emmanuel"]), (1, ["*", "Boris"])]
+    assert [s.item_mark for s in segment("Prices rose - by 5 % - in May.\nA - B")] == [0, 0]  # a dash in prose
     assert "MSFT.O" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
     assert ".DJI" in flat("Shares of Microsoft Corp. (MSFT.O) and the Dow (.DJI) fell.")
 
