@@ -153,11 +153,11 @@ _CJK = (
 )  # fmt: skip
 _CJK_RANGES = "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _CJK)
 _CJK_TERMINATORS = "\u3002\uff01\uff1f\uff61"  # 。！？｡
-_TERMINATORS = ".!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u1362\u1367\u0589"
-_STANDALONE_TERMINATORS = frozenset(_TERMINATORS) - {".", "\u2026"}  # never an abbreviation's period
+_TERMINATORS = ".\uff0e!?\u2026\u203c\u2047\u2048\u2049\u061f\u06d4\u0964\u0965\u1362\u1367\u0589"
+_STANDALONE_TERMINATORS = frozenset(_TERMINATORS) - {".", "\uff0e", "\u2026"}  # never an abbreviation's period
 # Apostrophes between letters, as the vocabulary folds them to "'": a left single quote or a
 # reversed one after a letter is an apostrophe typed with the wrong key (Britain‘s).
-_APOSTROPHES = "'\u2019\u2018\u201b\u02bc"
+_APOSTROPHES = "'\u2019\u2018\u201b\u02bc\u00b4\u2032"  # and an acute accent or prime typed for one
 _CLOSERS = "\"'\u201d\u2019\u00bb\u203a)\\]}\u300d\u300f\u3011\u3009\u300b\u3015\u3017\uff09"
 _OPENERS = "\"'\u201c\u2018\u00ab\u2039(\\[{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08"
 _OPENER_TOKENS = frozenset('"\'\u201c\u2018\u00ab\u2039([{\u00bf\u00a1\u300c\u300e\u3010\u3008\u300a\u3014\u3016\uff08`')
@@ -316,7 +316,7 @@ def _compiled() -> _Compiled:
     clitic_end = "(?:[sSdDmM]|re|ve|ll|RE|VE|LL|Re|Ve|Ll)"
     apostrophe = f"[{_APOSTROPHES}]"
     # a clitic's left quote only right after a word: before a word it opens a quote (the \u2018M&S\u2019)
-    clitic_apostrophe = f"(?:['\u2019\u02bc]|(?<={W})[\u2018\u201b])"
+    clitic_apostrophe = f"(?:['\u2019\u02bc]|(?<={W})[\u2018\u201b\u00b4\u2032])"
     # possessive quantifiers (Python >= 3.11) keep adversarial input linear-time
     # not inside a dotted chain whose earlier letter was tried as one ("a.b.c.d.ex"): the same chain ends
     # the same way, and retrying at every letter was quadratic in its length (Ph.D. is a title token)

@@ -35,8 +35,12 @@ _INVISIBLE = re.compile("[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufe00-\ufe0f\uf
 _NFC_LIMIT = 1024  # characters of a word put into NFC
 # Typographic apostrophes and hyphens as the corpus writes them (ASCII): most news text has
 # "d\u2019Ivoire" and "Hewlett\u2010Packard" where the corpus has "d'Ivoire" and "Hewlett-Packard".
-_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'",
-                              "\u2010": "-", "\u2011": "-"})
+# An acute accent or a prime typed for one ("Britain\u00b4s", "Yar\u2032Adua") reads as one too.
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u02bc": "'", "\u00b4": "'",
+                              "\u2032": "'", "\u2010": "-", "\u2011": "-"})
+# Ligatures (PDF text: "\ufb01ve") and full-width ASCII (East Asian input: "\uff0c", "\uff08") read as
+# their plain letters and punctuation, as NFKC gives them; NFKC as a whole would change far more.
+_COMPATIBLE = re.compile("[\ufb00-\ufb06\uff01-\uff5e]+")
 
 
 def normalize_word(word: str, lowercase: bool) -> str:
@@ -50,10 +54,12 @@ def composed(word: str) -> str:
     editors write it) reads as "Ségolène", the form the corpus and the vocabulary hold, and a soft
     hyphen or zero-width joiner left by HTML ("Pal\u00adestinian") does not make a known word unknown.
     A word of invisible characters only keeps them. Typographic apostrophes and hyphens read as the
-    corpus's ASCII ones."""
+    corpus's ASCII ones, ligatures and full-width ASCII as their plain forms."""
     if word.isascii():
         return word
     visible = _INVISIBLE.sub("", word) or word
+    if _COMPATIBLE.search(visible):
+        visible = _COMPATIBLE.sub(lambda m: unicodedata.normalize("NFKC", m.group()), visible)
     if len(visible) > _NFC_LIMIT:  # CPython orders a run of combining marks by insertion: quadratic in its
         return visible.translate(_TYPOGRAPHIC)  # length; a word this long is unknown to every vocabulary anyway
     return unicodedata.normalize("NFC", visible).translate(_TYPOGRAPHIC)

@@ -588,6 +588,11 @@ def test_numbered_list_items_keep_their_numbers_and_reuters_codes_are_one_token(
     assert [s.item_mark for s in segment(standings)] == [2, 2]
     assert [s.item_mark for s in segment("Speakers\n\n1. Angela Merkel\n2) Emmanuel Macron")] == [0, 2, 2]
     assert [s.item_mark for s in segment("He came in at number 1. The rest followed.")] == [0, 0]
+    # a full-width period ends a sentence; an acute accent or prime typed for an apostrophe is one
+    assert [s.words for s in segment("the vote\uff0e A spokesman said \u00b4no\u00b4.")] == [
+        ["the", "vote", "\uff0e"], ["A", "spokesman", "said", "\u00b4", "no", "\u00b4", "."]]
+    assert [s.words for s in segment("EYADEMA\u00b4s party met Yar\u2032Adua.")] == [
+        ["EYADEMA", "\u00b4s", "party", "met", "Yar\u2032Adua", "."]]
     bullets = segment("Speakers:\n\u2022 Angela Merkel\n- Emmanuel Macron\n* Boris Johnson")
     assert [(s.item_mark, s.words[:2]) for s in bullets] == [
         (0, ["Speakers", ":"]), (1, ["\u2022", "Angela"]), (1, ["-", "Emmanuel"]), (1, ["*", "Boris"])]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nerbatch.vocab import PAD_ID, UNK_ID, FeatureEncoder, TagSet, Vocabulary, casing_class, normalize_word
+from nerbatch.vocab import PAD_ID, UNK_ID, FeatureEncoder, TagSet, Vocabulary, casing_class, composed, normalize_word
 from nerbatch.windows import plan_windows
 
 
@@ -35,6 +35,14 @@ def test_encode_batch_pads_with_zero_and_maps_chars():
     # a long word keeps prefix and suffix
     assert batch["chars"][1, 0].tolist() == chars.lookup(list("Zanxyz")).tolist()
     assert batch["casing"][0].tolist() == [2, 1, 1, 0]
+
+
+def test_ligatures_full_width_forms_and_accents_for_apostrophes_read_as_the_corpus_writes_them():
+    # PDF text ("\ufb01ve"), East Asian input methods ("\uff0c"), an acute accent or prime typed for an apostrophe
+    assert [composed(w) for w in ["\ufb01ve", "in\ufb02uential", "\uff0c", "\uff08", "\uff34\uff4f\uff4b\uff59\uff4f",
+                                  "Britain\u00b4s", "\u2032s"]] == [
+        "five", "influential", ",", "(", "Tokyo", "Britain's", "'s"]
+    assert composed("\u00e9t\u00e9") == "\u00e9t\u00e9" and composed("\u2153") == "\u2153"  # NFKC elsewhere: no
 
 
 def test_decomposed_text_gets_the_features_of_its_composed_form():
