@@ -1633,6 +1633,12 @@ class _SlowPipeline:
         return self._pipeline.annotate(documents)
 
 
+def _scraped_lag(worker: Worker) -> float:
+    host, port = worker.metrics_address
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
+    return float(re.search(r"^nerbatch_consume_lag(?:\{.*\})? (\S+)$", text, re.M).group(1))
+
+
 def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_bootstrap, kafka_topic_factory, pipeline):
     source, out = kafka_topic_factory(1), kafka_topic_factory(1)
     _produce(kafka_bootstrap, source, _docs(60, "lag"))
@@ -1641,14 +1647,8 @@ def test_the_lag_gauge_shows_a_backlog_before_the_first_progress_line(kafka_boot
                                    metrics_port=0), _SlowPipeline(pipeline, 0.5))
     thread, box = _start(worker)
     _wait(worker.running.is_set, "the worker to connect")
-    host, port = worker.metrics_address
-
-    def lag() -> float:
-        text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
-        return float(re.search(r"^nerbatch_consume_lag(?:\{.*\})? (\S+)$", text, re.M).group(1))
-
     try:
-        _wait(lambda: lag() > 0, "the gauge to show the backlog", timeout=5)
+        _wait(lambda: _scraped_lag(worker) > 0, "the gauge to show the backlog", timeout=5)
     finally:
         worker.stop()
         _finish(thread, box)
@@ -1664,12 +1664,10 @@ def test_the_lag_gauge_counts_partitions_not_reached_yet(kafka_bootstrap, kafka_
                                    metrics_port=0), _SlowPipeline(pipeline, 0.3))
     thread, box = _start(worker)
     _wait(worker.running.is_set, "the worker to connect")
-    host, port = worker.metrics_address
     samples = []
     try:
         while worker.report.docs_in < 150 and len(samples) < 200:
-            text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10).read().decode()
-            gauge = float(re.search(r"^nerbatch_consume_lag(?:\{.*\})? (\S+)$", text, re.M).group(1))
+            gauge = _scraped_lag(worker)
             if gauge:  # 0 until the worker knows where it stands in every partition
                 samples.append((gauge, worker.report.docs_in))  # committed <= processed, so lag >= 300 - processed
             time.sleep(0.2)
