@@ -457,7 +457,7 @@ def _not_jsonl(head: bytes, name: str) -> str | None:
     first = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     quoted = "'" + name.replace("'", "'\\''") + "'"
     line, _, rest = first.partition(b"\n")
-    if first.startswith(b"[") and (line.strip() == b"[" or not rest.strip()):  # over several lines, or the only one
+    if line.strip() == b"[" and rest:  # an array over several lines (on one line: the line's own error says so)
         return (f"not_jsonl: the file is a JSON array, not JSON Lines (one object per line); "
                 f"convert it: jq -c '.[]' {quoted} > docs.jsonl")
     if line.strip() == b"{" and rest:
@@ -740,7 +740,7 @@ def _read_jsonl(rules: _Rules, gz: bool, max_line_bytes: int) -> Iterator[Docume
         yield rules.error(0, f"read_error: cannot open file: {exc.strerror or exc}")
         return
     with f:
-        if gz and (magic := f.read(2)) and magic != b"\x1f\x8b" and magic[:1] != b"\0":  # zeros: gzip's padding
+        if gz and not b"\x1f\x8b".startswith(magic := f.read(2)) and magic[:1] != b"\0":  # zeros: gzip's padding
             yield rules.error(0, "corrupt_file: the file is named .gz but holds no gzip data; if it is plain "
                                  "JSON Lines, rename it without .gz")
             return
@@ -799,9 +799,11 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
     except ValueError as exc:  # JSONDecodeError
         return rules.error(lineno, f"malformed_json: {_detail(exc)}", raw=text)
     if not isinstance(obj, dict):
-        return rules.error(
-            lineno, f"not_object: expected a JSON object, got {_type_name(obj)}", raw=text
-        )
+        hint = ""
+        if isinstance(obj, list) and obj and all(isinstance(item, dict) for item in obj):
+            quoted = "'" + os.path.basename(rules.source).replace("'", "'\\''") + "'"
+            hint = f" of {len(obj)} objects: documents as a JSON array? convert it: jq -c '.[]' {quoted} > docs.jsonl"
+        return rules.error(lineno, f"not_object: expected a JSON object, got {_type_name(obj)}{hint}", raw=text)
     # Lone surrogates can only come from \u escapes; skip the check otherwise.
     return rules.build(obj, lineno, text, check_unicode="\\u" in text or "\\U" in text)
 

@@ -809,10 +809,9 @@ def test_a_file_that_is_no_json_lines_is_one_error_that_says_what_to_do(tmp_path
         "docs.jsonl.bz2": "bzip2-compressed",
         "docs.jsonl.xz": "xz-compressed",
         "utf16.jsonl": "UTF-16 text; re-encode it as UTF-8",
-        "array.json": "a JSON array, not JSON Lines (one object per line); convert it: jq -c '.[]' 'array.json'",
         "pretty.json": "a JSON array, not JSON Lines",
         "object.json": "JSON over several lines, not JSON Lines (one object per line); convert it: jq -c .",
-        "array.json.gz": "a JSON array, not JSON Lines",  # what the gzip holds
+        "array.json.gz": "a JSON array, not JSON Lines (one object per line); convert it: jq -c '.[]' 'array.json.gz'",
     }
     (tmp_path / "docs.jsonl.bz2").write_bytes(bz2.compress(jsonl))
     (tmp_path / "docs.jsonl.xz").write_bytes(lzma.compress(jsonl))
@@ -820,7 +819,7 @@ def test_a_file_that_is_no_json_lines_is_one_error_that_says_what_to_do(tmp_path
     (tmp_path / "array.json").write_text(json.dumps(docs))
     (tmp_path / "pretty.json").write_text("\ufeff" + json.dumps(docs, indent=2))
     (tmp_path / "object.json").write_text(json.dumps(docs[0], indent=2))
-    (tmp_path / "array.json.gz").write_bytes(gzip.compress(json.dumps(docs).encode()))
+    (tmp_path / "array.json.gz").write_bytes(gzip.compress(json.dumps(docs, indent=1).encode()))  # what it holds
     for name, why in files.items():
         [error] = read_documents(str(tmp_path / name))
         assert (error.position, reason_kind(error.reason)) == (0, "not_jsonl") and why in error.reason, error.reason
@@ -832,10 +831,20 @@ def test_a_file_that_is_no_json_lines_is_one_error_that_says_what_to_do(tmp_path
     (tmp_path / "empty.jsonl.gz").write_bytes(b"")
     [error] = read_documents(str(tmp_path / "empty.jsonl.gz"))
     assert reason_kind(error.reason) == "corrupt_file" and "may be damaged" not in error.reason
-    # JSON Lines whose first line is an array or an object over one line stay line errors and documents
+    # JSON Lines whose first line is an array stay line errors and documents, whatever the reader's chunks hold:
+    # an array on one line is that line's error (its documents would all be in it), saying what to do
     (tmp_path / "mixed.jsonl").write_text("[1, 2]\n" + jsonl.decode())
-    assert [reason_kind(getattr(i, "reason", "ok:")) for i in read_documents(str(tmp_path / "mixed.jsonl"))] == [
-        "not_object", "ok", "ok", "ok"]
+    (tmp_path / "members.jsonl.gz").write_bytes(gzip.compress(b"[1, 2]\n") + gzip.compress(jsonl))
+    for name in ("mixed.jsonl", "members.jsonl.gz"):
+        assert [reason_kind(getattr(i, "reason", "ok:")) for i in read_documents(str(tmp_path / name))] == [
+            "not_object", "ok", "ok", "ok"]
+    [error] = read_documents(str(tmp_path / "array.json"))
+    assert error.position == 1 and error.reason == (
+        "not_object: expected a JSON object, got an array of 3 objects: documents as a JSON array? convert it: "
+        "jq -c '.[]' 'array.json' > docs.jsonl")
+    (tmp_path / "one.jsonl.gz").write_bytes(b"\x1f")  # a gzip file cut after its first byte: truncated, not "no gzip"
+    [error] = read_documents(str(tmp_path / "one.jsonl.gz"))
+    assert error.reason.startswith("corrupt_file: gzip stream is truncated"), error.reason
 
 
 def test_a_kept_parquet_interval_is_iso_8601_not_its_bytes():
