@@ -219,7 +219,7 @@ def _found(header: list) -> str:
     shown = [name if len(name) <= 40 else name[:40] + "..." for name in names[:6]]
     found = f"found {shown}" + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     first = names[0].lstrip() if names else ""
-    if first.startswith(("{", "[")) or first.startswith("PAR1"):
+    if first.startswith(("{", "[", "PAR1")):
         what = "JSON" if first[:1] in "{[" else "parquet"
         found += (f"; this looks like {what} documents: --data takes the annotated corpus (a CSV with columns "
                   f"{', '.join(REQUIRED_COLUMNS)}), and documents go to 'nerbatch run'")

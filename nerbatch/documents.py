@@ -455,15 +455,20 @@ def _not_jsonl(head: bytes, name: str) -> str | None:
         if head.startswith(magic):
             return f"not_jsonl: the file is {what} (nerbatch reads JSON Lines, gzipped or not, and parquet)"
     first = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    quoted = "'" + name.replace("'", "'\\''") + "'"
     line, _, rest = first.partition(b"\n")
     if line.strip() == b"[" and rest:  # an array over several lines (on one line: the line's own error says so)
-        return (f"not_jsonl: the file is a JSON array, not JSON Lines (one object per line); "
-                f"convert it: jq -c '.[]' {quoted} > docs.jsonl")
+        return f"not_jsonl: the file is a JSON array, not JSON Lines (one object per line); {_jq(name, _EACH)}"
     if line.strip() == b"{" and rest:
-        return (f"not_jsonl: the file is JSON over several lines, not JSON Lines (one object per line); "
-                f"convert it: jq -c . {quoted} > docs.jsonl")
+        return f"not_jsonl: the file is JSON over several lines, not JSON Lines (one object per line); {_jq(name, '.')}"
     return None
+
+
+_EACH = "'.[]'"  # jq's program for an array's items
+
+
+def _jq(name: str, program: str) -> str:
+    """The command that turns file ``name`` into JSON Lines, its name quoted for a shell."""
+    return "convert it: jq -c " + program + " '" + name.replace("'", "'\\''") + "' > docs.jsonl"
 
 
 def read_documents(
@@ -801,8 +806,7 @@ def _jsonl_line(rules: _Rules, line: bytes, lineno: int) -> Document | DocumentE
     if not isinstance(obj, dict):
         hint = ""
         if isinstance(obj, list) and obj and all(isinstance(item, dict) for item in obj):
-            quoted = "'" + os.path.basename(rules.source).replace("'", "'\\''") + "'"
-            hint = f" of {len(obj)} objects: documents as a JSON array? convert it: jq -c '.[]' {quoted} > docs.jsonl"
+            hint = f" of {len(obj)} objects: documents as a JSON array? {_jq(os.path.basename(rules.source), _EACH)}"
         return rules.error(lineno, f"not_object: expected a JSON object, got {_type_name(obj)}{hint}", raw=text)
     # Lone surrogates can only come from \u escapes; skip the check otherwise.
     return rules.build(obj, lineno, text, check_unicode="\\u" in text or "\\U" in text)

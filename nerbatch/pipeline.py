@@ -281,7 +281,7 @@ class NerPipeline:
     def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
         sentences = [s for doc_sentences in segmented for s in doc_sentences]
         # the corpus's sentences hold no list item's number or bullet: the model reads the item without it
-        tagged = self.tagger.tag([s.words[s.item_mark:] for s in sentences])
+        tagged = self.tagger.tag([s.words[s.item_mark:] if s.item_mark else s.words for s in sentences])
         tagged = [_after_item_mark(t, s.item_mark, self._outside) if s.item_mark else t
                   for s, t in zip(sentences, tagged)]
         lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))

@@ -258,7 +258,7 @@ class WorkFolder:
         elif manifest.get("version") == WORK_FORMAT_VERSION:
             raise ResumeRefusedError(
                 f"cannot resume into {self.output!r}: the previous run used other inputs, fields, format or model; "
-                f"rerun without --resume, or remove {str(self.path)!r} to start afresh"
+                + _start_afresh(self.path)
             )
         else:  # a fresh start, or the folder of an older nerbatch: done again
             self.manifest_path.unlink(missing_ok=True)  # first: it must never outlive the parts it lists
@@ -765,10 +765,14 @@ def _jsonl_records(part: Path):
         raise _damaged(part, exc) from None
 
 
+def _start_afresh(work_folder: Path) -> str:
+    return f"rerun without --resume, or remove {str(work_folder)!r} to start afresh"
+
+
 def _damaged(part: Path, exc: Exception) -> OutputError:
     detail = " ".join(str(exc).split())
     return OutputError(f"work part {str(part)!r} is damaged ({type(exc).__name__}: {detail}); "
-                       f"rerun without --resume, or remove {str(part.parent)!r} to start afresh")
+                       + _start_afresh(part.parent))
 
 
 def _merge_errors(work, inputs, errors_path) -> None:

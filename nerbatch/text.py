@@ -182,7 +182,10 @@ _TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
 _DOMAIN_ENDINGS = frozenset("com org net gov edu info biz".split())
 # A line ending in one of these may be followed by a list item even when it looks wrapped.
 _ITEM_LEADS = frozenset(":.!?;")
-_BULLET_GLYPHS = frozenset("*\u2022\u00b7\u2023\u25e6\u25aa\u25cf-\u2013\u2014")  # what text.bullet takes
+# A list item's bullet at a line's start: a glyph, or a dash (which also joins words, so it needs a space after)
+_BULLETS = "*\u2022\u00b7\u2023\u25e6\u25aa\u25cf"
+_DASH_BULLETS = "-\u2013\u2014"
+_BULLET_GLYPHS = frozenset(_BULLETS + _DASH_BULLETS)
 # A paragraph whose lines are all shorter is not taken for hard-wrapped prose: lists of short
 # headlines and link lines of scraped pages are more common than columns this narrow.
 _MIN_WRAP_WIDTH = 36
@@ -366,7 +369,7 @@ def _compiled() -> _Compiled:
     linebreak = f"{NL}(?:(?:{HSEP}|[{_INVISIBLE}>])*{NL})*(?:{quote_prefix})?"  # HSEP holds none of them
     # group 1: a mark that also occurs in prose (a number ending a sentence, a spaced dash)
     # a number or dash only before a space on its line: "October / 10. / The" ends a sentence at "10."
-    bullet = f"(?:{HSEP})*(?:[*\u2022\u00b7\u2023\u25e6\u25aa\u25cf](?:{SEP})|([-\u2013\u2014]|\\d{{1,2}}[.)])(?:{HSEP}))"
+    bullet = f"(?:{HSEP})*(?:[{_BULLETS}](?:{SEP})|([{_DASH_BULLETS}]|\\d{{1,2}}[.)])(?:{HSEP}))"
     return _Compiled(
         token=re.compile(token),
         terminator=re.compile(term),
