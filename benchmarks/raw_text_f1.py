@@ -6,7 +6,11 @@ documents of ``--doc-size`` consecutive sentences, runs them through ``NerPipeli
 path of `run`), and scores its entity records by exact character span and type against the gold
 entities, beside the same model tagging the gold tokens (scored the same way: by character span).
 
-    python benchmarks/raw_text_f1.py --data ../shared/data/ner_dataset.csv.zip [--model DIR]
+``--form`` writes the prose as headlines and wires do: each document's first sentence in capitals
+(``capitals-headline``) or in Title Case (``title-headline``, every word capitalised), or whole
+documents in capitals (``capitals``). The gold tokens are scored as the corpus writes them.
+
+    python benchmarks/raw_text_f1.py --data ../shared/data/ner_dataset.csv.zip [--model DIR] [--form FORM]
 """
 
 from __future__ import annotations
@@ -44,11 +48,24 @@ def span_scores(gold: set, predicted: set, types: list[str]) -> dict:
             "macro_f1": sum(supported) / len(supported) if supported else 0.0}
 
 
+def _capitals(text: str) -> str:
+    # letter for letter: a letter whose capital is two ("\u00df" -> "SS") stays, so the gold offsets hold
+    return "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
+
+
+def _title_case(text: str) -> str:
+    return " ".join(_capitals(word[:1]) + word[1:] for word in text.split(" "))
+
+
+FORMS = {"prose": None, "capitals-headline": _capitals, "title-headline": _title_case, "capitals": _capitals}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/ner_dataset.csv.zip")
     parser.add_argument("--model", default=None, help="bundle directory (default: the shipped model)")
     parser.add_argument("--doc-size", type=int, default=5, help="test sentences per document")
+    parser.add_argument("--form", choices=FORMS, default="prose", help="how the documents are written")
     args = parser.parse_args()
     if args.doc_size < 1:
         parser.error("--doc-size must be at least 1")
@@ -60,6 +77,8 @@ def main() -> None:
         doc_id, parts, offset = f"doc-{len(docs)}", [], 0
         for i in range(first, min(first + args.doc_size, len(test))):
             text, spans = detokenize([_fix_cp1252(w) for w in test.words[i]])
+            if FORMS[args.form] and (args.form == "capitals" or i == first):
+                text = FORMS[args.form](text)
             offset += 1 if parts else 0  # the space that joins it to the sentence before
             word_spans.append([(start + offset, end + offset) for start, end in spans])
             doc_of.append(doc_id)
@@ -81,7 +100,7 @@ def main() -> None:
     print(f"{len(test)} test sentences in {len(docs)} documents of {args.doc_size}, {len(gold)} gold entities; "
           f"model {pipeline.model_name}")
     print("\nthe corpus's tokens (as nerbatch evaluate):\n" + format_table(token_scores))
-    print("\nraw prose (as nerbatch run):\n" + format_table(text_scores))
+    print(f"\nraw prose, form {args.form} (as nerbatch run):\n" + format_table(text_scores))
     gap = token_scores["micro"]["f1"] - text_scores["micro"]["f1"]
     print(f"\nmicro F1: tokens {token_scores['micro']['f1']:.4f}, raw prose {text_scores['micro']['f1']:.4f}, "
           f"lost {gap:.4f}; entities only the token path found: {len((gold & on_tokens) - on_text)}, "

@@ -8,6 +8,8 @@ Layout::
     config.json     name, version, arch, max_len, features, decoder, network shape
     transitions.json  tag transition scores added in Viterbi decoding: learned by the CRF
                     objective, or a weighted tag-bigram prior (optional)
+    truecase.json   each word's usual written form in the training part, for sentences in
+                    capitals or Title Case (optional: without it they are read as written)
     metrics.json    protocol test-split scores, training settings, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
@@ -33,12 +35,14 @@ from typing import Any, Callable, Iterator
 
 from nerbatch.errors import BundleError
 from nerbatch.records import ENTITY_LABELS, MODEL_ID_PART
+from nerbatch.truecase import Truecaser
 from nerbatch.vocab import PAD_TOKEN, UNK_TOKEN, FeatureEncoder, Vocabulary
 
 FORMAT = "nerbatch-bundle"
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("model.keras", "vocab.json", "tags.json", "config.json")
 MANIFEST = "manifest.json"
+TRUECASE = "truecase.json"
 _STAGING_MARK = ".nerbatch-staging"  # in a folder a bundle is being written to, until it is in place
 
 
@@ -130,6 +134,7 @@ class Bundle:
     tags: list[str]
     metrics: dict = field(default_factory=dict)
     transition_scores: Any = None  # [prev, next] scores added in Viterbi decoding, or None
+    truecaser: Truecaser | None = None
 
     @property
     def name(self) -> str:
@@ -150,6 +155,7 @@ class Bundle:
             decoder=self.config["decoder"],
             batch_size=batch_size,
             transition_scores=self.transition_scores,
+            truecaser=self.truecaser,
         )
 
 
@@ -242,6 +248,13 @@ def _read_transition_scores(directory: Path, n_tags: int):
     return scores
 
 
+def _read_truecaser(directory: Path) -> Truecaser:
+    try:
+        return Truecaser.from_json(read_bundle_json(directory, TRUECASE))
+    except ValueError as exc:
+        raise _malformed(directory, TRUECASE, str(exc)) from None
+
+
 def _release(version: str) -> tuple[int, ...]:
     """(3, 15, 1) from '3.15.1' or '3.15.1.dev0'; () when it does not start with a number."""
     numbers = re.match(r"\d+(?:\.\d+)*", version)
@@ -313,7 +326,8 @@ def _load_bundle_files(directory: Path) -> Bundle:
         Vocabulary(vocab["words"]), chars, lowercase=config["lowercase"],
         max_word_len=config["max_word_len"], casing="casing" in config["features"],
     )
-    return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores)
+    truecaser = _read_truecaser(directory) if TRUECASE in listed else None
+    return Bundle(directory, config, model, encoder, list(tags), metrics, transition_scores, truecaser)
 
 
 def _check_model_matches_files(directory: Path, model, config: dict, vocab: dict, tags: list[str]) -> None:
@@ -401,6 +415,7 @@ def save_bundle(
     metrics: dict | None = None,
     history: dict | None = None,
     transitions: dict | None = None,
+    truecaser: Truecaser | None = None,
     extra_files: dict[str, Callable[[Path], None]] | None = None,
 ) -> Path:
     """Write a complete bundle atomically: a temp sibling renamed into place.
@@ -433,6 +448,8 @@ def save_bundle(
             write_json(staging / "history.json", history)
         if transitions is not None:
             write_json(staging / "transitions.json", transitions)
+        if truecaser is not None:
+            write_json(staging / TRUECASE, truecaser.to_json())
         for name, write in (extra_files or {}).items():
             write(staging / name)
         write_manifest(staging)

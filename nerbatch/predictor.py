@@ -15,6 +15,7 @@ import numpy as np
 
 from nerbatch import backend
 from nerbatch.decode import constrained_viterbi, tag_marginals
+from nerbatch.truecase import Truecaser
 from nerbatch.vocab import FeatureEncoder
 from nerbatch.windows import DEFAULT_OVERLAP, plan_windows
 
@@ -64,6 +65,7 @@ class Tagger:
         batch_size: int = 256,
         overlap: int = DEFAULT_OVERLAP,
         transition_scores: np.ndarray | None = None,
+        truecaser: Truecaser | None = None,
     ) -> None:
         if decoder not in ("argmax", "viterbi"):
             raise ValueError(f"unknown decoder {decoder!r}")
@@ -78,11 +80,13 @@ class Tagger:
         self.overlap = min(overlap, max_len // 2)
         self.buckets = length_buckets(max_len)
         self.transition_scores = transition_scores
+        self.truecaser = truecaser
 
     def tag_probabilities(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Per sentence, a float32 [n_tokens, n_tags] matrix of tag probabilities."""
         backend.check_not_forked()
-        sentences = list(sentences)  # read twice below: an iterator would leave every sentence unscored
+        # a list: read twice below (an iterator would leave every sentence unscored)
+        sentences = list(sentences) if self.truecaser is None else [self.truecaser.sentence(s) for s in sentences]
         n_tags = len(self.tags)
         merged = [np.zeros((len(s), n_tags), dtype=np.float32) for s in sentences]
         jobs = [

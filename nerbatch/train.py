@@ -30,6 +30,7 @@ from nerbatch.evaluate import PROTOCOL, library_versions, score_corpus
 from nerbatch.model import build_model, default_shape
 from nerbatch.predictor import Tagger, length_buckets
 from nerbatch.records import ENTITY_LABELS, MODEL_ID_PART
+from nerbatch.truecase import Truecaser
 from nerbatch.vectors import WordVectors, embedding_matrix, read_word_vectors
 from nerbatch.vocab import UNK_ID, FeatureEncoder, TagSet, Vocabulary, composed, normalize_word
 from nerbatch.windows import plan_windows
@@ -422,9 +423,10 @@ def _crf_transitions(members: list[dict]) -> dict:
     return {"kind": "crf", "scores": np.mean([m["transitions"] for m in members], axis=0).round(6).tolist()}
 
 
-def _tagger(model, encoder, tagset: TagSet, settings: TrainSettings, decoder: str, transitions: dict | None) -> Tagger:
+def _tagger(model, encoder, tagset: TagSet, settings: TrainSettings, decoder: str, transitions: dict | None,
+            truecaser: Truecaser) -> Tagger:
     return Tagger(model, encoder, tagset.tags, max_len=settings.max_len, decoder=decoder,
-                  transition_scores=transitions and np.asarray(transitions["scores"]))
+                  transition_scores=transitions and np.asarray(transitions["scores"]), truecaser=truecaser)
 
 
 def _plot_history(history: dict, path: Path) -> None:
@@ -508,6 +510,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     vectors = read_word_vectors(vectors_path, lowercase) if vectors_path is not None else None
     _stop_if_requested(stop_requested)
     tagset = TagSet.build(fit.tags + val.tags)  # a tag seen only in test could never be learnt
+    truecaser = Truecaser.build(fit.words + val.words)
     encoder, shape, batches, initial_embedding = _training_inputs(fit, tagset, lowercase, settings, vectors)
     # The tutorial network keeps the tutorial's argmax unless it learns transitions to decode with.
     decoder = "argmax" if settings.arch == "seed" and settings.objective == "softmax" else "viterbi"
@@ -534,7 +537,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
         transitions = _crf_transitions(members)
     elif decoder == "viterbi":
         transitions = _fit_transition_prior(selected, encoder, tagset, fit, val, settings.max_len)
-    val_scores = score_corpus(_tagger(selected, encoder, tagset, settings, decoder, transitions), val)
+    val_scores = score_corpus(_tagger(selected, encoder, tagset, settings, decoder, transitions, truecaser), val)
     final = selected
 
     refit = None
@@ -555,7 +558,7 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
                  "learning_rates": [m["learning_rates"] for m in members], "loss": [m["loss"] for m in refitted],
                  "seconds_per_epoch": [round(t, 1) for m in refitted for t in m["epoch_seconds"]]}
     train_seconds = time.perf_counter() - started
-    test_scores = score_corpus(_tagger(final, encoder, tagset, settings, decoder, transitions), test)
+    test_scores = score_corpus(_tagger(final, encoder, tagset, settings, decoder, transitions, truecaser), test)
     created = datetime.now(timezone.utc)
     metrics = {
         "protocol": PROTOCOL,
@@ -596,6 +599,6 @@ def _train(data_path, out_dir, settings: TrainSettings, verbose: int, vectors_pa
     _stop_if_requested(stop_requested)
     save_bundle(
         out_dir, model=final, encoder=encoder, tags=tagset.tags, config=config, metrics=metrics, history=history,
-        transitions=transitions, extra_files={"training.png": lambda path: _plot_history(history, path)},
+        transitions=transitions, truecaser=truecaser, extra_files={"training.png": lambda path: _plot_history(history, path)},
     )
     return metrics

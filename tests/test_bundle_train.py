@@ -14,7 +14,7 @@ from nerbatch.errors import BundleError
 def test_training_writes_a_complete_bundle(tiny_bundle):
     names = {p.name for p in tiny_bundle.iterdir()}
     assert {"model.keras", "vocab.json", "tags.json", "config.json", "metrics.json", "history.json",
-            "training.png", "manifest.json", "transitions.json"} <= names
+            "training.png", "manifest.json", "transitions.json", "truecase.json"} <= names
     metrics = json.loads((tiny_bundle / "metrics.json").read_text())
     assert metrics["protocol"]["split"].startswith("sklearn train_test_split")
     assert len(metrics["data"]["sha256"]) == 64
