@@ -8,7 +8,9 @@ entities, beside the same model tagging the gold tokens (scored the same way: by
 
 ``--form`` writes the prose as headlines and wires do: each document's first sentence in capitals
 (``capitals-headline``) or in Title Case (``title-headline``, every word capitalised), or whole
-documents in capitals (``capitals``). The gold tokens are scored as the corpus writes them.
+documents in capitals (``capitals``); or as scraped HTML text (``html-references``: ``&``, ``'``
+and ``"`` as ``&amp;``, ``&#39;`` and ``&quot;``, every tenth space as ``&nbsp;``), the gold spans
+moved with the text. The gold tokens are scored as the corpus writes them.
 
     python benchmarks/raw_text_f1.py --data ../shared/data/ner_dataset.csv.zip [--model DIR] [--form FORM]
 """
@@ -57,7 +59,24 @@ def _title_case(text: str) -> str:
     return " ".join(_capitals(word[:1]) + word[1:] for word in text.split(" "))
 
 
-FORMS = {"prose": None, "capitals-headline": _capitals, "title-headline": _title_case, "capitals": _capitals}
+_ESCAPES = {"&": "&amp;", "'": "&#39;", '"': "&quot;"}
+
+
+def _html_references(text: str) -> tuple[str, list[int]]:
+    """The text escaped, and where each of its offsets (and its end) is in the escaped text."""
+    pieces, where, length, spaces = [], [], 0, 0
+    for ch in text:
+        spaces += ch == " "
+        piece = "&nbsp;" if ch == " " and spaces % 10 == 0 else _ESCAPES.get(ch, ch)
+        where.append(length)
+        pieces.append(piece)
+        length += len(piece)
+    return "".join(pieces), [*where, length]
+
+
+# each form: the sentences it rewrites ("first" of a document, or "all"), and how
+FORMS = {"prose": None, "capitals-headline": ("first", _capitals), "title-headline": ("first", _title_case),
+         "capitals": ("all", _capitals), "html-references": ("all", _html_references)}
 
 
 def main() -> None:
@@ -77,8 +96,11 @@ def main() -> None:
         doc_id, parts, offset = f"doc-{len(docs)}", [], 0
         for i in range(first, min(first + args.doc_size, len(test))):
             text, spans = detokenize([_fix_cp1252(w) for w in test.words[i]])
-            if FORMS[args.form] and (args.form == "capitals" or i == first):
-                text = FORMS[args.form](text)
+            if FORMS[args.form] and (FORMS[args.form][0] == "all" or i == first):
+                text = FORMS[args.form][1](text)
+                if isinstance(text, tuple):  # lengths changed: the spans move with the text
+                    text, where = text
+                    spans = [(where[start], where[end]) for start, end in spans]
             offset += 1 if parts else 0  # the space that joins it to the sentence before
             word_spans.append([(start + offset, end + offset) for start, end in spans])
             doc_of.append(doc_id)

@@ -46,8 +46,12 @@ not split at its lines, even where a line is mostly names.
 An e-mail's quote marks at a line's start (``> ``, ``>> ``) are no tokens and a line of them only is
 blank, so quoted text splits as it would unquoted.
 
+HTML character references a scraper or feed left in the text (``AT&amp;T``, ``Britain&#39;s``,
+``New&nbsp;York``, escaped twice: ``&amp;quot;``) read as the characters they stand for.
+
 Offsets are Python ``str`` indices into the original text and every token is
-exactly ``text[start:end]``.  :func:`segment` never raises on a ``str``.
+exactly ``text[start:end]``, but that a token with a character reference holds the character
+(``AT&T`` spans ``AT&amp;T``).  :func:`segment` never raises on a ``str``.
 
 Everything is done with a few compiled regular expressions (the character
 classes are generated from :mod:`unicodedata` on first use, ~0.15 s); per-token
@@ -56,6 +60,7 @@ work in Python is limited to collecting match offsets.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
@@ -175,7 +180,7 @@ _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 # Words a Title Cased headline leaves lower case ("Bill into Law", "Apple vs. Samsung").
-_TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
+TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
     "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
 # Title-cased endings of domain names, which "Berlin.The" (sentences joined) must not split: Amazon.Com.
@@ -191,6 +196,9 @@ _BULLET_GLYPHS = frozenset(_BULLETS + _DASH_BULLETS)
 _MIN_WRAP_WIDTH = 36
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
+
+# a reference to one character; "&amp;" before it: escaped more than once
+_REFERENCE = re.compile(r"&(?:amp;)*(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 
 _SCAN_LIMIT = 0x32400  # everything assigned above is tags, variation selectors, private use
 _EMOJI_PLANE = range(0x1F000, 0x1FC00)
@@ -395,6 +403,63 @@ def segment(text: str) -> list[SentenceTokens]:
     """Split a document into sentences of tokens, in order. Empty/whitespace-only text -> []."""
     if not isinstance(text, str):
         raise TypeError(f"segment() expects str, not {type(text).__name__}")
+    references = _references(text) if "&" in text else None
+    if references is None:
+        return _segment(text)
+    plain, at = references
+    return [SentenceTokens(s.words, _original_offsets(s.starts, at, text, plain, end=False),
+                           _original_offsets(s.ends, at, text, plain, end=True), s.item_mark)
+            for s in _segment(plain)]
+
+
+def _reference_value(reference: str) -> str | None:
+    """The one character an HTML character reference stands for; None for an unknown name."""
+    value = reference
+    while len(value) > 1:  # "&amp;quot;": once per escaping
+        decoded = html.unescape(value)
+        if decoded == value:  # an unknown name, or more than one character ("&fjlig;")
+            return None
+        value = decoded
+    return value
+
+
+def _references(text: str) -> tuple[str, list[tuple[int, int, int]]] | None:
+    """The text with its character references decoded, and where each one is: (offset of its character
+    in the decoded text, start and end in ``text``); None when it holds none."""
+    pieces, at, taken = [], [], 0
+    shift = 0  # characters the references so far have lost
+    for m in _REFERENCE.finditer(text):
+        value = _reference_value(m.group())
+        if value is None:
+            continue
+        pieces += [text[taken:m.start()], value]
+        at.append((m.start() - shift, m.start(), m.end()))
+        shift += m.end() - m.start() - 1
+        taken = m.end()
+    if not at:
+        return None
+    pieces.append(text[taken:])
+    return "".join(pieces), at
+
+
+def _original_offsets(offsets: list[int], at: list[tuple[int, int, int]], text: str, plain: str,
+                      end: bool) -> list[int]:
+    """Offsets in the decoded text as offsets in the original: a token's start (``end`` False) or end."""
+    decoded = [a[0] for a in at]
+    out = []
+    for offset in offsets:
+        char = offset - 1 if end else offset  # the token's last or first character
+        i = bisect_right(decoded, char) - 1
+        if i < 0:
+            out.append(offset)
+        elif decoded[i] == char:  # a reference's character
+            out.append(at[i][2] if end else at[i][1])
+        else:  # after it: shifted by what it and the references before it lost
+            out.append(offset + at[i][2] - at[i][0] - 1)
+    return out
+
+
+def _segment(text: str) -> list[SentenceTokens]:
     c = _compiled()
     ms = list(c.token.finditer(text))
     if _HAS_INVISIBLE(text):
@@ -638,7 +703,7 @@ def _title_case(line: str) -> bool:
     """Every word capitalised but for short function words: a headline, even one as long as the
     body's wrapped lines."""
     alpha = [t for t in line.split() if t[0].isalpha()]
-    return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in _TITLE_MINOR_WORDS for t in alpha)
+    return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in TITLE_MINOR_WORDS for t in alpha)
 
 
 def _wrapped(line: str, text: str, c: _Compiled, b: int, width: int) -> bool:

@@ -87,6 +87,15 @@ def test_default_model_on_a_real_article(default_pipeline, news_documents):
     assert ("gpe", "Iranian") in found
 
 
+def test_html_character_references_are_read_as_their_characters(default_pipeline):
+    """Scraped text with references left in: records span them in the document as it is written."""
+    text = "Shares of AT&amp;T rose in New&nbsp;York on Monday, Britain&#39;s &quot;FTSE&quot; fell."
+    chunk = default_pipeline.annotate_all([Document("scraped", text, {}, "mem", 1)])
+    found = [(r["label"], r["text"], r["start"], r["end"]) for r in chunk.records_by_document("m")[0]]
+    assert found[:3] == [("org", "AT&amp;T", 10, 18), ("geo", "New&nbsp;York", 27, 40), ("tim", "Monday", 44, 50)]
+    assert ("geo", "Britain", 52, 59) in found and all(text[a:b] == t for _, t, a, b in found)
+
+
 def _three_chunks_then(tail):
     """Documents that make exactly three chunks at chunk_sentences=2, then ``tail()``."""
     for i in range(3):

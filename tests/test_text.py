@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import random
 import re
 import textwrap
@@ -27,22 +28,42 @@ def _is_separator(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs") or ch in _INVISIBLE_SEPARATORS
 
 
+# An HTML character reference (escaped any number of times) to one character reads as that character.
+_REFERENCE = re.compile(r"&(?:amp;)*(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def _reference_value(reference: str) -> str:
+    value = html.unescape(reference)
+    while value != reference and len(value) > 1:
+        reference, value = value, html.unescape(value)
+    return value if len(value) == 1 else reference
+
+
+def _decoded(text: str) -> str:
+    return _REFERENCE.sub(lambda m: _reference_value(m.group()), text)
+
+
 def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
-    """Offsets exact, strictly increasing, non-overlapping; tokens cover every
-    non-separator character and contain no separator; marks stay with their base."""
+    """Offsets exact (a character reference spanned whole, read as its character), strictly increasing,
+    non-overlapping; tokens cover every non-separator character and contain no separator; marks stay with
+    their base."""
     prev_end = 0
     covered = bytearray(len(text))
+    for m in _REFERENCE.finditer(text):  # a reference to a separator is one
+        value = _reference_value(m.group())
+        if len(value) == 1 and (_is_separator(value) or _ALL_INVISIBLE(value)):
+            covered[m.start():m.end()] = b"\x01" * (m.end() - m.start())
     for s in sentences:
         assert isinstance(s, SentenceTokens)
         assert len(s.words) == len(s.starts) == len(s.ends) > 0
         assert s.start == s.starts[0] and s.end == s.ends[-1]
         for w, a, b in zip(s.words, s.starts, s.ends):
-            assert text[a:b] == w, (w, a, b)
+            assert text[a:b] == w or _decoded(text[a:b]) == w, (w, a, b)
             assert a >= prev_end and b > a, (w, a, b, prev_end)
             # a word joiner between word characters joins them; anywhere else it separates
             assert not any(_is_separator(ch) for ch in w[0] + w[1:-1].translate(_JOINERS) + w[-1]), repr(w)
             # a combining mark right after a token belongs to it
-            assert b == len(text) or unicodedata.category(text[b])[0] != "M", (repr(w), repr(text[b]))
+            assert b == len(text) or unicodedata.category(_decoded(text[b:b + 40])[0])[0] != "M", (repr(w), b)
             covered[a:b] = b"\x01" * (b - a)
             prev_end = b
     for i, ch in enumerate(text):
@@ -361,7 +382,35 @@ _ALPHABET = (
     + ["\U0001f600", "\U0001f3fd", "\U0001f1fa", "\U0001f1f8", "\U000e0067", "\U0001d11e", "\U00011000"]
     + ["\u4e2d", "\u3042", "\u30a2", "\u3002", "\uff01", "\u05d0", "\u0627", "\u064b", "\u0939", "\u094d"]
     + ["\u2019", "\u201c", "\u201d", "\u2026", "\u2013", "\u00e9", "U.S.", "Mr.", "n't", "'s", "...", "--"]
+    + ["&amp;", "&#39;", "&nbsp;", "&quot;", "&#769;", "&#10;", "&amp;quot;", "&#x200B;", "&shy;", "&foo;", "&#0;"]
 )
+
+
+@pytest.mark.parametrize("text, tokens", [
+    # as a scraper or feed leaves them: each token spans its references, read as their characters
+    ("Shares of AT&amp;T rose in New&nbsp;York.", [("Shares", "Shares"), ("of", "of"), ("AT&T", "AT&amp;T"),
+                                                   ("rose", "rose"), ("in", "in"), ("New", "New"),
+                                                   ("York", "York"), (".", ".")]),
+    ("Britain&#39;s &quot;Caf&eacute;&quot;", [("Britain", "Britain"), ("'s", "&#39;s"), ('"', "&quot;"),
+                                               ("Caf\u00e9", "Caf&eacute;"), ('"', "&quot;")]),
+    ("Ali&#x2019;s &amp;amp; &amp;quot;Hi&amp;quot;", [("Ali", "Ali"), ("\u2019s", "&#x2019;s"), ("&", "&amp;amp;"),
+                                                       ('"', "&amp;quot;"), ("Hi", "Hi"), ('"', "&amp;quot;")]),
+    # no reference: an unknown name, one that stands for two characters, no semicolon
+    ("&foo; &fjlig; &amp", [("&", "&"), ("foo", "foo"), (";", ";"), ("&", "&"), ("fjlig", "fjlig"), (";", ";"),
+                            ("&", "&"), ("amp", "amp")]),
+])
+def test_html_character_references_read_as_their_characters(text: str, tokens: list[tuple[str, str]]) -> None:
+    sentences = segment(text)
+    check_invariants(text, sentences)
+    assert [(w, text[a:b]) for s in sentences for w, a, b in zip(s.words, s.starts, s.ends)] == tokens
+
+
+def test_a_reference_to_a_line_break_ends_a_paragraph() -> None:
+    text = "The Summit Ends&#10;&#10;Leaders met in Paris on&nbsp;Monday."
+    sentences = segment(text)
+    check_invariants(text, sentences)
+    assert [s.words for s in sentences] == [["The", "Summit", "Ends"], ["Leaders", "met", "in", "Paris", "on", "Monday", "."]]
+    assert text[sentences[1].start:sentences[1].end] == "Leaders met in Paris on&nbsp;Monday."
 
 
 def test_fuzz_random_strings_keep_invariants() -> None:
@@ -393,6 +442,9 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
         "a" + "\u0301" * n,
         "ab." * (n // 3) + "@x",
         "ab@" + "cd." * (n // 3),
+        "&amp;" * (n // 5),
+        "&" + "amp;" * (n // 4) + "x",
+        "&#" * n,
     ]
     t0 = time.perf_counter()
     for text in cases:
