@@ -8,8 +8,9 @@ Layout::
     config.json     name, version, arch, max_len, features, decoder, network shape
     transitions.json  tag transition scores added in Viterbi decoding: learned by the CRF
                     objective, or a weighted tag-bigram prior (optional)
-    truecase.json   each word's usual written form in the training part, for sentences in
-                    capitals or Title Case (optional: without it they are read as written)
+    truecase.json   each word's usual written form in the training part, and the pairs of words
+                    it writes capitalised together, for sentences in capitals or Title Case
+                    (optional: without it they are read as written)
     metrics.json    protocol test-split scores, training settings, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
@@ -43,6 +44,8 @@ FORMAT_VERSION = 1
 REQUIRED_FILES = ("model.keras", "vocab.json", "tags.json", "config.json")
 MANIFEST = "manifest.json"
 TRUECASE = "truecase.json"
+# what reading a JSON file may raise: RecursionError for one nested thousands of levels deep
+_UNREADABLE_JSON = (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError)
 _STAGING_MARK = ".nerbatch-staging"  # in a folder a bundle is being written to, until it is in place
 
 
@@ -91,7 +94,7 @@ def verify_bundle(directory: str | Path) -> dict:
         raise BundleError(f"{directory}: not a nerbatch model bundle (no {MANIFEST})")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except _UNREADABLE_JSON as exc:
         raise BundleError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: not a nerbatch bundle manifest")
@@ -162,7 +165,7 @@ class Bundle:
 def read_bundle_json(directory: Path, name: str) -> Any:
     try:
         return json.loads((directory / name).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except _UNREADABLE_JSON as exc:
         raise BundleError(f"{directory / name}: unreadable ({exc})") from None
 
 
@@ -353,7 +356,7 @@ def _listed_files(directory: Path) -> set[str] | None:
     """Names a folder's nerbatch manifest lists, or None when it has no such manifest."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except _UNREADABLE_JSON:
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
         return None

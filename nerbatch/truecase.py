@@ -4,7 +4,10 @@ The corpus is running text, where a capital letter marks a name: a headline in c
 ("UN SAYS IRAN MUST STOP") or in Title Case ("Obama Meets Leaders of the European Union") reads to
 the model as a row of names. The model reads such a sentence with each word in the form the
 training part writes it most often away from a sentence's start ("says", "must", "meets",
-"Iran", "UN"); records keep the document's own text and offsets.
+"Iran", "UN"), but that two words it writes capitalised together keep their capitals ("World Health
+Organization", though "world" and "health" are lower case most often); records keep the document's
+own text and offsets. Such names are no sign of a headline: "Welcome to the World Health
+Organization." is running text.
 """
 
 from __future__ import annotations
@@ -13,13 +16,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from nerbatch.text import TITLE_MINOR_WORDS
 from nerbatch.vocab import composed
 
-# Words that Title Case styles leave in lower case: a headline may hold them and still be one.
-MINOR_WORDS = frozenset(
-    "a an the and but or nor for so yet as at by in of off on per to up via with from into over than onto upon 's"
-    .split()
-)
 _CAPITALS_SHARE = 0.8  # of a sentence's words of two or more letters, written in capitals
 
 
@@ -31,26 +30,43 @@ def _has_case(word: str) -> bool:
     return word.lower() != word.upper()
 
 
+def _minor(word: str) -> bool:
+    """A lower-case word a Title Case headline holds: a minor word, a clitic ("'s", "n't"), a number ("2nd")."""
+    return word in TITLE_MINOR_WORDS or not word[0].isalpha() or _key(word) == "n't"
+
+
+def _capitalised(word: str) -> bool:
+    return word[:1].isupper()
+
+
 @dataclass(frozen=True)
 class Truecaser:
     """The written form of each word of a training corpus, and the sentences that need it."""
 
     lowercase: frozenset[str]  # words written in lower case most often
     cased: dict[str, str] = field(default_factory=dict)  # the others: lower-cased word -> its usual form
+    # two words, one of them usually lower case, written capitalised together most often: "world bank"
+    names: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, sentences: Iterable[Sequence[str]]) -> "Truecaser":
         """From a corpus's sentences; a sentence's first word is left out (capitalised there whatever it is)."""
         forms: dict[str, Counter] = defaultdict(Counter)
+        pairs: dict[str, Counter] = defaultdict(Counter)
         for words in sentences:
-            first = True
+            first, previous = True, None  # previous: the word just before, when its case says something
             for word in words:
                 if not _has_case(word):
+                    previous = None
                     continue
-                if not first:
-                    word = composed(word)
-                    forms[word.lower()][word] += 1
-                first = False
+                word = composed(word)
+                if first:
+                    first = False
+                    continue
+                forms[word.lower()][word] += 1
+                if previous is not None:
+                    pairs[f"{previous.lower()} {word.lower()}"][_capitalised(previous) and _capitalised(word)] += 1
+                previous = word
         lowercase, cased = set(), {}
         for key, counts in forms.items():
             # most frequent; on a tie the lower-case form, then the greater string (the same in any corpus order)
@@ -59,27 +75,35 @@ class Truecaser:
                 lowercase.add(key)
             else:
                 cased[key] = form
-        return cls(frozenset(lowercase), cased)
+        names = {pair for pair, counts in pairs.items()
+                 if counts[True] > counts[False] and any(key in lowercase for key in pair.split(" "))}
+        return cls(frozenset(lowercase), cased, frozenset(names))
 
     def to_json(self) -> dict:
-        return {"lowercase": sorted(self.lowercase), "cased": dict(sorted(self.cased.items()))}
+        return {"lowercase": sorted(self.lowercase), "cased": dict(sorted(self.cased.items())),
+                "names": sorted(self.names)}
 
     @classmethod
     def from_json(cls, data) -> "Truecaser":
         """``ValueError`` unless ``data`` is what ``to_json`` writes."""
         if not isinstance(data, dict) or not isinstance(data.get("lowercase"), list) \
-                or not isinstance(data.get("cased"), dict):
-            raise ValueError("not an object with a 'lowercase' list and a 'cased' object")
-        if not all(isinstance(w, str) for w in data["lowercase"]) or \
+                or not isinstance(data.get("cased"), dict) or not isinstance(data.get("names"), list):
+            raise ValueError("not an object with 'lowercase' and 'names' lists and a 'cased' object")
+        if not all(isinstance(w, str) for w in data["lowercase"] + data["names"]) or \
                 not all(isinstance(k, str) and isinstance(v, str) for k, v in data["cased"].items()):
             raise ValueError("holds an item that is not a string")
-        return cls(frozenset(data["lowercase"]), dict(data["cased"]))
+        return cls(frozenset(data["lowercase"]), dict(data["cased"]), frozenset(data["names"]))
 
     def __len__(self) -> int:
         return len(self.lowercase) + len(self.cased)
 
     def _usually_lower(self, word: str) -> bool:
         return _key(word) in self.lowercase
+
+    def _named(self, words: Sequence[str], i: int) -> bool:
+        """Whether ``words[i]`` and a capitalised word beside it are a name ("World Bank", "Health Organization")."""
+        return (i > 0 and _capitalised(words[i - 1]) and f"{_key(words[i - 1])} {_key(words[i])}" in self.names) or \
+            (i + 1 < len(words) and _capitalised(words[i + 1]) and f"{_key(words[i])} {_key(words[i + 1])}" in self.names)
 
     def sentence(self, words: Sequence[str]) -> Sequence[str]:
         """The words as the model reads them: ``words`` itself unless the sentence is in capitals or Title Case."""
@@ -91,7 +115,7 @@ class Truecaser:
                 long_words += len(word) > 1
                 if first_word is None:
                     first_word = i
-                elif word not in MINOR_WORDS:
+                elif not _minor(word):
                     lower_word = True
                     if long_words - capitals > (1 - _CAPITALS_SHARE) * len(words):
                         return words  # neither in capitals nor in Title Case: running text
@@ -109,10 +133,18 @@ class Truecaser:
                 elif word.istitle() and self._usually_lower(word):
                     common_titled += 1
         if common_capitals >= 2 and capitals >= _CAPITALS_SHARE * long_words:
-            return self._from_capitals(words, first_word)
+            common = [i for i, word in enumerate(words)
+                      if len(word) > 1 and word.isupper() and self._usually_lower(word) and not self._named(words, i)]
+            if len(common) >= 2:
+                return self._from_capitals(words, first_word)
         if common_titled >= 2 and not lower_word:
-            return [word.lower() if i != first_word and word.istitle() and self._usually_lower(word) else word
-                    for i, word in enumerate(words)]
+            common = [i for i, word in enumerate(words)
+                      if i != first_word and word.istitle() and self._usually_lower(word) and not self._named(words, i)]
+            if len(common) >= 2:  # a name's words ("the World Health Organization") are no sign of a headline
+                out = list(words)
+                for i in common:
+                    out[i] = words[i].lower()
+                return out
         return words
 
     def _from_capitals(self, words: Sequence[str], first_word: int) -> list[str]:
@@ -122,7 +154,7 @@ class Truecaser:
                 continue
             key = _key(word)
             if key in self.lowercase:
-                form = word.lower()
+                form = word[0] + word[1:].lower() if self._named(words, i) else word.lower()
             elif key in self.cased:
                 usual = self.cased[key]
                 form = "".join(c.upper() if u.isupper() else c.lower() for c, u in zip(word, usual)) \
