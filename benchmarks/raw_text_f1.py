@@ -9,8 +9,10 @@ entities, beside the same model tagging the gold tokens (scored the same way: by
 ``--form`` writes the prose as headlines and wires do: each document's first sentence in capitals
 (``capitals-headline``) or in Title Case (``title-headline``, every word capitalised), or whole
 documents in capitals (``capitals``); or as scraped HTML text (``html-references``: ``&``, ``'``
-and ``"`` as ``&amp;``, ``&#39;`` and ``&quot;``, every tenth space as ``&nbsp;``), the gold spans
-moved with the text. The gold tokens are scored as the corpus writes them.
+and ``"`` as ``&amp;``, ``&#39;`` and ``&quot;``, every tenth space as ``&nbsp;``); or with
+typographic apostrophes and quotes (``typographic``: ``\u2019``, ``\u201c``, ``\u201d``), as such text
+reads when its UTF-8 is read as cp1252 (``mojibake``: ``\u00e2\u20ac\u2122``); the gold spans move with
+the text. The gold tokens are scored as the corpus writes them.
 
     python benchmarks/raw_text_f1.py --data ../shared/data/ner_dataset.csv.zip [--model DIR] [--form FORM]
 """
@@ -62,21 +64,45 @@ def _title_case(text: str) -> str:
 _ESCAPES = {"&": "&amp;", "'": "&#39;", '"': "&quot;"}
 
 
-def _html_references(text: str) -> tuple[str, list[int]]:
-    """The text escaped, and where each of its offsets (and its end) is in the escaped text."""
-    pieces, where, length, spaces = [], [], 0, 0
-    for ch in text:
-        spaces += ch == " "
-        piece = "&nbsp;" if ch == " " and spaces % 10 == 0 else _ESCAPES.get(ch, ch)
+def _rewritten(text: str, rewrite) -> tuple[str, list[int]]:
+    """Each character rewritten, and where each offset of ``text`` (and its end) is in the result."""
+    pieces, where, length = [], [], 0
+    for i, ch in enumerate(text):
+        piece = rewrite(i, ch)
         where.append(length)
         pieces.append(piece)
         length += len(piece)
     return "".join(pieces), [*where, length]
 
 
+def _html_references(text: str) -> tuple[str, list[int]]:
+    spaces = [i for i, ch in enumerate(text) if ch == " "]
+    nbsp = set(spaces[9::10])
+    return _rewritten(text, lambda i, ch: "&nbsp;" if i in nbsp else _ESCAPES.get(ch, ch))
+
+
+def _typographic(text: str) -> tuple[str, list[int]]:
+    quotes = [i for i, ch in enumerate(text) if ch == '"']
+    opening = set(quotes[::2])
+    return _rewritten(text, lambda i, ch: "\u2019" if ch == "'" else
+                      ("\u201c" if i in opening else "\u201d") if ch == '"' else ch)
+
+
+def _cp1252_reading(ch: str) -> str:
+    # the five bytes cp1252 leaves undefined read as Latin-1 (their C1 controls), as browsers read them
+    return "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in ch.encode("utf-8"))
+
+
+def _mojibake(text: str) -> tuple[str, list[int]]:
+    typographic, where = _typographic(text)
+    read, where_read = _rewritten(typographic, lambda i, ch: ch if ch.isascii() else _cp1252_reading(ch))
+    return read, [where_read[w] for w in where]
+
+
 # each form: the sentences it rewrites ("first" of a document, or "all"), and how
 FORMS = {"prose": None, "capitals-headline": ("first", _capitals), "title-headline": ("first", _title_case),
-         "capitals": ("all", _capitals), "html-references": ("all", _html_references)}
+         "capitals": ("all", _capitals), "html-references": ("all", _html_references),
+         "typographic": ("all", _typographic), "mojibake": ("all", _mojibake)}
 
 
 def main() -> None:

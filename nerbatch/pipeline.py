@@ -21,7 +21,7 @@ from nerbatch.decode import FlatSpans, TagKinds, flat_spans
 from nerbatch.documents import Document, DocumentError
 from nerbatch.predictor import TaggedSentence
 from nerbatch.records import kept_value, normalise_keep_fields
-from nerbatch.text import SentenceTokens, segment
+from nerbatch.text import SentenceTokens, segment, written_otherwise
 
 
 @dataclass
@@ -133,15 +133,27 @@ def _trimmed(spans: FlatSpans, words: list[str], tag_probs: np.ndarray) -> FlatS
 
 def _strip_invisible_edges(texts: list[str], start: np.ndarray, end: np.ndarray) -> None:
     """Moves entities' edges past invisible format characters their first or last token holds
-    ("Ber\u00adlin\u00ad": a soft hyphen; a zero-width joiner or non-joiner): an index matches the
-    name people see. In place."""
+    ("Ber\u00adlin\u00ad": a soft hyphen; a zero-width joiner or non-joiner), written as they are or
+    otherwise ("Ber&shy;lin&shy;"): an index matches the name people see. In place."""
     for i, text in enumerate(texts):
-        if text[0] in _FORMAT_CHARS or text[-1] in _FORMAT_CHARS:
-            lead = len(text) - len(text.lstrip(_FORMAT_CHARS))
-            stripped = text.strip(_FORMAT_CHARS)
-            texts[i] = stripped
+        if text[0] not in _FORMAT_CHARS and text[-1] not in _FORMAT_CHARS and text.isascii() and "&" not in text:
+            continue
+        invisible = dict.fromkeys(range(len(text) - len(text.lstrip(_FORMAT_CHARS))), 1)  # start -> length
+        invisible.update((k, 1) for k in range(len(text.rstrip(_FORMAT_CHARS)), len(text)))
+        invisible.update((a, b - a) for a, b, char in written_otherwise(text) if char in _FORMAT_CHARS)
+        if not invisible:
+            continue
+        lead = 0
+        while lead in invisible:
+            lead += invisible[lead]
+        ends = {a + n: n for a, n in invisible.items()}  # end -> length
+        trail = len(text)
+        while trail > lead and trail in ends:
+            trail -= ends[trail]
+        if lead or trail < len(text):
+            texts[i] = text[lead:trail]
             start[i] += lead
-            end[i] = start[i] + len(stripped)
+            end[i] = start[i] + trail - lead
 
 
 def _after_item_mark(tagged: TaggedSentence, marks: int, outside: int) -> TaggedSentence:

@@ -46,12 +46,13 @@ not split at its lines, even where a line is mostly names.
 An e-mail's quote marks at a line's start (``> ``, ``>> ``) are no tokens and a line of them only is
 blank, so quoted text splits as it would unquoted.
 
-HTML character references a scraper or feed left in the text (``AT&amp;T``, ``Britain&#39;s``,
-``New&nbsp;York``, escaped twice: ``&amp;quot;``) read as the characters they stand for.
+Characters written otherwise read as the characters they stand for: HTML character references a
+scraper or feed left in the text (``AT&amp;T``, ``Britain&#39;s``, ``New&nbsp;York``, escaped twice:
+``&amp;quot;``) and UTF-8 read as cp1252 (mojibake: ``Britainâ€™s``, ``JosÃ©``).
 
 Offsets are Python ``str`` indices into the original text and every token is
-exactly ``text[start:end]``, but that a token with a character reference holds the character
-(``AT&T`` spans ``AT&amp;T``).  :func:`segment` never raises on a ``str``.
+exactly ``text[start:end]``, but that a token with characters written otherwise holds what they stand
+for (``AT&T`` spans ``AT&amp;T``).  :func:`segment` never raises on a ``str``.
 
 Everything is done with a few compiled regular expressions (the character
 classes are generated from :mod:`unicodedata` on first use, ~0.15 s); per-token
@@ -64,10 +65,11 @@ import html
 import re
 import unicodedata
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["SentenceTokens", "segment"]
+__all__ = ["SentenceTokens", "segment", "written_otherwise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +199,17 @@ _MIN_WRAP_WIDTH = 36
 _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other lines by
 
 
-# a reference to one character; "&amp;" before it: escaped more than once
-_REFERENCE = re.compile(r"&(?:amp;)*(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# Characters written otherwise: an HTML character reference to one character ("&amp;" before it:
+# escaped more than once), or a character's UTF-8 bytes read as cp1252 ("\u00e2\u20ac\u2122" for "\u2019",
+# "\u00c3\u00a9" for "\u00e9"; the five bytes cp1252 leaves undefined read as Latin-1's controls).
+_CP1252_BYTE = {bytes([b]).decode("cp1252", errors="ignore") or chr(b): b for b in range(0x80, 0x100)}
+_UTF8_TAIL = "".join(ch for ch, b in _CP1252_BYTE.items() if b < 0xC0)
+_UTF8_LEAD = re.compile("[\u00c2-\u00f4]").search
+_WRITTEN_OTHERWISE = re.compile(  # the look-ahead: a fast scan to the characters that may start one
+    r"(?=[&\u00c2-\u00f4])(?:&(?:amp;)*(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+    f"|[\u00c2-\u00df][{re.escape(_UTF8_TAIL)}]|[\u00e0-\u00ef][{re.escape(_UTF8_TAIL)}]{{2}}"
+    f"|[\u00f0-\u00f4][{re.escape(_UTF8_TAIL)}]{{3}})"
+)
 
 _SCAN_LIMIT = 0x32400  # everything assigned above is tags, variation selectors, private use
 _EMOJI_PLANE = range(0x1F000, 0x1FC00)
@@ -403,58 +414,70 @@ def segment(text: str) -> list[SentenceTokens]:
     """Split a document into sentences of tokens, in order. Empty/whitespace-only text -> []."""
     if not isinstance(text, str):
         raise TypeError(f"segment() expects str, not {type(text).__name__}")
-    references = _references(text) if "&" in text else None
-    if references is None:
+    read = _read_otherwise(text)
+    if read is None:
         return _segment(text)
-    plain, at = references
-    return [SentenceTokens(s.words, _original_offsets(s.starts, at, text, plain, end=False),
-                           _original_offsets(s.ends, at, text, plain, end=True), s.item_mark)
+    plain, at = read
+    chars = [a[0] for a in at]
+    return [SentenceTokens(s.words, _original_offsets(s.starts, chars, at, end=False),
+                           _original_offsets(s.ends, chars, at, end=True), s.item_mark)
             for s in _segment(plain)]
 
 
-def _reference_value(reference: str) -> str | None:
-    """The one character an HTML character reference stands for; None for an unknown name."""
-    value = reference
-    while len(value) > 1:  # "&amp;quot;": once per escaping
-        decoded = html.unescape(value)
-        if decoded == value:  # an unknown name, or more than one character ("&fjlig;")
+def _character(m: re.Match) -> str | None:
+    """The one character an HTML character reference or a cp1252 reading of UTF-8 stands for; None if
+    it is no such thing (an unknown name, a reference to no character or two, bytes no UTF-8)."""
+    if m.group(1) is None:
+        try:
+            value = bytes(_CP1252_BYTE[ch] for ch in m.group()).decode("utf-8")
+        except UnicodeDecodeError:
             return None
-        value = decoded
-    return value
+        # two bytes: Latin, Greek or Cyrillic; the rest of their range is what German "\u00df\u201c" reads as
+        return value if m.end() - m.start() > 2 or value < "\u0530" else None
+    # "&amp;quot;" escaped twice stands for what "&quot;" does; html.unescape gives "" for a control
+    # character ("&#11;") and two characters for some names ("&fjlig;")
+    value = html.unescape(f"&{m.group(1)};")
+    return value if len(value) == 1 else None
 
 
-def _references(text: str) -> tuple[str, list[tuple[int, int, int]]] | None:
-    """The text with its character references decoded, and where each one is: (offset of its character
-    in the decoded text, start and end in ``text``); None when it holds none."""
+def written_otherwise(text: str) -> Iterator[tuple[int, int, str]]:
+    """Start, end and character of each character ``text`` writes otherwise: an HTML character reference
+    or UTF-8 read as cp1252 ("\u00e2\u20ac\u2122" for "\u2019")."""
+    if "&" in text or (not text.isascii() and _UTF8_LEAD(text)):
+        for m in _WRITTEN_OTHERWISE.finditer(text):
+            value = _character(m)
+            if value is not None:
+                yield m.start(), m.end(), value
+
+
+def _read_otherwise(text: str) -> tuple[str, list[tuple[int, int, int]]] | None:
+    """The text with its characters written otherwise read as they are meant, and where each one is:
+    (offset of its character in the text read, start and end in ``text``); None when it holds none."""
     pieces, at, taken = [], [], 0
-    shift = 0  # characters the references so far have lost
-    for m in _REFERENCE.finditer(text):
-        value = _reference_value(m.group())
-        if value is None:
-            continue
-        pieces += [text[taken:m.start()], value]
-        at.append((m.start() - shift, m.start(), m.end()))
-        shift += m.end() - m.start() - 1
-        taken = m.end()
+    shift = 0  # characters the ones so far have lost
+    for start, end, value in written_otherwise(text):
+        pieces += [text[taken:start], value]
+        at.append((start - shift, start, end))
+        shift += end - start - 1
+        taken = end
     if not at:
         return None
     pieces.append(text[taken:])
     return "".join(pieces), at
 
 
-def _original_offsets(offsets: list[int], at: list[tuple[int, int, int]], text: str, plain: str,
-                      end: bool) -> list[int]:
-    """Offsets in the decoded text as offsets in the original: a token's start (``end`` False) or end."""
-    decoded = [a[0] for a in at]
+def _original_offsets(offsets: list[int], chars: list[int], at: list[tuple[int, int, int]], end: bool) -> list[int]:
+    """Offsets in the text read as offsets in the original: a token's start (``end`` False) or end.
+    ``chars`` are the offsets of the characters written otherwise in the text read (``at``'s first items)."""
     out = []
     for offset in offsets:
         char = offset - 1 if end else offset  # the token's last or first character
-        i = bisect_right(decoded, char) - 1
+        i = bisect_right(chars, char) - 1
         if i < 0:
             out.append(offset)
-        elif decoded[i] == char:  # a reference's character
+        elif chars[i] == char:  # a character written otherwise
             out.append(at[i][2] if end else at[i][1])
-        else:  # after it: shifted by what it and the references before it lost
+        else:  # after it: shifted by what it and those before it lost
             out.append(offset + at[i][2] - at[i][0] - 1)
     return out
 

@@ -87,13 +87,24 @@ def test_default_model_on_a_real_article(default_pipeline, news_documents):
     assert ("gpe", "Iranian") in found
 
 
-def test_html_character_references_are_read_as_their_characters(default_pipeline):
-    """Scraped text with references left in: records span them in the document as it is written."""
+def test_html_character_references_and_mojibake_are_read_as_their_characters(default_pipeline):
+    """Scraped text with references left in, UTF-8 read as cp1252: records span them in the document as written."""
     text = "Shares of AT&amp;T rose in New&nbsp;York on Monday, Britain&#39;s &quot;FTSE&quot; fell."
     chunk = default_pipeline.annotate_all([Document("scraped", text, {}, "mem", 1)])
     found = [(r["label"], r["text"], r["start"], r["end"]) for r in chunk.records_by_document("m")[0]]
     assert found[:3] == [("org", "AT&amp;T", 10, 18), ("geo", "New&nbsp;York", 27, 40), ("tim", "Monday", 44, 50)]
     assert ("geo", "Britain", 52, 59) in found and all(text[a:b] == t for _, t, a, b in found)
+
+    # an invisible format character at an entity's edge is left out, written as a reference too
+    text = "Officials in Ber&shy;lin&shy; and &zwj;Paris&zwnj; met."
+    chunk = default_pipeline.annotate_all([Document("format", text, {}, "mem", 1)])
+    assert [(r["text"], r["start"]) for r in chunk.records_by_document("m")[0]] == [("Ber&shy;lin", 13), ("Paris", 39)]
+
+    text = "France\u00e2\u20ac\u2122s President Nicolas Sarkozy met Jos\u00c3\u00a9 Manuel Barroso in Brussels."  # mojibake
+    chunk = default_pipeline.annotate_all([Document("read as cp1252", text, {}, "mem", 1)])
+    found = [(r["label"], r["text"]) for r in chunk.records_by_document("m")[0]]
+    assert found == [("geo", "France"), ("per", "President Nicolas Sarkozy"), ("per", "Jos\u00c3\u00a9 Manuel Barroso"),
+                     ("geo", "Brussels")]
 
 
 def _three_chunks_then(tail):

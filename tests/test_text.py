@@ -28,19 +28,27 @@ def _is_separator(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs") or ch in _INVISIBLE_SEPARATORS
 
 
-# An HTML character reference (escaped any number of times) to one character reads as that character.
-_REFERENCE = re.compile(r"&(?:amp;)*(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+# An HTML character reference (escaped any number of times) to one character reads as that character,
+# and so does a character's UTF-8 read as cp1252 (two bytes: only a Latin, Greek or Cyrillic letter).
+_CP1252 = "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xC0))
+_REFERENCE = re.compile(r"&(?:amp;)*(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+                        f"|[\u00c2-\u00df][{_CP1252}]|[\u00e0-\u00ef][{_CP1252}]{{2}}|[\u00f0-\u00f4][{_CP1252}]{{3}}")
 
 
-def _reference_value(reference: str) -> str:
-    value = html.unescape(reference)
-    while value != reference and len(value) > 1:
-        reference, value = value, html.unescape(value)
+def _reference_value(m: re.Match) -> str:
+    reference = m.group()
+    if reference[0] != "&":
+        try:
+            value = bytes(0x80 + _CP1252.index(ch) if ch in _CP1252 else ord(ch) for ch in reference).decode("utf-8")
+        except UnicodeDecodeError:
+            return reference
+        return value if len(value) == 1 and (len(reference) > 2 or value < "\u0530") else reference
+    value = html.unescape(f"&{m.group(1)};")  # what it stands for, however many times it was escaped
     return value if len(value) == 1 else reference
 
 
 def _decoded(text: str) -> str:
-    return _REFERENCE.sub(lambda m: _reference_value(m.group()), text)
+    return _REFERENCE.sub(_reference_value, text)
 
 
 def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
@@ -50,7 +58,7 @@ def check_invariants(text: str, sentences: list[SentenceTokens]) -> None:
     prev_end = 0
     covered = bytearray(len(text))
     for m in _REFERENCE.finditer(text):  # a reference to a separator is one
-        value = _reference_value(m.group())
+        value = _reference_value(m)
         if len(value) == 1 and (_is_separator(value) or _ALL_INVISIBLE(value)):
             covered[m.start():m.end()] = b"\x01" * (m.end() - m.start())
     for s in sentences:
@@ -383,6 +391,8 @@ _ALPHABET = (
     + ["\u4e2d", "\u3042", "\u30a2", "\u3002", "\uff01", "\u05d0", "\u0627", "\u064b", "\u0939", "\u094d"]
     + ["\u2019", "\u201c", "\u201d", "\u2026", "\u2013", "\u00e9", "U.S.", "Mr.", "n't", "'s", "...", "--"]
     + ["&amp;", "&#39;", "&nbsp;", "&quot;", "&#769;", "&#10;", "&amp;quot;", "&#x200B;", "&shy;", "&foo;", "&#0;"]
+    + ["\u00e2\u20ac\u2122", "\u00c3\u00a9", "\u00c3", "\u00e2\u20ac", "\u00df\u201c", "\u00c2\u00a0", "\u00e2\u20ac\x9d",
+       "\u00f0\u0178\u02dc\u20ac", "\u00cc\u0081"]
 )
 
 
@@ -403,6 +413,35 @@ def test_html_character_references_read_as_their_characters(text: str, tokens: l
     sentences = segment(text)
     check_invariants(text, sentences)
     assert [(w, text[a:b]) for s in sentences for w, a, b in zip(s.words, s.starts, s.ends)] == tokens
+
+
+@pytest.mark.parametrize("text, tokens", [
+    # UTF-8 read as cp1252: each token spans the characters it was read as
+    ("Britain\u00e2\u20ac\u2122s \u00e2\u20ac\u0153caf\u00c3\u00a9\u00e2\u20ac\x9d",
+     [("Britain", "Britain"), ("\u2019s", "\u00e2\u20ac\u2122s"), ("\u201c", "\u00e2\u20ac\u0153"),
+      ("caf\u00e9", "caf\u00c3\u00a9"), ("\u201d", "\u00e2\u20ac\x9d")]),
+    ("S\u00c3\u00a3o Paulo \u00e2\u20ac\u201c \u00e2\u201a\u00ac5 \u00f0\u0178\u02dc\u20ac",
+     [("S\u00e3o", "S\u00c3\u00a3o"), ("Paulo", "Paulo"), ("\u2013", "\u00e2\u20ac\u201c"), ("\u20ac", "\u00e2\u201a\u00ac"), ("5", "5"),
+      ("\U0001f600", "\u00f0\u0178\u02dc\u20ac")]),
+    # no UTF-8 to read: German and Portuguese as written, a lone "\u00c3"
+    ("Gru\u00df\u201c Stra\u00dfe\u2026 S\u00c3O PAULO \u00c3",
+     [("Gru\u00df", "Gru\u00df"), ("\u201c", "\u201c"), ("Stra\u00dfe", "Stra\u00dfe"), ("\u2026", "\u2026"),
+      ("S\u00c3O", "S\u00c3O"), ("PAULO", "PAULO"), ("\u00c3", "\u00c3")]),
+])
+def test_mojibake_reads_as_the_characters_it_stands_for(text: str, tokens: list[tuple[str, str]]) -> None:
+    sentences = segment(text)
+    check_invariants(text, sentences)
+    assert [(w, text[a:b]) for s in sentences for w, a, b in zip(s.words, s.starts, s.ends)] == tokens
+
+
+def test_a_reference_to_no_character_stays_as_written() -> None:
+    # html.unescape reads references to most control characters as nothing
+    text = "Officials met.&#11;Angela Merkel visited Paris."
+    sentences = segment(text)
+    check_invariants(text, sentences)
+    tokens = [(w, text[a:b]) for s in sentences for w, a, b in zip(s.words, s.starts, s.ends)]
+    assert tokens[-5:] == [("Angela", "Angela"), ("Merkel", "Merkel"), ("visited", "visited"), ("Paris", "Paris"),
+                           (".", ".")]
 
 
 def test_a_reference_to_a_line_break_ends_a_paragraph() -> None:
@@ -443,8 +482,11 @@ def test_adversarial_inputs_run_in_linear_time() -> None:
         "ab." * (n // 3) + "@x",
         "ab@" + "cd." * (n // 3),
         "&amp;" * (n // 5),
-        "&" + "amp;" * (n // 4) + "x",
+        "&" + "amp;" * n + "quot; x",  # escaped a hundred thousand times: decoded once
+        "Britain&#39;s Prime Minister met AT&amp;T in New York on Monday. " * (n // 6),  # references in each sentence
         "&#" * n,
+        "\u00e2\u20ac" * (n // 2),
+        "\u00c3\u00a9" * (n // 2),
     ]
     t0 = time.perf_counter()
     for text in cases:
