@@ -182,7 +182,7 @@ _PARA_BREAKS = frozenset("\x0c\x1c\x1d\x1e\u2029")
 _CONTINUATION_END = frozenset(",;:-\u2013\u2014(/&+=")
 _TRAILING_FUNCTION_WORDS = frozenset("a an the of to in on at for and or but by with from as that".split())
 # Words a Title Cased headline leaves lower case ("Bill into Law", "Apple vs. Samsung").
-TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
+_TITLE_MINOR_WORDS = _TRAILING_FUNCTION_WORDS | frozenset(
     "nor into onto over after via vs vs. per up upon off out than under near".split()
 )
 # Title-cased endings of domain names, which "Berlin.The" (sentences joined) must not split: Amazon.Com.
@@ -726,7 +726,7 @@ def _title_case(line: str) -> bool:
     """Every word capitalised but for short function words: a headline, even one as long as the
     body's wrapped lines."""
     alpha = [t for t in line.split() if t[0].isalpha()]
-    return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in TITLE_MINOR_WORDS for t in alpha)
+    return bool(alpha) and all(t[0].isupper() or t[1:2].isupper() or t in _TITLE_MINOR_WORDS for t in alpha)
 
 
 def _wrapped(line: str, text: str, c: _Compiled, b: int, width: int) -> bool:

@@ -12,14 +12,21 @@ Organization." is running text.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from nerbatch.text import TITLE_MINOR_WORDS
 from nerbatch.vocab import composed
 
 _CAPITALS_SHARE = 0.8  # of a sentence's words of two or more letters, written in capitals
+# Words Title Case styles leave in lower case: fewer than the segmenter's heading test allows ("near",
+# "after", "that"), as running text holds those too and a sentence taken for a headline has names lowered.
+_MINOR_WORDS = frozenset(
+    "a an the and but or nor for so yet as at by in of off on per to up via with from into onto over upon than vs vs."
+    .split()
+)
+_ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)").fullmatch
 
 
 def _key(word: str) -> str:
@@ -31,8 +38,9 @@ def _has_case(word: str) -> bool:
 
 
 def _minor(word: str) -> bool:
-    """A lower-case word a Title Case headline holds: a minor word, a clitic ("'s", "n't"), a number ("2nd")."""
-    return word in TITLE_MINOR_WORDS or not word[0].isalpha() or _key(word) == "n't"
+    """A lower-case word a Title Case headline holds: a minor word, a clitic ("'s", "n't"), an ordinal ("2nd")."""
+    key = _key(word)
+    return key in _MINOR_WORDS or key[0] == "'" or key == "n't" or _ORDINAL(key) is not None
 
 
 def _capitalised(word: str) -> bool:
@@ -85,9 +93,9 @@ class Truecaser:
 
     @classmethod
     def from_json(cls, data) -> "Truecaser":
-        """``ValueError`` unless ``data`` is what ``to_json`` writes."""
+        """``ValueError`` unless ``data`` is what ``to_json`` writes (the first bundles with the file have no names)."""
         if not isinstance(data, dict) or not isinstance(data.get("lowercase"), list) \
-                or not isinstance(data.get("cased"), dict) or not isinstance(data.get("names"), list):
+                or not isinstance(data.get("cased"), dict) or not isinstance(data.setdefault("names", []), list):
             raise ValueError("not an object with 'lowercase' and 'names' lists and a 'cased' object")
         if not all(isinstance(w, str) for w in data["lowercase"] + data["names"]) or \
                 not all(isinstance(k, str) and isinstance(v, str) for k, v in data["cased"].items()):
@@ -132,15 +140,16 @@ class Truecaser:
                     first_word = i
                 elif word.istitle() and self._usually_lower(word):
                     common_titled += 1
+        # a headline holds a word written in lower case elsewhere that is not part of a name: "Welcome to
+        # the World Health Organization." holds none
         if common_capitals >= 2 and capitals >= _CAPITALS_SHARE * long_words:
-            common = [i for i, word in enumerate(words)
-                      if len(word) > 1 and word.isupper() and self._usually_lower(word) and not self._named(words, i)]
-            if len(common) >= 2:
+            if any(len(word) > 1 and word.isupper() and self._usually_lower(word) and not self._named(words, i)
+                   for i, word in enumerate(words)):
                 return self._from_capitals(words, first_word)
-        if common_titled >= 2 and not lower_word:
+        elif common_titled >= 2 and not lower_word:
             common = [i for i, word in enumerate(words)
                       if i != first_word and word.istitle() and self._usually_lower(word) and not self._named(words, i)]
-            if len(common) >= 2:  # a name's words ("the World Health Organization") are no sign of a headline
+            if common:
                 out = list(words)
                 for i in common:
                     out[i] = words[i].lower()

@@ -34,6 +34,8 @@ def test_the_usual_form_of_a_word_is_learnt_away_from_a_sentences_start():
     tied = [["A", "word", "."], ["A", "Word", "."]]
     assert Truecaser.build(tied).lowercase == Truecaser.build(tied[::-1]).lowercase == {"word"}
     assert Truecaser.from_json(json.loads(json.dumps(truecaser.to_json()))) == truecaser
+    without_names = {"lowercase": ["says"], "cased": {"un": "UN"}}  # as the first bundles with the file wrote it
+    assert Truecaser.from_json(without_names) == Truecaser(frozenset(["says"]), {"un": "UN"})
 
 
 @pytest.mark.parametrize("words, read", [
@@ -45,6 +47,8 @@ def test_the_usual_form_of_a_word_is_learnt_away_from_a_sentences_start():
     # a name's words keep their capitals
     ("WORLD HEALTH ORGANIZATION SAYS IRAN MUST STOP", "World Health Organization says Iran must stop"),
     ("World Health Organization Says Iran Must Stop", "World Health Organization says Iran must stop"),
+    ("Iran Says World Health Organization", "Iran says World Health Organization"),  # one word beside a name
+    ("IRAN SAYS WORLD HEALTH ORGANIZATION", "Iran says World Health Organization"),
     # clitics, typographic apostrophes and numbers are no lower-case words of running text
     ("Iran \u2019s Leaders Must Stop 2nd Meets", "Iran \u2019s leaders must stop 2nd meets"),
     ("Iran Does n't Say Leaders Must Stop", "Iran Does n't say leaders must stop"),  # "does": not in the corpus
@@ -61,6 +65,8 @@ def test_capitals_and_title_case_read_as_running_text(words, read):
     "MEETS Leaders on Monday , the UN says .",
     "Welcome to the World Health Organization .",  # a name: not a headline
     "Contact the World Health Organization by e-mail .",
+    "Welcome to the Leaders Meets near Geneva .",  # "near", "5pm": running text, though Title Case allows some
+    "The Leaders Meets at 5pm .",
 ])
 def test_running_text_is_read_as_written(words):
     sentence = words.split()
@@ -130,7 +136,7 @@ def test_a_bundle_without_forms_reads_sentences_as_written(tiny_bundle, tmp_path
 
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.pop("cased"), "not an object with 'lowercase' and 'names' lists and a 'cased' object"),
-    (lambda t: t.pop("names"), "not an object with 'lowercase' and 'names' lists and a 'cased' object"),
+    (lambda t: t.update(names="world bank"), "not an object with 'lowercase' and 'names' lists and a 'cased' object"),
     (lambda t: t["lowercase"].append(3), "holds an item that is not a string"),
     (lambda t: t["names"].append(None), "holds an item that is not a string"),
 ])
