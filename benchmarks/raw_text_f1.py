@@ -8,7 +8,8 @@ entities, beside the same model tagging the gold tokens (scored the same way: by
 
 ``--form`` writes the prose as headlines and wires do: each document's first sentence in capitals
 (``capitals-headline``) or in Title Case (``title-headline``, every word capitalised), or whole
-documents in capitals (``capitals``); or as scraped HTML text (``html-references``: ``&``, ``'``
+documents in capitals (``capitals``) or in lower case (``lowercase``, as speech transcripts and chat
+are); or as scraped HTML text (``html-references``: ``&``, ``'``
 and ``"`` as ``&amp;``, ``&#39;`` and ``&quot;``, every tenth space as ``&nbsp;``); or with
 typographic apostrophes and quotes (``typographic``: ``\u2019``, ``\u201c``, ``\u201d``), as such text
 reads when its UTF-8 is read as cp1252 (``mojibake``: ``\u00e2\u20ac\u2122``); the gold spans move with
@@ -57,6 +58,10 @@ def _capitals(text: str) -> str:
     return "".join(c.upper() if len(c.upper()) == 1 else c for c in text)
 
 
+def _lowercase(text: str) -> str:
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+
+
 def _title_case(text: str) -> str:
     return " ".join(_capitals(word[:1]) + word[1:] for word in text.split(" "))
 
@@ -101,7 +106,7 @@ def _mojibake(text: str) -> tuple[str, list[int]]:
 
 # each form: the sentences it rewrites ("first" of a document, or "all"), and how
 FORMS = {"prose": None, "capitals-headline": ("first", _capitals), "title-headline": ("first", _title_case),
-         "capitals": ("all", _capitals), "html-references": ("all", _html_references),
+         "capitals": ("all", _capitals), "lowercase": ("all", _lowercase), "html-references": ("all", _html_references),
          "typographic": ("all", _typographic), "mojibake": ("all", _mojibake)}
 
 

@@ -1,4 +1,4 @@
-"""Sentences written in capitals or in Title Case, read by the model in the case of running text.
+"""Sentences written in capitals, in Title Case or in lower case, read by the model in the case of running text.
 
 The corpus is running text, where a capital letter marks a name: a headline in capitals
 ("UN SAYS IRAN MUST STOP") or in Title Case ("Obama Meets Leaders of the European Union") reads to
@@ -7,7 +7,9 @@ training part writes it most often away from a sentence's start ("says", "must",
 "Iran", "UN"), but that two words it writes capitalised together keep their capitals ("World Health
 Organization", though "world" and "health" are lower case most often); records keep the document's
 own text and offsets. Such names are no sign of a headline: "Welcome to the World Health
-Organization." is running text.
+Organization." is running text. A sentence in lower case (speech transcripts, chat) is read with
+the words the training part writes capitalised in their usual form, a pair of them capitalised
+together, and a word it never wrote capitalised as a name.
 """
 
 from __future__ import annotations
@@ -114,10 +116,12 @@ class Truecaser:
             (i + 1 < len(words) and _capitalised(words[i + 1]) and f"{_key(words[i])} {_key(words[i + 1])}" in self.names)
 
     def sentence(self, words: Sequence[str]) -> Sequence[str]:
-        """The words as the model reads them: ``words`` itself unless the sentence is in capitals or Title Case."""
+        """The words as the model reads them: ``words`` itself unless the sentence is in capitals, in Title
+        Case or in lower case."""
         long_words = capitals = common_capitals = common_titled = 0
         first_word = None  # index of the first word with letters: capitalised in any sentence
         lower_word = False  # a lower-case word no Title Case style writes so
+        capital = False  # a capital letter anywhere
         for i, word in enumerate(words):
             if word.islower():
                 long_words += len(word) > 1
@@ -125,9 +129,10 @@ class Truecaser:
                     first_word = i
                 elif not _minor(word):
                     lower_word = True
-                    if long_words - capitals > (1 - _CAPITALS_SHARE) * len(words):
-                        return words  # neither in capitals nor in Title Case: running text
+                    if capital and long_words - capitals > (1 - _CAPITALS_SHARE) * len(words):
+                        return words  # neither in capitals, nor in Title Case, nor in lower case: running text
             elif word.isupper():
+                capital = True
                 if len(word) > 1:
                     long_words += 1
                     capitals += 1
@@ -135,11 +140,14 @@ class Truecaser:
                 if first_word is None:
                     first_word = i
             elif _has_case(word):
+                capital = True
                 long_words += len(word) > 1
                 if first_word is None:
                     first_word = i
                 elif word.istitle() and self._usually_lower(word):
                     common_titled += 1
+        if not capital and long_words >= 2:  # speech transcripts, chat: names in lower case too
+            return self._from_lower_case(words, first_word)
         # a headline holds a word written in lower case elsewhere that is not part of a name: "Welcome to
         # the World Health Organization." holds none
         if common_capitals >= 2 and capitals >= _CAPITALS_SHARE * long_words:
@@ -155,6 +163,22 @@ class Truecaser:
                     out[i] = words[i].lower()
                 return out
         return words
+
+    def _from_lower_case(self, words: Sequence[str], first_word: int) -> Sequence[str]:
+        out = list(words)
+        for i, word in enumerate(words):
+            usual = self.cased.get(_key(word)) if _has_case(word) else None
+            if usual is not None and len(usual) == len(word):
+                out[i] = "".join(c.upper() if u.isupper() else c for c, u in zip(word, usual))
+            elif usual is None and len(word) > 3 and word.isalpha() and _key(word) not in self.lowercase:
+                out[i] = word[0].upper() + word[1:]  # a word the corpus never wrote: likely a name, as in capitals
+        for i in range(len(words) - 1):  # names: "world health organization"
+            if f"{_key(words[i])} {_key(words[i + 1])}" in self.names:
+                out[i], out[i + 1] = out[i][:1].upper() + out[i][1:], out[i + 1][:1].upper() + out[i + 1][1:]
+        # a sentence starts with a capital, but after a number ("43 of the workers were rescued.")
+        if first_word is not None and not any(ch.isdigit() for word in words[:first_word] for ch in word):
+            out[first_word] = out[first_word][:1].upper() + out[first_word][1:]
+        return out if out != words else words
 
     def _from_capitals(self, words: Sequence[str], first_word: int) -> list[str]:
         out = list(words)
