@@ -138,8 +138,7 @@ def _strip_invisible_edges(texts: list[str], start: np.ndarray, end: np.ndarray)
     for i, text in enumerate(texts):
         if text[0] not in _FORMAT_CHARS and text[-1] not in _FORMAT_CHARS and text.isascii() and "&" not in text:
             continue
-        invisible = dict.fromkeys(range(len(text) - len(text.lstrip(_FORMAT_CHARS))), 1)  # start -> length
-        invisible.update((k, 1) for k in range(len(text.rstrip(_FORMAT_CHARS)), len(text)))
+        invisible = {k: 1 for k, char in enumerate(text) if char in _FORMAT_CHARS}  # start -> length
         invisible.update((a, b - a) for a, b, char in written_otherwise(text) if char in _FORMAT_CHARS)
         if not invisible:
             continue

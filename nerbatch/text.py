@@ -201,14 +201,18 @@ _WRAP_SLACK = 4  # characters a wrapped line may exceed the paragraph's other li
 
 # Characters written otherwise: an HTML character reference to one character ("&amp;" before it:
 # escaped more than once), or a character's UTF-8 bytes read as cp1252 ("\u00e2\u20ac\u2122" for "\u2019",
-# "\u00c3\u00a9" for "\u00e9"; the five bytes cp1252 leaves undefined read as Latin-1's controls).
+# "\u00c3\u00a9" for "\u00e9"; the five bytes cp1252 leaves undefined read as Latin-1's controls). Only the
+# characters news text holds are read so, as their leading bytes are letters of correctly written text too
+# ("all\u00e9\u00a0\u00bb", "JOS\u00c9\u00a0MOURINHO"): Latin-1 and Latin Extended-A letters and signs
+# ("\u00c3\u00a9", "\u00c5\u201a"), punctuation, currency and letterlike signs ("\u00e2\u20ac\u201d", "\u00e2\u201a\u00ac",
+# "\u00e2\u201e\u00a2"), a byte order mark, emoji.
 _CP1252_BYTE = {bytes([b]).decode("cp1252", errors="ignore") or chr(b): b for b in range(0x80, 0x100)}
 _UTF8_TAIL = "".join(ch for ch, b in _CP1252_BYTE.items() if b < 0xC0)
-_UTF8_LEAD = re.compile("[\u00c2-\u00f4]").search
+_UTF8_LEAD = re.compile("[\u00c2-\u00c5\u00e2\u00ef\u00f0]").search
 _WRITTEN_OTHERWISE = re.compile(  # the look-ahead: a fast scan to the characters that may start one
-    r"(?=[&\u00c2-\u00f4])(?:&(?:amp;)*(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
-    f"|[\u00c2-\u00df][{re.escape(_UTF8_TAIL)}]|[\u00e0-\u00ef][{re.escape(_UTF8_TAIL)}]{{2}}"
-    f"|[\u00f0-\u00f4][{re.escape(_UTF8_TAIL)}]{{3}})"
+    r"(?=[&\u00c2-\u00c5\u00e2\u00ef\u00f0])(?:&(?:amp;)*(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
+    f"|[\u00c2-\u00c5][{re.escape(_UTF8_TAIL)}]|\u00e2[{re.escape(_UTF8_TAIL)}]{{2}}|\u00ef\u00bb\u00bf"
+    f"|\u00f0[{re.escape(_UTF8_TAIL)}]{{3}})"
 )
 
 _SCAN_LIMIT = 0x32400  # everything assigned above is tags, variation selectors, private use
@@ -432,8 +436,7 @@ def _character(m: re.Match) -> str | None:
             value = bytes(_CP1252_BYTE[ch] for ch in m.group()).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        # two bytes: Latin, Greek or Cyrillic; the rest of their range is what German "\u00df\u201c" reads as
-        return value if m.end() - m.start() > 2 or value < "\u0530" else None
+        return value if value >= "\u00a0" and (value <= "\u214f" or value == "\ufeff" or value >= "\U0001f000") else None
     # "&amp;quot;" escaped twice stands for what "&quot;" does; html.unescape gives "" for a control
     # character ("&#11;") and two characters for some names ("&fjlig;")
     value = html.unescape(f"&{m.group(1)};")

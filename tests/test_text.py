@@ -29,10 +29,11 @@ def _is_separator(ch: str) -> bool:
 
 
 # An HTML character reference (escaped any number of times) to one character reads as that character,
-# and so does a character's UTF-8 read as cp1252 (two bytes: only a Latin, Greek or Cyrillic letter).
+# and so does a character's UTF-8 read as cp1252 (a Latin-1 or Latin Extended-A character, punctuation and
+# signs up to U+214F, a byte order mark, emoji).
 _CP1252 = "".join(bytes([b]).decode("cp1252", errors="ignore") or chr(b) for b in range(0x80, 0xC0))
 _REFERENCE = re.compile(r"&(?:amp;)*(#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
-                        f"|[\u00c2-\u00df][{_CP1252}]|[\u00e0-\u00ef][{_CP1252}]{{2}}|[\u00f0-\u00f4][{_CP1252}]{{3}}")
+                        f"|[\u00c2-\u00c5][{_CP1252}]|\u00e2[{_CP1252}]{{2}}|\u00ef\u00bb\u00bf|\u00f0[{_CP1252}]{{3}}")
 
 
 def _reference_value(m: re.Match) -> str:
@@ -42,7 +43,8 @@ def _reference_value(m: re.Match) -> str:
             value = bytes(0x80 + _CP1252.index(ch) if ch in _CP1252 else ord(ch) for ch in reference).decode("utf-8")
         except UnicodeDecodeError:
             return reference
-        return value if len(value) == 1 and (len(reference) > 2 or value < "\u0530") else reference
+        readable = "\u00a0" <= value <= "\u214f" or value == "\ufeff" or value >= "\U0001f000"
+        return value if len(value) == 1 and readable else reference
     value = html.unescape(f"&{m.group(1)};")  # what it stands for, however many times it was escaped
     return value if len(value) == 1 else reference
 
@@ -392,7 +394,7 @@ _ALPHABET = (
     + ["\u2019", "\u201c", "\u201d", "\u2026", "\u2013", "\u00e9", "U.S.", "Mr.", "n't", "'s", "...", "--"]
     + ["&amp;", "&#39;", "&nbsp;", "&quot;", "&#769;", "&#10;", "&amp;quot;", "&#x200B;", "&shy;", "&foo;", "&#0;"]
     + ["\u00e2\u20ac\u2122", "\u00c3\u00a9", "\u00c3", "\u00e2\u20ac", "\u00df\u201c", "\u00c2\u00a0", "\u00e2\u20ac\x9d",
-       "\u00f0\u0178\u02dc\u20ac", "\u00cc\u0081"]
+       "\u00f0\u0178\u02dc\u20ac", "\u00cc\u0081", "\u00e9\u00a0\u00bb", "\u00ef\u00bb\u00bf", "\u00c2\x81"]
 )
 
 
@@ -427,6 +429,11 @@ def test_html_character_references_read_as_their_characters(text: str, tokens: l
     ("Gru\u00df\u201c Stra\u00dfe\u2026 S\u00c3O PAULO \u00c3",
      [("Gru\u00df", "Gru\u00df"), ("\u201c", "\u201c"), ("Stra\u00dfe", "Stra\u00dfe"), ("\u2026", "\u2026"),
       ("S\u00c3O", "S\u00c3O"), ("PAULO", "PAULO"), ("\u00c3", "\u00c3")]),
+    # correctly written French, Spanish, Irish: accented letters before a no-break space or a sign stay
+    ("all\u00e9\u00a0\u00bb arriv\u00e9\u00a0\u2014 caf\u00e9\u2026\u201d JOS\u00c9\u00a0MOURINHO PEL\u00c9\u2019S NESCAF\u00c9\u00ae \u00d3\u00a0Briain",
+     [("all\u00e9", "all\u00e9"), ("\u00bb", "\u00bb"), ("arriv\u00e9", "arriv\u00e9"), ("\u2014", "\u2014"), ("caf\u00e9", "caf\u00e9"),
+      ("\u2026", "\u2026"), ("\u201d", "\u201d"), ("JOS\u00c9", "JOS\u00c9"), ("MOURINHO", "MOURINHO"), ("PEL\u00c9", "PEL\u00c9"),
+      ("\u2019S", "\u2019S"), ("NESCAF\u00c9", "NESCAF\u00c9"), ("\u00ae", "\u00ae"), ("\u00d3", "\u00d3"), ("Briain", "Briain")]),
 ])
 def test_mojibake_reads_as_the_characters_it_stands_for(text: str, tokens: list[tuple[str, str]]) -> None:
     sentences = segment(text)
