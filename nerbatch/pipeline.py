@@ -99,6 +99,7 @@ class AnnotatedChunk:
 
 
 _DONE = object()
+LOWER_CASE_DOCUMENT_TOKENS = 20  # a document without a capital letter is read as lower-cased text from this long
 _WORDY = re.compile(r"[^\W_]").search  # a letter or digit
 # the format characters a token may start or end with (text.py's word and joiner characters)
 _FORMAT_CHARS = "\u00ad\u200c\u200d\u2060"
@@ -289,10 +290,23 @@ class NerPipeline:
         if docs or failed:
             yield docs, segmented, failed
 
+    def _model_words(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> list[Sequence[str]]:
+        """Each sentence's words as the model reads them: a list item without its number or bullet (the
+        corpus's sentences hold none); a document wholly in lower case with its names capitalised."""
+        truecaser = self.tagger.truecaser
+        words = []
+        for doc, doc_sentences in zip(docs, segmented):
+            # a short one is as likely a chat line, a caption or code as a lower-cased text
+            lower_case = truecaser is not None and doc.text.islower() and \
+                sum(map(len, doc_sentences)) >= LOWER_CASE_DOCUMENT_TOKENS
+            for s in doc_sentences:
+                sentence = s.words[s.item_mark:] if s.item_mark else s.words
+                words.append(truecaser.lower_case_sentence(sentence) if lower_case else sentence)
+        return words
+
     def _annotate_chunk(self, docs: list[Document], segmented: list[list[SentenceTokens]]) -> AnnotatedChunk:
         sentences = [s for doc_sentences in segmented for s in doc_sentences]
-        # the corpus's sentences hold no list item's number or bullet: the model reads the item without it
-        tagged = self.tagger.tag([s.words[s.item_mark:] if s.item_mark else s.words for s in sentences])
+        tagged = self.tagger.tag(self._model_words(docs, segmented))
         tagged = [_after_item_mark(t, s.item_mark, self._outside) if s.item_mark else t
                   for s, t in zip(sentences, tagged)]
         lengths = np.fromiter((len(s) for s in sentences), np.int64, len(sentences))

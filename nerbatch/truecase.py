@@ -7,9 +7,9 @@ training part writes it most often away from a sentence's start ("says", "must",
 "Iran", "UN"), but that two words it writes capitalised together keep their capitals ("World Health
 Organization", though "world" and "health" are lower case most often); records keep the document's
 own text and offsets. Such names are no sign of a headline: "Welcome to the World Health
-Organization." is running text. A sentence in lower case (speech transcripts, chat) is read with
-the words the training part writes capitalised in their usual form, a pair of them capitalised
-together, and a word it never wrote capitalised as a name.
+Organization." is running text. The sentences of a document written wholly in lower case (a speech
+transcript, a lower-cased text) are read with the words the training part writes capitalised in their
+usual form and the pairs it writes capitalised together capitalised.
 """
 
 from __future__ import annotations
@@ -116,12 +116,11 @@ class Truecaser:
             (i + 1 < len(words) and _capitalised(words[i + 1]) and f"{_key(words[i])} {_key(words[i + 1])}" in self.names)
 
     def sentence(self, words: Sequence[str]) -> Sequence[str]:
-        """The words as the model reads them: ``words`` itself unless the sentence is in capitals, in Title
-        Case or in lower case."""
+        """The words as the model reads them: ``words`` itself unless the sentence is in capitals or in Title
+        Case."""
         long_words = capitals = common_capitals = common_titled = 0
         first_word = None  # index of the first word with letters: capitalised in any sentence
         lower_word = False  # a lower-case word no Title Case style writes so
-        capital = False  # a capital letter anywhere
         for i, word in enumerate(words):
             if word.islower():
                 long_words += len(word) > 1
@@ -129,10 +128,9 @@ class Truecaser:
                     first_word = i
                 elif not _minor(word):
                     lower_word = True
-                    if capital and long_words - capitals > (1 - _CAPITALS_SHARE) * len(words):
-                        return words  # neither in capitals, nor in Title Case, nor in lower case: running text
+                    if long_words - capitals > (1 - _CAPITALS_SHARE) * len(words):
+                        return words  # neither in capitals nor in Title Case: running text
             elif word.isupper():
-                capital = True
                 if len(word) > 1:
                     long_words += 1
                     capitals += 1
@@ -140,14 +138,11 @@ class Truecaser:
                 if first_word is None:
                     first_word = i
             elif _has_case(word):
-                capital = True
                 long_words += len(word) > 1
                 if first_word is None:
                     first_word = i
                 elif word.istitle() and self._usually_lower(word):
                     common_titled += 1
-        if not capital and long_words >= 2:  # speech transcripts, chat: names in lower case too
-            return self._from_lower_case(words, first_word)
         # a headline holds a word written in lower case elsewhere that is not part of a name: "Welcome to
         # the World Health Organization." holds none
         if common_capitals >= 2 and capitals >= _CAPITALS_SHARE * long_words:
@@ -164,20 +159,21 @@ class Truecaser:
                 return out
         return words
 
-    def _from_lower_case(self, words: Sequence[str], first_word: int) -> Sequence[str]:
+    def lower_case_sentence(self, words: Sequence[str]) -> Sequence[str]:
+        """A sentence of a document written in lower case as the model reads it: the words the training
+        part writes capitalised in their usual form, the pairs it writes capitalised together
+        capitalised, the first word capitalised unless a number comes first."""
         out = list(words)
         for i, word in enumerate(words):
             usual = self.cased.get(_key(word)) if _has_case(word) else None
             if usual is not None and len(usual) == len(word):
                 out[i] = "".join(c.upper() if u.isupper() else c for c, u in zip(word, usual))
-            elif usual is None and len(word) > 3 and word.isalpha() and _key(word) not in self.lowercase:
-                out[i] = word[0].upper() + word[1:]  # a word the corpus never wrote: likely a name, as in capitals
         for i in range(len(words) - 1):  # names: "world health organization"
             if f"{_key(words[i])} {_key(words[i + 1])}" in self.names:
                 out[i], out[i + 1] = out[i][:1].upper() + out[i][1:], out[i + 1][:1].upper() + out[i + 1][1:]
-        # a sentence starts with a capital, but after a number ("43 of the workers were rescued.")
+        first_word = next((i for i, word in enumerate(words) if _has_case(word)), None)
         if first_word is not None and not any(ch.isdigit() for word in words[:first_word] for ch in word):
-            out[first_word] = out[first_word][:1].upper() + out[first_word][1:]
+            out[first_word] = out[first_word][:1].upper() + out[first_word][1:]  # ("43 of the workers ...")
         return out if out != words else words
 
     def _from_capitals(self, words: Sequence[str], first_word: int) -> list[str]:

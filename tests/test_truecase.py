@@ -49,16 +49,24 @@ def test_the_usual_form_of_a_word_is_learnt_away_from_a_sentences_start():
     ("World Health Organization Says Iran Must Stop", "World Health Organization says Iran must stop"),
     ("Iran Says World Health Organization", "Iran says World Health Organization"),  # one word beside a name
     ("IRAN SAYS WORLD HEALTH ORGANIZATION", "Iran says World Health Organization"),
-    # lower case: the usual forms, names, a word the corpus never wrote as a name; no capital after a number
-    ("the un says iran must stop in geneva .", "The UN says Iran must stop in Geneva ."),
-    ("officials met the world health organization .", "Officials met the World Health Organization ."),
-    ("43 of the un met xinhua in geneva .", "43 of the UN met Xinhua in Geneva ."),
     # clitics, typographic apostrophes and numbers are no lower-case words of running text
     ("Iran \u2019s Leaders Must Stop 2nd Meets", "Iran \u2019s leaders must stop 2nd meets"),
     ("Iran Does n't Say Leaders Must Stop", "Iran Does n't say leaders must stop"),  # "does": not in the corpus
 ])
 def test_capitals_and_title_case_read_as_running_text(words, read):
     assert Truecaser.build(CORPUS).sentence(words.split()) == read.split()
+
+
+@pytest.mark.parametrize("words, read", [
+    # the usual forms, names; no capital after a number; a word the corpus never wrote stays
+    ("the un says iran must stop in geneva .", "The UN says Iran must stop in Geneva ."),
+    ("officials met the world health organization .", "Officials met the World Health Organization ."),
+    ("43 of the un met xinhua in geneva .", "43 of the UN met xinhua in Geneva ."),
+])
+def test_a_lower_case_documents_sentences_read_with_capitals(words, read):
+    truecaser = Truecaser.build(CORPUS)
+    assert truecaser.lower_case_sentence(words.split()) == read.split()
+    assert truecaser.sentence(words.split()) == words.split()  # within a cased document: as written
 
 
 @pytest.mark.parametrize("words", [
@@ -93,8 +101,13 @@ def test_the_training_part_sentences_are_read_as_written(full_corpus):
      [("per", "AGASSI", 0), ("tim", "2005", 16), ("org", "ASSOCIATION OF TENNIS PROFESSIONALS", 48)]),
     ("Europe Currently Relies On Russia For A Quarter Of Its Natural Gas.",
      [("geo", "Europe", 0), ("geo", "Russia", 27)]),
-    ("angela merkel met emmanuel macron in berlin on tuesday.",
-     [("per", "angela merkel", 0), ("per", "emmanuel macron", 18), ("geo", "berlin", 37), ("tim", "tuesday", 47)]),
+    # a document in lower case (a transcript): 20 tokens or more
+    ("angela merkel met gordon brown in berlin on tuesday. they spoke for an hour about iran and the european union.",
+     [("per", "angela merkel", 0), ("per", "gordon brown", 18), ("geo", "berlin", 34), ("tim", "tuesday", 44),
+      ("geo", "iran", 82), ("org", "european union", 95)]),
+    # shorter: a chat line, a caption, code are as likely, and read as written
+    ("the quick brown fox jumps over the lazy dog.", []),
+    ("angela merkel met emmanuel macron in berlin on tuesday.", [("tim", "tuesday", 47)]),
     ("Senator Obama Said Critical Questions About North Korea's Nuclear Program Remain Unanswered.",
      [("per", "Senator Obama", 0), ("geo", "North Korea", 44)]),
 ])
