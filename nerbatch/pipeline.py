@@ -297,8 +297,9 @@ class NerPipeline:
         words = []
         for doc, doc_sentences in zip(docs, segmented):
             # a short one is as likely a chat line, a caption or code as a lower-cased text
-            lower_case = truecaser is not None and doc.text.islower() and \
-                sum(map(len, doc_sentences)) >= LOWER_CASE_DOCUMENT_TOKENS
+            lower_case = truecaser is not None and sum(map(len, doc_sentences)) >= LOWER_CASE_DOCUMENT_TOKENS and (
+                doc.text.islower() or  # or as read: "caf\u00c3\u00a9" is "caf\u00e9"
+                not doc.text.isascii() and "".join(w for s in doc_sentences for w in s.words).islower())
             for s in doc_sentences:
                 sentence = s.words[s.item_mark:] if s.item_mark else s.words
                 words.append(truecaser.lower_case_sentence(sentence) if lower_case else sentence)

@@ -436,6 +436,8 @@ def _character(m: re.Match) -> str | None:
             value = bytes(_CP1252_BYTE[ch] for ch in m.group()).decode("utf-8")
         except UnicodeDecodeError:
             return None
+        if m.end() - m.start() == 2 and _CP1252_BYTE[m.group()[1]] < 0xA0 and m.string[m.start() - 1:m.start()].isupper():
+            return None  # a word in capitals ending in \u00c4 or \u00c5 before a quote or dash: "P\u00c4IV\u00c4\u201d", "UME\u00c5\u2013"
         return value if value >= "\u00a0" and (value <= "\u214f" or value == "\ufeff" or value >= "\U0001f000") else None
     # "&amp;quot;" escaped twice stands for what "&quot;" does; html.unescape gives "" for a control
     # character ("&#11;") and two characters for some names ("&fjlig;")

@@ -28,6 +28,8 @@ _MINOR_WORDS = frozenset(
     "a an the and but or nor for so yet as at by in of off on per to up via with from into onto over upon than vs vs."
     .split()
 )
+_PROPER_EVIDENCE = 3  # times written capitalised, at least
+_PROPER_SHARE = 0.9  # of the times written
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)").fullmatch
 
 
@@ -45,6 +47,11 @@ def _minor(word: str) -> bool:
     return key in _MINOR_WORDS or key[0] == "'" or key == "n't" or _ORDINAL(key) is not None
 
 
+def _nearly_always(capitalised: int, lower_case: int) -> bool:
+    """Whether a word or pair is written capitalised often and nearly always: a name even in lower-case text."""
+    return capitalised >= _PROPER_EVIDENCE and capitalised >= _PROPER_SHARE * (capitalised + lower_case)
+
+
 def _capitalised(word: str) -> bool:
     return word[:1].isupper()
 
@@ -57,6 +64,10 @@ class Truecaser:
     cased: dict[str, str] = field(default_factory=dict)  # the others: lower-cased word -> its usual form
     # two words, one of them usually lower case, written capitalised together most often: "world bank"
     names: frozenset[str] = frozenset()
+    # what a document in lower case is read with: the words and pairs the training part writes
+    # capitalised nearly always and often enough ("iran", "world health"; not "river", "brand new")
+    proper: frozenset[str] = frozenset()
+    proper_names: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, sentences: Iterable[Sequence[str]]) -> "Truecaser":
@@ -77,7 +88,7 @@ class Truecaser:
                 if previous is not None:
                     pairs[f"{previous.lower()} {word.lower()}"][_capitalised(previous) and _capitalised(word)] += 1
                 previous = word
-        lowercase, cased = set(), {}
+        lowercase, cased, proper = set(), {}, set()
         for key, counts in forms.items():
             # most frequent; on a tie the lower-case form, then the greater string (the same in any corpus order)
             form = max(counts.items(), key=lambda item: (item[1], item[0] == key, item[0]))[0]
@@ -85,24 +96,30 @@ class Truecaser:
                 lowercase.add(key)
             else:
                 cased[key] = form
+                if _nearly_always(sum(counts.values()) - counts[key], counts[key]):
+                    proper.add(key)
         names = {pair for pair, counts in pairs.items()
                  if counts[True] > counts[False] and any(key in lowercase for key in pair.split(" "))}
-        return cls(frozenset(lowercase), cased, frozenset(names))
+        proper_names = {pair for pair in names if _nearly_always(pairs[pair][True], pairs[pair][False])}
+        return cls(frozenset(lowercase), cased, frozenset(names), frozenset(proper), frozenset(proper_names))
 
     def to_json(self) -> dict:
         return {"lowercase": sorted(self.lowercase), "cased": dict(sorted(self.cased.items())),
-                "names": sorted(self.names)}
+                "names": sorted(self.names), "proper": sorted(self.proper), "proper_names": sorted(self.proper_names)}
 
     @classmethod
     def from_json(cls, data) -> "Truecaser":
-        """``ValueError`` unless ``data`` is what ``to_json`` writes (the first bundles with the file have no names)."""
-        if not isinstance(data, dict) or not isinstance(data.get("lowercase"), list) \
-                or not isinstance(data.get("cased"), dict) or not isinstance(data.setdefault("names", []), list):
-            raise ValueError("not an object with 'lowercase' and 'names' lists and a 'cased' object")
-        if not all(isinstance(w, str) for w in data["lowercase"] + data["names"]) or \
+        """``ValueError`` unless ``data`` is what ``to_json`` writes (the first bundles with the file have only
+        'lowercase' and 'cased', or 'names' too)."""
+        lists = ("lowercase", "names", "proper", "proper_names")
+        if not isinstance(data, dict) or not isinstance(data.get("cased"), dict) or "lowercase" not in data \
+                or not all(isinstance(data.setdefault(name, []), list) for name in lists):
+            raise ValueError(f"not an object with {', '.join(map(repr, lists))} lists and a 'cased' object")
+        if not all(isinstance(w, str) for name in lists for w in data[name]) or \
                 not all(isinstance(k, str) and isinstance(v, str) for k, v in data["cased"].items()):
             raise ValueError("holds an item that is not a string")
-        return cls(frozenset(data["lowercase"]), dict(data["cased"]), frozenset(data["names"]))
+        return cls(frozenset(data["lowercase"]), dict(data["cased"]),
+                   *(frozenset(data[name]) for name in lists[1:]))
 
     def __len__(self) -> int:
         return len(self.lowercase) + len(self.cased)
@@ -160,16 +177,17 @@ class Truecaser:
         return words
 
     def lower_case_sentence(self, words: Sequence[str]) -> Sequence[str]:
-        """A sentence of a document written in lower case as the model reads it: the words the training
-        part writes capitalised in their usual form, the pairs it writes capitalised together
-        capitalised, the first word capitalised unless a number comes first."""
+        """A sentence of a document written in lower case as the model reads it: the words and pairs the
+        training part writes capitalised nearly always in their usual form, the first word capitalised
+        unless a number comes first."""
         out = list(words)
         for i, word in enumerate(words):
-            usual = self.cased.get(_key(word)) if _has_case(word) else None
+            key = _key(word)
+            usual = self.cased.get(key) if key in self.proper else None
             if usual is not None and len(usual) == len(word):
                 out[i] = "".join(c.upper() if u.isupper() else c for c, u in zip(word, usual))
         for i in range(len(words) - 1):  # names: "world health organization"
-            if f"{_key(words[i])} {_key(words[i + 1])}" in self.names:
+            if f"{_key(words[i])} {_key(words[i + 1])}" in self.proper_names:
                 out[i], out[i + 1] = out[i][:1].upper() + out[i][1:], out[i + 1][:1].upper() + out[i + 1][1:]
         first_word = next((i for i, word in enumerate(words) if _has_case(word)), None)
         if first_word is not None and not any(ch.isdigit() for word in words[:first_word] for ch in word):

@@ -44,6 +44,8 @@ def _reference_value(m: re.Match) -> str:
         except UnicodeDecodeError:
             return reference
         readable = "\u00a0" <= value <= "\u214f" or value == "\ufeff" or value >= "\U0001f000"
+        if len(reference) == 2 and reference[1] in _CP1252[:32] and m.string[m.start() - 1:m.start()].isupper():
+            return reference  # "P\u00c4IV\u00c4\u201d": a word in capitals before a quote
         return value if len(value) == 1 and readable else reference
     value = html.unescape(f"&{m.group(1)};")  # what it stands for, however many times it was escaped
     return value if len(value) == 1 else reference
@@ -429,6 +431,10 @@ def test_html_character_references_read_as_their_characters(text: str, tokens: l
     ("Gru\u00df\u201c Stra\u00dfe\u2026 S\u00c3O PAULO \u00c3",
      [("Gru\u00df", "Gru\u00df"), ("\u201c", "\u201c"), ("Stra\u00dfe", "Stra\u00dfe"), ("\u2026", "\u2026"),
       ("S\u00c3O", "S\u00c3O"), ("PAULO", "PAULO"), ("\u00c3", "\u00c3")]),
+    # correctly written Finnish, Swedish, Portuguese in capitals: a final \u00c4, \u00c5, \u00c3 before a quote or dash
+    ("\u201dHYV\u00c4 P\u00c4IV\u00c4\u201d UME\u00c5\u2013STOCKHOLM IRM\u00c3\u201d",
+     [("\u201d", "\u201d"), ("HYV\u00c4", "HYV\u00c4"), ("P\u00c4IV\u00c4", "P\u00c4IV\u00c4"), ("\u201d", "\u201d"), ("UME\u00c5", "UME\u00c5"),
+      ("\u2013", "\u2013"), ("STOCKHOLM", "STOCKHOLM"), ("IRM\u00c3", "IRM\u00c3"), ("\u201d", "\u201d")]),
     # correctly written French, Spanish, Irish: accented letters before a no-break space or a sign stay
     ("all\u00e9\u00a0\u00bb arriv\u00e9\u00a0\u2014 caf\u00e9\u2026\u201d JOS\u00c9\u00a0MOURINHO PEL\u00c9\u2019S NESCAF\u00c9\u00ae \u00d3\u00a0Briain",
      [("all\u00e9", "all\u00e9"), ("\u00bb", "\u00bb"), ("arriv\u00e9", "arriv\u00e9"), ("\u2014", "\u2014"), ("caf\u00e9", "caf\u00e9"),

@@ -36,6 +36,8 @@ def test_the_usual_form_of_a_word_is_learnt_away_from_a_sentences_start():
     assert Truecaser.from_json(json.loads(json.dumps(truecaser.to_json()))) == truecaser
     without_names = {"lowercase": ["says"], "cased": {"un": "UN"}}  # as the first bundles with the file wrote it
     assert Truecaser.from_json(without_names) == Truecaser(frozenset(["says"]), {"un": "UN"})
+    with pytest.raises(ValueError, match="not an object with"):
+        Truecaser.from_json({"lowercase": 3, "cased": {}})
 
 
 @pytest.mark.parametrize("words, read", [
@@ -64,9 +66,20 @@ def test_capitals_and_title_case_read_as_running_text(words, read):
     ("43 of the un met xinhua in geneva .", "43 of the UN met xinhua in Geneva ."),
 ])
 def test_a_lower_case_documents_sentences_read_with_capitals(words, read):
-    truecaser = Truecaser.build(CORPUS)
+    truecaser = Truecaser.build(CORPUS * 3)  # nearly always capitalised, and three times at least
     assert truecaser.lower_case_sentence(words.split()) == read.split()
     assert truecaser.sentence(words.split()) == words.split()  # within a cased document: as written
+
+
+def test_only_words_nearly_always_capitalised_are_names_in_lower_case_text():
+    corpus = [["The", "river", "rose", "."]] + [["He", "crossed", "the", "River", "Jordan", "."]] * 3 + \
+             [["He", "saw", "the", "river", "Jordan", "."], ["They", "want", "a", "new", "car", "."],
+              ["A", "New", "Job", "fair", "."]]
+    truecaser = Truecaser.build(corpus)
+    assert truecaser.cased["river"] == "River" and "jordan" in truecaser.proper
+    assert "river" not in truecaser.proper  # 3 of 5: the noun as well
+    assert "new job" in truecaser.names and "new job" not in truecaser.proper_names  # capitalised once
+    assert truecaser.lower_case_sentence("he saw the river jordan .".split()) == "He saw the river Jordan .".split()
 
 
 @pytest.mark.parametrize("words", [
@@ -104,7 +117,13 @@ def test_the_training_part_sentences_are_read_as_written(full_corpus):
     # a document in lower case (a transcript): 20 tokens or more
     ("angela merkel met gordon brown in berlin on tuesday. they spoke for an hour about iran and the european union.",
      [("per", "angela merkel", 0), ("per", "gordon brown", 18), ("geo", "berlin", 34), ("tim", "tuesday", 44),
-      ("geo", "iran", 82), ("org", "european union", 95)]),
+      ("geo", "iran", 82)]),
+    # mojibake read as the letter it stands for is lower case too
+    ("angela merkel met gordon brown in berlin on tuesday. they spoke for an hour about iran at a caf\u00c3\u00a9 in paris.",
+     [("per", "angela merkel", 0), ("per", "gordon brown", 18), ("geo", "berlin", 34), ("tim", "tuesday", 44),
+      ("geo", "iran", 82), ("geo", "paris", 101)]),
+    # names only where the corpus nearly always writes them so: "river", "market", "rice" are no names
+    ("we walked along the river to the market and bought rice and bread. then we went home and cooked dinner.", []),
     # shorter: a chat line, a caption, code are as likely, and read as written
     ("the quick brown fox jumps over the lazy dog.", []),
     ("angela merkel met emmanuel macron in berlin on tuesday.", [("tim", "tuesday", 47)]),
@@ -155,8 +174,9 @@ def test_a_bundle_without_forms_reads_sentences_as_written(tiny_bundle, tmp_path
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda t: t.pop("cased"), "not an object with 'lowercase' and 'names' lists and a 'cased' object"),
-    (lambda t: t.update(names="world bank"), "not an object with 'lowercase' and 'names' lists and a 'cased' object"),
+    (lambda t: t.pop("cased"), "not an object with 'lowercase', 'names', 'proper', 'proper_names' lists and a 'cased' object"),
+    (lambda t: t.update(names="world bank"),
+     "not an object with 'lowercase', 'names', 'proper', 'proper_names' lists and a 'cased' object"),
     (lambda t: t["lowercase"].append(3), "holds an item that is not a string"),
     (lambda t: t["names"].append(None), "holds an item that is not a string"),
 ])
