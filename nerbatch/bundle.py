@@ -8,9 +8,10 @@ Layout::
     config.json     name, version, arch, max_len, features, decoder, network shape
     transitions.json  tag transition scores added in Viterbi decoding: learned by the CRF
                     objective, or a weighted tag-bigram prior (optional)
-    truecase.json   each word's usual written form in the training part, and the pairs of words
-                    it writes capitalised together, for sentences in capitals or Title Case
-                    (optional: without it they are read as written)
+    truecase.json   each word's usual written form in the training part, the pairs of words it
+                    writes capitalised together, and the words and pairs it writes capitalised
+                    nearly always: for sentences in capitals or Title Case and documents in lower
+                    case (optional: without it they are read as written)
     metrics.json    protocol test-split scores, training settings, data sha256, library versions
     history.json    per-epoch training curves (optional)
     training.png    plot of the curves (optional)
