@@ -277,7 +277,8 @@ def info(model: ModelOpt = None) -> None:
         "features": config["features"],
         "decoder": config["decoder"],
         "max_len": config["max_len"],
-        # headlines in capitals or Title Case are read as running text only with the training part's forms
+        # headlines in capitals or Title Case, and lower-case documents, are read as running text only with
+        # the training part's forms
         "written_forms": len(bundle.truecaser) if bundle.truecaser is not None else None,
         "created_at": config.get("created_at"),
         "bytes": sum(f["bytes"] for f in manifest["files"].values()),

@@ -8,8 +8,8 @@ training part writes it most often away from a sentence's start ("says", "must",
 Organization", though "world" and "health" are lower case most often); records keep the document's
 own text and offsets. Such names are no sign of a headline: "Welcome to the World Health
 Organization." is running text. The sentences of a document written wholly in lower case (a speech
-transcript, a lower-cased text) are read with the words the training part writes capitalised in their
-usual form and the pairs it writes capitalised together capitalised.
+transcript, a lower-cased text) are read with the words and pairs the training part writes capitalised
+nearly always in their usual form.
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ def _nearly_always(capitalised: int, lower_case: int) -> bool:
 
 def _capitalised(word: str) -> bool:
     return word[:1].isupper()
+
+
+def _capitalise(word: str) -> str:
+    return word[:1].upper() + word[1:]
+
+
+def _in_form(word: str, usual: str) -> str:
+    """``word`` with the capitals of its usual form ("UN", "McCain"); as it is when their lengths differ."""
+    if len(usual) != len(word):
+        return word
+    return "".join(c.upper() if u.isupper() else c.lower() for c, u in zip(word, usual))
 
 
 @dataclass(frozen=True)
@@ -184,14 +195,14 @@ class Truecaser:
         for i, word in enumerate(words):
             key = _key(word)
             usual = self.cased.get(key) if key in self.proper else None
-            if usual is not None and len(usual) == len(word):
-                out[i] = "".join(c.upper() if u.isupper() else c for c, u in zip(word, usual))
+            if usual is not None:
+                out[i] = _in_form(word, usual)
         for i in range(len(words) - 1):  # names: "world health organization"
             if f"{_key(words[i])} {_key(words[i + 1])}" in self.proper_names:
-                out[i], out[i + 1] = out[i][:1].upper() + out[i][1:], out[i + 1][:1].upper() + out[i + 1][1:]
+                out[i], out[i + 1] = _capitalise(out[i]), _capitalise(out[i + 1])
         first_word = next((i for i, word in enumerate(words) if _has_case(word)), None)
         if first_word is not None and not any(ch.isdigit() for word in words[:first_word] for ch in word):
-            out[first_word] = out[first_word][:1].upper() + out[first_word][1:]  # ("43 of the workers ...")
+            out[first_word] = _capitalise(out[first_word])  # ("43 of the workers ...")
         return out if out != words else words
 
     def _from_capitals(self, words: Sequence[str], first_word: int) -> list[str]:
@@ -203,12 +214,10 @@ class Truecaser:
             if key in self.lowercase:
                 form = word[0] + word[1:].lower() if self._named(words, i) else word.lower()
             elif key in self.cased:
-                usual = self.cased[key]
-                form = "".join(c.upper() if u.isupper() else c.lower() for c, u in zip(word, usual)) \
-                    if len(usual) == len(word) else word
+                form = _in_form(word, self.cased[key])
             else:  # a word the corpus never wrote: a short one is likely an acronym, a longer one a name
                 form = word if len(word) <= 3 else word[0] + word[1:].lower()
             if i == first_word:
-                form = form[:1].upper() + form[1:]
+                form = _capitalise(form)
             out[i] = form
         return out
